@@ -1,0 +1,116 @@
+"""Tiny offline models for tests, examples and machines without a GPU or a model hub.
+
+Everything here is built locally: a byte-level BPE tokenizer trained on a small
+generated corpus, and randomly initialised causal LMs (GPT-2 or Llama shape) or
+sequence-classification reward models (``num_labels=1``). Nothing is downloaded.
+
+    >>> from rlhfkit.testing import tiny_tokenizer, tiny_causal_lm
+    >>> tok = tiny_tokenizer()
+    >>> model = tiny_causal_lm("gpt2", tok)
+
+``rlhfkit tiny-model --arch llama --output_dir ./tiny`` writes the same to a folder that
+``AutoModelForCausalLM.from_pretrained`` (and ``AutoTokenizer``) load.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    GPT2Config,
+    LlamaConfig,
+    PreTrainedTokenizerFast,
+)
+
+ARCHS = ("gpt2", "llama")
+SPECIAL_TOKENS = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>", "unk_token": "<|unk|>"}
+
+_SUBJECTS = ["the cat", "a dog", "my friend", "the teacher", "we", "they", "the band", "a robot", "the river"]
+_VERBS = ["sings", "runs", "walks", "writes", "plays", "sleeps", "dances", "reads", "waits", "shines"]
+_ENDS = ["all night", "by the sea", "in the morning", "with joy", "again and again", "under the moon",
+         "for a while", "at the station", "like a rock song", "halfway there"]
+
+
+def toy_corpus(n: int = 2000, seed: int = 0) -> list[str]:
+    """Short generated sentences (no copyrighted text) to train the tiny tokenizer on."""
+    rng = random.Random(seed)
+    return [f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_ENDS)}." for _ in range(n)]
+
+
+def tiny_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer locally (a few hundred milliseconds).
+
+    It has ``<|bos|>``, ``<|eos|>``, ``<|pad|>`` and ``<|unk|>`` tokens, pads on the
+    right like GPT-2, and carries a minimal chat template.
+    """
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus or toy_corpus(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+    fast.padding_side = "right"
+    fast.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    return fast
+
+
+def tiny_config(arch: str = "gpt2", tokenizer=None, vocab_size: int | None = None, hidden_size: int = 64,
+                num_layers: int = 2, num_heads: int = 4, max_positions: int = 256, **overrides):
+    """A small ``GPT2Config`` or ``LlamaConfig`` (dropout off so tests are deterministic)."""
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    vocab = vocab_size or (len(tokenizer) if tokenizer is not None else 256)
+    ids = {}
+    if tokenizer is not None:
+        ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                   pad_token_id=tokenizer.pad_token_id)
+    if arch == "gpt2":
+        cfg = dict(vocab_size=vocab, n_embd=hidden_size, n_layer=num_layers, n_head=num_heads,
+                   n_positions=max_positions, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **ids)
+        cfg.update(overrides)
+        return GPT2Config(**cfg)
+    cfg = dict(vocab_size=vocab, hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+               num_hidden_layers=num_layers, num_attention_heads=num_heads,
+               num_key_value_heads=max(1, num_heads // 2), max_position_embeddings=max_positions,
+               tie_word_embeddings=False, **ids)
+    cfg.update(overrides)
+    return LlamaConfig(**cfg)
+
+
+def tiny_causal_lm(arch: str = "gpt2", tokenizer=None, seed: int = 0, **config_kwargs):
+    """A randomly initialised ``AutoModelForCausalLM`` of the given shape."""
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(tiny_config(arch, tokenizer, **config_kwargs))
+
+
+def tiny_reward_model(arch: str = "gpt2", tokenizer=None, seed: int = 0, **config_kwargs):
+    """A randomly initialised ``AutoModelForSequenceClassification`` with ``num_labels=1``."""
+    torch.manual_seed(seed)
+    config = tiny_config(arch, tokenizer, num_labels=1, **config_kwargs)
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def save_tiny(output_dir: str | Path, arch: str = "gpt2", kind: str = "causal-lm", seed: int = 0,
+              **config_kwargs) -> Path:
+    """Write a tiny tokenizer and model to ``output_dir``; returns the path."""
+    if kind not in ("causal-lm", "reward"):
+        raise ValueError(f"kind must be 'causal-lm' or 'reward', got {kind!r}")
+    out = Path(output_dir)
+    tok = tiny_tokenizer()
+    build = tiny_causal_lm if kind == "causal-lm" else tiny_reward_model
+    build(arch, tok, seed=seed, **config_kwargs).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

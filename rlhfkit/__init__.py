@@ -1,0 +1,13 @@
+"""rlhfkit: RLHF for Hugging Face Transformers models.
+
+The classic PPO API lives at the top level, so ``from rlhfkit import PPOTrainer`` works
+where old scripts said ``from trl import PPOTrainer``.
+"""
+
+__version__ = "0.1.0"
+
+from .models import AutoModelForCausalLMWithValueHead, CriticModel, create_reference_model
+from .trainers import PPOConfig, PPOTrainer, set_seed
+
+__all__ = ["AutoModelForCausalLMWithValueHead", "CriticModel", "PPOConfig", "PPOTrainer", "__version__",
+           "create_reference_model", "set_seed"]

@@ -1,0 +1,158 @@
+"""The training mechanics, written once and used by composition by every trainer.
+
+``Mechanics`` owns what is not the method: device and processes (Accelerate), mixed
+precision, gradient accumulation, gradient clipping, the optimiser step, metric logging
+(JSONL always when a logging dir is set; TensorBoard or W&B through Accelerate's
+trackers) and atomic checkpoints. A method file builds its batches and computes
+``loss, metrics``; it calls ``backward`` and ``optimizer_step`` here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(param_groups, name: str = "adam", lr: float = 1e-5, weight_decay: float = 0.0):
+    """Adam (classic PPO) or AdamW; ``param_groups`` may carry their own ``lr``.
+
+    The fused kernel updates all parameters in one pass; it exists on CPU and CUDA in
+    torch >= 2.4 and is numerically the same algorithm as the per-tensor loop.
+    """
+    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    kwargs = dict(lr=lr) if name == "adam" else dict(lr=lr, weight_decay=weight_decay)
+    groups = [g for g in param_groups if g["params"]]
+    devices = {p.device.type for g in groups for p in g["params"]}
+    fused = len(devices) == 1 and devices <= {"cpu", "cuda"}
+    try:
+        return cls(groups, fused=fused, **kwargs)
+    except (RuntimeError, TypeError):  # dtype or device the fused kernel does not take
+        return cls(groups, **kwargs)
+
+
+class Mechanics:
+    """Accelerator, optimiser stepping, logging and checkpoints for one run."""
+
+    def __init__(self, *, mixed_precision: str = "no", gradient_accumulation_steps: int = 1,
+                 max_grad_norm: float | None = None, log_with: str | None = None, logging_dir: str | None = None,
+                 accelerator_kwargs: dict | None = None, tracker_project_name: str = "rlhfkit",
+                 tracker_config: dict | None = None, tracker_kwargs: dict | None = None):
+        kwargs = dict(accelerator_kwargs or {})
+        kwargs.setdefault("mixed_precision", mixed_precision)
+        trackers = None if log_with in (None, "jsonl") else log_with
+        if trackers is not None or logging_dir:
+            kwargs.setdefault("project_config", ProjectConfiguration(project_dir=logging_dir or "runs",
+                                                                     logging_dir=logging_dir or "runs"))
+        self.accelerator = Accelerator(log_with=trackers, **kwargs)
+        self.max_grad_norm = max_grad_norm
+        self.gradient_accumulation_steps = gradient_accumulation_steps
+        self.logging_dir = Path(logging_dir) if logging_dir else None
+        self._micro = 0
+        if trackers is not None:
+            self.accelerator.init_trackers(tracker_project_name, config=_jsonable(tracker_config or {}),
+                                           init_kwargs=tracker_kwargs or {})
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def autocast(self):
+        return self.accelerator.autocast()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward of ``loss / gradient_accumulation_steps``."""
+        self.accelerator.backward(loss / self.gradient_accumulation_steps)
+        self._micro += 1
+
+    def optimizer_step(self, optimizer, params, scheduler=None, force: bool = False) -> torch.Tensor | None:
+        """Clip and step once every ``gradient_accumulation_steps`` backward calls (or when forced).
+
+        Returns the pre-clip gradient norm when clipping is on, else None.
+        """
+        if self._micro % self.gradient_accumulation_steps and not force:
+            return None
+        grad_norm = None
+        if self.max_grad_norm is not None:
+            grad_norm = self.accelerator.clip_grad_norm_(params, self.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if scheduler is not None:
+            scheduler.step()
+        self._micro = 0
+        return grad_norm
+
+    def log(self, metrics: dict, step: int) -> None:
+        """Scalars to the trackers and, on the main process, one JSON line per call."""
+        scalars = {k: v for k, v in ((k, _scalar(v)) for k, v in metrics.items()) if v is not None}
+        if self.accelerator.trackers:
+            self.accelerator.log(scalars, step=step)
+        if self.logging_dir is not None and self.is_main_process:
+            self.logging_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.logging_dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps({"step": step, **scalars}) + "\n")
+
+    def end(self) -> None:
+        if self.accelerator.trackers:
+            self.accelerator.end_training()
+
+
+def _scalar(value):
+    if isinstance(value, torch.Tensor):
+        value = value.detach().float().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            return None
+        value = value.reshape(()).item()
+    if isinstance(value, (bool, int, float, np.floating, np.integer)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return None
+
+
+def _jsonable(config: dict) -> dict:
+    return {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in config.items()}
+
+
+def atomic_save_dir(target: str | os.PathLike, write) -> Path:
+    """Call ``write(tmp_dir)`` then move the folder to ``target`` in one rename.
+
+    A crash or Ctrl-C during ``write`` leaves the previous ``target`` untouched and only a
+    stray ``.tmp-*`` folder beside it; readers never see a half-written checkpoint.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
+        old = None
+        if target.exists():
+            old = target.with_name(f".old-{target.name}-{os.getpid()}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,327 @@
+"""PPOTrainer: the classic ``generate`` / ``step(queries, responses, scores)`` API.
+
+Reads top to bottom like the algorithm (Ziegler et al. 2019; Stiennon et al. 2020):
+score -> per-token KL-penalised rewards -> GAE -> ``ppo_epochs`` passes of clipped
+policy and value losses over shuffled minibatches. The math is in ``rlhfkit.algos``, the
+batch layout in ``ppo_batch``, the optimiser/logging mechanics in ``loop``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import warnings
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import PreTrainedModel
+
+from .. import algos
+from ..models import AutoModelForCausalLMWithValueHead, create_reference_model, is_peft_model, reference_context
+from ..rollout import generate_responses
+from .loop import Mechanics, build_optimizer, set_seed
+from .ppo_batch import build_batch, check_step_inputs, forward_batch
+from .ppo_config import PPOConfig
+from .ppo_stats import PTXStream, record_step_stats, summarise_minibatches
+
+
+class PPOTrainer:
+    """``PPOTrainer(config, model, ref_model=None, tokenizer=None, dataset=None, optimizer=None,
+    data_collator=None, lr_scheduler=None)``, as in the classic API.
+
+    rlhfkit extras (keyword-only): ``critic`` (a ``CriticModel`` used instead of the shared
+    value head, trained with ``config.critic_learning_rate``) and ``ptx_dataset`` (texts or
+    ``input_ids`` for the SFT loss mixed in with ``config.ptx_coef``).
+    """
+
+    def __init__(self, config: PPOConfig | None = None, model=None, ref_model=None, tokenizer=None, dataset=None,
+                 optimizer=None, data_collator=None, lr_scheduler=None, *, critic=None, ptx_dataset=None):
+        self.config = config = config or PPOConfig()
+        if model is None:
+            raise ValueError("PPOTrainer needs a model: AutoModelForCausalLMWithValueHead.from_pretrained(path)")
+        if isinstance(model, PreTrainedModel):
+            model = AutoModelForCausalLMWithValueHead(model)
+        if tokenizer is None:
+            raise ValueError("PPOTrainer needs the tokenizer (for padding and EOS)")
+        set_seed(config.seed)
+        self.mechanics = Mechanics(
+            mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
+            max_grad_norm=config.max_grad_norm, log_with=config.log_with,
+            logging_dir=config.project_kwargs.get("logging_dir"), accelerator_kwargs=config.accelerator_kwargs,
+            tracker_project_name=config.tracker_project_name, tracker_config=config.to_dict(),
+            tracker_kwargs=config.tracker_kwargs)
+        self.accelerator = self.mechanics.accelerator
+        config.world_size = self.accelerator.num_processes
+        config.global_backward_batch_size = config.backward_batch_size * config.world_size
+        config.global_batch_size = config.batch_size * config.world_size
+        config.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+        if config.is_encoder_decoder:
+            raise ValueError("encoder-decoder models are not supported by rlhfkit's PPOTrainer; use a causal LM")
+        config.is_peft_model = is_peft_model(model)
+        self.tokenizer = tokenizer
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if self.pad_token_id is None:
+            raise ValueError("the tokenizer has neither pad_token nor eos_token; set tokenizer.pad_token")
+
+        self.model, self.critic = model, critic
+        if ref_model is None and not config.is_peft_model:
+            ref_model = create_reference_model(model)
+        self.ref_model = ref_model
+        if self.ref_model is not None:
+            self.ref_model.eval().requires_grad_(False)
+        if config.disable_dropout:
+            for m in (model, ref_model, critic):
+                _disable_dropout(m)
+        if config.gradient_checkpointing:
+            model.pretrained_model.gradient_checkpointing_enable()
+
+        self.policy_params = [p for p in (model.pretrained_model if critic is not None else model).parameters()
+                              if p.requires_grad]
+        self.value_params = [p for p in (critic if critic is not None else model.v_head).parameters() if p.requires_grad]
+        value_ids = {id(p) for p in self.value_params}
+        self._policy_only_params = [p for p in self.policy_params if id(p) not in value_ids]
+        self.params = self._policy_only_params + self.value_params
+        if optimizer is None:
+            groups = [{"params": self.policy_params, "lr": config.learning_rate}]
+            if critic is not None:
+                groups.append({"params": self.value_params, "lr": config.critic_learning_rate or config.learning_rate})
+            optimizer = build_optimizer(groups, config.optimizer, config.learning_rate, config.weight_decay)
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        self.dataset = dataset
+        self.data_collator = data_collator
+        prepared = self.accelerator.prepare(*(m for m in (model, critic, optimizer) if m is not None))
+        self._train_model = prepared[0]
+        self._train_critic = prepared[1] if critic is not None else None
+        if self.ref_model is not None:
+            self.ref_model.to(self.accelerator.device)
+        self.dataloader = self.prepare_dataloader(dataset, data_collator) if dataset is not None else None
+        self.ptx = PTXStream(ptx_dataset, tokenizer, config.ptx_batch_size, config.seed,
+                             self.accelerator.device) if ptx_dataset is not None else None
+        if config.ptx_coef > 0 and self.ptx is None:
+            raise ValueError("PPOConfig.ptx_coef > 0 needs PPOTrainer(..., ptx_dataset=...)")
+
+        self.kl_ctl = (algos.AdaptiveKLController(config.init_kl_coef, config.target, config.horizon)
+                       if config.adap_kl_ctrl else algos.FixedKLController(config.init_kl_coef))
+        self.running = algos.RunningMoments()
+        self._shuffle = torch.Generator().manual_seed(config.seed)
+        self.current_step = 0
+        self.max_length = _max_positions(model.config)
+
+    # ------------------------------------------------------------------ data
+    def prepare_dataloader(self, dataset, data_collator=None) -> DataLoader:
+        """Shuffled batches of ``config.batch_size`` (last partial batch dropped), as the classic API."""
+        if self.config.remove_unused_columns and hasattr(dataset, "column_names") and hasattr(dataset, "set_format"):
+            allowed = set(inspect.signature(self.model.forward).parameters) | {"label", "query", "response"}
+            columns = [c for c in dataset.column_names if c in allowed]
+            dataset.set_format(type=dataset.format["type"], columns=columns,
+                               format_kwargs=dataset.format.get("format_kwargs", {}))
+        loader = DataLoader(dataset, batch_size=self.config.batch_size, collate_fn=data_collator, shuffle=True,
+                            drop_last=True, generator=torch.Generator().manual_seed(self.config.seed))
+        return self.accelerator.prepare(loader)
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, query_tensor, length_sampler=None, batch_size: int = 4, return_prompt: bool = True,
+                 generate_ref_response: bool = False, remove_padding: bool = True, **generation_kwargs):
+        """Sample responses. A list of 1-D queries gives a list of 1-D tensors (left-padded
+        batches of ``batch_size``, cut after the first EOS); a single 1-D query gives a
+        ``(1, L)`` tensor. With ``generate_ref_response`` also returns the reference's."""
+        single = isinstance(query_tensor, torch.Tensor)
+        if single and query_tensor.dim() != 1:
+            raise ValueError(f"query_tensor must be a 1-D tensor or a list of 1-D tensors, got shape "
+                             f"{tuple(query_tensor.shape)}; pass list(batch) for a batch")
+        queries = [query_tensor] if single else list(query_tensor)
+        if not queries:
+            raise ValueError("generate() got an empty list of queries")
+        queries = [q.to(self.accelerator.device) for q in queries]
+        kwargs = dict(pad_token_id=self.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+                      batch_size=batch_size, return_prompt=return_prompt, remove_padding=remove_padding and not single,
+                      length_sampler=length_sampler)
+        model = self.accelerator.unwrap_model(self._train_model)
+        with self.mechanics.autocast():
+            out = generate_responses(model, queries, **kwargs, generation_kwargs=generation_kwargs)
+            ref = None
+            if generate_ref_response:
+                ref_model = self.ref_model if self.ref_model is not None else model
+                ref = generate_responses(ref_model, queries, use_reference=self.ref_model is None, **kwargs,
+                                         generation_kwargs=generation_kwargs)
+        if single:
+            out = out[0].unsqueeze(0)
+            ref = ref[0].unsqueeze(0) if ref is not None else None
+        return (out, ref) if generate_ref_response else out
+
+    # ------------------------------------------------------------------ the PPO step
+    def step(self, queries, responses, scores, response_masks=None) -> dict:
+        """One PPO update on ``batch_size`` scored rollouts; returns the classic stats dict."""
+        cfg, timing, t0 = self.config, {}, time.time()
+        queries, responses, scores, response_masks = check_step_inputs(
+            queries, responses, scores, response_masks, cfg.batch_size, self.max_length, self.accelerator.device)
+        raw_scores = scores
+        scores = self._process_scores(scores, responses)
+        batch = build_batch(queries, responses, response_masks, self.pad_token_id)
+        mask = batch.mask
+
+        t = time.time()
+        logprobs, values, ref_logprobs, full_kl = self._rollout_forward(batch)
+        timing["time/ppo/forward_pass"] = time.time() - t
+        t = time.time()
+        kl = full_kl if full_kl is not None else algos.kl_penalty(logprobs, ref_logprobs, cfg.kl_penalty)  # (B, R)
+        kl_coef = self.kl_ctl.value
+        rewards, non_score_reward = algos.kl_penalized_rewards(scores, kl, mask, kl_coef)  # (B, R)
+        if cfg.whiten_rewards:
+            rewards = algos.masked_whiten(rewards * mask, mask, shift_mean=False)
+        timing["time/ppo/compute_rewards"] = time.time() - t
+        t = time.time()
+        advantages, returns = algos.gae(rewards, values, mask, cfg.gamma, cfg.lam)  # (B, R)
+        if cfg.whiten_advantages:
+            advantages = algos.masked_whiten(advantages, mask)
+        timing["time/ppo/compute_advantages"] = time.time() - t
+
+        t = time.time()
+        rollout = dict(logprobs=logprobs, values=values * mask, advantages=advantages, returns=returns)
+        minibatch_stats = self._optimize(batch, rollout)
+        timing["time/ppo/optimize_step"] = time.time() - t
+
+        t = time.time()
+        train_stats = summarise_minibatches(minibatch_stats)
+        stats = record_step_stats(scores=scores, raw_scores=raw_scores, logprobs=logprobs, ref_logprobs=ref_logprobs,
+                                  kl=kl, non_score_reward=non_score_reward, mask=mask, kl_coef=kl_coef,
+                                  queries=queries, responses=responses, train_stats=train_stats)
+        timing["time/ppo/calc_stats"] = time.time() - t
+        stats["ppo/learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        self.kl_ctl.update(stats["objective/kl"], cfg.batch_size * self.accelerator.num_processes)
+        timing["time/ppo/total"] = time.time() - t0
+        stats.update(timing)
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
+        self.current_step += 1
+        return stats
+
+    def _process_scores(self, scores: torch.Tensor, responses) -> torch.Tensor:
+        cfg = self.config
+        if cfg.missing_eos_penalty is not None:
+            eos = self.tokenizer.eos_token_id
+            ended = torch.tensor([bool(len(r)) and int(r[-1]) == eos for r in responses], device=scores.device)
+            scores = torch.where(ended, scores, scores - cfg.missing_eos_penalty)
+        if cfg.use_score_scaling:
+            self.running.update(self.accelerator.gather(scores))  # global moments across processes
+            std = self.running.std.to(scores) + torch.finfo(scores.dtype).eps
+            scores = (scores - self.running.mean.to(scores)) / std if cfg.use_score_norm else scores / std
+        if cfg.score_clip is not None:
+            scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
+        return scores
+
+    @torch.no_grad()
+    def _rollout_forward(self, batch):
+        """Old log-probs and values of the policy, reference log-probs; (B, R) each."""
+        full = self.config.kl_penalty == "full"
+        self._set_train(False)
+        with self.mechanics.autocast():
+            logprobs, values, logits = forward_batch(self._train_model, batch, self._train_critic)
+            ref_model = self.ref_model if self.ref_model is not None else self._train_model
+            with reference_context(self.model, self.ref_model):
+                ref_logprobs, _, ref_logits = forward_batch(ref_model, batch)
+        full_kl = algos.kl_full(logits, ref_logits) if full else None
+        return logprobs, values, ref_logprobs, full_kl
+
+    def _optimize(self, batch, rollout) -> list[dict]:
+        cfg = self.config
+        B, mbs = cfg.batch_size, cfg.mini_batch_size
+        warmup = self.current_step < cfg.critic_warmup_steps
+        self._set_train(True)
+        all_stats = []
+        for _ in range(cfg.ppo_epochs):
+            order = torch.randperm(B, generator=self._shuffle).to(batch.input_ids.device)
+            for start in range(0, B, mbs):
+                idx = order[start:start + mbs]
+                stats = self._train_minibatch(batch.rows(idx), {k: v[idx] for k, v in rollout.items()}, warmup)
+                all_stats.append(stats)
+                if cfg.early_stopping and float(stats["policy/policykl"]) > 1.5 * cfg.target_kl:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    return all_stats
+        return all_stats
+
+    def _train_minibatch(self, mb, old: dict, critic_warmup: bool) -> dict:
+        cfg = self.config
+        R = mb.response_length
+        old = {k: v[:, :R] for k, v in old.items()}
+        with self.mechanics.autocast():
+            logprobs, vpreds, logits = forward_batch(self._train_model, mb, self._train_critic)
+            pg_loss, pg_stats = algos.policy_loss(logprobs, old["logprobs"], old["advantages"], mb.mask,
+                                                  cfg.cliprange, cfg.dual_clip)
+            vf_loss, vf_stats = algos.value_loss(vpreds, old["values"], old["returns"], mb.mask, cfg.cliprange_value)
+            entropy = algos.entropy_from_logits(logits if cfg.entropy_coef else logits.detach())  # (b, R)
+            loss = vf_loss * cfg.vf_coef
+            if not critic_warmup:
+                loss = loss + pg_loss + algos.entropy_bonus(entropy, mb.mask, cfg.entropy_coef)
+            ptx_loss = self.ptx.loss(self._train_model) if self.ptx is not None and cfg.ptx_coef > 0 else None
+            if ptx_loss is not None and not critic_warmup:
+                loss = loss + cfg.ptx_coef * ptx_loss
+        # A runaway ratio means the rollout is stale or broken: skip the update (no host sync).
+        skipped = pg_stats["ratio_mean"] > cfg.ratio_threshold
+        loss = torch.where(skipped, loss * 0.0, loss)
+        self.mechanics.backward(loss)
+        if critic_warmup:  # the value loss must not move the policy (a shared backbone) during warm-up
+            for p in self._policy_only_params:
+                p.grad = None
+        self.mechanics.optimizer_step(self.optimizer, self.params)
+        zero = torch.zeros((), device=loss.device)
+        return {
+            "loss/policy": torch.where(skipped, zero, pg_loss.detach()),
+            "loss/value": torch.where(skipped, zero, cfg.vf_coef * vf_loss.detach()),
+            "loss/total": loss.detach(),
+            "loss/ptx": ptx_loss.detach() if ptx_loss is not None else zero,
+            "policy/entropy": algos.masked_mean(entropy.detach(), mb.mask),
+            "policy/approxkl": pg_stats["approxkl"], "policy/policykl": pg_stats["policykl"],
+            "policy/clipfrac": pg_stats["clipfrac"], "policy/dual_clipfrac": pg_stats["dual_clipfrac"],
+            "policy/advantages": old["advantages"][mb.mask.bool()],
+            "policy/advantages_mean": algos.masked_mean(old["advantages"], mb.mask),
+            "policy/ratio": pg_stats["ratio"][mb.mask.bool()],
+            "policy/skipped": skipped.float(),
+            "returns/mean": algos.masked_mean(old["returns"], mb.mask),
+            "returns/var": algos.masked_var(old["returns"], mb.mask),
+            "val/vpred": vf_stats["vpred"], "val/error": vf_stats["error"], "val/clipfrac": vf_stats["clipfrac"],
+            "val/mean": algos.masked_mean(old["values"], mb.mask), "val/var": algos.masked_var(old["values"], mb.mask),
+        }
+
+    def _set_train(self, mode: bool) -> None:
+        for m in (self._train_model, self._train_critic):
+            if m is not None:
+                m.train(mode)
+
+    # ------------------------------------------------------------------ logging and saving
+    def log_stats(self, stats: dict, batch: dict, rewards, columns_to_log=("query", "response")) -> None:
+        """Log step stats plus ``env/reward_mean|std|dist`` to the configured trackers."""
+        rewards = torch.stack([torch.as_tensor(r, dtype=torch.float32).reshape(()) for r in rewards]) \
+            if isinstance(rewards, (list, tuple)) else torch.as_tensor(rewards, dtype=torch.float32).flatten()
+        rewards = self.accelerator.gather(rewards.to(self.accelerator.device)).flatten()
+        if not all(c in batch for c in columns_to_log):
+            warnings.warn(f"the batch lacks some of {list(columns_to_log)}; no game logs are written", stacklevel=2)
+        logs = dict(stats)
+        logs["env/reward_mean"] = rewards.mean().item()
+        logs["env/reward_std"] = rewards.std(correction=min(1, len(rewards) - 1)).item()
+        logs["env/reward_dist"] = rewards.cpu().numpy()
+        self.mechanics.log(logs, step=self.current_step)
+
+    def save_pretrained(self, save_directory) -> None:
+        """Save the policy (Transformers checkpoint + value head), the tokenizer and a separate critic."""
+        if not self.accelerator.is_main_process:
+            return
+        self.accelerator.unwrap_model(self._train_model).save_pretrained(save_directory)
+        self.tokenizer.save_pretrained(save_directory)
+        if self.critic is not None:
+            self.critic.save_pretrained(f"{save_directory}/critic")
+
+
+def _disable_dropout(model) -> None:
+    if model is None:
+        return
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def _max_positions(config) -> int | None:
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if getattr(config, name, None):
+            return int(getattr(config, name))
+    return None

@@ -1,0 +1,131 @@
+"""PPOConfig: the classic field names and defaults (TRL 0.11.4), plus opt-in stability tricks.
+
+Every field carries its help text once, in ``metadata["help"]``; ``docs/ppo.md`` and the
+CLI's ``--help`` are generated from it. Old scripts and YAML configs keep working: the
+classic fields have the classic meaning and default.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+
+
+def _f(default, help: str, **kw):
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+KL_PENALTIES = ("kl", "abs", "mse", "k2", "k3", "full")
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
+@dataclass
+class PPOConfig:
+    # ---- bookkeeping (classic) ----
+    exp_name: str = _f(os.path.splitext(os.path.basename(sys.argv[0] or "rlhfkit"))[0], "Name of this experiment, used in logs.")
+    seed: int = _f(0, "Random seed for torch, numpy and Python, and for minibatch shuffling.")
+    log_with: str | None = _f(None, "Tracker: None, 'tensorboard', 'wandb' or 'jsonl' (JSONL metrics in project_kwargs['logging_dir']).")
+    task_name: str | None = _f(None, "Free-form task name, logged with the config.")
+    model_name: str | None = _f(None, "Free-form model name, logged with the config.")
+    query_dataset: str | None = _f(None, "Free-form dataset name, logged with the config.")
+    reward_model: str | None = _f(None, "Free-form reward model name, logged with the config.")
+    remove_unused_columns: bool = _f(True, "Drop dataset columns the model's forward does not take (except 'query'/'response'/'input_ids').")
+    tracker_kwargs: dict = _f({}, "Keyword arguments for the tracker's init (e.g. wandb's {'name': ...}).")
+    accelerator_kwargs: dict = _f({}, "Keyword arguments passed to accelerate.Accelerator.")
+    project_kwargs: dict = _f({}, "Keyword arguments for accelerate's ProjectConfiguration (e.g. {'logging_dir': 'runs/x'}).")
+    tracker_project_name: str = _f("rlhfkit", "Project name for the tracker.")
+    push_to_hub_if_best_kwargs: dict = _f({}, "Accepted for compatibility; rlhfkit never pushes to a hub.")
+    steps: int = _f(20000, "Number of PPO iterations for train(); the classic loop decides its own length.")
+    # ---- optimisation (classic) ----
+    learning_rate: float = _f(1.41e-5, "Adam learning rate of the policy (and of the shared value head).")
+    batch_size: int = _f(128, "Rollouts per step(): the number of (query, response, score) triples.")
+    forward_batch_size: int | None = _f(None, "Deprecated alias of mini_batch_size for the no-grad forward passes.")
+    mini_batch_size: int = _f(128, "Rollouts per gradient minibatch; batch_size must be a multiple of it.")
+    gradient_accumulation_steps: int = _f(1, "Minibatches accumulated per optimiser step.")
+    ppo_epochs: int = _f(4, "Passes over the rollout batch per step().")
+    max_grad_norm: float | None = _f(None, "Clip the gradient norm to this value (None: no clipping).")
+    early_stopping: bool = _f(False, "Stop the PPO epochs of a step once policy KL exceeds 1.5 * target_kl.")
+    target_kl: float = _f(1.0, "KL threshold for early_stopping.")
+    ratio_threshold: float = _f(10.0, "Skip a minibatch (zero loss) whose mean probability ratio exceeds this.")
+    compare_steps: int = _f(1, "Accepted for compatibility (used by TRL's push-to-hub-if-best).")
+    optimize_cuda_cache: bool | None = _f(None, "Deprecated alias of optimize_device_cache.")
+    optimize_device_cache: bool = _f(False, "Free the accelerator cache between phases of step() (slower, less memory).")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
+    # ---- KL penalty (classic) ----
+    adap_kl_ctrl: bool = _f(True, "Adapt the KL coefficient towards `target` (Ziegler et al. 2019); else keep init_kl_coef.")
+    init_kl_coef: float = _f(0.2, "Initial (or fixed) coefficient of the per-token KL penalty.")
+    kl_penalty: str = _f("kl", f"KL estimator per token, one of {KL_PENALTIES}: 'kl' = k1 log-ratio, 'abs' = |k1|, 'mse'/'k2' = k1^2/2, 'k3' = Schulman's unbiased low-variance estimator, 'full' = exact KL over the vocabulary.")
+    target: float = _f(6.0, "Target KL (nats per sequence) of the adaptive controller.")
+    horizon: float = _f(10000.0, "Horizon of the adaptive controller: larger reacts more slowly.")
+    # ---- advantages and losses (classic) ----
+    gamma: float = _f(1.0, "Discount factor of GAE.")
+    lam: float = _f(0.95, "Lambda of GAE (bias/variance trade-off).")
+    cliprange: float = _f(0.2, "PPO ratio clip epsilon for the policy loss.")
+    cliprange_value: float = _f(0.2, "Clip of the value prediction around the rollout value.")
+    vf_coef: float = _f(0.1, "Weight of the value loss in the total loss.")
+    whiten_rewards: bool = _f(False, "Whiten the per-token rewards (scale only) before GAE.")
+    use_score_scaling: bool = _f(False, "Divide scores by their running standard deviation.")
+    use_score_norm: bool = _f(False, "With use_score_scaling: also subtract the running mean.")
+    score_clip: float | None = _f(None, "Clip (scaled) scores to [-score_clip, score_clip].")
+    # ---- classic fields computed or unused ----
+    world_size: int | None = _f(None, "Set from the number of processes; do not set by hand.")
+    is_encoder_decoder: bool | None = _f(None, "Set from the model; encoder-decoder models are not supported.")
+    is_peft_model: bool | None = _f(None, "Set from the model.")
+    backward_batch_size: int | None = _f(None, "Computed: mini_batch_size * gradient_accumulation_steps.")
+    global_backward_batch_size: int | None = _f(None, "Computed: backward_batch_size * world_size.")
+    global_batch_size: int | None = _f(None, "Computed: batch_size * world_size.")
+    dataset_num_proc: int | None = _f(None, "Processes for dataset preprocessing.")
+    # ---- rlhfkit additions (all off by default unless noted) ----
+    mixed_precision: str = _f("no", f"One of {MIXED_PRECISION}: autocast the forward/backward passes (weights and optimiser stay float32).")
+    disable_dropout: bool = _f(True, "Turn dropout off in policy, reference and critic so log-probs of rollout and update agree (KL exactly 0 before the first update). Set False for TRL 0.11 behaviour.")
+    whiten_advantages: bool = _f(True, "Whiten advantages over the batch (classic behaviour).")
+    dual_clip: float | None = _f(None, "Dual-clip constant c > 1 bounding the loss of negative-advantage tokens (Ye et al. 2020).")
+    entropy_coef: float = _f(0.0, "Weight of an entropy bonus in the policy loss.")
+    missing_eos_penalty: float | None = _f(None, "Subtract this from the score of responses that do not end with EOS (truncated).")
+    critic_learning_rate: float | None = _f(None, "Learning rate of a separate critic model (default: learning_rate).")
+    critic_warmup_steps: int = _f(0, "First step() calls that train only the value function, policy frozen.")
+    ptx_coef: float = _f(0.0, "Weight of the SFT (ptx) language-modelling loss mixed into each minibatch (InstructGPT's PPO-ptx); needs ptx_dataset.")
+    ptx_batch_size: int = _f(4, "Sequences of ptx data per minibatch.")
+    optimizer: str = _f("adam", "Optimiser when none is passed: 'adam' (classic) or 'adamw'.")
+    weight_decay: float = _f(0.0, "Weight decay for 'adamw'.")
+    output_dir: str = _f("runs/ppo", "Where train() writes checkpoints and metrics.")
+    save_steps: int = _f(0, "train(): save a checkpoint every this many steps (0: only at the end).")
+
+    def __post_init__(self):
+        if self.optimize_cuda_cache is not None:
+            self.optimize_device_cache = self.optimize_cuda_cache
+        if self.forward_batch_size is not None:
+            self.mini_batch_size = self.forward_batch_size
+        positive = ("batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs", "ptx_batch_size")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"PPOConfig.{name} must be >= 1, got {getattr(self, name)}")
+        self.backward_batch_size = self.mini_batch_size * self.gradient_accumulation_steps
+        if self.batch_size % self.backward_batch_size:
+            raise ValueError(
+                f"PPOConfig: batch_size ({self.batch_size}) must be a multiple of mini_batch_size * "
+                f"gradient_accumulation_steps ({self.mini_batch_size} * {self.gradient_accumulation_steps} = "
+                f"{self.backward_batch_size}); change one of them."
+            )
+        if self.kl_penalty not in KL_PENALTIES:
+            raise ValueError(f"PPOConfig.kl_penalty must be one of {KL_PENALTIES}, got {self.kl_penalty!r}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"PPOConfig.mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        if self.dual_clip is not None and self.dual_clip <= 1:
+            raise ValueError(f"PPOConfig.dual_clip must be > 1 (e.g. 3.0), got {self.dual_clip}")
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"PPOConfig.optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
+        if self.use_score_norm and not self.use_score_scaling:
+            # Classic configs set it alone and it was silently ignored; keep them running.
+            warnings.warn("PPOConfig.use_score_norm has no effect without use_score_scaling=True", stacklevel=2)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}

@@ -76,6 +76,7 @@ class AutoModelForCausalLMWithValueHead(nn.Module):
         elif v_head_init_strategy is not None:
             raise ValueError(f"v_head_init_strategy must be None or 'normal', got {v_head_init_strategy!r}")
         self.v_head.to(device=_first_device(pretrained_model))
+        self.train(pretrained_model.training)  # from_pretrained models start in eval mode
         self._accepts_logits_to_keep = "logits_to_keep" in inspect.signature(pretrained_model.forward).parameters
 
     # ---------------------------------------------------------------- loading / saving

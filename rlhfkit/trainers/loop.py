@@ -9,6 +9,7 @@ trackers) and atomic checkpoints. A method file builds its batches and computes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -55,12 +56,16 @@ class Mechanics:
                  accelerator_kwargs: dict | None = None, tracker_project_name: str = "rlhfkit",
                  tracker_config: dict | None = None, tracker_kwargs: dict | None = None):
         kwargs = dict(accelerator_kwargs or {})
-        kwargs.setdefault("mixed_precision", mixed_precision)
         trackers = None if log_with in (None, "jsonl") else log_with
         if trackers is not None or logging_dir:
             kwargs.setdefault("project_config", ProjectConfiguration(project_dir=logging_dir or "runs",
                                                                      logging_dir=logging_dir or "runs"))
         self.accelerator = Accelerator(log_with=trackers, **kwargs)
+        # Autocast is ours, not Accelerate's: its process-wide state refuses a second
+        # trainer with another precision in the same process (a notebook, a test suite).
+        self.mixed_precision = mixed_precision
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+        self.scaler = torch.amp.GradScaler(self.device.type) if mixed_precision == "fp16" else None
         self.max_grad_norm = max_grad_norm
         self.gradient_accumulation_steps = gradient_accumulation_steps
         self.logging_dir = Path(logging_dir) if logging_dir else None
@@ -78,11 +83,15 @@ class Mechanics:
         return self.accelerator.is_main_process
 
     def autocast(self):
-        return self.accelerator.autocast()
+        """Mixed-precision region for forward passes (weights and optimiser stay float32)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def backward(self, loss: torch.Tensor) -> None:
-        """Backward of ``loss / gradient_accumulation_steps``."""
-        self.accelerator.backward(loss / self.gradient_accumulation_steps)
+        """Backward of ``loss / gradient_accumulation_steps`` (loss-scaled under fp16)."""
+        loss = loss / self.gradient_accumulation_steps
+        self.accelerator.backward(self.scaler.scale(loss) if self.scaler is not None else loss)
         self._micro += 1
 
     def optimizer_step(self, optimizer, params, scheduler=None, force: bool = False) -> torch.Tensor | None:
@@ -93,9 +102,15 @@ class Mechanics:
         if self._micro % self.gradient_accumulation_steps and not force:
             return None
         grad_norm = None
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
         if self.max_grad_norm is not None:
             grad_norm = self.accelerator.clip_grad_norm_(params, self.max_grad_norm)
-        optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if scheduler is not None:
             scheduler.step()

@@ -1,0 +1,178 @@
+"""PPOTrainer: smoke, invariants, bad input, opt-in tricks."""
+
+import math
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from rlhfkit import AutoModelForCausalLMWithValueHead, CriticModel, PPOConfig, PPOTrainer
+from rlhfkit.trainers.ppo_batch import build_batch, forward_batch
+
+
+def _make(tiny_dirs, arch="gpt2", ref=True, **cfg):
+    path = tiny_dirs[arch]
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLMWithValueHead.from_pretrained(path)
+    ref_model = AutoModelForCausalLMWithValueHead.from_pretrained(path) if ref else None
+    cfg.setdefault("batch_size", 4)
+    cfg.setdefault("mini_batch_size", 2)
+    cfg.setdefault("learning_rate", 1e-3)
+    return PPOTrainer(PPOConfig(**cfg), model, ref_model, tok), tok
+
+
+def _rollouts(n=4, seed=0, qlens=(3, 5, 4, 6), rlens=(4, 2, 5, 3)):
+    g = torch.Generator().manual_seed(seed)
+    queries = [torch.randint(10, 200, (qlens[i % len(qlens)],), generator=g) for i in range(n)]
+    responses = [torch.randint(10, 200, (rlens[i % len(rlens)],), generator=g) for i in range(n)]
+    scores = [torch.tensor(float(i) - 1.5) for i in range(n)]
+    return queries, responses, scores
+
+
+def _finite_scalars(stats):
+    return all(math.isfinite(v) for v in stats.values() if isinstance(v, float))
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_step_moves_policy_and_keeps_reference_bit_identical(tiny_dirs, arch):
+    trainer, _ = _make(tiny_dirs, arch)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    ref_before = {k: v.clone() for k, v in trainer.ref_model.state_dict().items()}
+    stats = trainer.step(*_rollouts())
+    assert stats["objective/kl"] == 0.0  # policy == reference before the first update
+    assert _finite_scalars(stats)
+    changed = [k for k, v in trainer.model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and "v_head.summary.weight" in changed
+    assert all(torch.equal(v, ref_before[k]) for k, v in trainer.ref_model.state_dict().items())
+    stats2 = trainer.step(*_rollouts(seed=1))
+    assert stats2["objective/kl"] != 0.0 and _finite_scalars(stats2)
+
+
+def test_ref_model_none_uses_frozen_copy(tiny_dirs):
+    trainer, _ = _make(tiny_dirs, ref=False)
+    assert trainer.ref_model is not None and trainer.ref_model is not trainer.model
+    assert not any(p.requires_grad for p in trainer.ref_model.parameters())
+    assert trainer.step(*_rollouts())["objective/kl"] == 0.0
+
+
+def test_variable_lengths_in_one_batch_match_one_at_a_time(tiny_dirs):
+    trainer, tok = _make(tiny_dirs, "llama")
+    queries, responses, _ = _rollouts()
+    model = trainer.model.eval()
+    batch = build_batch(queries, responses, None, tok.pad_token_id)
+    with torch.no_grad():
+        logprobs, values, _ = forward_batch(model, batch)
+        for i, (q, r) in enumerate(zip(queries, responses)):
+            one = build_batch([q], [r], None, tok.pad_token_id)
+            lp, v, _ = forward_batch(model, one)
+            torch.testing.assert_close(logprobs[i, : len(r)], lp[0], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(values[i, : len(r)], v[0], rtol=1e-5, atol=1e-5)
+    assert batch.mask.sum(1).tolist() == [float(len(r)) for r in responses]
+    # a minibatch drops columns that are padding in all of its rows
+    sub = batch.rows(torch.tensor([1, 3]))
+    assert sub.response_length == max(len(responses[1]), len(responses[3]))
+    assert sub.input_ids.shape[1] == max(len(queries[1]), len(queries[3])) + sub.response_length
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda q, r, s: (q[:3], r, s), "same length"),
+    (lambda q, r, s: (q, r, s[:3] + [torch.tensor([1.0, 2.0])]), "scalar"),
+    (lambda q, r, s: (q, r, s[:3] + [torch.tensor(float("nan"))]), "finite"),
+    (lambda q, r, s: (q, r, s[:3] + [float("inf")]), "finite"),
+    (lambda q, r, s: (q, r[:3] + [torch.tensor([], dtype=torch.long)], s), "empty"),
+    (lambda q, r, s: (q[:3] + [torch.randint(5, 50, (300,))], r, s), "context"),
+    (lambda q, r, s: (q[:3] + [torch.rand(3)], r, s), "integer token ids"),
+    (lambda q, r, s: (q[:3] + [torch.ones(2, 2, dtype=torch.long)], r, s), "1-D"),
+])
+def test_bad_input_raises_clear_value_error(tiny_dirs, change, match):
+    trainer, _ = _make(tiny_dirs)
+    with pytest.raises(ValueError, match=match):
+        trainer.step(*change(*_rollouts()))
+
+
+def test_batch_size_mismatch_and_config_errors(tiny_dirs):
+    trainer, _ = _make(tiny_dirs)
+    q, r, s = _rollouts(n=2)
+    with pytest.raises(ValueError, match="batch_size"):
+        trainer.step(q, r, s)
+    with pytest.raises(ValueError, match="multiple of mini_batch_size"):
+        PPOConfig(batch_size=6, mini_batch_size=4)
+    with pytest.raises(ValueError, match="kl_penalty"):
+        PPOConfig(kl_penalty="bogus")
+    with pytest.raises(ValueError, match="dual_clip"):
+        PPOConfig(dual_clip=0.5)
+
+
+def test_batch_of_one_with_one_token_response_has_no_nan(tiny_dirs):
+    trainer, _ = _make(tiny_dirs, batch_size=1, mini_batch_size=1, use_score_scaling=True, use_score_norm=True,
+                       whiten_rewards=True)
+    stats = trainer.step([torch.tensor([11, 12])], [torch.tensor([13])], [torch.tensor(2.0)])
+    assert _finite_scalars(stats), {k: v for k, v in stats.items() if isinstance(v, float) and not math.isfinite(v)}
+
+
+@pytest.mark.parametrize("kl_penalty", ["kl", "abs", "mse", "k3", "full"])
+def test_kl_estimators_run(tiny_dirs, kl_penalty):
+    trainer, _ = _make(tiny_dirs, kl_penalty=kl_penalty)
+    trainer.step(*_rollouts())
+    stats = trainer.step(*_rollouts(seed=1))
+    assert _finite_scalars(stats) and stats["objective/kl"] != 0.0
+
+
+def test_opt_in_tricks(tiny_dirs):
+    trainer, tok = _make(tiny_dirs, dual_clip=3.0, entropy_coef=0.01, missing_eos_penalty=1.0, score_clip=0.5,
+                         max_grad_norm=1.0, early_stopping=True, target_kl=0.01, mixed_precision="bf16")
+    q, r, s = _rollouts()
+    r[0] = torch.cat([r[0], torch.tensor([tok.eos_token_id])])
+    stats = trainer.step(q, r, s)
+    assert _finite_scalars(stats)
+    raw = [float(x) for x in s]
+    expected = [min(max(x - (0 if i == 0 else 1.0), -0.5), 0.5) for i, x in enumerate(raw)]
+    assert stats["ppo/mean_scores"] == pytest.approx(sum(expected) / 4, abs=1e-6)
+
+
+def test_separate_critic_and_critic_warmup(tiny_dirs):
+    path = tiny_dirs["gpt2"]
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLMWithValueHead.from_pretrained(path)
+    critic = CriticModel.from_pretrained(tiny_dirs["reward"])
+    cfg = PPOConfig(batch_size=4, mini_batch_size=2, learning_rate=1e-3, critic_learning_rate=5e-3,
+                    critic_warmup_steps=1)
+    trainer = PPOTrainer(cfg, model, None, tok, critic=critic)
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [1e-3, 5e-3]
+    policy_before = {k: v.clone() for k, v in model.pretrained_model.state_dict().items()}
+    critic_before = {k: v.clone() for k, v in critic.state_dict().items()}
+    trainer.step(*_rollouts())  # warm-up: only the critic moves
+    assert all(torch.equal(v, policy_before[k]) for k, v in model.pretrained_model.state_dict().items())
+    assert any(not torch.equal(v, critic_before[k]) for k, v in critic.state_dict().items())
+    trainer.step(*_rollouts(seed=1))
+    assert any(not torch.equal(v, policy_before[k]) for k, v in model.pretrained_model.state_dict().items())
+
+
+def test_critic_warmup_with_shared_head_moves_only_the_head(tiny_dirs):
+    trainer, _ = _make(tiny_dirs, critic_warmup_steps=1)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.step(*_rollouts())
+    changed = {k for k, v in trainer.model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"v_head.summary.weight", "v_head.summary.bias"}
+
+
+def test_ptx_loss_is_mixed_in(tiny_dirs):
+    path = tiny_dirs["gpt2"]
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLMWithValueHead.from_pretrained(path)
+    cfg = PPOConfig(batch_size=4, mini_batch_size=2, learning_rate=1e-3, ptx_coef=0.5, ptx_batch_size=2)
+    trainer = PPOTrainer(cfg, model, None, tok, ptx_dataset=["the cat sings.", "a dog runs by the sea.", "we wait."])
+    stats = trainer.step(*_rollouts())
+    assert stats["ppo/loss/ptx"] > 0 and math.isfinite(stats["ppo/loss/ptx"])
+    with pytest.raises(ValueError, match="ptx_dataset"):
+        PPOTrainer(cfg, AutoModelForCausalLMWithValueHead.from_pretrained(path), None, tok)
+
+
+def test_save_pretrained_round_trip(tiny_dirs, tmp_path):
+    trainer, _ = _make(tiny_dirs)
+    trainer.step(*_rollouts())
+    trainer.save_pretrained(tmp_path)
+    again = AutoModelForCausalLMWithValueHead.from_pretrained(tmp_path)
+    for (k, v), (k2, v2) in zip(trainer.model.state_dict().items(), again.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    assert AutoTokenizer.from_pretrained(tmp_path).eos_token_id == trainer.tokenizer.eos_token_id

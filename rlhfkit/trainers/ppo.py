@@ -267,7 +267,7 @@ class PPOTrainer:
         zero = torch.zeros((), device=loss.device)
         return {
             "loss/policy": torch.where(skipped, zero, pg_loss.detach()),
-            "loss/value": torch.where(skipped, zero, cfg.vf_coef * vf_loss.detach()),
+            "loss/value": torch.where(skipped, zero, vf_loss.detach()),  # unscaled, as the classic stat
             "loss/total": loss.detach(),
             "loss/ptx": ptx_loss.detach() if ptx_loss is not None else zero,
             "policy/entropy": algos.masked_mean(entropy.detach(), mb.mask),
@@ -301,6 +301,12 @@ class PPOTrainer:
         logs["env/reward_std"] = rewards.std(correction=min(1, len(rewards) - 1)).item()
         logs["env/reward_dist"] = rewards.cpu().numpy()
         self.mechanics.log(logs, step=self.current_step)
+
+    def train(self, reward_fn, prompts, **kwargs) -> list[dict]:
+        """Run the whole loop with a reward function; see ``rlhfkit.trainers.ppo_train.train_ppo``."""
+        from .ppo_train import train_ppo
+
+        return train_ppo(self, reward_fn, prompts, **kwargs)
 
     def save_pretrained(self, save_directory) -> None:
         """Save the policy (Transformers checkpoint + value head), the tokenizer and a separate critic."""

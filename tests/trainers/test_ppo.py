@@ -176,3 +176,31 @@ def test_save_pretrained_round_trip(tiny_dirs, tmp_path):
     for (k, v), (k2, v2) in zip(trainer.model.state_dict().items(), again.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
     assert AutoTokenizer.from_pretrained(tmp_path).eos_token_id == trainer.tokenizer.eos_token_id
+
+
+def test_train_entry_point_checkpoints_and_resumes(tiny_dirs, tmp_path):
+    prompts = ["the cat", "a dog", "we walk", "my friend"]
+
+    def reward_fn(prompts, responses):
+        return [float(len(r)) / 10 for r in responses]
+
+    gen = dict(max_new_tokens=4)
+    trainer, _ = _make(tiny_dirs, save_steps=2, output_dir=str(tmp_path / "run"), log_with="jsonl",
+                       project_kwargs={"logging_dir": str(tmp_path / "run")})
+    history = trainer.train(reward_fn, prompts, steps=2, generation_kwargs=gen, progress=False)
+    assert [row["step"] for row in history] == [1, 2]
+    ckpt = tmp_path / "run" / "checkpoint-2"
+    assert (ckpt / "trainer_state.pt").exists() and (tmp_path / "run" / "final" / "value_head.safetensors").exists()
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+    # resume into a fresh trainer: same weights and optimiser state, and it continues counting
+    fresh, _ = _make(tiny_dirs, output_dir=str(tmp_path / "run"))
+    from rlhfkit.trainers.ppo_train import load_checkpoint
+
+    load_checkpoint(fresh, ckpt)
+    for (k, v), v2 in zip(trainer.model.state_dict().items(), fresh.model.state_dict().values()):
+        assert torch.equal(v, v2), k
+    assert fresh.current_step == 2 and fresh.kl_ctl.value == trainer.kl_ctl.value
+    more = fresh.train(reward_fn, prompts, steps=3, generation_kwargs=gen, progress=False)
+    assert [row["step"] for row in more] == [3]
+    with pytest.raises(ValueError, match="not a PPO checkpoint"):
+        load_checkpoint(fresh, tmp_path)

@@ -204,3 +204,28 @@ def test_train_entry_point_checkpoints_and_resumes(tiny_dirs, tmp_path):
     assert [row["step"] for row in more] == [3]
     with pytest.raises(ValueError, match="not a PPO checkpoint"):
         load_checkpoint(fresh, tmp_path)
+
+
+def test_peft_policy_uses_adapter_disabled_base_as_reference(tiny_dirs):
+    peft = pytest.importorskip("peft")
+    path = tiny_dirs["llama"]
+    tok = AutoTokenizer.from_pretrained(path)
+    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    model = AutoModelForCausalLMWithValueHead.from_pretrained(path, peft_config=lora)
+    trainer = PPOTrainer(PPOConfig(batch_size=4, mini_batch_size=2, learning_rate=1e-2), model, None, tok)
+    assert trainer.ref_model is None and trainer.config.is_peft_model
+    base_before = {k: v.clone() for k, v in model.state_dict().items() if "lora" not in k and "v_head" not in k}
+    assert trainer.step(*_rollouts())["objective/kl"] == 0.0
+    stats = trainer.step(*_rollouts(seed=1))
+    assert stats["objective/kl"] != 0.0
+    # only adapters and the value head trained; the base (= reference) is untouched
+    assert all(torch.equal(v, base_before[k]) for k, v in model.state_dict().items() if k in base_before)
+    # reference log-probs are the base model's
+    batch = build_batch(*_rollouts()[:2], None, tok.pad_token_id)
+    from rlhfkit.models import reference_context
+
+    with torch.no_grad(), reference_context(model, None):
+        ref_lp, _, _ = forward_batch(model.eval(), batch)
+    with torch.no_grad():
+        policy_lp, _, _ = forward_batch(model, batch)
+    assert not torch.allclose(ref_lp, policy_lp)

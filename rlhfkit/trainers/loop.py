@@ -94,12 +94,20 @@ class Mechanics:
         self.accelerator.backward(self.scaler.scale(loss) if self.scaler is not None else loss)
         self._micro += 1
 
-    def optimizer_step(self, optimizer, params, scheduler=None, force: bool = False) -> torch.Tensor | None:
-        """Clip and step once every ``gradient_accumulation_steps`` backward calls (or when forced).
+    def optimizer_step(self, optimizer, params, scheduler=None, force: bool = False,
+                       skip_backward: bool = False) -> torch.Tensor | None:
+        """Clip and step once every ``gradient_accumulation_steps`` micro-batches (or when forced).
 
-        Returns the pre-clip gradient norm when clipping is on, else None.
+        ``skip_backward`` counts a micro-batch whose backward was deliberately skipped, so
+        accumulation stays aligned. Parameters without a gradient are left alone by the
+        optimiser (no momentum update). Returns the pre-clip gradient norm when clipping
+        is on, else None.
         """
+        self._micro += int(skip_backward)
         if self._micro % self.gradient_accumulation_steps and not force:
+            return None
+        if all(p.grad is None for p in params):  # every micro-batch was skipped: nothing to apply
+            self._micro = 0
             return None
         grad_norm = None
         if self.scaler is not None:

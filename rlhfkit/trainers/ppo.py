@@ -13,6 +13,7 @@ import time
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel
 
@@ -212,16 +213,27 @@ class PPOTrainer:
 
     @torch.no_grad()
     def _rollout_forward(self, batch):
-        """Old log-probs and values of the policy, reference log-probs; (B, R) each."""
+        """Old log-probs and values of the policy, reference log-probs, full KL or None; (B, R) each.
+
+        Runs in chunks of ``mini_batch_size`` rows so at most two chunks of logits
+        (policy and reference) are alive at once.
+        """
         full = self.config.kl_penalty == "full"
+        ref_model = self.ref_model if self.ref_model is not None else self._train_model
         self._set_train(False)
-        with self.mechanics.autocast():
-            logprobs, values, logits = forward_batch(self._train_model, batch, self._train_critic)
-            ref_model = self.ref_model if self.ref_model is not None else self._train_model
-            with reference_context(self.model, self.ref_model):
-                ref_logprobs, _, ref_logits = forward_batch(ref_model, batch)
-        full_kl = algos.kl_full(logits, ref_logits) if full else None
-        return logprobs, values, ref_logprobs, full_kl
+        R, parts = batch.response_length, []
+        for start in range(0, len(batch.input_ids), self.config.mini_batch_size):
+            chunk = batch.rows(torch.arange(start, min(start + self.config.mini_batch_size, len(batch.input_ids))))
+            with self.mechanics.autocast():
+                logprobs, values, logits = forward_batch(self._train_model, chunk, self._train_critic)
+                with reference_context(self.model, self.ref_model):
+                    ref_logprobs, _, ref_logits = forward_batch(ref_model, chunk)
+            full_kl = algos.kl_full(logits, ref_logits) if full else torch.zeros_like(logprobs)
+            del logits, ref_logits
+            # chunks may be narrower than the batch (trimmed padding): pad back to R with zeros
+            parts.append([F.pad(t, (0, R - t.shape[1])) for t in (logprobs, values, ref_logprobs, full_kl)])
+        logprobs, values, ref_logprobs, full_kl = (torch.cat(ts) for ts in zip(*parts))
+        return logprobs, values, ref_logprobs, (full_kl if full else None)
 
     def _optimize(self, batch, rollout) -> list[dict]:
         cfg = self.config
@@ -256,14 +268,17 @@ class PPOTrainer:
             ptx_loss = self.ptx.loss(self._train_model) if self.ptx is not None and cfg.ptx_coef > 0 else None
             if ptx_loss is not None and not critic_warmup:
                 loss = loss + cfg.ptx_coef * ptx_loss
-        # A runaway ratio means the rollout is stale or broken: skip the update (no host sync).
+        # A runaway ratio means a stale or broken rollout: drop this minibatch's gradient entirely.
+        # (TRL 0.11 zeroed the loss but still stepped Adam, whose momentum kept moving the weights.)
         skipped = pg_stats["ratio_mean"] > cfg.ratio_threshold
+        skip = bool(skipped)
+        if not skip:
+            self.mechanics.backward(loss)
+            if critic_warmup:  # the value loss must not move the policy (a shared backbone) during warm-up
+                for p in self._policy_only_params:
+                    p.grad = None
+        self.mechanics.optimizer_step(self.optimizer, self.params, skip_backward=skip)
         loss = torch.where(skipped, loss * 0.0, loss)
-        self.mechanics.backward(loss)
-        if critic_warmup:  # the value loss must not move the policy (a shared backbone) during warm-up
-            for p in self._policy_only_params:
-                p.grad = None
-        self.mechanics.optimizer_step(self.optimizer, self.params)
         zero = torch.zeros((), device=loss.device)
         return {
             "loss/policy": torch.where(skipped, zero, pg_loss.detach()),

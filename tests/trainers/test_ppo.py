@@ -229,3 +229,11 @@ def test_peft_policy_uses_adapter_disabled_base_as_reference(tiny_dirs):
     with torch.no_grad():
         policy_lp, _, _ = forward_batch(model, batch)
     assert not torch.allclose(ref_lp, policy_lp)
+
+
+def test_ratio_threshold_skips_the_update(tiny_dirs):
+    trainer, _ = _make(tiny_dirs, ratio_threshold=0.5)  # every minibatch's mean ratio (about 1) exceeds it
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    stats = trainer.step(*_rollouts())
+    assert stats["ppo/policy/skipped"] == 1.0 and stats["ppo/loss/total"] == 0.0
+    assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())

@@ -261,7 +261,11 @@ class PPOTrainer:
             pg_loss, pg_stats = algos.policy_loss(logprobs, old["logprobs"], old["advantages"], mb.mask,
                                                   cfg.cliprange, cfg.dual_clip)
             vf_loss, vf_stats = algos.value_loss(vpreds, old["values"], old["returns"], mb.mask, cfg.cliprange_value)
-            entropy = algos.entropy_from_logits(logits if cfg.entropy_coef else logits.detach())  # (b, R)
+            if cfg.entropy_coef:
+                entropy = algos.entropy_from_logits(logits)  # (b, R), differentiable for the bonus
+            else:  # a statistic only: no graph, one sequence at a time to bound the float32 temporaries
+                with torch.no_grad():
+                    entropy = algos.entropy_from_logits(logits, chunk_size=logits.shape[1])  # (b, R)
             loss = vf_loss * cfg.vf_coef
             if not critic_warmup:
                 loss = loss + pg_loss + algos.entropy_bonus(entropy, mb.mask, cfg.entropy_coef)

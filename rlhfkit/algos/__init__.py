@@ -18,6 +18,7 @@ from rlhfkit.algos.kl import (
     kl_penalty,
 )
 from rlhfkit.algos.logprobs import entropy_from_logits, logprobs_from_logits, sequence_logprobs
+from rlhfkit.algos.preference import bradley_terry_loss
 from rlhfkit.algos.ppo import entropy_bonus, gae, policy_loss, value_loss
 from rlhfkit.algos.stats import (
     RunningMoments,
@@ -32,6 +33,7 @@ __all__ = [
     "AdaptiveKLController",
     "FixedKLController",
     "RunningMoments",
+    "bradley_terry_loss",
     "entropy_bonus",
     "entropy_from_logits",
     "gae",

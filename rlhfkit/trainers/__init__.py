@@ -1,7 +1,12 @@
-"""One training mechanics (``loop``) and one short file per method."""
+"""One training loop (``loop``), shared mechanics, and one short file per method."""
 
-from .loop import Mechanics, atomic_save_dir, build_optimizer, set_seed
+from .config import LoopConfig
+from .loop import TrainLoop
+from .mechanics import Mechanics, atomic_save_dir, build_optimizer, set_seed
 from .ppo import PPOTrainer
 from .ppo_config import PPOConfig
+from .reward import RewardConfig, RewardTrainer
+from .sft import SFTConfig, SFTTrainer
 
-__all__ = ["Mechanics", "PPOConfig", "PPOTrainer", "atomic_save_dir", "build_optimizer", "set_seed"]
+__all__ = ["LoopConfig", "Mechanics", "PPOConfig", "PPOTrainer", "RewardConfig", "RewardTrainer", "SFTConfig",
+           "SFTTrainer", "TrainLoop", "atomic_save_dir", "build_optimizer", "set_seed"]

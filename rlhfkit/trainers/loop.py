@@ -1,181 +1,243 @@
-"""The training mechanics, written once and used by composition by every trainer.
+"""The one training loop: batches -> ``step_fn`` -> optimiser, with everything around it.
 
-``Mechanics`` owns what is not the method: device and processes (Accelerate), mixed
-precision, gradient accumulation, gradient clipping, the optimiser step, metric logging
-(JSONL always when a logging dir is set; TensorBoard or W&B through Accelerate's
-trackers) and atomic checkpoints. A method file builds its batches and computes
-``loss, metrics``; it calls ``backward`` and ``optimizer_step`` here.
+A method (SFT, reward, DPO) supplies a tokenized dataset, a collator and
+``step_fn(model, batch) -> (loss, metrics)``; ``TrainLoop`` owns the rest: Accelerate
+(devices, processes), mixed precision, gradient accumulation and clipping, AdamW with a
+warm-up schedule, the progress bar, metrics (JSONL, TensorBoard, W&B), periodic
+evaluation, atomic checkpoints, and exact resume (model, optimiser, scheduler, RNG and
+position in the data). It is used by composition, never subclassed.
+
+Shuffling is re-seeded from ``seed + epoch`` at each epoch, so the order of the data is a
+function of the epoch alone and a resumed run sees the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import random
+import re
 import shutil
-import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration
+from torch.utils.data import DataLoader, RandomSampler
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from .config import LoopConfig
+from .mechanics import Mechanics, atomic_save_dir, build_optimizer, load_weights, set_seed
+
+StepFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict]]
+STATE_FILE = "trainer_state.json"
 
 
-def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+@dataclass
+class LoopState:
+    global_step: int = 0          # optimiser steps taken
+    epoch: int = 0                # current epoch (0-based)
+    batches_in_epoch: int = 0     # micro-batches of this epoch consumed at the last optimiser step
 
 
-def build_optimizer(param_groups, name: str = "adam", lr: float = 1e-5, weight_decay: float = 0.0):
-    """Adam (classic PPO) or AdamW; ``param_groups`` may carry their own ``lr``.
+class TrainLoop:
+    """Train ``model`` on ``train_dataset`` with ``step_fn``; see the module docstring."""
 
-    The fused kernel updates all parameters in one pass; it exists on CPU and CUDA in
-    torch >= 2.4 and is numerically the same algorithm as the per-tensor loop.
-    """
-    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-    kwargs = dict(lr=lr) if name == "adam" else dict(lr=lr, weight_decay=weight_decay)
-    groups = [g for g in param_groups if g["params"]]
-    devices = {p.device.type for g in groups for p in g["params"]}
-    fused = len(devices) == 1 and devices <= {"cpu", "cuda"}
-    try:
-        return cls(groups, fused=fused, **kwargs)
-    except (RuntimeError, TypeError):  # dtype or device the fused kernel does not take
-        return cls(groups, **kwargs)
+    def __init__(self, config: LoopConfig, model, train_dataset, collate_fn, step_fn: StepFn, *,
+                 eval_dataset=None, eval_fn: Callable | None = None, save_fn: Callable | None = None,
+                 sampler_fn: Callable | None = None):
+        self.config, self.step_fn, self.eval_fn = config, step_fn, eval_fn
+        self.train_dataset, self.eval_dataset, self.collate_fn = train_dataset, eval_dataset, collate_fn
+        self.sampler_fn = sampler_fn  # (dataset, seed) -> Sampler; default: seeded random order
+        self.save_fn = save_fn or (lambda m, path: m.save_pretrained(path))
+        self.output_dir = Path(config.output_dir)
+        set_seed(config.seed)
+        reporters = {r.strip() for r in config.report_to.split(",") if r.strip() and r.strip() != "none"}
+        trackers = sorted(reporters - {"jsonl"})
+        self.mechanics = Mechanics(
+            mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
+            max_grad_norm=config.max_grad_norm, log_with=trackers, logging_dir=str(self.output_dir),
+            tracker_project_name="rlhfkit", tracker_config=config.to_dict(), jsonl="jsonl" in reporters)
+        self.accelerator = self.mechanics.accelerator
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        params = [p for p in model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]  # no weight decay on biases and norms
+        other = [p for p in params if p.dim() < 2]
+        self.optimizer = build_optimizer(
+            [{"params": decay, "weight_decay": config.weight_decay}, {"params": other, "weight_decay": 0.0}],
+            "adamw", config.learning_rate, config.weight_decay, betas=(config.adam_beta1, config.adam_beta2),
+            eps=config.adam_epsilon)
+        self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
+        self.params = params
+        self.batches_per_epoch = len(self._loader(0))
+        if self.batches_per_epoch == 0:
+            raise ValueError("the training dataset is empty")
+        self.updates_per_epoch = math.ceil(self.batches_per_epoch / config.gradient_accumulation_steps)
+        self.total_steps = (config.max_steps if config.max_steps > 0
+                            else math.ceil(self.updates_per_epoch * config.num_train_epochs))
+        warmup = config.warmup_steps or math.ceil(config.warmup_ratio * self.total_steps)
+        self.scheduler = get_scheduler(config.lr_scheduler_type, self.optimizer, num_warmup_steps=warmup,
+                                       num_training_steps=self.total_steps)
+        self.state = LoopState()
+        self.history: list[dict] = []
 
-
-class Mechanics:
-    """Accelerator, optimiser stepping, logging and checkpoints for one run."""
-
-    def __init__(self, *, mixed_precision: str = "no", gradient_accumulation_steps: int = 1,
-                 max_grad_norm: float | None = None, log_with: str | None = None, logging_dir: str | None = None,
-                 accelerator_kwargs: dict | None = None, tracker_project_name: str = "rlhfkit",
-                 tracker_config: dict | None = None, tracker_kwargs: dict | None = None):
-        kwargs = dict(accelerator_kwargs or {})
-        trackers = None if log_with in (None, "jsonl") else log_with
-        if trackers is not None or logging_dir:
-            kwargs.setdefault("project_config", ProjectConfiguration(project_dir=logging_dir or "runs",
-                                                                     logging_dir=logging_dir or "runs"))
-        self.accelerator = Accelerator(log_with=trackers, **kwargs)
-        # Autocast is ours, not Accelerate's: its process-wide state refuses a second
-        # trainer with another precision in the same process (a notebook, a test suite).
-        self.mixed_precision = mixed_precision
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
-        self.scaler = torch.amp.GradScaler(self.device.type) if mixed_precision == "fp16" else None
-        self.max_grad_norm = max_grad_norm
-        self.gradient_accumulation_steps = gradient_accumulation_steps
-        self.logging_dir = Path(logging_dir) if logging_dir else None
-        self._micro = 0
-        if trackers is not None:
-            self.accelerator.init_trackers(tracker_project_name, config=_jsonable(tracker_config or {}),
-                                           init_kwargs=tracker_kwargs or {})
-
-    @property
-    def device(self) -> torch.device:
-        return self.accelerator.device
-
-    @property
-    def is_main_process(self) -> bool:
-        return self.accelerator.is_main_process
-
-    def autocast(self):
-        """Mixed-precision region for forward passes (weights and optimiser stay float32)."""
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        """Backward of ``loss / gradient_accumulation_steps`` (loss-scaled under fp16)."""
-        loss = loss / self.gradient_accumulation_steps
-        self.accelerator.backward(self.scaler.scale(loss) if self.scaler is not None else loss)
-        self._micro += 1
-
-    def optimizer_step(self, optimizer, params, scheduler=None, force: bool = False,
-                       skip_backward: bool = False) -> torch.Tensor | None:
-        """Clip and step once every ``gradient_accumulation_steps`` micro-batches (or when forced).
-
-        ``skip_backward`` counts a micro-batch whose backward was deliberately skipped, so
-        accumulation stays aligned. Parameters without a gradient are left alone by the
-        optimiser (no momentum update). Returns the pre-clip gradient norm when clipping
-        is on, else None.
-        """
-        self._micro += int(skip_backward)
-        if self._micro % self.gradient_accumulation_steps and not force:
-            return None
-        if all(p.grad is None for p in params):  # every micro-batch was skipped: nothing to apply
-            self._micro = 0
-            return None
-        grad_norm = None
-        if self.scaler is not None:
-            self.scaler.unscale_(optimizer)
-        if self.max_grad_norm is not None:
-            grad_norm = self.accelerator.clip_grad_norm_(params, self.max_grad_norm)
-        if self.scaler is not None:
-            self.scaler.step(optimizer)
-            self.scaler.update()
+    # ------------------------------------------------------------------ data
+    def _loader(self, epoch: int, dataset=None, batch_size: int | None = None, shuffle: bool = True) -> DataLoader:
+        dataset = dataset if dataset is not None else self.train_dataset
+        seed = self.config.seed + epoch
+        if not shuffle:
+            sampler = None
+        elif self.sampler_fn is not None:
+            sampler = self.sampler_fn(dataset, seed)
         else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if scheduler is not None:
-            scheduler.step()
-        self._micro = 0
-        return grad_norm
+            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+        loader = DataLoader(dataset, batch_size=batch_size or self.config.per_device_train_batch_size,
+                            sampler=sampler, collate_fn=self.collate_fn,
+                            num_workers=self.config.dataloader_num_workers)
+        return self.accelerator.prepare_data_loader(loader, device_placement=True)
 
-    def log(self, metrics: dict, step: int) -> None:
-        """Scalars to the trackers and, on the main process, one JSON line per call."""
-        scalars = {k: v for k, v in ((k, _scalar(v)) for k, v in metrics.items()) if v is not None}
-        if self.accelerator.trackers:
-            self.accelerator.log(scalars, step=step)
-        if self.logging_dir is not None and self.is_main_process:
-            self.logging_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.logging_dir / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps({"step": step, **scalars}) + "\n")
+    # ------------------------------------------------------------------ the loop
+    def train(self, resume_from_checkpoint: str | None = None) -> list[dict]:
+        """Run to ``total_steps``; returns the logged rows. Writes the final model to ``output_dir``."""
+        resume = resume_from_checkpoint or self.config.resume_from_checkpoint
+        if resume:
+            self.load_checkpoint(self._resolve_checkpoint(resume))
+        cfg, st = self.config, self.state
+        bar = tqdm(total=self.total_steps, initial=st.global_step, desc=type(self.config).__name__.replace("Config", ""),
+                   disable=cfg.disable_tqdm or not self.accelerator.is_main_process, dynamic_ncols=True)
+        window: list[dict] = []
+        t_last = time.time()
+        try:
+            while st.global_step < self.total_steps:
+                loader = self._loader(st.epoch)
+                skip = st.batches_in_epoch
+                if skip:
+                    loader = self.accelerator.skip_first_batches(loader, skip)
+                self.model.train()
+                for i, batch in enumerate(loader, start=skip + 1):
+                    with self.mechanics.autocast():
+                        loss, metrics = self.step_fn(self.model, batch)
+                    self.mechanics.backward(loss)
+                    window.append({"loss": loss.detach(), **{k: v.detach() for k, v in metrics.items()}})
+                    last = i == skip + len(loader)
+                    grad_norm = self.mechanics.optimizer_step(self.optimizer, self.params, self.scheduler, force=last)
+                    if self.mechanics.pending:
+                        continue
+                    st.global_step += 1
+                    st.batches_in_epoch = i
+                    bar.update(1)
+                    if st.global_step % cfg.logging_steps == 0 or st.global_step == self.total_steps:
+                        row = self._log(window, grad_norm, time.time() - t_last)
+                        window, t_last = [], time.time()
+                        bar.set_postfix(loss=f"{row['train/loss']:.4f}")
+                    if cfg.eval_steps and st.global_step % cfg.eval_steps == 0:
+                        self.evaluate()
+                    if cfg.save_steps and st.global_step % cfg.save_steps == 0:
+                        self.save_checkpoint()
+                    if st.global_step >= self.total_steps:
+                        break
+                else:
+                    st.epoch, st.batches_in_epoch = st.epoch + 1, 0
+                    continue
+                break
+        except KeyboardInterrupt:
+            self.save_checkpoint()  # the last completed optimiser step; a resume continues from it
+            raise
+        finally:
+            bar.close()
+        evaluated_last = bool(cfg.eval_steps) and st.global_step % cfg.eval_steps == 0
+        if self.eval_dataset is not None and self.eval_fn is not None and not evaluated_last:
+            self.evaluate()
+        self.save_model(self.output_dir)
+        self.mechanics.end()
+        return self.history
 
-    def end(self) -> None:
-        if self.accelerator.trackers:
-            self.accelerator.end_training()
+    def _log(self, window: list[dict], grad_norm, seconds: float) -> dict:
+        means = {k: torch.stack([w[k].float() for w in window]).mean() for k in window[0]}
+        means = {k: self.accelerator.reduce(v.to(self.accelerator.device), reduction="mean").item()
+                 for k, v in means.items()}
+        row = {f"train/{k}": v for k, v in means.items()}
+        row.update({"train/learning_rate": self.scheduler.get_last_lr()[0], "train/epoch": self._epoch_float(),
+                    "train/seconds_per_step": seconds / max(1, len(window) // self.config.gradient_accumulation_steps)})
+        if grad_norm is not None:
+            row["train/grad_norm"] = float(grad_norm)
+        self.mechanics.log(row, step=self.state.global_step)
+        self.history.append({"step": self.state.global_step, **row})
+        return row
 
+    def _epoch_float(self) -> float:
+        return self.state.epoch + self.state.batches_in_epoch / self.batches_per_epoch
 
-def _scalar(value):
-    if isinstance(value, torch.Tensor):
-        value = value.detach().float().cpu().numpy()
-    if isinstance(value, np.ndarray):
-        if value.size != 1:
-            return None
-        value = value.reshape(()).item()
-    if isinstance(value, (bool, int, float, np.floating, np.integer)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    return None
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Run ``eval_fn(model, loader)`` on the eval dataset; logs ``eval/*`` metrics."""
+        if self.eval_dataset is None or self.eval_fn is None:
+            return {}
+        self.model.eval()
+        loader = self._loader(0, self.eval_dataset, self.config.per_device_eval_batch_size, shuffle=False)
+        with self.mechanics.autocast():
+            metrics = self.eval_fn(self.model, loader, self.accelerator)
+        row = {f"eval/{k}": float(v) for k, v in metrics.items()}
+        self.mechanics.log(row, step=self.state.global_step)
+        self.history.append({"step": self.state.global_step, **row})
+        self.model.train()
+        return row
 
+    # ------------------------------------------------------------------ saving and resuming
+    def save_model(self, path) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            self.save_fn(self.accelerator.unwrap_model(self.model), Path(path))
 
-def _jsonable(config: dict) -> dict:
-    return {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in config.items()}
+    def save_checkpoint(self) -> Path:
+        """Model, optimiser, scheduler, RNG and loop state in ``checkpoint-<step>``, written atomically."""
+        path = self.output_dir / f"checkpoint-{self.state.global_step}"
+        self.accelerator.wait_for_everyone()
+        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        if self.accelerator.is_main_process:
+            def write(tmp: Path):
+                self.save_fn(self.accelerator.unwrap_model(self.model), tmp)
+                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+                torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+                torch.save(rng, tmp / "rng_state.pt")
+                (tmp / STATE_FILE).write_text(json.dumps({**self.state.__dict__, "config": self.config.to_dict()},
+                                                         indent=2, default=str))
+            atomic_save_dir(path, write)
+            self._rotate_checkpoints()
+        self.accelerator.wait_for_everyone()
+        return path
 
+    def load_checkpoint(self, path: Path) -> None:
+        if not (path / STATE_FILE).exists():
+            raise ValueError(f"{path} is not a checkpoint written by rlhfkit (no {STATE_FILE})")
+        load_weights(self.accelerator.unwrap_model(self.model), path)
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
+        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+        rng = torch.load(path / "rng_state.pt", weights_only=False)
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        saved = json.loads((path / STATE_FILE).read_text())
+        self.state = LoopState(saved["global_step"], saved["epoch"], saved["batches_in_epoch"])
 
-def atomic_save_dir(target: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_dir)`` then move the folder to ``target`` in one rename.
+    def _checkpoints(self) -> list[Path]:
+        found = [p for p in self.output_dir.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
+        return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
-    A crash or Ctrl-C during ``write`` leaves the previous ``target`` untouched and only a
-    stray ``.tmp-*`` folder beside it; readers never see a half-written checkpoint.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    try:
-        write(tmp)
-        old = None
-        if target.exists():
-            old = target.with_name(f".old-{target.name}-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+    def _resolve_checkpoint(self, resume) -> Path:
+        if str(resume) == "latest" or resume is True:
+            found = self._checkpoints()
+            if not found:
+                raise ValueError(f"resume_from_checkpoint='latest' but {self.output_dir} has no checkpoint-<step>")
+            return found[-1]
+        return Path(resume)
+
+    def _rotate_checkpoints(self) -> None:
+        limit = self.config.save_total_limit
+        if limit:
+            for old in self._checkpoints()[:-limit]:
+                shutil.rmtree(old, ignore_errors=True)

@@ -20,7 +20,7 @@ from transformers import PreTrainedModel
 from .. import algos
 from ..models import AutoModelForCausalLMWithValueHead, create_reference_model, is_peft_model, reference_context
 from ..rollout import generate_responses
-from .loop import Mechanics, build_optimizer, set_seed
+from .mechanics import Mechanics, build_optimizer, set_seed
 from .ppo_batch import build_batch, check_step_inputs, forward_batch
 from .ppo_config import PPOConfig
 from .ppo_stats import PTXStream, record_step_stats, summarise_minibatches

@@ -7,7 +7,6 @@ atomic checkpoints and ``resume_from_checkpoint``.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Callable, Sequence
@@ -17,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from .loop import atomic_save_dir
+from .mechanics import atomic_save_dir, load_weights
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 DEFAULT_GENERATION = dict(do_sample=True, top_k=0, top_p=1.0, max_new_tokens=32)
@@ -107,10 +106,10 @@ def load_checkpoint(trainer, path) -> None:
     if not (path / STATE_FILE).exists():
         raise ValueError(f"{path} is not a PPO checkpoint (no {STATE_FILE}); pass a checkpoint-<step> folder")
     model = trainer.accelerator.unwrap_model(trainer._train_model)
-    _load_weights(model.pretrained_model, path)
+    load_weights(model.pretrained_model, path)
     model.v_head.load_state_dict(load_file(path / "value_head.safetensors"))
     if trainer.critic is not None:
-        _load_weights(trainer.critic.model, path / "critic")
+        load_weights(trainer.critic.model, path / "critic")
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
     trainer.optimizer.load_state_dict(state["optimizer"])
     if trainer.lr_scheduler is not None and state["lr_scheduler"] is not None:
@@ -123,16 +122,3 @@ def load_checkpoint(trainer, path) -> None:
     random.setstate(state["python_rng"])
     trainer.current_step = state["step"]
 
-
-def _load_weights(model: torch.nn.Module, folder: Path) -> None:
-    """Load a ``save_pretrained`` folder (one file or shards) into ``model`` in place."""
-    index = folder / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
-    state = {}
-    for name in files:
-        state.update(load_file(folder / name))
-    result = model.load_state_dict(state, strict=False)
-    tied = {k for k in result.missing_keys if k.endswith("lm_head.weight") or "embed" in k}
-    if result.unexpected_keys or set(result.missing_keys) - tied:
-        raise ValueError(f"checkpoint {folder} does not match the model: missing {result.missing_keys}, "
-                         f"unexpected {result.unexpected_keys}")

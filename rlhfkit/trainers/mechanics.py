@@ -1,0 +1,206 @@
+"""Training mechanics, written once and used by composition by every trainer and by ``loop``.
+
+``Mechanics`` owns what is not the method: device and processes (Accelerate), mixed
+precision, gradient accumulation, gradient clipping, the optimiser step, metric logging
+(JSONL always when a logging dir is set; TensorBoard or W&B through Accelerate's
+trackers) and atomic checkpoints. A method file builds its batches and computes
+``loss, metrics``; it calls ``backward`` and ``optimizer_step`` here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(param_groups, name: str = "adam", lr: float = 1e-5, weight_decay: float = 0.0, **extra):
+    """Adam (classic PPO) or AdamW; ``param_groups`` may carry their own ``lr``.
+
+    The fused kernel updates all parameters in one pass; it exists on CPU and CUDA in
+    torch >= 2.4 and is numerically the same algorithm as the per-tensor loop.
+    """
+    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    kwargs = dict(lr=lr, **extra) if name == "adam" else dict(lr=lr, weight_decay=weight_decay, **extra)
+    groups = [g for g in param_groups if g["params"]]
+    devices = {p.device.type for g in groups for p in g["params"]}
+    fused = len(devices) == 1 and devices <= {"cpu", "cuda"}
+    try:
+        return cls(groups, fused=fused, **kwargs)
+    except (RuntimeError, TypeError):  # dtype or device the fused kernel does not take
+        return cls(groups, **kwargs)
+
+
+class Mechanics:
+    """Accelerator, optimiser stepping, logging and checkpoints for one run."""
+
+    def __init__(self, *, mixed_precision: str = "no", gradient_accumulation_steps: int = 1,
+                 max_grad_norm: float | None = None, log_with: str | list | None = None,
+                 logging_dir: str | None = None, accelerator_kwargs: dict | None = None,
+                 tracker_project_name: str = "rlhfkit", tracker_config: dict | None = None,
+                 tracker_kwargs: dict | None = None, jsonl: bool = True):
+        """``log_with``: Accelerate tracker name(s) ('tensorboard', 'wandb'); 'jsonl' or None for none.
+        ``jsonl``: also append every log call to ``logging_dir/metrics.jsonl``."""
+        kwargs = dict(accelerator_kwargs or {})
+        names = [log_with] if isinstance(log_with, str) else list(log_with or [])
+        trackers = [n for n in names if n != "jsonl"] or None
+        if trackers is not None or logging_dir:
+            kwargs.setdefault("project_config", ProjectConfiguration(project_dir=logging_dir or "runs",
+                                                                     logging_dir=logging_dir or "runs"))
+        self.accelerator = Accelerator(log_with=trackers, **kwargs)
+        # Autocast is ours, not Accelerate's: its process-wide state refuses a second
+        # trainer with another precision in the same process (a notebook, a test suite).
+        self.mixed_precision = mixed_precision
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+        self.scaler = torch.amp.GradScaler(self.device.type) if mixed_precision == "fp16" else None
+        self.max_grad_norm = max_grad_norm
+        self.gradient_accumulation_steps = gradient_accumulation_steps
+        self.logging_dir = Path(logging_dir) if logging_dir and jsonl else None
+        self._micro = 0
+        if trackers is not None:
+            self.accelerator.init_trackers(tracker_project_name, config=_jsonable(tracker_config or {}),
+                                           init_kwargs=tracker_kwargs or {})
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def pending(self) -> bool:
+        """True while gradients of some micro-batches wait for the optimiser step."""
+        return self._micro > 0
+
+    def autocast(self):
+        """Mixed-precision region for forward passes (weights and optimiser stay float32)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward of ``loss / gradient_accumulation_steps`` (loss-scaled under fp16)."""
+        loss = loss / self.gradient_accumulation_steps
+        self.accelerator.backward(self.scaler.scale(loss) if self.scaler is not None else loss)
+        self._micro += 1
+
+    def optimizer_step(self, optimizer, params, scheduler=None, force: bool = False,
+                       skip_backward: bool = False) -> torch.Tensor | None:
+        """Clip and step once every ``gradient_accumulation_steps`` micro-batches (or when forced).
+
+        ``skip_backward`` counts a micro-batch whose backward was deliberately skipped, so
+        accumulation stays aligned. Parameters without a gradient are left alone by the
+        optimiser (no momentum update). Returns the pre-clip gradient norm when clipping
+        is on, else None.
+        """
+        self._micro += int(skip_backward)
+        if self._micro % self.gradient_accumulation_steps and not force:
+            return None
+        if all(p.grad is None for p in params):  # every micro-batch was skipped: nothing to apply
+            self._micro = 0
+            return None
+        grad_norm = None
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+        if self.max_grad_norm is not None:
+            grad_norm = self.accelerator.clip_grad_norm_(params, self.max_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if scheduler is not None:
+            scheduler.step()
+        self._micro = 0
+        return grad_norm
+
+    def log(self, metrics: dict, step: int) -> None:
+        """Scalars to the trackers and, on the main process, one JSON line per call."""
+        scalars = {k: v for k, v in ((k, _scalar(v)) for k, v in metrics.items()) if v is not None}
+        if self.accelerator.trackers:
+            self.accelerator.log(scalars, step=step)
+        if self.logging_dir is not None and self.is_main_process:
+            self.logging_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.logging_dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps({"step": step, **scalars}) + "\n")
+
+    def end(self) -> None:
+        if self.accelerator.trackers:
+            self.accelerator.end_training()
+
+
+def _scalar(value):
+    if isinstance(value, torch.Tensor):
+        value = value.detach().float().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            return None
+        value = value.reshape(()).item()
+    if isinstance(value, (bool, int, float, np.floating, np.integer)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return None
+
+
+def _jsonable(config: dict) -> dict:
+    return {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in config.items()}
+
+
+def atomic_save_dir(target: str | os.PathLike, write) -> Path:
+    """Call ``write(tmp_dir)`` then move the folder to ``target`` in one rename.
+
+    A crash or Ctrl-C during ``write`` leaves the previous ``target`` untouched and only a
+    stray ``.tmp-*`` folder beside it; readers never see a half-written checkpoint.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
+        old = None
+        if target.exists():
+            old = target.with_name(f".old-{target.name}-{os.getpid()}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def load_weights(model: torch.nn.Module, folder: Path) -> None:
+    """Load a ``save_pretrained`` folder (one file or shards) into ``model`` in place."""
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    state = {}
+    for name in files:
+        state.update(load_file(folder / name))
+    result = model.load_state_dict(state, strict=False)
+    tied = {k for k in result.missing_keys if k.endswith("lm_head.weight") or "embed" in k}
+    if result.unexpected_keys or set(result.missing_keys) - tied:
+        raise ValueError(f"checkpoint {folder} does not match the model: missing {result.missing_keys}, "
+                         f"unexpected {result.unexpected_keys}")

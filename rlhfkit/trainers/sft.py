@@ -1,0 +1,132 @@
+"""Supervised fine-tuning: next-token loss on the completion (or the whole text).
+
+    trainer = SFTTrainer(model="path/or/hub-id", args=SFTConfig(output_dir="runs/sft"),
+                         train_dataset="data/train.jsonl")
+    trainer.train()
+
+The data may be language modelling (``text``), prompt-completion, conversational
+(``messages``) or preference rows (SFT on ``chosen``); see ``rlhfkit.data``. By default the
+loss covers completion tokens only (assistant turns in conversations): the model learns to
+answer, not to reproduce prompts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .. import data
+from .config import LoopConfig, f
+from .loop import TrainLoop
+
+
+@dataclass
+class SFTConfig(LoopConfig):
+    output_dir: str = f("runs/sft", "Folder for the final model, checkpoints and metrics.jsonl.")
+    learning_rate: float = f(2e-5, "Peak AdamW learning rate.")
+    completion_only_loss: bool = f(True, "Loss on completion / assistant tokens only; False trains on every token.")
+    packing: bool = f(False, "Concatenate examples into blocks of max_length (position ids restart per example; "
+                             "attention is not blocked across examples).")
+
+
+def load_model_and_tokenizer(model, processing_class, config: LoopConfig, auto_cls=AutoModelForCausalLM, **kwargs):
+    """Model and tokenizer from objects, or from ``model``/``config.model_name_or_path`` as a path or hub id."""
+    source = model if isinstance(model, str) else config.model_name_or_path
+    if model is None or isinstance(model, str):
+        if source is None:
+            raise ValueError("no model: pass model=... or set model_name_or_path")
+        model = auto_cls.from_pretrained(source, **kwargs)
+    tokenizer = processing_class
+    if tokenizer is None:
+        tok_source = source or getattr(model, "name_or_path", None)
+        if not tok_source:
+            raise ValueError("no tokenizer: pass processing_class=... (the tokenizer)")
+        tokenizer = AutoTokenizer.from_pretrained(tok_source)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # the usual choice for decoder-only models
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def load_split(train_dataset, eval_dataset, config: LoopConfig):
+    """(train records, eval records or None) from objects, paths or the config's dataset names."""
+    train = data.load_records(train_dataset if train_dataset is not None else config.dataset_name,
+                              split=config.dataset_split) if train_dataset is not None or config.dataset_name \
+        else None
+    if train is None:
+        raise ValueError("no training data: pass train_dataset=... or set dataset_name")
+    source = eval_dataset if eval_dataset is not None else config.eval_dataset_name
+    if source is not None:
+        return train, data.load_records(source, split=config.dataset_split)
+    return data.train_eval_split(train, config.eval_fraction, seed=config.seed)
+
+
+def causal_lm_loss(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean next-token cross-entropy over labelled tokens, and the number of such tokens."""
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    logits = model(**inputs, use_cache=False).logits  # (B, T, V)
+    # Shift the labels, not the logits: a view of logits[:, :-1] would be copied whole.
+    labels = F.pad(batch["labels"][:, 1:], (0, 1), value=data.IGNORE_INDEX)  # (B, T)
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=data.IGNORE_INDEX)
+    return loss, (labels != data.IGNORE_INDEX).sum()
+
+
+class SFTTrainer:
+    """``SFTTrainer(model, args, train_dataset, eval_dataset, processing_class)``, TRL 1.x style."""
+
+    def __init__(self, model=None, args: SFTConfig | None = None, train_dataset=None, eval_dataset=None,
+                 processing_class=None):
+        self.args = args = args or SFTConfig()
+        self.model, self.tokenizer = load_model_and_tokenizer(model, processing_class, args)
+        train, evals = load_split(train_dataset, eval_dataset, args)
+        self.train_dataset = self._prepare(train)
+        self.eval_dataset = self._prepare(evals) if evals is not None else None
+        self.loop = TrainLoop(args, self.model, self.train_dataset, data.SFTCollator(self.tokenizer.pad_token_id),
+                              self._step, eval_dataset=self.eval_dataset, eval_fn=self._evaluate,
+                              save_fn=self._save)
+
+    def _prepare(self, records):
+        fmt = data.detect_format(records)
+        data.validate(records, fmt)
+        rows = data.to_sft(records, fmt)
+        tokenized = data.tokenize_dataset(rows, self.tokenizer, self.args.max_length, kind="sft",
+                                          completion_only=self.args.completion_only_loss)
+        if self.args.packing:
+            import datasets
+
+            tokenized = datasets.Dataset.from_list(data.pack_sequences(tokenized, self.args.max_length))
+        return tokenized
+
+    @staticmethod
+    def _step(model, batch):
+        loss, n_tokens = causal_lm_loss(model, batch)
+        return loss, {"num_tokens": n_tokens.float()}
+
+    @staticmethod
+    def _evaluate(model, loader, accelerator) -> dict:
+        total, count = torch.zeros((), device=accelerator.device), torch.zeros((), device=accelerator.device)
+        for batch in loader:
+            loss, n = causal_lm_loss(model, batch)
+            total += loss.float() * n
+            count += n
+        total, count = accelerator.reduce(total, "sum"), accelerator.reduce(count, "sum")
+        loss = (total / count.clamp_min(1)).item()
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+    def _save(self, model, path) -> None:
+        model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+
+    def train(self, resume_from_checkpoint: str | None = None) -> list[dict]:
+        return self.loop.train(resume_from_checkpoint)
+
+    def evaluate(self) -> dict:
+        return self.loop.evaluate()
+
+    def save_model(self, path=None) -> None:
+        self.loop.save_model(path or self.args.output_dir)

@@ -30,7 +30,7 @@ def clean_messages(messages: list[dict]) -> list[dict]:
 
 def iter_rows(dataset: datasets.Dataset, batch_size: int = 1024) -> Iterator[dict]:
     """Rows as dicts, read a batch at a time (much faster than ``for row in dataset``)."""
-    for batch in dataset.iter(batch_size=batch_size):
+    for batch in dataset.with_format(None).iter(batch_size=batch_size):  # python objects, not tensors
         keys = list(batch)
         for values in zip(*(batch[k] for k in keys)):
             yield dict(zip(keys, values))

@@ -21,7 +21,7 @@ passes them for you.
 from __future__ import annotations
 
 from .chat import render_conversation, render_pair
-from .errors import DataError, Source
+from .errors import DataError, Source, source_of
 
 IGNORE_INDEX = -100  # labels with this value are skipped by torch's cross-entropy
 
@@ -126,9 +126,11 @@ def tokenize_pair(example: dict, tokenizer, max_length: int, *, index: int | Non
 
     Returns ``{"chosen_input_ids", "rejected_input_ids"}`` (lists, each <= max_length),
     ``"prompt_length"`` (int: the shared prompt's token count at the start of both, for
-    masking), ``"margin"`` and ``"weight"`` (floats; 0.0 / 1.0 when absent), and
-    ``"group"`` when the example has one. Truncation: ``truncate_pair``. Raises
-    ``DataError`` when truncation leaves chosen and rejected identical (no signal).
+    masking), ``"margin"`` and ``"weight"`` (floats; 0.0 / 1.0 when absent). ``group`` is
+    not carried over (``tokenize_dataset`` drops the input columns); add it back with
+    ``tokenized.add_column("group", pairs["group"])`` for ``GroupedPairSampler``.
+    Truncation: ``truncate_pair``. Raises ``DataError`` when truncation leaves chosen
+    and rejected identical (no signal).
     """
     where = _where(index, source)
     try:
@@ -140,12 +142,9 @@ def tokenize_pair(example: dict, tokenizer, max_length: int, *, index: int | Non
     if chosen == rejected:
         raise DataError(f"{where}: chosen and rejected are identical after truncation to max_length={max_length} "
                         "(they differ only later); raise max_length")
-    out = {"chosen_input_ids": prompt_ids + chosen, "rejected_input_ids": prompt_ids + rejected,
+    return {"chosen_input_ids": prompt_ids + chosen, "rejected_input_ids": prompt_ids + rejected,
            "prompt_length": len(prompt_ids), "margin": float(example.get("margin") or 0.0),
            "weight": float(1.0 if example.get("weight") is None else example["weight"])}
-    if example.get("group") is not None:
-        out["group"] = int(example["group"])
-    return out
 
 
 def tokenize_rating(example: dict, tokenizer, max_length: int, *, index: int | None = None,
@@ -172,8 +171,6 @@ def tokenize_dataset(dataset, tokenizer, max_length: int, kind: str = "sft", **k
     The input columns are replaced by the tokenized ones; extra ``kwargs`` go to the
     tokenize function (e.g. ``completion_only=False``).
     """
-    from .errors import source_of
-
     if kind not in _TOKENIZERS:
         raise ValueError(f"kind must be one of {sorted(_TOKENIZERS)}, got {kind!r}")
     fn, src = _TOKENIZERS[kind], source_of(dataset)

@@ -1,19 +1,87 @@
 """``rlhfkit <command> [--config file.yaml] [key=value ...]``: thin entry points.
 
 Commands:
+  sft           supervised fine-tuning (SFTConfig fields as flags)
+  reward        train a reward model from preferences, rankings or ratings (RewardConfig fields)
   ppo-example   train a tiny model offline with PPO on a rule reward and show the reward rising
   tiny-model    write a tiny random-init model + locally trained tokenizer to a folder
+
+Every training command takes ``--config file.yaml``; flags override the file, and the
+resolved config is written to ``<output_dir>/config.yaml``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from pathlib import Path
 
 import yaml
 
 from .trainers.ppo_config import PPOConfig
+
+_BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _converter(type_text: str):
+    """str -> value for a dataclass field annotated ``type_text`` (e.g. 'float | None')."""
+    optional = "None" in type_text
+    base = type_text.replace("| None", "").replace("None |", "").strip()
+
+    def convert(value: str):
+        if optional and value.lower() in ("none", "null"):
+            return None
+        if base == "bool":
+            if value.lower() not in _BOOL:
+                raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+            return _BOOL[value.lower()]
+        if base in ("int", "float"):
+            try:
+                return int(value) if base == "int" else float(value)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected a number ({base}), got {value!r}") from None
+        return value
+
+    return convert
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_cls) -> None:
+    """One ``--field`` flag per dataclass field, documented by the field's help text."""
+    parser.add_argument("--config", help="YAML file of config fields; flags given here override it")
+    for fld in dataclasses.fields(config_cls):
+        default = fld.default if fld.default is not dataclasses.MISSING else None
+        parser.add_argument(f"--{fld.name}", type=_converter(str(fld.type)), default=None, metavar=str(fld.type),
+                            help=f"{fld.metadata.get('help', '')} (default: {default!r})")
+
+
+def build_config(config_cls, args: argparse.Namespace):
+    """Dataclass defaults <- YAML file <- flags; unknown YAML keys are an error."""
+    values = {}
+    if args.config:
+        try:
+            values = yaml.safe_load(Path(args.config).read_text()) or {}
+        except OSError as err:
+            raise SystemExit(f"error: cannot read config {args.config}: {err}") from None
+        if not isinstance(values, dict):
+            raise SystemExit(f"error: {args.config} must hold a mapping of {config_cls.__name__} fields")
+    names = {fld.name for fld in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise SystemExit(f"error: {args.config}: unknown {config_cls.__name__} field(s) {unknown}")
+    values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    try:
+        return config_cls(**values)
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def save_resolved_config(config, output_dir: str) -> Path:
+    path = Path(output_dir) / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+    return path
 
 
 def _parse_overrides(pairs: list[str]) -> dict:
@@ -62,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--config", help="YAML file of PPOConfig fields")
     ex.add_argument("overrides", nargs="*", help="PPOConfig fields as key=value, applied after --config")
 
+    from .trainers import RewardConfig, SFTConfig
+
+    for name, cls, text in (("sft", SFTConfig, "supervised fine-tuning"), ("reward", RewardConfig, "reward model")):
+        p = sub.add_parser(name, help=text, description=f"{text}; every {cls.__name__} field is a flag")
+        add_config_arguments(p, cls)
+
     tiny = sub.add_parser("tiny-model", help="write a tiny offline model and tokenizer to a folder")
     tiny.add_argument("--output_dir", required=True)
     tiny.add_argument("--arch", choices=["gpt2", "llama"], default="gpt2")
@@ -72,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--seed", type=int, default=0)
 
     args = parser.parse_args(argv)
+    if args.command in ("sft", "reward"):
+        return _train(args)
     if args.command == "tiny-model":
         from .testing import save_tiny
 
@@ -86,6 +162,26 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(summary, indent=2))
     print(f"mean reward rose from {summary['reward_first']:.3f} to {summary['reward_last']:.3f} "
           f"over {summary['steps']} PPO steps ({summary['seconds']} s)")
+    return 0
+
+
+def _train(args) -> int:
+    from .data import DataError
+    from .trainers import RewardConfig, RewardTrainer, SFTConfig, SFTTrainer
+
+    config_cls, trainer_cls = (SFTConfig, SFTTrainer) if args.command == "sft" else (RewardConfig, RewardTrainer)
+    config = build_config(config_cls, args)
+    if not config.model_name_or_path or not config.dataset_name:
+        raise SystemExit("error: --model_name_or_path and --dataset_name are required (flags or --config)")
+    save_resolved_config(config, config.output_dir)
+    try:
+        trainer = trainer_cls(args=config)
+    except DataError as err:
+        raise SystemExit(f"error: {err}") from None
+    history = trainer.train()
+    evals = [row for row in history if any(k.startswith("eval/") for k in row)]
+    print(json.dumps({"output_dir": config.output_dir, "last_train": next(
+        (r for r in reversed(history) if "train/loss" in r), {}), "last_eval": evals[-1] if evals else {}}, indent=2))
     return 0
 
 

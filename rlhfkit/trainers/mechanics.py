@@ -65,6 +65,10 @@ class Mechanics:
         if trackers is not None or logging_dir:
             kwargs.setdefault("project_config", ProjectConfiguration(project_dir=logging_dir or "runs",
                                                                      logging_dir=logging_dir or "runs"))
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+            # Launched as several processes on a machine without GPUs: distributed CPU
+            # (gloo). Accelerate would otherwise run each process alone on the same data.
+            kwargs.setdefault("cpu", True)
         self.accelerator = Accelerator(log_with=trackers, **kwargs)
         # Autocast is ours, not Accelerate's: its process-wide state refuses a second
         # trainer with another precision in the same process (a notebook, a test suite).

@@ -1,14 +1,18 @@
 from pathlib import Path
 
-from rlhfkit.trainers.ppo_config import PPOConfig, config_markdown
+import pytest
+
+from rlhfkit.trainers import PPOConfig, RewardConfig, SFTConfig
+from rlhfkit.trainers.docs import PAGES, render
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_config_reference_is_current():
-    assert (ROOT / "docs" / "ppo_config.md").read_text() == config_markdown(), \
-        "regenerate docs/ppo_config.md with rlhfkit.trainers.ppo_config.config_markdown()"
+@pytest.mark.parametrize("name", sorted(PAGES))
+def test_config_reference_pages_are_current(name):
+    assert (ROOT / "docs" / name).read_text() == render(name), "regenerate with: python -m rlhfkit.trainers.docs"
 
 
-def test_every_config_field_has_help():
-    assert all(text.strip() for text in PPOConfig.field_help().values())
+@pytest.mark.parametrize("cls", [PPOConfig, SFTConfig, RewardConfig])
+def test_every_config_field_has_help(cls):
+    assert all(text.strip() for text in cls.field_help().values())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
 
 def _f(default, help: str, **kw):
@@ -130,16 +130,3 @@ class PPOConfig:
     def field_help(cls) -> dict[str, str]:
         return {f.name: f.metadata.get("help", "") for f in fields(cls)}
 
-
-def config_markdown(cls=PPOConfig) -> str:
-    """The field reference in Markdown (``docs/ppo_config.md`` is this text; a test keeps them equal)."""
-    lines = [f"# {cls.__name__} reference", "",
-             "Generated from the field help in `rlhfkit/trainers/ppo_config.py` (also shown by "
-             "`rlhfkit ppo-example --help`). Classic fields keep TRL 0.11.4's names and defaults.", "",
-             "| field | default | meaning |", "| --- | --- | --- |"]
-    for f in fields(cls):
-        default = f.default_factory() if f.default_factory is not MISSING else f.default
-        if f.name == "exp_name":
-            default = "<script name>"
-        lines.append(f"| `{f.name}` | `{default!r}` | {f.metadata['help'].replace('|', '/')} |")
-    return "\n".join(lines) + "\n"

@@ -114,3 +114,21 @@ def save_tiny(output_dir: str | Path, arch: str = "gpt2", kind: str = "causal-lm
     build(arch, tok, seed=seed, **config_kwargs).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+ROCK_WORDS = ("rock", "song", "night", "moon")
+PLAIN_WORDS = ("waits", "sleeps", "reads", "walks")
+
+
+def hidden_rule_preferences(n: int, seed: int = 0) -> list[dict]:
+    """Synthetic preference pairs with a hidden rule: the chosen text has 1-3 "rock song" words
+    (``ROCK_WORDS``), the rejected one none. Reward models and DPO must discover the rule."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        k = rng.randint(1, 3)
+        good = rng.sample(ROCK_WORDS, k) + rng.sample(PLAIN_WORDS, 3 - k)
+        rng.shuffle(good)
+        rows.append({"prompt": f"the band {i % 5} ", "chosen": " ".join(good),
+                     "rejected": " ".join(rng.sample(PLAIN_WORDS, 3))})
+    return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .config import config_markdown
+from .dpo import DPOConfig
 from .ppo_config import PPOConfig
 from .reward import RewardConfig
 from .sft import SFTConfig
@@ -12,8 +13,8 @@ PAGES = {
                       "(also shown by `rlhfkit ppo-example --help`). Classic fields keep TRL 0.11.4's names and "
                       "defaults.\n\n", [PPOConfig]),
     "configs.md": ("# Training configs reference\n\nGenerated from the field help in `rlhfkit/trainers/` (the same "
-                   "text as `rlhfkit sft --help` and `rlhfkit reward --help`). Every field can be set in a YAML file "
-                   "passed with `--config` or as a `--field value` flag; flags win.\n\n", [SFTConfig, RewardConfig]),
+                   "text as `rlhfkit sft|reward|dpo --help`). Every field can be set in a YAML file "
+                   "passed with `--config` or as a `--field value` flag; flags win.\n\n", [SFTConfig, RewardConfig, DPOConfig]),
 }
 
 

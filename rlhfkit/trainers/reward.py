@@ -70,9 +70,8 @@ class RewardTrainer:
                                                               AutoModelForSequenceClassification, num_labels=1)
         if self.model.config.num_labels != 1:
             raise ValueError(f"a reward model needs num_labels=1, the model has {self.model.config.num_labels}")
-        train, evals = load_split(train_dataset, eval_dataset, args)
-        fmt = data.detect_format(train)
-        self.objective = "regression" if fmt == "ratings" and args.ratings_as == "regression" else "pairwise"
+        self.objective = "regression" if args.ratings_as == "regression" else "pairwise"
+        train, evals = load_split(train_dataset, eval_dataset, args, self._convert)
         self.train_dataset = self._prepare(train)
         self.eval_dataset = self._prepare(evals) if evals is not None else None
         pad = self.tokenizer.pad_token_id
@@ -85,19 +84,20 @@ class RewardTrainer:
         self.loop = TrainLoop(args, self.model, self.train_dataset, collator, step, eval_dataset=self.eval_dataset,
                               eval_fn=self._evaluate, save_fn=self._save, sampler_fn=sampler_fn)
 
-    def _prepare(self, records):
-        fmt = data.detect_format(records)
-        data.validate(records, fmt)
+    def _convert(self, records, fmt):
+        if self.objective == "pairwise":
+            return data.to_preference_pairs(records, fmt)
+        if fmt != "ratings":
+            raise data.DataError(f"{data.source_name(records)}: ratings_as='regression' needs ratings rows "
+                                 f"(prompt, response, score), got {fmt} rows")
+        return data.to_regression(records)
+
+    def _prepare(self, rows):
         if self.objective == "regression":
-            if fmt != "ratings":
-                raise data.DataError(f"{data.source_name(records)}: ratings_as='regression' needs ratings rows "
-                                     f"(prompt, response, score), got {fmt} rows")
-            rows = data.to_regression(records)
             return data.tokenize_dataset(rows, self.tokenizer, self.args.max_length, kind="rating")
-        pairs = data.to_preference_pairs(records, fmt)
-        tokenized = data.tokenize_dataset(pairs, self.tokenizer, self.args.max_length, kind="pair")
-        if "group" in pairs.column_names:
-            tokenized = tokenized.add_column("group", pairs["group"])
+        tokenized = data.tokenize_dataset(rows, self.tokenizer, self.args.max_length, kind="pair")
+        if "group" in rows.column_names:
+            tokenized = tokenized.add_column("group", rows["group"])
         return tokenized
 
     def _pairwise_step(self, model, batch):

@@ -53,16 +53,26 @@ def load_model_and_tokenizer(model, processing_class, config: LoopConfig, auto_c
     return model, tokenizer
 
 
-def load_split(train_dataset, eval_dataset, config: LoopConfig):
-    """(train records, eval records or None) from objects, paths or the config's dataset names."""
-    train = data.load_records(train_dataset if train_dataset is not None else config.dataset_name,
-                              split=config.dataset_split) if train_dataset is not None or config.dataset_name \
-        else None
-    if train is None:
+def load_split(train_dataset, eval_dataset, config: LoopConfig, convert):
+    """(train, eval or None) rows, each validated right after loading then ``convert(records, fmt)``-ed.
+
+    Validating before any split keeps error line numbers true to the file; splitting after
+    the conversion lets ``train_eval_split`` hold out whole prompts (the ``group`` column of
+    pairs made from rankings or ratings), so no prompt is in both parts.
+    """
+    if train_dataset is None and not config.dataset_name:
         raise ValueError("no training data: pass train_dataset=... or set dataset_name")
+
+    def load(source):
+        records = data.load_records(source, split=config.dataset_split)
+        fmt = data.detect_format(records)
+        data.validate(records, fmt)
+        return convert(records, fmt)
+
+    train = load(train_dataset if train_dataset is not None else config.dataset_name)
     source = eval_dataset if eval_dataset is not None else config.eval_dataset_name
     if source is not None:
-        return train, data.load_records(source, split=config.dataset_split)
+        return train, load(source)
     return data.train_eval_split(train, config.eval_fraction, seed=config.seed)
 
 
@@ -83,17 +93,14 @@ class SFTTrainer:
                  processing_class=None):
         self.args = args = args or SFTConfig()
         self.model, self.tokenizer = load_model_and_tokenizer(model, processing_class, args)
-        train, evals = load_split(train_dataset, eval_dataset, args)
+        train, evals = load_split(train_dataset, eval_dataset, args, data.to_sft)
         self.train_dataset = self._prepare(train)
         self.eval_dataset = self._prepare(evals) if evals is not None else None
         self.loop = TrainLoop(args, self.model, self.train_dataset, data.SFTCollator(self.tokenizer.pad_token_id),
                               self._step, eval_dataset=self.eval_dataset, eval_fn=self._evaluate,
                               save_fn=self._save)
 
-    def _prepare(self, records):
-        fmt = data.detect_format(records)
-        data.validate(records, fmt)
-        rows = data.to_sft(records, fmt)
+    def _prepare(self, rows):
         tokenized = data.tokenize_dataset(rows, self.tokenizer, self.args.max_length, kind="sft",
                                           completion_only=self.args.completion_only_loss)
         if self.args.packing:

@@ -1,6 +1,5 @@
 """RewardTrainer: pairs, rankings, ratings (pairs or regression), learning, plain-Transformers loading."""
 
-import random
 from pathlib import Path
 
 import pytest
@@ -9,23 +8,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rlhfkit import (AutoModelForCausalLMWithValueHead, CriticModel, PPOConfig, PPOTrainer, RewardConfig, RewardModel,
                      RewardTrainer)
+from rlhfkit.testing import hidden_rule_preferences as hidden_rule_pairs
 from rlhfkit.testing import tiny_causal_lm, tiny_reward_model
 
 DATA = Path(__file__).parent.parent / "fixtures" / "data"
-GOOD = ["rock", "song", "night", "moon"]
-PLAIN = ["waits", "sleeps", "reads", "walks"]
-
-
-def hidden_rule_pairs(n: int, seed: int):
-    """Chosen has more 'rock song' words than rejected; the model must discover that rule."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        k = rng.randint(1, 3)
-        good = " ".join(rng.sample(GOOD, k) + rng.sample(PLAIN, 3 - k))
-        bad = " ".join(rng.sample(PLAIN, 3))
-        rows.append({"prompt": f"the band {i % 5} ", "chosen": good, "rejected": bad})
-    return rows
 
 
 def _cfg(out, **kw):

@@ -66,9 +66,11 @@ def test_sft_learns_completions_and_reports_perplexity(tokenizer, tmp_path):
     assert after["eval/perplexity"] == pytest.approx(torch.tensor(after["eval/loss"]).exp().item(), rel=1e-5)
 
 
-def test_bad_data_names_file_and_row(tokenizer, tmp_path):
+@pytest.mark.parametrize("eval_fraction", [0.0, 0.3])
+def test_bad_data_names_file_and_true_line(tokenizer, tmp_path, eval_fraction):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"prompt": "a", "completion": "b"}) + "\n" + json.dumps({"prompt": "a", "completion": ""}) + "\n")
-    with pytest.raises(DataError, match=r"bad.jsonl line 2"):
-        SFTTrainer(model=tiny_causal_lm("gpt2", tokenizer), args=_cfg(tmp_path), train_dataset=str(bad),
-                   processing_class=tokenizer)
+    good = json.dumps({"prompt": "a", "completion": "b"}) + "\n"
+    bad.write_text(good * 5 + json.dumps({"prompt": "a", "completion": ""}) + "\n" + good * 4)
+    with pytest.raises(DataError, match=r"bad.jsonl line 6"):  # validated before any split
+        SFTTrainer(model=tiny_causal_lm("gpt2", tokenizer), args=_cfg(tmp_path, eval_fraction=eval_fraction),
+                   train_dataset=str(bad), processing_class=tokenizer)

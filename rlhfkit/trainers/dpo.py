@@ -1,0 +1,207 @@
+"""Direct preference optimisation and its family, on the one training loop.
+
+    DPOTrainer(model="runs/sft", args=DPOConfig(output_dir="runs/dpo", beta=0.1, loss_type="sigmoid"),
+               train_dataset="data/prefs.jsonl").train()
+
+Chosen and rejected go through the model in ONE forward pass (a 2B batch), and the LM head
+only sees positions that predict completion tokens (``logits_to_keep``), so prompt tokens
+cost no vocabulary projection. The reference is a frozen copy, the adapter-disabled base
+under PEFT, a separate model, nothing (SimPO, ORPO), or log-probs precomputed once over
+the dataset and cached on disk so no reference model stays in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM
+
+from .. import algos, data
+from ..models import create_reference_model, is_peft_model
+from .config import LoopConfig, f
+from .loop import TrainLoop
+from .sft import load_model_and_tokenizer, load_split
+
+
+@dataclass
+class DPOConfig(LoopConfig):
+    output_dir: str = f("runs/dpo", "Folder for the final model, checkpoints and metrics.jsonl.")
+    learning_rate: float = f(1e-6, "Peak AdamW learning rate (DPO wants small steps).")
+    beta: float = f(0.1, "Inverse temperature of the implicit reward: larger stays closer to the reference.")
+    loss_type: str = f("sigmoid", "One of sigmoid (DPO), ipo, hinge (SLiC), robust, simpo, orpo.")
+    label_smoothing: float = f(0.0, "Assumed label-noise rate for sigmoid (cDPO), robust and simpo.")
+    gamma_beta_ratio: float = f(0.5, "SimPO's target margin divided by beta.")
+    rpo_alpha: float | None = f(None, "Weight of an NLL (SFT) term on the chosen completion (RPO, Pang et al. 2024).")
+    ref_model_name_or_path: str | None = f(None, "Reference model; default a frozen copy of the starting model "
+                                                 "(or the adapter-disabled base under PEFT).")
+    precompute_ref_log_probs: bool = f(False, "Score the dataset with the reference once before training (cached "
+                                              "in output_dir) and free the reference model.")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.loss_type not in algos.DPO_LOSSES:
+            raise ValueError(f"loss_type must be one of {sorted(algos.DPO_LOSSES)}, got {self.loss_type!r}")
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+
+
+def accepts_logits_to_keep(model) -> bool:
+    inner = getattr(model, "module", model)  # DDP wraps the model
+    inner = getattr(inner, "get_base_model", lambda: inner)()  # PEFT forwards keyword arguments
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
+def completion_logps(model, batch, average: bool):
+    """Sequence log-probs of the completion tokens, (2B,), plus summed NLL pieces for an SFT term.
+
+    Only the positions from the shortest prompt on reach the LM head (``logits_to_keep``).
+    """
+    labels = batch["labels"]  # (2B, T), -100 on prompt and padding
+    T = labels.shape[1]
+    keep = T - int(batch["prompt_lengths"].min()) + 1  # first kept position predicts the first completion token
+    inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+    if accepts_logits_to_keep(model):
+        inputs["logits_to_keep"] = keep
+    logits = model(**inputs).logits[:, -keep:-1]  # (2B, keep-1, V)
+    targets = labels[:, T - keep + 1:]  # (2B, keep-1)
+    mask = (targets != data.IGNORE_INDEX).float()
+    logprobs = algos.logprobs_from_logits(logits, targets.clamp_min(0))  # (2B, keep-1)
+    seq = algos.sequence_logprobs(logprobs, mask, average=average)  # (2B,)
+    n_tokens = mask.sum(-1)  # (2B,)
+    mean_logits = (logits.detach().mean(-1) * mask).sum(-1) / n_tokens.clamp_min(1)  # (2B,)
+    return seq, logprobs, mask, mean_logits
+
+
+class DPOTrainer:
+    """``DPOTrainer(model, ref_model=None, args, train_dataset, eval_dataset, processing_class)``, TRL 1.x style."""
+
+    def __init__(self, model=None, ref_model=None, args: DPOConfig | None = None, train_dataset=None,
+                 eval_dataset=None, processing_class=None):
+        self.args = args = args or DPOConfig()
+        self.model, self.tokenizer = load_model_and_tokenizer(model, processing_class, args)
+        self.reference_free = args.loss_type in algos.REFERENCE_FREE
+        self.average = args.loss_type in algos.LENGTH_NORMALISED
+        self.ref_model = None if self.reference_free else self._reference(ref_model)
+        train, evals = load_split(train_dataset, eval_dataset, args, data.to_preference_pairs)
+        self.train_dataset = self._prepare(train, "train")
+        self.eval_dataset = self._prepare(evals, "eval") if evals is not None else None
+        if args.precompute_ref_log_probs and self.ref_model is not None:
+            self.ref_model = None  # every row carries its reference log-probs now
+        self.loop = TrainLoop(args, self.model, self.train_dataset, self._collate, self._step,
+                              eval_dataset=self.eval_dataset, eval_fn=self._evaluate, save_fn=self._save)
+        if self.ref_model is not None:
+            self.ref_model.to(self.loop.accelerator.device)
+
+    def _reference(self, ref_model):
+        if isinstance(ref_model, str) or (ref_model is None and self.args.ref_model_name_or_path):
+            ref_model = AutoModelForCausalLM.from_pretrained(ref_model or self.args.ref_model_name_or_path)
+        if ref_model is None:
+            if is_peft_model(self.model):
+                return None  # the base with its adapter disabled is the reference
+            ref_model = create_reference_model(self.model)
+        return ref_model.eval().requires_grad_(False)
+
+    def _prepare(self, pairs, split: str):
+        tokenized = data.tokenize_dataset(pairs, self.tokenizer, self.args.max_length, kind="pair")
+        if self.args.precompute_ref_log_probs and not self.reference_free:
+            chosen, rejected = self._precomputed_ref_logps(tokenized, split)
+            tokenized = tokenized.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
+        return tokenized
+
+    def _collate(self, rows):
+        batch = data.PairCollator(self.tokenizer.pad_token_id)(rows)
+        if "ref_chosen_logps" in rows[0]:
+            batch["ref_logps"] = torch.tensor([r["ref_chosen_logps"] for r in rows] +
+                                              [r["ref_rejected_logps"] for r in rows], dtype=torch.float32)
+        return batch
+
+    @torch.no_grad()
+    def _precomputed_ref_logps(self, tokenized, split: str):
+        """Reference log-probs of every row, computed once and cached by dataset fingerprint."""
+        key = hashlib.sha256(json.dumps([tokenized._fingerprint, self.average, str(self.args.ref_model_name_or_path),
+                                         getattr(self.model.config, "_name_or_path", "")]).encode()).hexdigest()[:16]
+        cache = Path(self.args.output_dir) / "ref_logps" / f"{split}-{key}.safetensors"
+        if cache.exists():
+            saved = load_file(cache)
+            return saved["chosen"].tolist(), saved["rejected"].tolist()
+        loader = torch.utils.data.DataLoader(tokenized, batch_size=self.args.per_device_eval_batch_size,
+                                             collate_fn=data.PairCollator(self.tokenizer.pad_token_id))
+        chosen, rejected = [], []
+        for batch in loader:
+            with self._reference_context():
+                seq, *_ = completion_logps(self.ref_model or self.model, batch, self.average)
+            half = len(seq) // 2
+            chosen.append(seq[:half].float().cpu())
+            rejected.append(seq[half:].float().cpu())
+        chosen, rejected = torch.cat(chosen), torch.cat(rejected)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"chosen": chosen, "rejected": rejected}, str(cache))
+        return chosen.tolist(), rejected.tolist()
+
+    def _reference_context(self):
+        """Under PEFT without a separate reference, the base model (adapter off) is the reference."""
+        if self.ref_model is None and is_peft_model(self.model):
+            return self.model.disable_adapter()  # self.model is the unwrapped model the loop trains
+        return contextlib.nullcontext()
+
+    def _losses(self, model, batch):
+        seq, logprobs, mask, mean_logits = completion_logps(model, batch, self.average)
+        B = seq.shape[0] // 2
+        chosen, rejected = seq[:B], seq[B:]
+        cfg = self.args
+        if self.reference_free:
+            extra = dict(beta=cfg.beta) if cfg.loss_type == "orpo" else \
+                dict(beta=cfg.beta, gamma_beta_ratio=cfg.gamma_beta_ratio, label_smoothing=cfg.label_smoothing)
+            losses, r_c, r_r = algos.DPO_LOSSES[cfg.loss_type](chosen, rejected, **extra)
+        else:
+            ref = batch.get("ref_logps")
+            if ref is None:
+                with torch.no_grad(), self._reference_context():
+                    ref, *_ = completion_logps(self.ref_model or model, batch, self.average)
+            extra = dict(label_smoothing=cfg.label_smoothing) if cfg.loss_type in ("sigmoid", "robust") else {}
+            losses, r_c, r_r = algos.DPO_LOSSES[cfg.loss_type](chosen, rejected, ref[:B], ref[B:], cfg.beta, **extra)
+        weight = batch["weight"].to(losses.dtype)
+        loss = (losses * weight).sum() / weight.sum().clamp_min(1e-8)
+        nll = -(logprobs[:B] * mask[:B]).sum() / mask[:B].sum().clamp_min(1)  # chosen tokens
+        if cfg.loss_type == "orpo":
+            loss = loss + nll
+        elif cfg.rpo_alpha:
+            loss = loss + cfg.rpo_alpha * nll
+        metrics = {"rewards/chosen": r_c.mean(), "rewards/rejected": r_r.mean(),
+                   "rewards/accuracies": (r_c > r_r).float().mean(), "rewards/margins": (r_c - r_r).mean(),
+                   "logps/chosen": chosen.detach().mean(), "logps/rejected": rejected.detach().mean(),
+                   "logits/chosen": mean_logits[:B].mean(), "logits/rejected": mean_logits[B:].mean(),
+                   "nll_loss": nll.detach()}
+        return loss, metrics
+
+    def _step(self, model, batch):
+        return self._losses(model, batch)
+
+    def _evaluate(self, model, loader, accelerator) -> dict:
+        sums, n = {}, 0
+        for batch in loader:
+            loss, metrics = self._losses(model, batch)
+            for k, v in {"loss": loss, **metrics}.items():
+                sums[k] = sums.get(k, 0.0) + accelerator.reduce(v.detach().float(), "mean").item()
+            n += 1
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+    def _save(self, model, path) -> None:
+        model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+
+    def train(self, resume_from_checkpoint: str | None = None) -> list[dict]:
+        return self.loop.train(resume_from_checkpoint)
+
+    def evaluate(self) -> dict:
+        return self.loop.evaluate()
+
+    def save_model(self, path=None) -> None:
+        self.loop.save_model(path or self.args.output_dir)

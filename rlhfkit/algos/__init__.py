@@ -5,6 +5,18 @@ tensors and plain numbers and returns tensors (a loss plus a dict of detached me
 where useful). Docstrings give the formula, the shapes and the paper or source.
 """
 
+from rlhfkit.algos.dpo import (
+    DPO_LOSSES,
+    LENGTH_NORMALISED,
+    REFERENCE_FREE,
+    dpo_sigmoid_loss,
+    hinge_loss,
+    ipo_loss,
+    orpo_log_odds,
+    orpo_odds_ratio_loss,
+    robust_dpo_loss,
+    simpo_loss,
+)
 from rlhfkit.algos.kl import (
     KL_ESTIMATORS,
     AdaptiveKLController,
@@ -29,14 +41,20 @@ from rlhfkit.algos.stats import (
 )
 
 __all__ = [
-    "KL_ESTIMATORS",
     "AdaptiveKLController",
+    "DPO_LOSSES",
     "FixedKLController",
+    "KL_ESTIMATORS",
+    "LENGTH_NORMALISED",
+    "REFERENCE_FREE",
     "RunningMoments",
     "bradley_terry_loss",
+    "dpo_sigmoid_loss",
     "entropy_bonus",
     "entropy_from_logits",
     "gae",
+    "hinge_loss",
+    "ipo_loss",
     "kl_abs",
     "kl_full",
     "kl_k1",
@@ -49,7 +67,11 @@ __all__ = [
     "masked_sum",
     "masked_var",
     "masked_whiten",
+    "orpo_log_odds",
+    "orpo_odds_ratio_loss",
     "policy_loss",
+    "robust_dpo_loss",
     "sequence_logprobs",
+    "simpo_loss",
     "value_loss",
 ]

@@ -7,8 +7,8 @@ where old scripts said ``from trl import PPOTrainer``.
 __version__ = "0.1.0"
 
 from .models import AutoModelForCausalLMWithValueHead, CriticModel, RewardModel, create_reference_model
-from .trainers import PPOConfig, PPOTrainer, RewardConfig, RewardTrainer, SFTConfig, SFTTrainer, set_seed
+from .trainers import DPOConfig, DPOTrainer, PPOConfig, PPOTrainer, RewardConfig, RewardTrainer, SFTConfig, SFTTrainer, set_seed
 
-__all__ = ["AutoModelForCausalLMWithValueHead", "CriticModel", "PPOConfig", "PPOTrainer", "RewardConfig",
+__all__ = ["AutoModelForCausalLMWithValueHead", "CriticModel", "DPOConfig", "DPOTrainer", "PPOConfig", "PPOTrainer", "RewardConfig",
            "RewardModel", "RewardTrainer", "SFTConfig", "SFTTrainer", "__version__", "create_reference_model",
            "set_seed"]

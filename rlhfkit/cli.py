@@ -3,6 +3,7 @@
 Commands:
   sft           supervised fine-tuning (SFTConfig fields as flags)
   reward        train a reward model from preferences, rankings or ratings (RewardConfig fields)
+  dpo           preference optimisation without a reward model (DPOConfig fields)
   ppo-example   train a tiny model offline with PPO on a rule reward and show the reward rising
   tiny-model    write a tiny random-init model + locally trained tokenizer to a folder
 
@@ -22,6 +23,8 @@ import yaml
 
 from .trainers.ppo_config import PPOConfig
 
+TRAINERS = {"sft": ("SFTConfig", "SFTTrainer"), "reward": ("RewardConfig", "RewardTrainer"),
+            "dpo": ("DPOConfig", "DPOTrainer")}
 _BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -130,9 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--config", help="YAML file of PPOConfig fields")
     ex.add_argument("overrides", nargs="*", help="PPOConfig fields as key=value, applied after --config")
 
-    from .trainers import RewardConfig, SFTConfig
+    from .trainers import DPOConfig, RewardConfig, SFTConfig
 
-    for name, cls, text in (("sft", SFTConfig, "supervised fine-tuning"), ("reward", RewardConfig, "reward model")):
+    for name, cls, text in (("sft", SFTConfig, "supervised fine-tuning"), ("reward", RewardConfig, "reward model"),
+                            ("dpo", DPOConfig, "DPO and its family (IPO, hinge, robust, SimPO, ORPO)")):
         p = sub.add_parser(name, help=text, description=f"{text}; every {cls.__name__} field is a flag")
         add_config_arguments(p, cls)
 
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--seed", type=int, default=0)
 
     args = parser.parse_args(argv)
-    if args.command in ("sft", "reward"):
+    if args.command in TRAINERS:
         return _train(args)
     if args.command == "tiny-model":
         from .testing import save_tiny
@@ -166,10 +170,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args) -> int:
+    from . import trainers
     from .data import DataError
-    from .trainers import RewardConfig, RewardTrainer, SFTConfig, SFTTrainer
 
-    config_cls, trainer_cls = (SFTConfig, SFTTrainer) if args.command == "sft" else (RewardConfig, RewardTrainer)
+    config_cls, trainer_cls = (getattr(trainers, name) for name in TRAINERS[args.command])
     config = build_config(config_cls, args)
     if not config.model_name_or_path or not config.dataset_name:
         raise SystemExit("error: --model_name_or_path and --dataset_name are required (flags or --config)")

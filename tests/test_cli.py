@@ -73,3 +73,14 @@ def test_help_documents_every_field(capsys):
         main(["reward", "--help"])
     out = capsys.readouterr().out
     assert all(f"--{name}" in out for name in RewardConfig.field_help())
+
+
+def test_dpo_command(tmp_path):
+    from rlhfkit.testing import save_tiny
+
+    data = __import__("pathlib").Path(__file__).parent / "fixtures" / "data"
+    lm = save_tiny(tmp_path / "lm", "gpt2")
+    assert main(["dpo", "--model_name_or_path", str(lm), "--dataset_name", str(data / "preference_explicit.jsonl"),
+                 "--output_dir", str(tmp_path / "dpo"), "--max_steps", "2", "--loss_type", "ipo", "--beta", "0.2",
+                 "--disable_tqdm", "true", "--report_to", "none"]) == 0
+    assert (tmp_path / "dpo" / "model.safetensors").exists()

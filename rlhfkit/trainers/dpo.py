@@ -58,8 +58,9 @@ def accepts_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
 
-def completion_logps(model, batch, average: bool):
-    """Sequence log-probs of the completion tokens, (2B,), plus summed NLL pieces for an SFT term.
+def completion_logps(model, batch):
+    """Summed log-probs of the completion tokens and their counts, (2B,) each, plus the per-token
+    log-probs (2B, K) and mask (2B, K) for an SFT term, and mean logits per row (2B,).
 
     Only the positions from the shortest prompt on reach the LM head (``logits_to_keep``).
     """
@@ -69,14 +70,13 @@ def completion_logps(model, batch, average: bool):
     inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
     if accepts_logits_to_keep(model):
         inputs["logits_to_keep"] = keep
-    logits = model(**inputs).logits[:, -keep:-1]  # (2B, keep-1, V)
-    targets = labels[:, T - keep + 1:]  # (2B, keep-1)
+    logits = model(**inputs).logits[:, -keep:-1]  # (2B, K, V) with K = keep - 1
+    targets = labels[:, T - keep + 1:]  # (2B, K)
     mask = (targets != data.IGNORE_INDEX).float()
-    logprobs = algos.logprobs_from_logits(logits, targets.clamp_min(0))  # (2B, keep-1)
-    seq = algos.sequence_logprobs(logprobs, mask, average=average)  # (2B,)
+    logprobs = algos.logprobs_from_logits(logits, targets.clamp_min(0))  # (2B, K)
     n_tokens = mask.sum(-1)  # (2B,)
     mean_logits = (logits.detach().mean(-1) * mask).sum(-1) / n_tokens.clamp_min(1)  # (2B,)
-    return seq, logprobs, mask, mean_logits
+    return algos.sequence_logprobs(logprobs, mask), n_tokens, logprobs, mask, mean_logits
 
 
 class DPOTrainer:
@@ -125,7 +125,7 @@ class DPOTrainer:
     @torch.no_grad()
     def _precomputed_ref_logps(self, tokenized, split: str):
         """Reference log-probs of every row, computed once and cached by dataset fingerprint."""
-        key = hashlib.sha256(json.dumps([tokenized._fingerprint, self.average, str(self.args.ref_model_name_or_path),
+        key = hashlib.sha256(json.dumps([tokenized._fingerprint, str(self.args.ref_model_name_or_path),
                                          getattr(self.model.config, "_name_or_path", "")]).encode()).hexdigest()[:16]
         cache = Path(self.args.output_dir) / "ref_logps" / f"{split}-{key}.safetensors"
         if cache.exists():
@@ -136,7 +136,7 @@ class DPOTrainer:
         chosen, rejected = [], []
         for batch in loader:
             with self._reference_context():
-                seq, *_ = completion_logps(self.ref_model or self.model, batch, self.average)
+                seq, *_ = completion_logps(self.ref_model or self.model, batch)
             half = len(seq) // 2
             chosen.append(seq[:half].float().cpu())
             rejected.append(seq[half:].float().cpu())
@@ -152,10 +152,11 @@ class DPOTrainer:
         return contextlib.nullcontext()
 
     def _losses(self, model, batch):
-        seq, logprobs, mask, mean_logits = completion_logps(model, batch, self.average)
-        B = seq.shape[0] // 2
-        chosen, rejected = seq[:B], seq[B:]
         cfg = self.args
+        seq, n_tokens, logprobs, mask, mean_logits = completion_logps(model, batch)  # sums over completions
+        B = seq.shape[0] // 2
+        norm = n_tokens.clamp_min(1) if self.average else torch.ones_like(n_tokens)  # IPO, SimPO, ORPO: per token
+        chosen, rejected = seq[:B] / norm[:B], seq[B:] / norm[B:]
         if self.reference_free:
             extra = dict(beta=cfg.beta) if cfg.loss_type == "orpo" else \
                 dict(beta=cfg.beta, gamma_beta_ratio=cfg.gamma_beta_ratio, label_smoothing=cfg.label_smoothing)
@@ -164,19 +165,22 @@ class DPOTrainer:
             ref = batch.get("ref_logps")
             if ref is None:
                 with torch.no_grad(), self._reference_context():
-                    ref, *_ = completion_logps(self.ref_model or model, batch, self.average)
+                    ref, *_ = completion_logps(self.ref_model or model, batch)
             extra = dict(label_smoothing=cfg.label_smoothing) if cfg.loss_type in ("sigmoid", "robust") else {}
-            losses, r_c, r_r = algos.DPO_LOSSES[cfg.loss_type](chosen, rejected, ref[:B], ref[B:], cfg.beta, **extra)
+            losses, r_c, r_r = algos.DPO_LOSSES[cfg.loss_type](chosen, rejected, ref[:B] / norm[:B],
+                                                               ref[B:] / norm[B:], cfg.beta, **extra)
+            # implicit rewards are reported from summed log-ratios, also for IPO (as TRL 1.16 logs them)
+            r_c, r_r = cfg.beta * (seq[:B] - ref[:B]).detach(), cfg.beta * (seq[B:] - ref[B:]).detach()
         weight = batch["weight"].to(losses.dtype)
         loss = (losses * weight).sum() / weight.sum().clamp_min(1e-8)
-        nll = -(logprobs[:B] * mask[:B]).sum() / mask[:B].sum().clamp_min(1)  # chosen tokens
+        nll = -(logprobs[:B] * mask[:B]).sum() / mask[:B].sum().clamp_min(1)  # token mean over chosen completions
         if cfg.loss_type == "orpo":
             loss = loss + nll
         elif cfg.rpo_alpha:
             loss = loss + cfg.rpo_alpha * nll
         metrics = {"rewards/chosen": r_c.mean(), "rewards/rejected": r_r.mean(),
                    "rewards/accuracies": (r_c > r_r).float().mean(), "rewards/margins": (r_c - r_r).mean(),
-                   "logps/chosen": chosen.detach().mean(), "logps/rejected": rejected.detach().mean(),
+                   "logps/chosen": seq[:B].detach().mean(), "logps/rejected": seq[B:].detach().mean(),
                    "logits/chosen": mean_logits[:B].mean(), "logits/rejected": mean_logits[B:].mean(),
                    "nll_loss": nll.detach()}
         return loss, metrics

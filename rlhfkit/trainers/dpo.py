@@ -95,7 +95,7 @@ class DPOTrainer:
         if args.precompute_ref_log_probs and self.ref_model is not None:
             self.ref_model = None  # every row carries its reference log-probs now
         self.loop = TrainLoop(args, self.model, self.train_dataset, self._collate, self._step,
-                              eval_dataset=self.eval_dataset, eval_fn=self._evaluate, save_fn=self._save)
+                              eval_dataset=self.eval_dataset, eval_fn=self._evaluate, tokenizer=self.tokenizer)
         if self.ref_model is not None:
             self.ref_model.to(self.loop.accelerator.device)
 
@@ -196,10 +196,6 @@ class DPOTrainer:
                 sums[k] = sums.get(k, 0.0) + accelerator.reduce(v.detach().float(), "mean").item()
             n += 1
         return {k: v / max(n, 1) for k, v in sums.items()}
-
-    def _save(self, model, path) -> None:
-        model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
 
     def train(self, resume_from_checkpoint: str | None = None) -> list[dict]:
         return self.loop.train(resume_from_checkpoint)

@@ -48,11 +48,12 @@ class TrainLoop:
 
     def __init__(self, config: LoopConfig, model, train_dataset, collate_fn, step_fn: StepFn, *,
                  eval_dataset=None, eval_fn: Callable | None = None, save_fn: Callable | None = None,
-                 sampler_fn: Callable | None = None):
+                 sampler_fn: Callable | None = None, tokenizer=None):
         self.config, self.step_fn, self.eval_fn = config, step_fn, eval_fn
         self.train_dataset, self.eval_dataset, self.collate_fn = train_dataset, eval_dataset, collate_fn
         self.sampler_fn = sampler_fn  # (dataset, seed) -> Sampler; default: seeded random order
-        self.save_fn = save_fn or (lambda m, path: m.save_pretrained(path))
+        self.tokenizer = tokenizer
+        self.save_fn = save_fn or self._save_pretrained
         self.output_dir = Path(config.output_dir)
         set_seed(config.seed)
         reporters = {r.strip() for r in config.report_to.split(",") if r.strip() and r.strip() != "none"}
@@ -188,6 +189,12 @@ class TrainLoop:
         return row
 
     # ------------------------------------------------------------------ saving and resuming
+    def _save_pretrained(self, model, path: Path) -> None:
+        """Default ``save_fn``: a Transformers checkpoint (plus the tokenizer when given)."""
+        model.save_pretrained(path)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(path)
+
     def save_model(self, path) -> None:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:

@@ -64,33 +64,11 @@ class PPOTrainer:
         if self.pad_token_id is None:
             raise ValueError("the tokenizer has neither pad_token nor eos_token; set tokenizer.pad_token")
 
-        self.model, self.critic = model, critic
-        if ref_model is None and not config.is_peft_model:
-            ref_model = create_reference_model(model)
-        self.ref_model = ref_model
-        if self.ref_model is not None:
-            self.ref_model.eval().requires_grad_(False)
-        if config.disable_dropout:
-            for m in (model, ref_model, critic):
-                _disable_dropout(m)
-        if config.gradient_checkpointing:
-            model.pretrained_model.gradient_checkpointing_enable()
-
-        self.policy_params = [p for p in (model.pretrained_model if critic is not None else model).parameters()
-                              if p.requires_grad]
-        self.value_params = [p for p in (critic if critic is not None else model.v_head).parameters() if p.requires_grad]
-        value_ids = {id(p) for p in self.value_params}
-        self._policy_only_params = [p for p in self.policy_params if id(p) not in value_ids]
-        self.params = self._policy_only_params + self.value_params
-        if optimizer is None:
-            groups = [{"params": self.policy_params, "lr": config.learning_rate}]
-            if critic is not None:
-                groups.append({"params": self.value_params, "lr": config.critic_learning_rate or config.learning_rate})
-            optimizer = build_optimizer(groups, config.optimizer, config.learning_rate, config.weight_decay)
-        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        self._setup_models(model, ref_model, critic)
+        self.optimizer, self.lr_scheduler = optimizer or self._default_optimizer(), lr_scheduler
         self.dataset = dataset
         self.data_collator = data_collator
-        prepared = self.accelerator.prepare(*(m for m in (model, critic, optimizer) if m is not None))
+        prepared = self.accelerator.prepare(*(m for m in (model, critic, self.optimizer) if m is not None))
         self._train_model = prepared[0]
         self._train_critic = prepared[1] if critic is not None else None
         if self.ref_model is not None:
@@ -107,6 +85,35 @@ class PPOTrainer:
         self._shuffle = torch.Generator().manual_seed(config.seed)
         self.current_step = 0
         self.max_length = _max_positions(model.config)
+
+    def _setup_models(self, model, ref_model, critic) -> None:
+        """Policy, frozen reference (or None under PEFT), optional critic, and their parameter lists."""
+        config = self.config
+        self.model, self.critic = model, critic
+        if ref_model is None and not config.is_peft_model:
+            ref_model = create_reference_model(model)
+        self.ref_model = ref_model
+        if self.ref_model is not None:
+            self.ref_model.eval().requires_grad_(False)
+        if config.disable_dropout:
+            for m in (model, ref_model, critic):
+                _disable_dropout(m)
+        if config.gradient_checkpointing:
+            model.pretrained_model.gradient_checkpointing_enable()
+        self.policy_params = [p for p in (model.pretrained_model if critic is not None else model).parameters()
+                              if p.requires_grad]
+        self.value_params = [p for p in (critic if critic is not None else model.v_head).parameters() if p.requires_grad]
+        value_ids = {id(p) for p in self.value_params}
+        self._policy_only_params = [p for p in self.policy_params if id(p) not in value_ids]
+        self.params = self._policy_only_params + self.value_params
+
+    def _default_optimizer(self):
+        """Adam over the policy (with the shared head); a separate critic gets its own learning rate."""
+        config = self.config
+        groups = [{"params": self.policy_params, "lr": config.learning_rate}]
+        if self.critic is not None:
+            groups.append({"params": self.value_params, "lr": config.critic_learning_rate or config.learning_rate})
+        return build_optimizer(groups, config.optimizer, config.learning_rate, config.weight_decay)
 
     # ------------------------------------------------------------------ data
     def prepare_dataloader(self, dataset, data_collator=None) -> DataLoader:

@@ -82,7 +82,7 @@ class RewardTrainer:
             sampler_fn = lambda ds, seed: data.GroupedPairSampler(groups, args.per_device_train_batch_size, seed)  # noqa: E731
         step = self._regression_step if self.objective == "regression" else self._pairwise_step
         self.loop = TrainLoop(args, self.model, self.train_dataset, collator, step, eval_dataset=self.eval_dataset,
-                              eval_fn=self._evaluate, save_fn=self._save, sampler_fn=sampler_fn)
+                              eval_fn=self._evaluate, tokenizer=self.tokenizer, sampler_fn=sampler_fn)
 
     def _convert(self, records, fmt):
         if self.objective == "pairwise":
@@ -132,10 +132,6 @@ class RewardTrainer:
             thr = self.args.rating_threshold
             metrics.update(classification_metrics(pred >= thr, score >= thr))
         return metrics
-
-    def _save(self, model, path) -> None:
-        model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
 
     def train(self, resume_from_checkpoint: str | None = None) -> list[dict]:
         return self.loop.train(resume_from_checkpoint)

@@ -98,7 +98,7 @@ class SFTTrainer:
         self.eval_dataset = self._prepare(evals) if evals is not None else None
         self.loop = TrainLoop(args, self.model, self.train_dataset, data.SFTCollator(self.tokenizer.pad_token_id),
                               self._step, eval_dataset=self.eval_dataset, eval_fn=self._evaluate,
-                              save_fn=self._save)
+                              tokenizer=self.tokenizer)
 
     def _prepare(self, rows):
         tokenized = data.tokenize_dataset(rows, self.tokenizer, self.args.max_length, kind="sft",
@@ -124,10 +124,6 @@ class SFTTrainer:
         total, count = accelerator.reduce(total, "sum"), accelerator.reduce(count, "sum")
         loss = (total / count.clamp_min(1)).item()
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
-
-    def _save(self, model, path) -> None:
-        model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
 
     def train(self, resume_from_checkpoint: str | None = None) -> list[dict]:
         return self.loop.train(resume_from_checkpoint)

@@ -1,8 +1,6 @@
 """Annotator calibration: hand-computed cases, the exact ridge solution, a naive loop, recovery of
 simulated biases, shrinkage, scales, and pairs from calibrated scores."""
 
-import random
-
 import numpy as np
 import pytest
 

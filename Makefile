@@ -1,5 +1,5 @@
 # Two commands on a fresh machine:
-#   make demo   set up .venv and run the main job (offline PPO example)
+#   make demo   set up .venv and run the main job: the whole RLHF pipeline offline (runs/demo/report.md)
 #   make test   set up .venv and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.installed
 
 demo: setup
-	HF_HUB_OFFLINE=1 $(BIN)/rlhfkit ppo-example --output_dir runs/ppo-example
+	HF_HUB_OFFLINE=1 $(BIN)/rlhfkit demo --output_dir runs/demo
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest

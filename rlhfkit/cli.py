@@ -1,13 +1,16 @@
 """``rlhfkit <command> [--config file.yaml] [key=value ...]``: thin entry points.
 
 Commands:
+  demo          the whole pipeline offline: pre-train, SFT, simulated feedback, reward model, PPO vs DPO, report
+  compare       PPO and DPO from one config on the same data and budget, evaluated, with a report
+  eval          score policies on prompts (reward, KL, win rate, length) and a reward model on pairs
   sft           supervised fine-tuning (SFTConfig fields as flags)
   reward        train a reward model from preferences, rankings or ratings (RewardConfig fields)
   dpo           preference optimisation without a reward model (DPOConfig fields)
   ppo-example   train a tiny model offline with PPO on a rule reward and show the reward rising
   tiny-model    write a tiny random-init model + locally trained tokenizer to a folder
 
-Every training command takes ``--config file.yaml``; flags override the file, and the
+Every command but tiny-model takes ``--config file.yaml``; flags override the file, and the
 resolved config is written to ``<output_dir>/config.yaml``.
 """
 
@@ -55,12 +58,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls) -> None:
     parser.add_argument("--config", help="YAML file of config fields; flags given here override it")
     for fld in dataclasses.fields(config_cls):
         default = fld.default if fld.default is not dataclasses.MISSING else None
-        parser.add_argument(f"--{fld.name}", type=_converter(str(fld.type)), default=None, metavar=str(fld.type),
+        # SUPPRESS: an absent flag leaves no attribute, so `--field none` can override a YAML value with None
+        parser.add_argument(f"--{fld.name}", type=_converter(str(fld.type)), default=argparse.SUPPRESS,
+                            metavar=str(fld.type),
                             help=f"{fld.metadata.get('help', '')} (default: {default!r})")
 
 
-def build_config(config_cls, args: argparse.Namespace):
-    """Dataclass defaults <- YAML file <- flags; unknown YAML keys are an error."""
+def build_config(config_cls, args: argparse.Namespace, base: dict | None = None):
+    """Dataclass defaults <- ``base`` (a preset) <- YAML file <- flags; unknown YAML keys are an error."""
     values = {}
     if args.config:
         try:
@@ -73,15 +78,16 @@ def build_config(config_cls, args: argparse.Namespace):
     unknown = sorted(set(values) - names)
     if unknown:
         raise SystemExit(f"error: {args.config}: unknown {config_cls.__name__} field(s) {unknown}")
-    values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    values = {**(base or {}), **values}
+    values.update({k: v for k, v in vars(args).items() if k in names})
     try:
         return config_cls(**values)
     except (TypeError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
 
 
-def save_resolved_config(config, output_dir: str) -> Path:
-    path = Path(output_dir) / "config.yaml"
+def save_resolved_config(config, output_dir: str, name: str = "config.yaml") -> Path:
+    path = Path(output_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
     return path
@@ -140,6 +146,29 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=text, description=f"{text}; every {cls.__name__} field is a flag")
         add_config_arguments(p, cls)
 
+    from .eval import EvalConfig
+    from .pipeline import CompareConfig, PipelineConfig
+
+    demo = sub.add_parser("demo", help="the whole pipeline offline (about 5-10 min on 2 CPU cores)",
+                          description="Pre-train a tiny model from scratch, SFT, simulated annotators, calibration, "
+                                      "reward model, PPO and DPO, evaluation and report; every PipelineConfig field "
+                                      "is a flag")
+    add_config_arguments(demo, PipelineConfig)
+    demo.add_argument("--quick", action="store_true", help="small sizes (about a minute): a smoke run, no learning")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
+    cmp = sub.add_parser("compare", help="PPO vs DPO on the same data and budget, evaluated, with a report",
+                         description="Train PPO (against reward_model) and DPO (on pairs) from one SFT policy with the "
+                                     "same budget, evaluate them on held-out prompts and write report.md/html; every "
+                                     "CompareConfig field is a flag")
+    add_config_arguments(cmp, CompareConfig)
+    cmp.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
+    ev = sub.add_parser("eval", help="score policies and/or a reward model",
+                        description="Score policies on a prompt set with a reward model and/or a reward function "
+                                    "(reward distribution, KL to a reference, win rate, length) and a reward model on "
+                                    "labelled pairs (accuracy, precision, recall, F1); every EvalConfig field is a "
+                                    "flag")
+    add_config_arguments(ev, EvalConfig)
+
     tiny = sub.add_parser("tiny-model", help="write a tiny offline model and tokenizer to a folder")
     tiny.add_argument("--output_dir", required=True)
     tiny.add_argument("--arch", choices=["gpt2", "llama"], default="gpt2")
@@ -152,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in TRAINERS:
         return _train(args)
+    if args.command == "demo":
+        return _demo(args, PipelineConfig)
+    if args.command == "compare":
+        return _compare(args, CompareConfig)
+    if args.command == "eval":
+        return _eval(args, EvalConfig)
     if args.command == "tiny-model":
         from .testing import save_tiny
 
@@ -166,6 +201,47 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(summary, indent=2))
     print(f"mean reward rose from {summary['reward_first']:.3f} to {summary['reward_last']:.3f} "
           f"over {summary['steps']} PPO steps ({summary['seconds']} s)")
+    return 0
+
+
+def _demo(args, config_cls) -> int:
+    from .pipeline import QUICK, run_demo
+
+    config = build_config(config_cls, args, base=QUICK if args.quick else None)
+    run_demo(config, progress=not args.quiet)  # writes <output_dir>/config.yaml itself
+    return 0
+
+
+def _compare(args, config_cls) -> int:
+    from .pipeline import run_compare
+    from .pipeline.compare import print_table
+
+    config = build_config(config_cls, args)
+    save_resolved_config(config, config.output_dir)
+    try:
+        summary = run_compare(config, progress=not args.quiet)
+    except (ValueError, OSError) as err:
+        raise SystemExit(f"error: {err}") from None
+    print_table(summary["table"])
+    print(f"\nreport: {summary['report']} and {summary['report_html']}")
+    return 0
+
+
+def _eval(args, config_cls) -> int:
+    from .eval import run_eval, summary_rows
+    from .eval.report import markdown_table
+
+    config = build_config(config_cls, args)
+    save_resolved_config(config, config.output_dir)
+    try:
+        results = run_eval(config)
+    except (ValueError, OSError) as err:
+        raise SystemExit(f"error: {err}") from None
+    if "policies" in results:
+        print(markdown_table(summary_rows(results)))
+    if "reward_model" in results:
+        print(markdown_table([results["reward_model"]]))
+    print(f"\nwrote {Path(config.output_dir) / 'eval.md'}, eval.html and eval.json")
     return 0
 
 

@@ -30,7 +30,8 @@ class EvalConfig:
     reward_fn: str | None = f(None, "A Python reward function 'module:function' taking (prompts, responses) and "
                                     "returning one score per response, e.g. rlhfkit.pipeline.corpus:true_quality.")
     reference: str | None = f(None, "Reference policy folder for KL(policy || reference); default: the baseline.")
-    baseline: str | None = f(None, "Name of the policy the others' win rates are measured against (default: the first).")
+    baseline: str | None = f(None, "Name of the policy the others' win rates are measured against (default: the "
+                                   "first).")
     samples_per_prompt: int = f(8, "Responses sampled per prompt and policy.")
     max_new_tokens: int = f(32, "Longest sampled response, in tokens.")
     batch_size: int = f(64, "Sequences per generation / scoring batch.")
@@ -125,7 +126,8 @@ def evaluate_policies(policies: dict, tokenizer, prompts: list[str], *, scorers:
         row["samples"] = [{"prompt": p, "response": t, **{k: v[i] for k, v in s.scores.items()}}
                           for i, (p, t) in enumerate(zip(s.prompts, s.texts))]
         results[name] = row
-    return {"policies": results, "baseline": baseline, "prompts": len(prompts), "samples_per_prompt": samples_per_prompt}
+    return {"policies": results, "baseline": baseline, "prompts": len(prompts),
+            "samples_per_prompt": samples_per_prompt}
 
 
 def evaluate_reward_model(scorer: metrics.Scorer, pairs: list[dict], threshold: float = 0.0, seed: int = 0) -> dict:

@@ -143,18 +143,25 @@ def plot_curves(curves: dict[str, list[dict]], keys: list[str], path, x: str = "
     return _save(fig, Path(path))
 
 
-def plot_distributions(values: dict[str, list[float]], path, xlabel: str = "reward") -> str:
-    """Overlaid histograms, one per policy."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+def plot_distributions(values: dict[str, list[float]], path, xlabel: str = "reward", bins: int = 12) -> str:
+    """Histograms of every policy on common bins, drawn side by side within each bin."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
     finite = [v for vals in values.values() for v in vals]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
-    bins = [lo + (hi - lo + 1e-9) * k / 24 for k in range(25)]
-    for name, vals in values.items():
-        ax.hist(vals, bins=bins, alpha=0.45, label=name)
+    hi = hi if hi > lo else lo + 1.0
+    width = (hi - lo) / bins
+    edges = [lo + width * k for k in range(bins + 1)]
+    bar = width / (len(values) + 1)
+    for n, (name, vals) in enumerate(values.items()):
+        counts = [0] * bins
+        for v in vals:
+            counts[min(bins - 1, int((v - lo) / width))] += 1
+        ax.bar([e + bar * (n + 0.5) for e in edges[:-1]], counts, width=bar, align="edge", label=name)
+    ax.set_xticks(edges[:: max(1, bins // 6)])
     ax.set_xlabel(xlabel)
     ax.set_ylabel("responses")
     ax.legend()
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3, axis="y")
     return _save(fig, Path(path))
 
 

@@ -16,8 +16,8 @@ def test_write_report_with_plots(tmp_path):
               plot_distributions({"a": [0.1, 0.2, 0.2], "b": [0.5, 0.9]}, tmp_path / "dist.png"),
               plot_bars({"PPO": 3.0, "DPO": 1.5}, tmp_path / "time.png")]
     assert images == ["curves.png", "dist.png", "time.png"]
-    sections = [Section("Result", "Mean **reward** rose.\n\n- one `item`\n- two", table=[{"policy": "PPO", "reward": 1.0}],
-                        images=images, pre="a -> b <c>")]
+    sections = [Section("Result", "Mean **reward** rose.\n\n- one `item`\n- two",
+                        table=[{"policy": "PPO", "reward": 1.0}], images=images, pre="a -> b <c>")]
     md, html = write_report(sections, tmp_path, "A <title>")
     text = md.read_text()
     assert text.startswith("# A <title>") and "![Result](curves.png)" in text and "| PPO | 1.000 |" in text

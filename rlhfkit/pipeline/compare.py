@@ -13,6 +13,7 @@ held-out prompts against SFT. Output in ``output_dir``:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -23,7 +24,7 @@ from ..eval.evaluate import load_function, load_prompts, parse_named
 from ..eval.report import Section, markdown_table, plot_bars, plot_curves, plot_distributions, write_report
 from ..models import AutoModelForCausalLMWithValueHead
 from ..trainers import DPOConfig, DPOTrainer, PPOConfig, PPOTrainer
-from .config import CompareConfig
+from .config import CompareConfig, torch_threads
 
 REWARD = "reward"  # the reward model's scorer name in results and tables
 
@@ -110,8 +111,18 @@ def _curve(cfg: CompareConfig, run: dict, batch_size: int, tokenizer, prompts, s
 
 
 def run_compare(cfg: CompareConfig, *, progress: bool = True, train_seconds: dict | None = None,
-                extra_sections: list[Section] | None = None, title: str = "PPO versus DPO") -> dict:
-    """Train PPO and DPO from ``cfg.policy``, evaluate everything, write the report (see the module docstring)."""
+                extra_sections: list[Section] | None = None, title: str = "PPO versus DPO",
+                set_threads: bool = True) -> dict:
+    """Train PPO and DPO from ``cfg.policy``, evaluate everything, write the report (see the module docstring).
+
+    ``set_threads``: apply ``cfg.num_threads`` for the duration (the demo has already done it).
+    """
+    with torch_threads(cfg.num_threads) if set_threads else contextlib.nullcontext():
+        return _compare(cfg, progress, train_seconds, extra_sections, title)
+
+
+def _compare(cfg: CompareConfig, progress: bool, train_seconds: dict | None, extra_sections: list[Section] | None,
+             title: str) -> dict:
     from transformers import AutoTokenizer
 
     for name in ("policy", "reward_model", "pairs"):

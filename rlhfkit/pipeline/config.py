@@ -7,7 +7,11 @@ the inputs; ``PipelineConfig`` adds the sizes of every stage of the offline demo
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import asdict, dataclass, fields
+
+import torch
 
 from ..trainers.config import f
 
@@ -39,6 +43,9 @@ class MethodsConfig:
     curve_samples_per_prompt: int = f(4, "Responses per held-out prompt at each curve checkpoint.")
     kl_estimator: str = f("k3", "Per-token KL estimator summed over each evaluated response (k1, k2, k3, abs).")
     keep_checkpoints: bool = f(False, "Keep the curve checkpoints (optimiser state included) after evaluating them.")
+    num_threads: int = f(0, "PyTorch CPU threads. 0: automatic, 1 when the 1-minute load average is already >= 1 "
+                            "at the start (another job holds a core; two threads would wait on each other and run "
+                            "several times slower), else PyTorch's default (one per core).")
 
     def __post_init__(self):
         for name in ("budget", "max_new_tokens", "ppo_batch_size", "ppo_mini_batch_size", "ppo_epochs",
@@ -126,6 +133,24 @@ class PipelineConfig(MethodsConfig):
     def methods(self) -> dict:
         """The ``MethodsConfig`` fields of this config (to build a ``CompareConfig``)."""
         return {x.name: getattr(self, x.name) for x in fields(MethodsConfig)}
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: int):
+    """PyTorch's CPU threads set from a ``num_threads`` field (see its help) inside the block, restored after.
+
+    Yields the number used.
+    """
+    previous = torch.get_num_threads()
+    n = num_threads
+    if n <= 0:
+        busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= 1.0
+        n = 1 if busy else previous
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(previous)
 
 
 # ``rlhfkit demo --quick``: small sizes for the test suite and a first look (well under a minute); it checks

@@ -24,7 +24,7 @@ import yaml
 from ..eval.report import Section
 from . import stages
 from .compare import print_table, run_compare
-from .config import CompareConfig, PipelineConfig
+from .config import CompareConfig, PipelineConfig, torch_threads
 
 TRUE_QUALITY = "rlhfkit.pipeline.corpus:true_quality"
 
@@ -37,11 +37,17 @@ def _say(progress: bool, text: str) -> None:
 def run_demo(cfg: PipelineConfig | None = None, progress: bool = True) -> dict:
     """Run every stage into ``cfg.output_dir``; returns the summary (also in ``summary.json``)."""
     cfg = cfg or PipelineConfig()
-    start = time.time()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    with torch_threads(cfg.num_threads) as threads:
+        if progress:
+            print(f"rlhfkit demo -> {out} ({threads} PyTorch CPU thread{'s' if threads > 1 else ''})", flush=True)
+        return _run(cfg, out, progress, threads)
 
+
+def _run(cfg: PipelineConfig, out: Path, progress: bool, threads: int) -> dict:
+    start = time.time()
     _say(progress, f"1/6 corpus, tokenizer and pre-training from scratch -> {out / 'base'}")
     data = stages.make_corpus(cfg)
     base = stages.pretrain(cfg, data, progress)
@@ -65,12 +71,13 @@ def run_demo(cfg: PipelineConfig | None = None, progress: bool = True) -> dict:
                             eval_prompts=str(data["paths"]["eval_prompts"]), reward_fn=TRUE_QUALITY,
                             reward_fn_name="hidden quality", extra_policies=f"base={base['path']}")
     seconds = {"base": base["seconds"], "SFT": sft["seconds"], "reward model": rm["seconds"]}
-    result = run_compare(compare, progress=progress, train_seconds=seconds,
-                         extra_sections=_sections(cfg, base, sft, feedback, rm),
+    result = run_compare(compare, progress=progress, train_seconds=seconds, set_threads=False,
+                         extra_sections=_sections(cfg, base, sft, feedback, rm, threads),
                          title="rlhfkit demo: pre-training, SFT, feedback, reward model, PPO and DPO offline")
     total = time.time() - start
     summary = {"table": result["table"], "reward_model": rm["metrics"], "feedback": fb, "seconds": result["seconds"],
-               "total_seconds": total, "report": result["report"], "report_html": result["report_html"],
+               "total_seconds": total, "threads": threads, "report": result["report"],
+               "report_html": result["report_html"],
                "output_dir": str(out.resolve())}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     if progress:
@@ -80,7 +87,7 @@ def run_demo(cfg: PipelineConfig | None = None, progress: bool = True) -> dict:
     return summary
 
 
-def _sections(cfg: PipelineConfig, base: dict, sft: dict, feedback: dict, rm: dict) -> list[Section]:
+def _sections(cfg: PipelineConfig, base: dict, sft: dict, feedback: dict, rm: dict, threads: int) -> list[Section]:
     fb, m = feedback["summary"], rm["metrics"]
     pipeline = Section("Pipeline", (
         f"- data: {cfg.pretrain_texts} generated pre-training texts ({cfg.pretrain_rock_share:.0%} rock song) and "
@@ -93,7 +100,8 @@ def _sections(cfg: PipelineConfig, base: dict, sft: dict, feedback: dict, rm: di
         f"- reward model: initialised from SFT, {cfg.rm_epochs:g} epochs on {fb['pairs_train']} calibrated pairs\n"
         "- hidden true quality: `rlhfkit.pipeline.corpus.rock_quality`: distinct rock-song words count +1/4 each "
         "(up to 4), repeated ones -1/8, clipped to [0, 1]; the annotators see it through their bias and noise, "
-        "the policies never see it"))
+        "the policies never see it\n"
+        f"- {threads} PyTorch CPU thread{'s' if threads > 1 else ''}"))
     calibration = Section("Annotators and calibration", (
         f"Each response was rated by {cfg.ratings_per_response} annotators: rating = clip(round(1.5 + 1.5 x quality "
         f"+ offset + noise), 1, 3), noise sd {cfg.annotator_noise_std}. Calibration fits rating = score + offset by "

@@ -60,3 +60,23 @@ def test_simulated_annotators_are_calibrated():
     errors = [abs(cal.offsets[a.name] - (a.offset - mean)) for a in annotators]
     # integer ratings clipped to 1-3 hide part of each bias; the estimates still land close
     assert max(errors) < 0.2
+
+
+def test_torch_threads_are_restored(monkeypatch):
+    import os
+
+    import torch
+
+    from rlhfkit.pipeline.config import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))  # another job is running: one thread
+    with torch_threads(0) as n:
+        assert n == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))  # idle: PyTorch's default
+    with torch_threads(0) as n:
+        assert n == before
+    assert torch.get_num_threads() == before

@@ -12,6 +12,7 @@ answer, not to reproduce prompts.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -77,13 +78,25 @@ def load_split(train_dataset, eval_dataset, config: LoopConfig, convert):
 
 
 def causal_lm_loss(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean next-token cross-entropy over labelled tokens, and the number of such tokens."""
+    """Mean next-token cross-entropy over labelled tokens, and the number of such tokens.
+
+    Positions before the first labelled token of the batch (the prompts, under
+    completion-only loss) never reach the LM head: the model is asked for the logits of
+    the last ``keep`` positions only (``logits_to_keep``).
+    """
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
-    logits = model(**inputs, use_cache=False).logits  # (B, T, V)
+    labels = batch["labels"]  # (B, T)
+    T = labels.shape[1]
+    labelled = labels != data.IGNORE_INDEX  # (B, T)
+    first = int(torch.where(labelled.any(-1), labelled.float().argmax(-1), T).min()) if labelled.any() else 1
+    keep = T - max(first, 1) + 1  # position first-1 predicts the first labelled token
+    if keep < T and "logits_to_keep" in inspect.signature(getattr(model, "module", model).forward).parameters:
+        inputs["logits_to_keep"] = keep
+    logits = model(**inputs, use_cache=False).logits[:, -keep:]  # (B, keep, V)
     # Shift the labels, not the logits: a view of logits[:, :-1] would be copied whole.
-    labels = F.pad(batch["labels"][:, 1:], (0, 1), value=data.IGNORE_INDEX)  # (B, T)
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=data.IGNORE_INDEX)
-    return loss, (labels != data.IGNORE_INDEX).sum()
+    targets = F.pad(labels[:, T - keep + 1:], (0, 1), value=data.IGNORE_INDEX)  # (B, keep)
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=data.IGNORE_INDEX)
+    return loss, labelled[:, 1:].sum()
 
 
 class SFTTrainer:

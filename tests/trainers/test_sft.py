@@ -74,3 +74,19 @@ def test_bad_data_names_file_and_true_line(tokenizer, tmp_path, eval_fraction):
     with pytest.raises(DataError, match=r"bad.jsonl line 6"):  # validated before any split
         SFTTrainer(model=tiny_causal_lm("gpt2", tokenizer), args=_cfg(tmp_path, eval_fraction=eval_fraction),
                    train_dataset=str(bad), processing_class=tokenizer)
+
+
+def test_causal_lm_loss_skipping_prompt_logits_equals_full_loss(tokenizer):
+    from rlhfkit.trainers.sft import causal_lm_loss
+
+    model = tiny_causal_lm("llama", tokenizer).eval()
+    ids = torch.randint(5, 200, (3, 12))
+    labels = ids.clone()
+    labels[0, :5], labels[1, :7], labels[2, :4] = -100, -100, -100
+    labels[2, 10:] = -100
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    with torch.no_grad():
+        fast, n = causal_lm_loss(model, batch)
+        full = model(input_ids=ids, labels=labels).loss  # Transformers' own shifted loss over all positions
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-6)
+    assert int(n) == int((labels[:, 1:] != -100).sum())

@@ -61,7 +61,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls) -> None:
         # SUPPRESS: an absent flag leaves no attribute, so `--field none` can override a YAML value with None
         parser.add_argument(f"--{fld.name}", type=_converter(str(fld.type)), default=argparse.SUPPRESS,
                             metavar=str(fld.type),
-                            help=f"{fld.metadata.get('help', '')} (default: {default!r})")
+                            help=f"{fld.metadata.get('help', '')} (default: {default!r})".replace("%", "%%"))
 
 
 def build_config(config_cls, args: argparse.Namespace, base: dict | None = None):

@@ -127,3 +127,12 @@ def test_full_demo_aligned_policies_beat_sft_on_hidden_quality(tmp_path):
         assert rows[method]["reward"] > rows["SFT"]["reward"]
     assert summary["reward_model"]["pairwise_accuracy"] > 0.8
     assert summary["feedback"]["agreement_calibrated"] >= summary["feedback"]["agreement_raw"]
+
+
+@pytest.mark.parametrize("command", ["demo", "compare", "eval"])
+def test_help_lists_every_field(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--config" in text and "--output_dir" in text and "--seed" in text

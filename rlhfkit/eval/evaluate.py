@@ -13,7 +13,6 @@ and returns the results.
 from __future__ import annotations
 
 import importlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 

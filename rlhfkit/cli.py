@@ -126,18 +126,12 @@ def _config_help() -> str:
         f"  {name}: {text}" for name, text in PPOConfig.field_help().items())
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rlhfkit`` parser: one sub-command per job, flags generated from the config dataclasses."""
     parser = argparse.ArgumentParser(prog="rlhfkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-
-    ex = sub.add_parser("ppo-example", help="offline PPO on a tiny model; the reward must rise",
-                        epilog=_config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    ex.add_argument("--output_dir", default="runs/ppo-example", help="where metrics, checkpoints and the model go")
-    ex.add_argument("--steps", type=int, default=100, help="PPO iterations (default 100; well under a minute on 2 CPU cores)")
-    ex.add_argument("--seed", type=int, default=0)
-    ex.add_argument("--config", help="YAML file of PPOConfig fields")
-    ex.add_argument("overrides", nargs="*", help="PPOConfig fields as key=value, applied after --config")
+    _add_offline_helpers(sub)
 
     from .trainers import DPOConfig, RewardConfig, SFTConfig
 
@@ -168,6 +162,18 @@ def main(argv: list[str] | None = None) -> int:
                                     "labelled pairs (accuracy, precision, recall, F1); every EvalConfig field is a "
                                     "flag")
     add_config_arguments(ev, EvalConfig)
+    return parser
+
+
+def _add_offline_helpers(sub) -> None:
+    """``ppo-example`` and ``tiny-model``: small offline jobs that need no data or model."""
+    ex = sub.add_parser("ppo-example", help="offline PPO on a tiny model; the reward must rise",
+                        epilog=_config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    ex.add_argument("--output_dir", default="runs/ppo-example", help="where metrics, checkpoints and the model go")
+    ex.add_argument("--steps", type=int, default=100, help="PPO iterations (default 100; well under a minute on 2 CPU cores)")
+    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--config", help="YAML file of PPOConfig fields")
+    ex.add_argument("overrides", nargs="*", help="PPOConfig fields as key=value, applied after --config")
 
     tiny = sub.add_parser("tiny-model", help="write a tiny offline model and tokenizer to a folder")
     tiny.add_argument("--output_dir", required=True)
@@ -178,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--num_layers", type=int, default=2)
     tiny.add_argument("--seed", type=int, default=0)
 
+
+def main(argv: list[str] | None = None) -> int:
+    from .eval import EvalConfig
+    from .pipeline import CompareConfig, PipelineConfig
+
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in TRAINERS:
         return _train(args)

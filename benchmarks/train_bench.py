@@ -1,9 +1,9 @@
-"""Benchmark SFT and reward-model training steps: TRL 1.16 vs rlhfkit, same workload.
+"""Benchmark SFT, reward-model and DPO training steps: TRL 1.16 vs rlhfkit, same workload.
 
 One script, the modern trainer API on both sides; only the import changes::
 
-    from trl import SFTConfig, SFTTrainer, RewardConfig, RewardTrainer        # --impl trl
-    from rlhfkit import SFTConfig, SFTTrainer, RewardConfig, RewardTrainer    # --impl rlhfkit
+    from trl import SFTConfig, SFTTrainer, RewardConfig, RewardTrainer, DPOConfig, DPOTrainer      # --impl trl
+    from rlhfkit import SFTConfig, SFTTrainer, RewardConfig, RewardTrainer, DPOConfig, DPOTrainer  # --impl rlhfkit
 
     benchmarks/.trl116-env/bin/python benchmarks/train_bench.py --impl trl --task sft --out results/train_trl_sft_fp32.json
     .venv/bin/python benchmarks/train_bench.py --impl rlhfkit --task sft --out results/train_rlhfkit_sft_fp32.json [--dtype bf16]
@@ -34,6 +34,11 @@ Workload
   Reward: 512 explicit-prompt preference rows (``prompt``, ``chosen``, ``rejected``):
   prompt = 64 words, chosen / rejected = " " + 63 words + " <|endoftext|>" -> 128-token
   sequences; ``max_length=160``.
+  DPO: the reward rows with ``GPT2LMHeadModel``; both trainers get the same explicit frozen
+  reference (a second identically seeded model: TRL 1.16 would otherwise reload
+  ``model.name_or_path``), ``beta=0.1``, sigmoid loss; ``--precompute-ref`` sets
+  ``precompute_ref_log_probs=True`` on both (the reference scores the dataset once and is
+  dropped). The reference is built before the RSS baseline, so compare ``peak RSS total``.
   Both: ``per_device_train_batch_size=8``, ``gradient_accumulation_steps=1``,
   ``learning_rate=1e-5``, default AdamW, ``logging_steps=1``, ``report_to="none"``,
   ``seed=0``, ``bf16`` = (--dtype bf16); TRL also ``save_strategy="no"``,
@@ -71,14 +76,16 @@ Memory
   /proc/self/clear_refs (falls back to ru_maxrss where not allowed). Per phase:
   ``rss_after_model`` (after building the model and touching every weight), peak during
   trainer construction + train(), and ``peak_delta`` = peak - rss_after_model. Headline:
-  the largest ``peak_delta`` over all phases (glibc may keep freed memory mapped, which can
-  only make later phases' baselines higher and their deltas smaller) and the largest total
-  peak.
+  the first (warm-up, 2 steps: optimizer state exists from step 1) phase, the only one
+  that starts in a fresh process; later phases start with memory glibc kept mapped after
+  the previous trainer was freed, so their baselines are higher and their deltas smaller.
+  All phases are kept in ``phases``; ``*_any_phase_max`` summarise them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import gc
 import json
 import os
@@ -206,14 +213,12 @@ def proc_usage() -> tuple[float, float, int]:
 
 
 # ----------------------------------------------------------------------------- workload
-def import_impl(impl: str):
-    if impl == "trl":
-        import trl
-        from trl import RewardConfig, RewardTrainer, SFTConfig, SFTTrainer
-        return trl, SFTConfig, SFTTrainer, RewardConfig, RewardTrainer
-    import rlhfkit
-    from rlhfkit import RewardConfig, RewardTrainer, SFTConfig, SFTTrainer
-    return rlhfkit, SFTConfig, SFTTrainer, RewardConfig, RewardTrainer
+def import_impl(impl: str, task: str):
+    """(library, Config class, Trainer class) for the task; the only difference between the two runs."""
+    names = {"sft": ("SFTConfig", "SFTTrainer"), "reward": ("RewardConfig", "RewardTrainer"),
+             "dpo": ("DPOConfig", "DPOTrainer")}[task]
+    lib = importlib.import_module("trl" if impl == "trl" else "rlhfkit")
+    return lib, getattr(lib, names[0]), getattr(lib, names[1])
 
 
 def build_tokenizer(vocab_size: int):
@@ -275,7 +280,7 @@ def build_model(args, config):
     from transformers import AutoModelForSequenceClassification, GPT2LMHeadModel
 
     torch.manual_seed(args.seed)
-    if args.task == "sft":
+    if args.task in ("sft", "dpo"):
         model = GPT2LMHeadModel(config)
     else:
         model = AutoModelForSequenceClassification.from_config(config)
@@ -292,6 +297,9 @@ def make_config(ConfigCls, args, output_dir: str, max_steps: int) -> tuple[objec
                   report_to="none", seed=args.seed, bf16=(args.dtype == "bf16"), disable_tqdm=True)
     if args.task == "sft":
         fields.update(completion_only_loss=True, packing=False)
+    if args.task == "dpo":
+        fields.update(beta=0.1, loss_type="sigmoid" if args.impl == "rlhfkit" else ["sigmoid"],
+                      precompute_ref_log_probs=args.precompute_ref)
     fields.update(save_strategy="no") if args.impl == "trl" else fields.update(save_steps=0)
     if args.gradient_checkpointing != "default":
         fields["gradient_checkpointing"] = args.gradient_checkpointing == "on"
@@ -313,8 +321,8 @@ def make_config(ConfigCls, args, output_dir: str, max_steps: int) -> tuple[objec
 class ShapeRecorder:
     """Forward pre-hook on the backbone: the (rows, length) of every forward call, and when it started.
 
-    Both trainers run exactly one backbone forward per optimizer step here (checked: forward_calls ==
-    max_steps), so the time between consecutive calls is one whole training step (forward, backward,
+    TRL runs one backbone forward per optimizer step here, rlhfkit one or two (checked: forward_calls is a
+    multiple of max_steps), so the time between the first calls of consecutive steps is one whole training step (forward, backward,
     optimizer, logging, next batch). The machine's and this process's CPU counters are sampled too, so each
     interval knows how many cores other work took during it.
     """
@@ -333,10 +341,16 @@ class ShapeRecorder:
         u = proc_usage()
         self.stamps.append((time.perf_counter(), machine_cpu(), u[0] + u[1]))
 
-    def intervals(self, skip: int = 1) -> list[dict]:
-        """Step intervals after the first ``skip`` steps (the first one creates the optimizer state)."""
+    def intervals(self, steps: int, skip: int = 1) -> list[dict]:
+        """Step intervals after the first ``skip`` steps (the first one creates the optimizer state).
+
+        When an implementation runs k backbone forwards per step (rlhfkit's prompt-once reward pass: k = 2,
+        prompts then completions), every k-th stamp starts a step.
+        """
+        per_step = max(1, len(self.stamps) // max(1, steps))
+        stamps = self.stamps[::per_step]
         out = []
-        for (t0, c0, o0), (t1, c1, o1) in zip(self.stamps[skip:], self.stamps[skip + 1:]):
+        for (t0, c0, o0), (t1, c1, o1) in zip(stamps[skip:], stamps[skip + 1:]):
             dt = t1 - t0
             out.append({"s": dt, "others_cores": others_cores(c0, c1, o1 - o0, dt), "own_cpu_s": o1 - o0})
         return out
@@ -402,6 +416,20 @@ def step_stats(phases: list[dict], k1: int, k2: int, max_others: float = 0.15) -
             "cpu_busy_over_wall_min": min(p["cpu_util"] for pp in use for p in pp)}
 
 
+def memory_stats(phases: list[dict], reset_ok: bool = True) -> dict:
+    """Headline memory from the first (warm-up) phase: the only one that starts in a fresh process.
+
+    Later phases start after glibc has kept freed memory mapped, so their baselines are higher and their deltas
+    smaller (and noisy); they are kept in ``phases`` and summarised as ``*_any_phase``.
+    """
+    first = phases[0]
+    return {"peak_delta": first["peak_delta_mb"], "peak_rss_total": first["peak_rss_mb"],
+            "rss_after_model": first["rss_after_model_mb"],
+            "peak_delta_any_phase_max": max(p["peak_delta_mb"] for p in phases),
+            "peak_rss_total_any_phase_max": max(p["peak_rss_mb"] for p in phases),
+            "peak_source": "VmHWM (reset per phase), first phase" if reset_ok else "ru_maxrss (process lifetime)"}
+
+
 # ----------------------------------------------------------------------------- run
 def run(args) -> dict:
     warnings.filterwarnings("ignore")
@@ -413,8 +441,7 @@ def run(args) -> dict:
 
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
-    lib, SFTConfig, SFTTrainer, RewardConfig, RewardTrainer = import_impl(args.impl)
-    ConfigCls, TrainerCls = (SFTConfig, SFTTrainer) if args.task == "sft" else (RewardConfig, RewardTrainer)
+    lib, ConfigCls, TrainerCls = import_impl(args.impl, args.task)
     import datasets
 
     datasets.disable_progress_bars()
@@ -433,6 +460,8 @@ def run(args) -> dict:
         nonlocal used_fields, dropped_fields, gc_info, opt_info, max_grad_norm
         gc.collect()
         model = build_model(args, config)
+        # DPO: both trainers get the same explicit frozen reference (TRL 1.16 would reload model.name_or_path)
+        extra = {"ref_model": build_model(args, config)} if args.task == "dpo" else {}
         ds = datasets.Dataset.from_list(rows)  # fresh: TRL maps the dataset in place of its own copy
         tokenizer_i = build_tokenizer(args.vocab)[0]
         gc.collect()
@@ -446,7 +475,8 @@ def run(args) -> dict:
         c0, u0 = machine_cpu(), proc_usage()
         t_init = time.perf_counter()
         cfg, used_fields, dropped_fields = make_config(ConfigCls, args, out_dir, steps)
-        trainer = TrainerCls(model=model, args=cfg, train_dataset=ds, processing_class=tokenizer_i)
+        trainer = TrainerCls(model=model, args=cfg, train_dataset=ds, processing_class=tokenizer_i, **extra)
+        extra.clear()  # the trainer owns the reference now (and may free it after precomputing)
         t0 = time.perf_counter()
         out = trainer.train()
         t_train = time.perf_counter() - t0
@@ -464,7 +494,7 @@ def run(args) -> dict:
         own = u1[0] - u0[0] + u1[1] - u0[1]
         ph = {"phase": name, "attempt": attempt, "max_steps": steps, "train_s": t_train, "init_s": t0 - t_init,
               "forward_calls": len(rec.calls), "forward_shapes": [list(x) for x in shapes],
-              "step_intervals": rec.intervals(),
+              "step_intervals": rec.intervals(steps),
               "losses": losses, "loadavg_before": load, "cpu_probe_gflops": [probe, probe_after],
               "user_s": u1[0] - u0[0], "sys_s": u1[1] - u0[1], "minor_faults": u1[2] - u0[2],
               "cpu_util": own / wall, "others_cores": others_cores(c0, c1, own, wall),
@@ -506,6 +536,7 @@ def run(args) -> dict:
         "impl": args.impl,
         "impl_version": getattr(lib, "__version__", "unknown"),
         "task": args.task,
+        "precompute_ref": bool(getattr(args, "precompute_ref", False)),
         "dtype": args.dtype,
         "gradient_checkpointing_option": args.gradient_checkpointing,
         "gradient_checkpointing_effective": gc_info,
@@ -528,12 +559,7 @@ def run(args) -> dict:
         "cpu_s_per_step": stats["cpu_s_per_step"],
         # with T threads on an idle machine, own CPU / wall is close to T; much less means other work took cores
         "cpu_busy_over_wall_min": stats["cpu_busy_over_wall_min"],
-        "memory_mb": {
-            "peak_delta": max(p["peak_delta_mb"] for p in phases),
-            "peak_rss_total": max(p["peak_rss_mb"] for p in phases),
-            "rss_after_model_first": phases[0]["rss_after_model_mb"],
-            "peak_source": "VmHWM (reset per phase)" if reset_ok else "ru_maxrss (process lifetime)",
-        },
+        "memory_mb": memory_stats(phases, reset_ok),
         "load": {"wait": quiet, "max_during_phases": max(p["loadavg_before"][0] for p in phases)},
         "contention": {"others_cores_max_accepted": max(p["others_cores"] for pair in accepted for p in pair),
                        "repeats_contended": sum(pair[0]["contended"] for pair in accepted),
@@ -559,10 +585,11 @@ def summarise(paths: list[str]) -> str:
             r.update(step_stats(r["phases"], r["workload"]["k1"], r["workload"]["k2"],
                                 r.get("contention", {}).get("max_others", 0.15)))
             r["tokens_per_s_best"] = r["tokens_per_step"] / r["step_s"]["min"]
+            r["memory_mb"] = memory_stats(r["phases"])
         runs.append(r)
-    names = [f"{r['impl']}-{r['task']}-{r['dtype']}" + ("" if r.get("gradient_checkpointing_option", "default")
-                                                        == "default" else f"-gc{r['gradient_checkpointing_option']}")
-             for r in runs]
+    names = [f"{r['impl']}-{r['task']}-{r['dtype']}" + ("-precomp" if r.get("precompute_ref") else "")
+             + ("" if r.get("gradient_checkpointing_option", "default") == "default"
+                else f"-gc{r['gradient_checkpointing_option']}") for r in runs]
 
     def row(label, get, fmt="{:.3f}", ratio=False):
         vals = [get(r) for r in runs]
@@ -589,6 +616,7 @@ def summarise(paths: list[str]) -> str:
         row("CPU s / step (min)", lambda r: r.get("cpu_s_per_step", {}).get("min"), ratio=True),
         row("peak RSS - model (MB)", lambda r: r["memory_mb"]["peak_delta"], "{:.0f}", ratio=True),
         row("peak RSS total (MB)", lambda r: r["memory_mb"]["peak_rss_total"], "{:.0f}", ratio=True),
+        row("peak RSS total, any phase", lambda r: r["memory_mb"]["peak_rss_total_any_phase_max"], "{:.0f}"),
         row("grad checkpointing", lambda r: str(r["gradient_checkpointing_effective"].get(
             "model_is_gradient_checkpointing")), "{}"),
         row("forward calls, shapes", shapes, "{}"),
@@ -616,7 +644,9 @@ def summarise(paths: list[str]) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--impl", choices=["trl", "rlhfkit"])
-    p.add_argument("--task", choices=["sft", "reward"])
+    p.add_argument("--task", choices=["sft", "reward", "dpo"])
+    p.add_argument("--precompute-ref", dest="precompute_ref", action="store_true",
+                   help="dpo: score the dataset with the reference once before training and drop the reference model")
     p.add_argument("--out", help="write the result JSON here")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--steps", type=int, default=None, help="K2 (default 13); K1 stays --k1")

@@ -80,11 +80,13 @@ class PairCollator:
     Returns ``input_ids`` (2B, T), ``attention_mask`` (2B, T), ``labels`` (2B, T) = the
     ids with -100 on the prompt and on padding (DPO's completion log-probs),
     ``prompt_lengths`` (2B,), ``margin`` (B,) and ``weight`` (B,) float, and ``group``
-    (B,) when the rows have one.
+    (B,) when the rows have one. With ``split_prompt=True`` also the prompt-once layout of
+    :func:`split_prompt_batch` (for ``rlhfkit.models.shared_prompt_forward``).
     """
 
     pad_token_id: int
     padding_side: str = "right"
+    split_prompt: bool = False
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         seqs = [list(r["chosen_input_ids"]) for r in rows] + [list(r["rejected_input_ids"]) for r in rows]
@@ -101,7 +103,22 @@ class PairCollator:
         }
         if rows and rows[0].get("group") is not None:
             batch["group"] = torch.tensor([int(r["group"]) for r in rows], dtype=torch.long)  # (B,)
+        if self.split_prompt:
+            batch.update(split_prompt_batch(seqs, prompt_lengths, self.pad_token_id))
         return batch
+
+
+def split_prompt_batch(seqs: list[list[int]], prompt_lengths: list[int], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """The prompt once per pair (left-padded) and the 2B completions (right-padded); see models/shared_prompt.py."""
+    half = len(seqs) // 2
+    prompts = [s[:p] for s, p in zip(seqs[:half], prompt_lengths[:half])]
+    completions = [s[p:] for s, p in zip(seqs, prompt_lengths)]
+    return {
+        "prompt_input_ids": pad(prompts, pad_token_id, "left"),  # (B, P)
+        "prompt_attention_mask": pad([[1] * len(p) for p in prompts], 0, "left"),  # (B, P)
+        "completion_input_ids": pad(completions, pad_token_id, "right"),  # (2B, C)
+        "completion_attention_mask": pad([[1] * len(c) for c in completions], 0, "right"),  # (2B, C)
+    }
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,8 @@ class LoopConfig:
     fp16: bool = f(False, "float16 autocast with loss scaling (GPUs).")
     seed: int = f(42, "Seed for initialisation, shuffling and dropout.")
     gradient_checkpointing: bool = f(False, "Recompute activations in backward to save memory.")
+    fuse_activations: bool = f(True, "Run activations written as chains of elementwise ops (GPT-2's gelu_new) as "
+                                     "PyTorch's fused kernel of the same function; weights and outputs unchanged.")
     # ---- bookkeeping ----
     logging_steps: int = f(10, "Log averaged metrics every this many optimiser steps.")
     eval_steps: int = f(0, "Evaluate every this many optimiser steps (0: only at the end).")

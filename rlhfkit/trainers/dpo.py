@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from .. import algos, data
-from ..models import create_reference_model, is_peft_model
+from ..models import create_reference_model, fuse_activations, is_peft_model
 from .config import LoopConfig, f
 from .loop import TrainLoop
 from .sft import load_model_and_tokenizer, load_split
@@ -106,6 +106,8 @@ class DPOTrainer:
             if is_peft_model(self.model):
                 return None  # the base with its adapter disabled is the reference
             ref_model = create_reference_model(self.model)
+        if self.args.fuse_activations:
+            fuse_activations(ref_model)
         return ref_model.eval().requires_grad_(False)
 
     def _prepare(self, pairs, split: str):

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from ..models.fused import fuse_activations
 from .config import LoopConfig
 from .mechanics import Mechanics, atomic_save_dir, build_optimizer, load_weights, set_seed
 
@@ -65,6 +66,8 @@ class TrainLoop:
         self.accelerator = self.mechanics.accelerator
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        if config.fuse_activations:
+            fuse_activations(model)
         params = [p for p in model.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]  # no weight decay on biases and norms
         other = [p for p in params if p.dim() < 2]

@@ -17,6 +17,7 @@ from transformers import AutoModelForSequenceClassification
 
 from .. import data
 from ..algos import bradley_terry_loss
+from ..models.shared_prompt import shared_prompt_forward, supports_shared_prompt
 from .config import LoopConfig, f
 from .loop import TrainLoop
 from .sft import load_model_and_tokenizer, load_split
@@ -32,6 +33,9 @@ class RewardConfig(LoopConfig):
     group_by_prompt: bool = f(False, "Batch all pairs of one prompt together (InstructGPT's ranking batches).")
     center_rewards_coefficient: float | None = f(None, "Add coef * mean((r_chosen + r_rejected)^2) to keep rewards "
                                                        "centred at 0 (Eisenstein et al. 2023).")
+    share_prompt: bool = f(True, "Pairs: run each prompt once and score chosen and rejected on its cached keys/values "
+                                 "(same loss and gradients, less work); off under gradient checkpointing or for models "
+                                 "without a KV cache.")
     rating_threshold: float | None = f(None, "Ratings >= this count as 'good' for the accuracy/precision/recall/F1 "
                                              "of a regression reward model (e.g. 3 on a 1-3 scale).")
 
@@ -42,8 +46,14 @@ class RewardConfig(LoopConfig):
 
 
 def pair_rewards(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(r_chosen, r_rejected), each (B,), from one forward pass over the 2B concatenated rows."""
-    rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1).float()
+    """(r_chosen, r_rejected), each (B,): one forward over the 2B concatenated rows, or, when the batch
+    carries the split layout (``PairCollator(split_prompt=True)``), each prompt once + the 2B completions."""
+    if "completion_input_ids" in batch and batch["prompt_input_ids"].shape[1] > 0:
+        _, out = shared_prompt_forward(model, batch["prompt_input_ids"], batch["prompt_attention_mask"],
+                                       batch["completion_input_ids"], batch["completion_attention_mask"])
+        rewards = out.logits.squeeze(-1).float()
+    else:
+        rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1).float()
     half = rewards.shape[0] // 2
     return rewards[:half], rewards[half:]
 
@@ -75,7 +85,10 @@ class RewardTrainer:
         self.train_dataset = self._prepare(train)
         self.eval_dataset = self._prepare(evals) if evals is not None else None
         pad = self.tokenizer.pad_token_id
-        collator = data.RatingCollator(pad) if self.objective == "regression" else data.PairCollator(pad)
+        self.share_prompt = (self.objective == "pairwise" and args.share_prompt and not args.gradient_checkpointing
+                             and supports_shared_prompt(self.model))
+        collator = data.RatingCollator(pad) if self.objective == "regression" else \
+            data.PairCollator(pad, split_prompt=self.share_prompt)
         sampler_fn = None
         if args.group_by_prompt and "group" in self.train_dataset.column_names:
             groups = self.train_dataset["group"]

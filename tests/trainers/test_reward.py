@@ -98,3 +98,14 @@ def test_reward_rejects_wrong_model_and_bad_rows(tokenizer, tmp_path):
     wide.config.num_labels = 2
     with pytest.raises(ValueError, match="num_labels=1"):
         RewardTrainer(model=wide, args=_cfg(tmp_path), train_dataset=hidden_rule_pairs(4, 0), processing_class=tokenizer)
+
+
+def test_shared_prompt_forward_gives_the_same_training_run(tokenizer, tmp_path):
+    losses = {}
+    for share in (True, False):
+        trainer = RewardTrainer(model=tiny_reward_model("gpt2", tokenizer, hidden_size=32),
+                                args=_cfg(tmp_path / str(share), max_steps=4, share_prompt=share),
+                                train_dataset=hidden_rule_pairs(32, 0), processing_class=tokenizer)
+        assert trainer.share_prompt is share
+        losses[share] = [row["train/loss"] for row in trainer.train()]
+    assert losses[True] == pytest.approx(losses[False], abs=1e-5)

@@ -24,8 +24,10 @@ setup: $(VENV)/.installed
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/rlhfkit demo --output_dir runs/demo
 
+# The browser (Chromium) and PostgreSQL tests need those services: the wrapper installs
+# Chromium with apt when missing, starts a throwaway PostgreSQL server and stops it after.
 test: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	HF_HUB_OFFLINE=1 scripts/with_test_services.sh $(BIN)/python -m pytest
 
 test-slow: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m slow

@@ -9,8 +9,9 @@ Commands:
   dpo           preference optimisation without a reward model (DPOConfig fields)
   ppo-example   train a tiny model offline with PPO on a rule reward and show the reward rising
   tiny-model    write a tiny random-init model + locally trained tokenizer to a folder
+  feedback      human feedback: web app (serve), projects, annotators, import, report, export, prioritise
 
-Every command but tiny-model takes ``--config file.yaml``; flags override the file, and the
+Every command but tiny-model and feedback takes ``--config file.yaml``; flags override the file, and the
 resolved config is written to ``<output_dir>/config.yaml``.
 """
 
@@ -162,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "labelled pairs (accuracy, precision, recall, F1); every EvalConfig field is a "
                                     "flag")
     add_config_arguments(ev, EvalConfig)
+    from .feedback.cli import add_feedback_parser
+
+    add_feedback_parser(sub)
     return parser
 
 
@@ -199,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         return _compare(args, CompareConfig)
     if args.command == "eval":
         return _eval(args, EvalConfig)
+    if args.command == "feedback":
+        return args.handler(args)
     if args.command == "tiny-model":
         from .testing import save_tiny
 

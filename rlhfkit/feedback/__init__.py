@@ -1,14 +1,21 @@
-"""Human feedback: calibrate annotators and turn their ratings into training data.
+"""Human feedback: collect judgements in a web app, measure and calibrate annotators, export training data.
 
-    pairs, cal = calibrated_pairs(rows)      # rows: prompt, response, annotator, score
-    cal.offsets                              # each annotator's estimated bias
+    rlhfkit feedback serve                           # the web app (creates an admin on first start)
+    data = service.collect(session, "helpful")      # every judgement as plain records
+    print(quality.report_markdown(data))             # agreement, Dawid-Skene reliability, bias, gold accuracy
+    export.export(data, "data/helpful")              # pairs.jsonl (margin, weight), ratings.jsonl, rankings.jsonl
 
-``calibration`` fits ``rating = score[item] + offset[annotator] + noise`` (optionally a
-per-annotator scale) by alternating least squares; ``pairs`` turns calibrated scores into
-preference pairs within each prompt. The collection side (store, web app) builds on these.
+Layers inside: ``store`` (SQLAlchemy models) + ``db`` (engines, Alembic migrations) ->
+``service`` (every read and write, validated and transactional) -> ``app`` (FastAPI pages and
+JSON API) and ``cli``; ``records`` (plain judgement records) -> ``quality``, ``dawid_skene``,
+``calibration``, ``pairs``, ``export``; ``active`` (uncertainty-first queue) and
+``human_reward`` (a PPO reward function backed by annotators). Heavy modules are imported
+where used, so ``import rlhfkit`` does not pull in the web stack.
 """
 
 from .calibration import Calibration, calibrate_ratings
 from .pairs import calibrated_pairs, pairs_from_scores
+from .records import FeedbackData, PairObs, RankingObs, RatingObs, ResponseRec
 
-__all__ = ["Calibration", "calibrate_ratings", "calibrated_pairs", "pairs_from_scores"]
+__all__ = ["Calibration", "FeedbackData", "PairObs", "RankingObs", "RatingObs", "ResponseRec", "calibrate_ratings",
+           "calibrated_pairs", "pairs_from_scores"]

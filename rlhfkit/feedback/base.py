@@ -1,0 +1,143 @@
+"""Shared rules of the feedback service: the transaction block, argument checks, lookups.
+
+Split out of ``service.py`` so that ``judging``, ``readout`` and ``ingest`` can use them
+without importing each other; ``service`` re-exports the public names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .db import WRITE_OPTION
+from .errors import FeedbackError, conflict, forbidden, invalid, not_found
+from .store import Annotator, Project
+
+_ATOMIC = "rlhfkit_atomic"
+
+
+# ---------------------------------------------------------------------------------------- transactions
+
+@contextmanager
+def atomic(s: Session) -> Iterator[Session]:
+    """One write transaction: commit on success, roll back on any error; nests (inner blocks join).
+
+    A unique-constraint violation (two requests racing to submit the same judgement or
+    create the same name) becomes ``FeedbackError`` 409.
+    """
+    if s.info.get(_ATOMIC):
+        yield s
+        return
+    if s.in_transaction():
+        s.commit()
+    s.connection(execution_options={WRITE_OPTION: True})  # SQLite: BEGIN IMMEDIATE (see db.py)
+    s.info[_ATOMIC] = True
+    try:
+        yield s
+        s.commit()
+    except IntegrityError as err:
+        s.rollback()
+        raise conflict(f"conflicting write, nothing was saved (already exists or already submitted): "
+                       f"{str(err.orig).splitlines()[0]}") from err
+    except BaseException:
+        s.rollback()
+        raise
+    finally:
+        s.info.pop(_ATOMIC, None)
+
+
+# ---------------------------------------------------------------------------------------- small checks
+
+def as_int(value: Any, what: str) -> int:
+    """``value`` as an int (ints and decimal strings, as forms send them); else 422 naming ``what``."""
+    if isinstance(value, bool):
+        raise invalid(f"{what} must be an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,18}\s*", value):
+        return int(value)
+    raise invalid(f"{what} must be an integer, got {value!r}")
+
+
+def clean_name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise invalid(f"{what} must be a non-empty text")
+    value = value.strip()
+    if len(value) > 200 or any(ord(c) < 32 for c in value):
+        raise invalid(f"{what} must be at most 200 printable characters, got {value[:40]!r}")
+    return value
+
+
+def resolve_project(s: Session, project: Project | str | int) -> Project:
+    if isinstance(project, Project):
+        return project if project in s else get_project(s, project.id)
+    return get_project(s, project)
+
+
+def resolve_annotator(s: Session, annotator: Annotator | int) -> Annotator:
+    """The annotator as this session sees it now (a deactivation since sign-in counts)."""
+    found = s.get(Annotator, annotator.id if isinstance(annotator, Annotator) else as_int(annotator, "annotator"))
+    if found is None:
+        raise FeedbackError("unknown annotator", 401)
+    if not found.active:
+        raise forbidden(f"annotator {found.name!r} is deactivated; ask an admin")
+    return found
+
+
+def require_admin(annotator: Annotator | None) -> Annotator:
+    """``annotator`` if it is an active admin, else ``FeedbackError`` 401/403 (for admin-only routes)."""
+    if annotator is None:
+        raise FeedbackError("sign in first (no or unknown token)", 401)
+    if not annotator.is_admin or not annotator.active:
+        raise forbidden("admins only")
+    return annotator
+
+
+def get_project(s: Session, name_or_id: str | int) -> Project:
+    """The project with this name (or id); 404 if none."""
+    project = None
+    if isinstance(name_or_id, str):
+        project = s.scalar(select(Project).where(Project.name == name_or_id.strip()))
+    if project is None and (isinstance(name_or_id, int) or str(name_or_id).strip().isdigit()):
+        project = s.get(Project, int(name_or_id))
+    if project is None:
+        raise not_found(f"project {name_or_id!r}")
+    return project
+
+
+def check_scores(scores: Any, ids: list[int], project: Project, what: str = "scores") -> dict[int, int]:
+    if not isinstance(scores, Mapping):
+        raise invalid(f"{what} must map response id -> score, got {type(scores).__name__}")
+    clean: dict[int, int] = {}
+    for key, value in scores.items():
+        rid = as_int(key, f"{what}: response id")
+        if rid not in ids:
+            raise invalid(f"{what}: response {rid} is not part of this item (its responses: {ids})")
+        if rid in clean:
+            raise invalid(f"{what}: response {rid} is scored twice")
+        score = as_int(value, f"{what}: the score of response {rid}")
+        if not project.scale_min <= score <= project.scale_max:
+            raise invalid(f"{what}: the score of response {rid} is {score}, outside the project's scale "
+                          f"{project.scale_min}..{project.scale_max}")
+        clean[rid] = score
+    missing = [rid for rid in ids if rid not in clean]
+    if missing:
+        raise invalid(f"{what}: every response needs a score; missing {missing}")
+    return clean
+
+
+def check_permutation(order: Any, ids: list[int], what: str = "order") -> list[int]:
+    if isinstance(order, (str, bytes)) or not isinstance(order, Sequence):
+        raise invalid(f"{what} must be a list of response ids, best first; got {order!r}")
+    clean = [as_int(r, f"{what}: response id") for r in order]
+    if sorted(clean) != sorted(ids):
+        raise invalid(f"{what} must list each of the responses {ids} exactly once, best first; got {clean}")
+    return clean

@@ -1,0 +1,228 @@
+"""The annotator's side: the queue, what they see, and their judgements (re-exported by ``service``)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from .base import as_int, atomic, check_permutation, check_scores, resolve_annotator, resolve_project
+from .errors import FeedbackError, conflict, forbidden, invalid, not_found
+from .store import Annotator, Assignment, Comparison, Item, Project, RankingJudgement, Rating, Response, utcnow
+
+_SIDES = {"left": 0, "right": 1}
+
+
+def next_assignment(s: Session, project: Project | str | int, annotator: Annotator) -> Assignment | None:
+    """The annotator's next assignment in ``project``, or None when nothing is left for them.
+
+    An open assignment of theirs is returned again (a reload shows the same item). Otherwise
+    the item is the one with the highest priority, then the fewest assignments, then the
+    oldest, among items not yet given to this annotator and given to fewer than ``per_item``
+    annotators. With probability ``gold_rate`` a gold item they have not seen is served
+    instead; gold items have no ``per_item`` cap (every annotator should meet some) and look
+    exactly like other items. The display order is shuffled per assignment, reproducibly.
+    """
+    with atomic(s):
+        project = resolve_project(s, project)
+        annotator = resolve_annotator(s, annotator)
+        # Serialise assignment per project on PostgreSQL (SQLite already holds its write lock),
+        # so two annotators asking at once cannot push an item past per_item.
+        s.execute(select(Project.id).where(Project.id == project.id).with_for_update())
+        mine = select(Assignment).join(Item).where(Item.project_id == project.id,
+                                                   Assignment.annotator_id == annotator.id)
+        current = s.scalar(mine.where(Assignment.status == "open").order_by(Assignment.id).limit(1))
+        if current is not None:
+            return current
+        item = _pick_item(s, project, annotator)
+        if item is None:
+            return None
+        shown = list(item.response_ids)
+        random.Random(f"shown:{item.id}:{annotator.id}").shuffle(shown)
+        assignment = Assignment(item_id=item.id, annotator_id=annotator.id, shown=shown, status="open")
+        s.add(assignment)
+        s.flush()
+    return assignment
+
+
+def _pick_item(s: Session, project: Project, annotator: Annotator) -> Item | None:
+    counts = select(Assignment.item_id, func.count(Assignment.id).label("n")).group_by(Assignment.item_id).subquery()
+    n = func.coalesce(counts.c.n, 0)
+    seen = select(Assignment.item_id).where(Assignment.annotator_id == annotator.id)
+    candidates = select(Item).outerjoin(counts, counts.c.item_id == Item.id) \
+        .where(Item.project_id == project.id, Item.id.not_in(seen))
+    regular = s.scalar(candidates.where(Item.is_gold.is_(False), n < project.per_item)
+                       .order_by(Item.priority.desc(), n.asc(), Item.id.asc()).limit(1))
+    if regular is None or project.gold_rate <= 0:
+        return regular  # gold alone is never served: it is a check on real work, not work
+    served = s.scalar(select(func.count(Assignment.id)).join(Item).where(Item.project_id == project.id,
+                                                                         Assignment.annotator_id == annotator.id))
+    if random.Random(f"gold:{project.id}:{annotator.id}:{served}").random() >= project.gold_rate:
+        return regular
+    gold = s.scalar(candidates.where(Item.is_gold.is_(True)).order_by(n.asc(), Item.id.asc()).limit(1))
+    return gold if gold is not None else regular
+
+
+def _own(s: Session, annotator: Annotator, assignment_id: int | Assignment, *, lock: bool = False) -> Assignment:
+    """The annotator's assignment: 404 if it does not exist, 403 if it is someone else's
+    (without saying anything about it)."""
+    aid = assignment_id.id if isinstance(assignment_id, Assignment) else as_int(assignment_id, "assignment id")
+    query = select(Assignment).where(Assignment.id == aid).execution_options(populate_existing=True)
+    assignment = s.scalar(query.with_for_update() if lock else query)
+    if assignment is None:
+        raise not_found(f"assignment {aid}")
+    if assignment.annotator_id != annotator.id:
+        raise forbidden(f"assignment {aid} is not yours")
+    return assignment
+
+
+def assignment_view(s: Session, annotator: Annotator, assignment: int | Assignment) -> dict:
+    """What the annotator may see of their own assignment (never gold status or policies):
+
+    ``assignment_id, item_id, project, kind, status, prompt, prompt_meta, responses`` (each
+    ``{id, text, position}`` in display order), ``scale``, ``instructions``, ``judgement``
+    (None while open; rating ``{"scores": {id: score}}``, pair ``{"winner": "a"|"b"|"tie",
+    "winner_id", "side": "left"|"right"|"tie", "strength"}``, ranking ``{"order": [ids]}``),
+    ``assigned_at``, ``done_at`` (ISO 8601 text). 404/403 as for a submission."""
+    return _view(s, _own(s, resolve_annotator(s, annotator), assignment))
+
+
+def _view(s: Session, a: Assignment) -> dict:
+    item, project = a.item, a.item.project
+    texts = dict(s.execute(select(Response.id, Response.text).where(Response.id.in_(a.shown))).all())
+    return {"assignment_id": a.id, "item_id": item.id, "project": project.name, "kind": item.kind,
+            "status": a.status, "prompt": item.prompt.text, "prompt_meta": item.prompt.meta or {},
+            "responses": [{"id": rid, "text": texts[rid], "position": i} for i, rid in enumerate(a.shown)],
+            "scale": [project.scale_min, project.scale_max], "instructions": project.instructions,
+            "judgement": judgement_of(a), "assigned_at": a.assigned_at.isoformat(),
+            "done_at": a.done_at.isoformat() if a.done_at else None}
+
+
+def judgement_of(a: Assignment) -> dict | None:
+    if a.status != "done":
+        return None
+    kind = a.item.kind
+    if kind == "rating":
+        return {"scores": {r.response_id: r.score for r in a.ratings}}
+    if kind == "ranking":
+        return {"order": list(a.ranking.order)}
+    c = a.comparison
+    winner_id = None if c.winner == "tie" else a.item.response_ids[0 if c.winner == "a" else 1]
+    side = "tie" if winner_id is None else ("left" if winner_id == a.shown[0] else "right")
+    return {"winner": c.winner, "winner_id": winner_id, "side": side, "strength": c.strength}
+
+# ---------------------------------------------------------------------------------------- judgements
+
+def _start(s: Session, annotator: Annotator, assignment_id, kind: str, resubmit: bool) -> Assignment:
+    annotator = resolve_annotator(s, annotator)
+    a = _own(s, annotator, assignment_id, lock=True)
+    if a.item.kind != kind:
+        raise FeedbackError(f"assignment {a.id} is a {a.item.kind} item; a {kind} judgement does not fit it", 400)
+    if a.status == "done" and not resubmit:
+        raise conflict(f"assignment {a.id} was already submitted; edit it from your judgements instead")
+    return a
+
+
+def _finish(a: Assignment) -> Assignment:
+    if a.status != "done":
+        a.status, a.done_at = "done", utcnow()
+    return a
+
+
+def submit_rating(s: Session, annotator: Annotator, assignment_id: int, scores: Mapping[int, int], *,
+                  resubmit: bool = False) -> Assignment:
+    """Score every response of a rating assignment: ``{response_id: score}``, integers on the
+    project's scale (422 otherwise). 409 if already submitted unless ``resubmit``."""
+    with atomic(s):
+        a = _start(s, annotator, assignment_id, "rating", resubmit)
+        clean = check_scores(scores, a.item.response_ids, a.item.project)
+        existing = {r.response_id: r for r in a.ratings}
+        for rid, score in clean.items():
+            if rid in existing:
+                existing[rid].score = score
+            else:
+                a.ratings.append(Rating(response_id=rid, score=score))
+        _finish(a)
+    return a
+
+
+def submit_comparison(s: Session, annotator: Annotator, assignment_id: int, winner: str | int,
+                      strength: int | None = None, *, resubmit: bool = False) -> Assignment:
+    """Judge a pair: ``winner`` is ``"left"``/``"right"`` (as displayed), ``"a"``/``"b"`` (canonical:
+    ``a`` is the smaller response id), ``"tie"``, or the winning response id. It is stored
+    canonically, with the response shown on the left. ``strength`` 1 slightly, 2 clearly,
+    3 much better (ignored for a tie)."""
+    with atomic(s):
+        a = _start(s, annotator, assignment_id, "pair", resubmit)
+        ids = a.item.response_ids
+        if isinstance(winner, str) and winner.strip().lower() in _SIDES:
+            winner_id = a.shown[_SIDES[winner.strip().lower()]]
+            canonical = "a" if winner_id == ids[0] else "b"
+        elif isinstance(winner, str) and winner.strip().lower() in ("a", "b", "tie"):
+            canonical = winner.strip().lower()
+        elif not isinstance(winner, str) and as_int(winner, "winner") in ids:
+            canonical = "a" if int(winner) == ids[0] else "b"
+        else:
+            raise invalid(f"winner must be 'left', 'right', 'a', 'b', 'tie' or one of the ids {ids}; got {winner!r}")
+        if canonical == "tie" or strength is None or strength == "":
+            strength = None
+        else:
+            strength = as_int(strength, "strength")
+            if strength not in (1, 2, 3):
+                raise invalid(f"strength must be 1 (slightly), 2 (clearly) or 3 (much better), got {strength}")
+        if a.comparison is None:
+            a.comparison = Comparison(winner=canonical, strength=strength, left_response_id=a.shown[0])
+        else:
+            a.comparison.winner, a.comparison.strength = canonical, strength
+        _finish(a)
+    return a
+
+
+def submit_ranking(s: Session, annotator: Annotator, assignment_id: int, order: Sequence[int], *,
+                   resubmit: bool = False) -> Assignment:
+    """Rank a ranking assignment: ``order`` lists every response id once, best first (422 otherwise)."""
+    with atomic(s):
+        a = _start(s, annotator, assignment_id, "ranking", resubmit)
+        clean = check_permutation(order, a.item.response_ids)
+        if a.ranking is None:
+            a.ranking = RankingJudgement(order=clean)
+        else:
+            a.ranking.order = clean
+        _finish(a)
+    return a
+
+
+def submit_judgement(s: Session, annotator: Annotator, assignment_id: int, payload: Mapping[str, Any], *,
+                     resubmit: bool = False) -> Assignment:
+    """One entry point for JSON clients: ``{"scores": {...}}``, ``{"winner": ..., "strength": ...}``
+    or ``{"order": [...]}``, routed to ``submit_rating`` / ``submit_comparison`` / ``submit_ranking``."""
+    if not isinstance(payload, Mapping):
+        raise invalid("a judgement must be a JSON object with 'scores', 'winner' or 'order'")
+    if "scores" in payload:
+        return submit_rating(s, annotator, assignment_id, payload["scores"], resubmit=resubmit)
+    if "winner" in payload:
+        return submit_comparison(s, annotator, assignment_id, payload["winner"], payload.get("strength"),
+                                 resubmit=resubmit)
+    if "order" in payload:
+        return submit_ranking(s, annotator, assignment_id, payload["order"], resubmit=resubmit)
+    raise invalid(f"a judgement needs 'scores' (rating), 'winner' (pair) or 'order' (ranking); got keys "
+                  f"{sorted(payload)}")
+
+
+def update_judgement(s: Session, annotator: Annotator, assignment_id: int, payload: Mapping[str, Any]) -> Assignment:
+    """Change one's own judgement (the payload as for ``submit_judgement``); 403 for anyone else's."""
+    return submit_judgement(s, annotator, assignment_id, payload, resubmit=True)
+
+
+def my_judgements(s: Session, project: Project | str | int, annotator: Annotator) -> list[dict]:
+    """The annotator's own submitted judgements in ``project``, newest first, as ``assignment_view`` dicts."""
+    project = resolve_project(s, project)
+    annotator = resolve_annotator(s, annotator)
+    done = s.scalars(select(Assignment).join(Item).where(Item.project_id == project.id,
+                                                         Assignment.annotator_id == annotator.id,
+                                                         Assignment.status == "done")
+                     .order_by(Assignment.done_at.desc(), Assignment.id.desc()))
+    return [_view(s, a) for a in done]

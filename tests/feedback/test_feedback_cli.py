@@ -1,0 +1,151 @@
+"""``rlhfkit feedback ...`` end to end through the real entry point."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlhfkit.cli import main
+from rlhfkit.feedback import db
+from rlhfkit.feedback import service as sv
+
+
+@pytest.fixture
+def url(tmp_path):
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+def run(capsys, *argv) -> str:
+    assert main(["feedback", *argv]) == 0
+    return capsys.readouterr().out
+
+
+def _token(output: str) -> str:
+    return output.strip().splitlines()[-1]
+
+
+def test_init_project_annotators_import_progress(url, tmp_path, capsys):
+    assert "schema revision 0001" in run(capsys, "init", "--db", url)
+    out = run(capsys, "project", "create", "helpful", "--scale", "1", "5", "--per-item", "1", "--gold-rate", "0",
+              "--db", url)
+    assert "scale 1..5" in out
+    with pytest.raises(SystemExit, match="error: project 'helpful' already exists"):
+        main(["feedback", "project", "create", "helpful", "--db", url])
+    with pytest.raises(SystemExit, match="error: scale must satisfy"):
+        main(["feedback", "project", "create", "other", "--scale", "3", "1", "--db", url])
+    admin_token = _token(run(capsys, "annotator", "add", "ada", "--admin", "--db", url))
+    bob_token = _token(run(capsys, "annotator", "add", "bob", "--db", url))
+    assert "helpful" in run(capsys, "project", "list", "--db", url)
+    listing = run(capsys, "annotator", "list", "--db", url)
+    assert "ada\tadmin\tactive" in listing and "bob\tannotator\tactive" in listing
+    assert admin_token not in listing
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("\n".join(json.dumps(r) for r in [{"prompt": "p", "chosen": "a", "rejected": "b"},
+                                                      {"prompt": "q", "responses": ["c", "d", "e"]}]) + "\n")
+    out = run(capsys, "import", "--project", "helpful", str(rows), "--kind", "rating", "pair", "--db", url)
+    assert "2 row(s): 2 new prompt(s), 5 new response(s), items created: 2 rating, 4 pair" in out
+    assert "6 already existed" in run(capsys, "import", "--project", "helpful", str(rows), "--kind", "rating", "pair",
+                                      "--db", url)
+    with pytest.raises(SystemExit, match=r"error: .*bad.jsonl: row 1: needs 'response'"):
+        (tmp_path / "bad.jsonl").write_text('{"prompt": "p", "text": "x"}\n')
+        main(["feedback", "import", "--project", "helpful", str(tmp_path / "bad.jsonl"), "--db", url])
+    progress = json.loads(run(capsys, "progress", "--project", "helpful", "--db", url))
+    assert progress["items"] == 6 and progress["items_by_kind"] == {"rating": 2, "pair": 4, "ranking": 0}
+
+    Session = db.connect(url)
+    with Session() as s:
+        assert sv.authenticate(s, admin_token).is_admin and not sv.authenticate(s, bob_token).is_admin
+    new_token = _token(run(capsys, "annotator", "reset-token", "bob", "--db", url))
+    assert "deactivated" in run(capsys, "annotator", "deactivate", "bob", "--db", url)
+    with Session() as s:
+        assert sv.authenticate(s, bob_token) is None and sv.authenticate(s, new_token) is None
+    run(capsys, "annotator", "activate", "bob", "--db", url)
+    with Session() as s:
+        assert sv.authenticate(s, new_token).name == "bob"
+    db.engine_of(Session).dispose()
+    with pytest.raises(SystemExit, match="error: project 'nope' not found"):
+        main(["feedback", "progress", "--project", "nope", "--db", url])
+
+
+def test_default_database_comes_from_the_environment(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(db.ENV_VAR, str(tmp_path / "env.db"))
+    run(capsys, "project", "create", "from-env")
+    assert (tmp_path / "env.db").exists()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(db.ENV_VAR)
+    run(capsys, "project", "create", "from-default")
+    assert (tmp_path / "feedback.db").exists()
+
+
+def test_generate_report_and_export(url, tmp_path, capsys):
+    from rlhfkit.data import load_records
+    from rlhfkit.testing import save_tiny
+
+    policy = save_tiny(tmp_path / "policy")
+    (tmp_path / "prompts.txt").write_text("the band 1 \n\nthe band 2 \n")
+    (tmp_path / "prompts.jsonl").write_text(json.dumps({"prompt": "the moon "}) + "\n")
+    run(capsys, "project", "create", "gen", "--per-item", "2", "--gold-rate", "0", "--db", url)
+    out = run(capsys, "generate", "--project", "gen", "--policy", str(policy), "--prompts", str(tmp_path / "prompts.txt"),
+              "--n", "2", "--max-new-tokens", "5", "--kind", "pair", "--db", url)
+    assert "for 2 prompt(s)" in out
+    run(capsys, "generate", "--project", "gen", "--policy", str(policy), "--prompts", str(tmp_path / "prompts.jsonl"),
+        "--kind", "pair", "--max-new-tokens", "5", "--db", url)
+    with pytest.raises(SystemExit, match="no 'prompt' column"):
+        (tmp_path / "noprompt.jsonl").write_text('{"text": "x"}\n')
+        main(["feedback", "generate", "--project", "gen", "--policy", str(policy), "--prompts",
+              str(tmp_path / "noprompt.jsonl"), "--db", url])
+
+    Session = db.connect(url)
+    with Session() as s:
+        people = [sv.add_annotator(s, name)[0] for name in ("ann", "ben")]
+        for who in people:
+            while (a := sv.next_assignment(s, "gen", who)) is not None:
+                sv.submit_comparison(s, who, a.id, "a", 2)  # both always prefer the smaller id: full agreement
+        n_pairs = len(sv.collect(s, "gen").pairs)
+    db.engine_of(Session).dispose()
+    assert n_pairs >= 4
+
+    report = run(capsys, "report", "--project", "gen", "--out", str(tmp_path / "r" / "report.md"), "--db", url)
+    assert report.startswith("# Feedback quality: gen") and "ann" in report and "ben" in report
+    assert (tmp_path / "r" / "report.md").read_text() + "\n" == report
+    out = run(capsys, "export", "--project", "gen", "--out", str(tmp_path / "export"), "--db", url)
+    assert "pairs:" in out
+    pairs = load_records(str(tmp_path / "export" / "pairs.jsonl"))
+    assert len(pairs) == n_pairs // 2 and {"prompt", "chosen", "rejected", "margin", "weight"} <= set(pairs.column_names)
+    run(capsys, "project", "create", "empty", "--db", url)
+    with pytest.raises(SystemExit, match="error: nothing to export"):
+        main(["feedback", "export", "--project", "empty", "--out", str(tmp_path / "e"), "--db", url])
+
+
+def test_serve_runs_the_app_with_uvicorn(url, monkeypatch):
+    import uvicorn
+    from fastapi import FastAPI
+
+    calls = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.update(app=app, **kw))
+    with pytest.raises(SystemExit, match="error: the session secret must be at least 16"):
+        main(["feedback", "serve", "--db", url, "--secret", "short"])
+    assert not calls
+    assert main(["feedback", "serve", "--db", url, "--host", "0.0.0.0", "--port", "8123", "--secret", "s" * 32]) == 0
+    assert isinstance(calls["app"], FastAPI) and calls["host"] == "0.0.0.0" and calls["port"] == 8123
+    engine = db.engine_of(calls["app"].state.sessions)
+    assert str(engine.url) == url and db.current_revision(engine) == "0001"  # migrated on start
+    engine.dispose()
+
+
+def test_first_serve_creates_an_admin_and_prints_its_token_once(url, monkeypatch, capsys):
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    main(["feedback", "serve", "--db", url, "--secret", "s" * 32])
+    out = capsys.readouterr().out
+    token = out.split("shown once")[1].split()[-1]
+    factory = db.connect(url)
+    with factory() as s:
+        admin = sv.authenticate(s, token)
+        assert admin is not None and admin.is_admin and admin.name == "admin"
+    db.engine_of(factory).dispose()
+    main(["feedback", "serve", "--db", url, "--secret", "s" * 32])  # an admin exists now: no new one, no token
+    assert "No admin yet" not in capsys.readouterr().out

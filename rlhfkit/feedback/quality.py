@@ -14,7 +14,7 @@ averaged and for labels the later judgement counts.
 - Dawid–Skene (1979) EM over comparison labels (a / b / tie), in ``dawid_skene.py``: a
   confusion matrix and a reliability per annotator, a posterior per pair.
 - Gold accuracy; position bias (share of non-tie comparisons won by the left response,
-  two-sided exact binomial test against 1/2, ``scipy.stats.binomtest``).
+  two-sided exact binomial test against 1/2, :func:`binomial_p_half`).
 - Rating offsets and scales from ``calibration.calibrate_ratings`` (shrunk towards the
   neutral annotator).
 
@@ -32,11 +32,26 @@ from typing import Hashable, Iterable, Mapping, Optional, Sequence
 
 import krippendorff
 import numpy as np
-from scipy.stats import binomtest
 
 from .calibration import Calibration, calibrate_ratings
 from .dawid_skene import DawidSkene, pair_dawid_skene
 from .records import FeedbackData
+
+def binomial_p_half(k: int, n: int) -> float:
+    """Two-sided exact binomial test of ``k`` successes in ``n`` against p = 1/2.
+
+    The distribution is symmetric, so the outcomes at most as likely as ``k`` are the two tails
+    beyond ``min(k, n - k)``: p = min(1, 2 * P(X >= max(k, n - k))), in exact integer arithmetic
+    (what ``scipy.stats.binomtest(k, n, 0.5).pvalue`` gives, without importing SciPy).
+    """
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return 1.0
+    m = max(k, n - k)
+    tail = sum(math.comb(n, i) for i in range(m, n + 1))
+    return min(1.0, 2 * tail / 2 ** n)
+
 
 # Flag thresholds of the report (documented in docs/feedback.md).
 MIN_PAIRS_FOR_FLAGS = 10     # judgements before an annotator's reliability or bias is flagged
@@ -211,7 +226,7 @@ def position_bias(data: FeedbackData) -> dict[str, dict]:
         winner = obs.a if obs.winner == "a" else obs.b
         counts[obs.annotator][0] += winner == obs.left
         counts[obs.annotator][1] += 1
-    return {a: {"n": n, "left": left, "left_share": left / n, "p": float(binomtest(left, n, 0.5).pvalue)}
+    return {a: {"n": n, "left": left, "left_share": left / n, "p": binomial_p_half(left, n)}
             for a, (left, n) in counts.items()}
 
 

@@ -262,3 +262,16 @@ def test_report_markdown_and_rows():
     assert "rating alpha (interval / ordinal)" in text
     empty = quality.report_markdown(FeedbackData("empty"))
     assert "0 ratings, 0 comparisons, 0 rankings" in empty
+
+
+def test_binomial_p_half_against_naive_sum():
+    from math import comb
+
+    assert quality.binomial_p_half(5, 10) == 1.0 and quality.binomial_p_half(0, 0) == 1.0
+    for n in range(1, 25):
+        for k in range(n + 1):
+            pk = comb(n, k) / 2 ** n
+            naive = sum(comb(n, i) / 2 ** n for i in range(n + 1) if comb(n, i) / 2 ** n <= pk * (1 + 1e-12))
+            assert quality.binomial_p_half(k, n) == pytest.approx(min(1.0, naive), rel=1e-12)
+    with pytest.raises(ValueError):
+        quality.binomial_p_half(3, 2)

@@ -94,7 +94,7 @@ def project_page(request: Request, project: int, s: Session = Depends(db)) -> Re
 def _progress_context(s: Session, project: Project) -> dict:
     """Counts plus the quality report (agreement, reliability, bias): what the page polls every 5 s."""
     progress = service.progress(s, project)
-    from ..quality import report_rows  # lazy: numpy/scipy/krippendorff only when an admin looks
+    from ..quality import report_rows  # lazy: numpy/krippendorff only when an admin looks
 
     data = service.collect(s, project)
     return {"progress": progress, "quality": report_rows(data) if data.annotators else None,

@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
-import threading
-import time
 import zipfile
 from pathlib import Path
 
@@ -21,6 +18,8 @@ import pytest
 
 from rlhfkit.feedback import service
 from rlhfkit.feedback.app import create_app
+
+from .live import serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -48,12 +47,6 @@ def _require_browser():
     return sync_api
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def sync_api():
     return _require_browser()
@@ -62,23 +55,11 @@ def sync_api():
 @pytest.fixture
 def server(sync_api, tmp_path):
     """The app on a free port in a thread; yields (base URL, admin token, app)."""
-    import uvicorn
-
     app = create_app(f"sqlite:///{tmp_path / 'feedback.db'}", secret="browser-test-secret-0123456789")
     with app.state.sessions() as s:  # the first admin comes from the CLI in real use
         _, admin_token = service.add_annotator(s, "ada", admin=True)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 15
-    while not srv.started:
-        if time.time() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start within 15 s")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", admin_token, app
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serving(app) as base:
+        yield base, admin_token, app
 
 
 def _sign_in(page, base: str, token: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import threading
 import time
 import urllib.request
@@ -18,6 +17,8 @@ from rlhfkit.feedback import service as sv
 from rlhfkit.feedback.calibration import calibrate_ratings
 from rlhfkit.feedback.human_reward import HumanReward
 from rlhfkit.feedback.store import Item
+
+from .live import serving
 
 TRUTH = {"great": 3, "fine": 2, "bad": 1}
 
@@ -201,17 +202,9 @@ def test_bad_arguments(Session, tmp_path):
 
 # ---------------------------------------------------------------------------------------- HTTP mode
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path):
     """The app on a free port in a thread; yields (base URL, admin token, annotator token)."""
-    import uvicorn
-
     from rlhfkit.feedback.app import create_app
 
     app = create_app(f"sqlite:///{tmp_path / 'app.db'}", secret="human-reward-test-secret-0123")
@@ -219,18 +212,8 @@ def server(tmp_path):
         _, admin = sv.add_annotator(s, "ada", admin=True)
         _, annotator = sv.add_annotator(s, "bob")
         sv.create_project(s, "live", per_item=1, gold_rate=0.0)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 15
-    while not srv.started:
-        if time.time() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start within 15 s")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", admin, annotator
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serving(app) as base:
+        yield base, admin, annotator
 
 
 def _api(base: str, token: str, method: str, path: str, body=None):

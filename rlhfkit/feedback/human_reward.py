@@ -52,7 +52,6 @@ project default) unless told, and refuses scores outside it.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import time
@@ -65,7 +64,6 @@ import numpy as np
 from .calibration import calibrate_ratings
 from .reward_backends import TOKEN_ENV, DbBackend, HttpBackend, Posted
 
-LOG = logging.getLogger("rlhfkit.feedback")
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 FALLBACK_MAPS = ("match", "tanh", "none")
 MATCH_MIN = 4          # responses scored by both humans and the fallback before "match" trusts its fit

@@ -51,19 +51,21 @@ def _repeat_cache(cache, copies: int):
 
 
 def shared_prompt_forward(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
-                          completion_mask: torch.Tensor, copies: int = 2, **kwargs):
+                          completion_mask: torch.Tensor, copies: int = 2, prompt_kwargs: dict | None = None,
+                          **kwargs):
     """Model output for the completions only, computed on top of one pass over the prompts.
 
     prompt_ids, prompt_mask: (B, P) left-padded; completion_ids, completion_mask: (copies * B, C)
-    right-padded, block order (copy k of prompt b is row k * B + b). Extra ``kwargs`` go to both
-    calls (e.g. ``logits_to_keep`` is NOT applied to the prompt pass). Returns
-    ``(prompt_output, completion_output)``; the completion output's logits are (copies * B, C, ...).
+    right-padded, block order (copy k of prompt b is row k * B + b). ``kwargs`` go to both calls,
+    ``prompt_kwargs`` to the prompt pass only (a causal LM needs just the last prompt position's
+    logits: ``prompt_kwargs={"logits_to_keep": 1}``). Returns ``(prompt_output, completion_output)``;
+    the completion output's logits are (copies * B, C, ...).
     """
     if prompt_ids.shape[0] * copies != completion_ids.shape[0]:
         raise ValueError(f"{completion_ids.shape[0]} completion rows for {prompt_ids.shape[0]} prompts x {copies}")
     prompt_positions = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, P)
     prompt_out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_positions,
-                       use_cache=True, **kwargs)
+                       use_cache=True, **kwargs, **(prompt_kwargs or {}))
     cache = _repeat_cache(prompt_out.past_key_values, copies)
     lengths = prompt_mask.long().sum(-1).repeat(copies)  # (copies * B,)
     steps = torch.arange(completion_ids.shape[1], device=completion_ids.device)

@@ -24,7 +24,8 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from .. import algos, data
-from ..models import create_reference_model, fuse_activations, is_peft_model
+from ..models import create_reference_model, fuse_activations, is_peft_model, shared_prompt_forward, \
+    supports_shared_prompt
 from .config import LoopConfig, f
 from .loop import TrainLoop
 from .sft import load_model_and_tokenizer, load_split
@@ -43,6 +44,9 @@ class DPOConfig(LoopConfig):
                                                  "(or the adapter-disabled base under PEFT).")
     precompute_ref_log_probs: bool = f(False, "Score the dataset with the reference once before training (cached "
                                               "in output_dir) and free the reference model.")
+    share_prompt: bool = f(True, "Run each prompt once and chosen/rejected on its cached keys/values, for the policy "
+                                 "and the reference (same loss and gradients, less work); off under gradient "
+                                 "checkpointing or for models without a KV cache.")
 
     def __post_init__(self):
         super().__post_init__()
@@ -79,6 +83,35 @@ def completion_logps(model, batch):
     return algos.sequence_logprobs(logprobs, mask), n_tokens, logprobs, mask, mean_logits
 
 
+def shared_completion_logps(model, batch):
+    """:func:`completion_logps` from the prompt-once layout (``PairCollator(split_prompt=True)``).
+
+    The prompt pass keeps only its last position's logits (left padding puts every prompt's last
+    token there): they predict the first completion token; the completion pass predicts the rest.
+    Log-probs of the two parts are joined, never the (2B, C, V) logits.
+    """
+    c_ids, c_mask = batch["completion_input_ids"], batch["completion_attention_mask"]
+    keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+    prompt_out, out = shared_prompt_forward(model, batch["prompt_input_ids"], batch["prompt_attention_mask"],
+                                            c_ids, c_mask, prompt_kwargs=keep)
+    first = prompt_out.logits[:, -1:].repeat(2, 1, 1)  # (2B, 1, V): predicts completion token 0
+    rest = out.logits[:, :-1]  # (2B, C - 1, V): predict completion tokens 1..C-1
+    logprobs = torch.cat([algos.logprobs_from_logits(first, c_ids[:, :1]),
+                          algos.logprobs_from_logits(rest, c_ids[:, 1:])], dim=1)  # (2B, C)
+    mask = c_mask.float()  # as completion_logps
+    n_tokens = mask.sum(-1)  # (2B,)
+    logit_sums = first.detach().mean(-1)[:, 0] * mask[:, 0] + (rest.detach().mean(-1) * mask[:, 1:]).sum(-1)
+    mean_logits = logit_sums / n_tokens.clamp_min(1)  # (2B,)
+    return algos.sequence_logprobs(logprobs, mask), n_tokens, logprobs, mask, mean_logits
+
+
+def pair_logps(model, batch):
+    """Prompt-once when the batch carries that layout and has prompts, else the concatenated forward."""
+    if "completion_input_ids" in batch and batch["prompt_input_ids"].shape[1] > 0:
+        return shared_completion_logps(model, batch)
+    return completion_logps(model, batch)
+
+
 class DPOTrainer:
     """``DPOTrainer(model, ref_model=None, args, train_dataset, eval_dataset, processing_class)``, TRL 1.x style."""
 
@@ -89,6 +122,8 @@ class DPOTrainer:
         self.reference_free = args.loss_type in algos.REFERENCE_FREE
         self.average = args.loss_type in algos.LENGTH_NORMALISED
         self.ref_model = None if self.reference_free else self._reference(ref_model)
+        self.share_prompt = args.share_prompt and not args.gradient_checkpointing and \
+            supports_shared_prompt(self.model)
         train, evals = load_split(train_dataset, eval_dataset, args, data.to_preference_pairs)
         self.train_dataset = self._prepare(train, "train")
         self.eval_dataset = self._prepare(evals, "eval") if evals is not None else None
@@ -118,7 +153,7 @@ class DPOTrainer:
         return tokenized
 
     def _collate(self, rows):
-        batch = data.PairCollator(self.tokenizer.pad_token_id)(rows)
+        batch = data.PairCollator(self.tokenizer.pad_token_id, split_prompt=self.share_prompt)(rows)
         if "ref_chosen_logps" in rows[0]:
             batch["ref_logps"] = torch.tensor([r["ref_chosen_logps"] for r in rows] +
                                               [r["ref_rejected_logps"] for r in rows], dtype=torch.float32)
@@ -155,7 +190,7 @@ class DPOTrainer:
 
     def _losses(self, model, batch):
         cfg = self.args
-        seq, n_tokens, logprobs, mask, mean_logits = completion_logps(model, batch)  # sums over completions
+        seq, n_tokens, logprobs, mask, mean_logits = pair_logps(model, batch)  # sums over completions
         B = seq.shape[0] // 2
         norm = n_tokens.clamp_min(1) if self.average else torch.ones_like(n_tokens)  # IPO, SimPO, ORPO: per token
         chosen, rejected = seq[:B] / norm[:B], seq[B:] / norm[B:]
@@ -167,7 +202,7 @@ class DPOTrainer:
             ref = batch.get("ref_logps")
             if ref is None:
                 with torch.no_grad(), self._reference_context():
-                    ref, *_ = completion_logps(self.ref_model or model, batch)
+                    ref, *_ = pair_logps(self.ref_model or model, batch)
             extra = dict(label_smoothing=cfg.label_smoothing) if cfg.loss_type in ("sigmoid", "robust") else {}
             losses, r_c, r_r = algos.DPO_LOSSES[cfg.loss_type](chosen, rejected, ref[:B] / norm[:B],
                                                                ref[B:] / norm[B:], cfg.beta, **extra)

@@ -8,7 +8,7 @@ import torch
 from rlhfkit import DPOConfig, DPOTrainer
 from rlhfkit.data import DataError, PairCollator
 from rlhfkit.testing import hidden_rule_preferences, tiny_causal_lm
-from rlhfkit.trainers.dpo import completion_logps
+from rlhfkit.trainers.dpo import completion_logps, shared_completion_logps
 
 DATA = Path(__file__).parent.parent / "fixtures" / "data"
 
@@ -51,6 +51,36 @@ def test_completion_logps_with_logits_to_keep_equal_full_computation(tokenizer, 
         naive = torch.stack([sum(logp[i, t, labels[i, t]] for t in range(labels.shape[1]) if labels[i, t] != -100)
                              for i in range(labels.shape[0])])
     torch.testing.assert_close(fast, naive, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_prompt_once_logps_equal_concatenated_forward(tokenizer, tmp_path, arch):
+    trainer = DPOTrainer(model=tiny_causal_lm(arch, tokenizer), args=_cfg(tmp_path),
+                         train_dataset=hidden_rule_preferences(6, 0), processing_class=tokenizer)
+    assert trainer.share_prompt
+    batch = trainer._collate([trainer.train_dataset[i] for i in range(3)])
+    model = trainer.model.double()
+    full = completion_logps(model, batch)
+    shared = shared_completion_logps(model, batch)
+    for name, a, b in zip(["seq", "n_tokens"], full[:2], shared[:2]):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-9, msg=name)
+    torch.testing.assert_close(shared[4], full[4], rtol=1e-9, atol=1e-9)  # mean logits per row
+    g_full = torch.autograd.grad(full[0].sum(), list(model.parameters()), allow_unused=True)
+    g_shared = torch.autograd.grad(shared[0].sum(), list(model.parameters()), allow_unused=True)
+    for a, b in zip(g_full, g_shared):
+        if a is not None:  # llama's rotary tables are float32 even in a float64 model
+            torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
+
+
+def test_prompt_once_gives_the_same_training_run(tokenizer, tmp_path):
+    losses = {}
+    for share in (True, False):
+        trainer = DPOTrainer(model=tiny_causal_lm("gpt2", tokenizer), args=_cfg(tmp_path / str(share), max_steps=3,
+                                                                                 share_prompt=share),
+                             train_dataset=hidden_rule_preferences(24, 0), processing_class=tokenizer)
+        assert trainer.share_prompt is share
+        losses[share] = [r["train/loss"] for r in trainer.train() if "train/loss" in r]
+    assert losses[True] == pytest.approx(losses[False], abs=1e-5)
 
 
 def test_dpo_learns_the_hidden_preference(tokenizer, tmp_path):

@@ -28,19 +28,6 @@ def fake_reward(calls=None):
     return reward_fn
 
 
-@pytest.fixture
-def Session(tmp_path):
-    factory = db.connect(tmp_path / "feedback.db")
-    yield factory
-    db.engine_of(factory).dispose()
-
-
-@pytest.fixture
-def s(Session):
-    with Session() as session:
-        yield session
-
-
 def _texts(s, item: Item) -> set[str]:
     return {r["text"] for r in sv.item_judgements(s, item.id)["responses"]}
 

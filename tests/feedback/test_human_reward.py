@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from rlhfkit.feedback import db
 from rlhfkit.feedback import service as sv
 from rlhfkit.feedback.calibration import calibrate_ratings
 from rlhfkit.feedback.human_reward import HumanReward
@@ -58,13 +57,6 @@ class Rater(threading.Thread):
         self.stop.set()
         self.join(timeout=10)
         assert self.error is None, self.error
-
-
-@pytest.fixture
-def Session(tmp_path):
-    factory = db.connect(tmp_path / "feedback.db")
-    yield factory
-    db.engine_of(factory).dispose()
 
 
 def _setup(Session, name="live", scale=(1, 3), per_item=1, annotators=("ann",)):

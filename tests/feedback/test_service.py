@@ -8,25 +8,11 @@ import json
 import pytest
 from sqlalchemy import func, select, text
 
-from rlhfkit.feedback import db
 from rlhfkit.feedback import service as sv
 from rlhfkit.feedback.errors import FeedbackError
 from rlhfkit.feedback.store import Assignment, Comparison, Item, Prompt, Response
 
 from .scenario import run_failed_writes_leave_nothing, run_kill, run_races, run_scenario, status_of
-
-
-@pytest.fixture
-def Session(tmp_path):
-    factory = db.connect(tmp_path / "feedback.db")
-    yield factory
-    db.engine_of(factory).dispose()
-
-
-@pytest.fixture
-def s(Session):
-    with Session() as session:
-        yield session
 
 
 def test_scenario_on_sqlite(Session):

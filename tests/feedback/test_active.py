@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from rlhfkit.feedback import active, db
+from rlhfkit.feedback import active
 from rlhfkit.feedback import service as sv
 from rlhfkit.feedback.errors import FeedbackError
 from rlhfkit.feedback.store import Item

@@ -25,8 +25,8 @@ from typing import Callable, Sequence
 import torch
 
 from .. import algos
+from ..models.compat import note_logits_to_keep
 from ..rollout import generate_responses
-from ..trainers.dpo import accepts_logits_to_keep
 from ..trainers.ppo_batch import build_batch
 from ..trainers.reward import classification_metrics
 
@@ -88,7 +88,7 @@ def response_logprobs(model, query_ids: list[torch.Tensor], response_ids: list[t
     mask = torch.zeros(len(response_ids), R)
     was_training = model.training
     model.eval()
-    keep = accepts_logits_to_keep(model)
+    keep = note_logits_to_keep(model, "eval log-probs")
     try:
         for start in range(0, len(query_ids), batch_size):
             idx = range(start, min(start + batch_size, len(query_ids)))

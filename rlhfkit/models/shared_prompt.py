@@ -13,30 +13,38 @@ column P - 1; ``completion_input_ids`` / ``completion_attention_mask`` (2B, C), 
 rows 0..B-1 chosen and B..2B-1 rejected. Positions continue each prompt's own length, so the
 completion tokens see exactly the positions they have in the concatenated sequence.
 
-Models whose forward takes no ``past_key_values`` (or that run gradient checkpointing, which
-turns the cache off in training) cannot use this; :func:`supports_shared_prompt` tells.
+Models whose forward takes no cache argument (``cache`` since Transformers 5.24,
+``past_key_values`` before), or that run gradient checkpointing (which turns the cache off in
+training), cannot use this; :func:`supports_shared_prompt` tells, and logs once why not.
 """
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 
+from .compat import cache_argument, forward_parameters, is_checkpointing, output_cache, unwrap_model, warn_once
 
-def supports_shared_prompt(model) -> bool:
-    """True when ``model`` (possibly DDP/PEFT-wrapped) is a decoder that accepts and returns a KV cache."""
-    inner = getattr(model, "module", model)
-    inner = getattr(inner, "get_base_model", lambda: inner)()
+
+def supports_shared_prompt(model, where: str = "the prompt-once forward") -> bool:
+    """True when ``model`` (possibly DDP/PEFT-wrapped) is a decoder that accepts and returns a KV cache.
+
+    When it is not, the reason is logged once per model class and reason (``where`` names the
+    caller), so a fast path never turns itself off silently.
+    """
+    inner = unwrap_model(model)
     config = getattr(inner, "config", None)
+    name = type(inner).__name__
     if config is None or getattr(config, "is_encoder_decoder", False):
-        return False
-    checkpointing = "is_activation_checkpointing" if hasattr(type(inner), "is_activation_checkpointing") \
-        else "is_gradient_checkpointing"  # Transformers 5 renamed it
-    if getattr(inner, checkpointing, False):
-        return False
-    params = inspect.signature(inner.forward).parameters
-    return all(name in params for name in ("past_key_values", "use_cache", "position_ids"))
+        reason = "it is not a decoder-only Transformers model"
+    elif is_checkpointing(inner):
+        reason = "gradient checkpointing turns the KV cache off"
+    elif cache_argument(inner) is None or not {"use_cache", "position_ids"} <= forward_parameters(inner):
+        reason = "its forward takes no cache (`cache`/`past_key_values`), `use_cache` or `position_ids`"
+    else:
+        return True
+    warn_once(f"shared_prompt:{where}:{name}:{reason}",
+              f"{where} is off for {name}: {reason}; using the concatenated forward (same results, slower)")
+    return False
 
 
 def _repeat_cache(cache, copies: int):
@@ -66,11 +74,11 @@ def shared_prompt_forward(model, prompt_ids: torch.Tensor, prompt_mask: torch.Te
     prompt_positions = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, P)
     prompt_out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_positions,
                        use_cache=True, **kwargs, **(prompt_kwargs or {}))
-    cache = _repeat_cache(prompt_out.past_key_values, copies)
+    cache = _repeat_cache(output_cache(prompt_out), copies)
     lengths = prompt_mask.long().sum(-1).repeat(copies)  # (copies * B,)
     steps = torch.arange(completion_ids.shape[1], device=completion_ids.device)
     positions = lengths[:, None] + steps[None, :]  # (copies * B, C)
     mask = torch.cat([prompt_mask.repeat(copies, 1), completion_mask], dim=1)  # (copies * B, P + C)
-    out = model(input_ids=completion_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                use_cache=True, **kwargs)
+    out = model(input_ids=completion_ids, attention_mask=mask, position_ids=positions,
+                **{cache_argument(model): cache}, use_cache=True, **kwargs)
     return prompt_out, out

@@ -13,7 +13,6 @@ old TRL wrote (``v_head.*`` keys inside the model's weight files) load too.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from pathlib import Path
@@ -23,6 +22,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.utils import cached_file
+
+from .compat import cache_argument, note_logits_to_keep, output_cache
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 _HEAD_KWARGS = ("summary_dropout_prob", "v_head_initializer_range", "v_head_init_strategy")
@@ -77,7 +78,8 @@ class AutoModelForCausalLMWithValueHead(nn.Module):
             raise ValueError(f"v_head_init_strategy must be None or 'normal', got {v_head_init_strategy!r}")
         self.v_head.to(device=_first_device(pretrained_model))
         self.train(pretrained_model.training)  # from_pretrained models start in eval mode
-        self._accepts_logits_to_keep = "logits_to_keep" in inspect.signature(pretrained_model.forward).parameters
+        self._accepts_logits_to_keep = note_logits_to_keep(pretrained_model, "the value-head model")
+        self._cache_argument = cache_argument(pretrained_model) or "past_key_values"
 
     # ---------------------------------------------------------------- loading / saving
     @classmethod
@@ -137,8 +139,9 @@ class AutoModelForCausalLMWithValueHead(nn.Module):
         kwargs["output_hidden_states"] = True
         if logits_to_keep and self._accepts_logits_to_keep:
             kwargs["logits_to_keep"] = logits_to_keep
-        out = self.pretrained_model(input_ids=input_ids, past_key_values=past_key_values,
-                                    attention_mask=attention_mask, **kwargs)
+        if past_key_values is not None:
+            kwargs[self._cache_argument] = past_key_values
+        out = self.pretrained_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         hidden = out.hidden_states[-1]
         logits = out.logits
         if logits_to_keep:
@@ -147,7 +150,7 @@ class AutoModelForCausalLMWithValueHead(nn.Module):
         if logits.dtype != torch.float32:
             logits = logits.float()
         if return_past_key_values:
-            return logits, out.loss, values, out.past_key_values
+            return logits, out.loss, values, output_cache(out)
         return logits, out.loss, values
 
     def generate(self, *args, **kwargs):

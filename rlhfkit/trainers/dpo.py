@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from transformers import AutoModelForCausalLM
 from .. import algos, data
 from ..models import create_reference_model, fuse_activations, is_peft_model, shared_prompt_forward, \
     supports_shared_prompt
+from ..models.compat import note_logits_to_keep
 from .config import LoopConfig, f
 from .loop import TrainLoop
 from .sft import load_model_and_tokenizer, load_split
@@ -56,12 +56,6 @@ class DPOConfig(LoopConfig):
             raise ValueError(f"beta must be > 0, got {self.beta}")
 
 
-def accepts_logits_to_keep(model) -> bool:
-    inner = getattr(model, "module", model)  # DDP wraps the model
-    inner = getattr(inner, "get_base_model", lambda: inner)()  # PEFT forwards keyword arguments
-    return "logits_to_keep" in inspect.signature(inner.forward).parameters
-
-
 def completion_logps(model, batch):
     """Summed log-probs of the completion tokens and their counts, (2B,) each, plus the per-token
     log-probs (2B, K) and mask (2B, K) for an SFT term, and mean logits per row (2B,).
@@ -72,7 +66,7 @@ def completion_logps(model, batch):
     T = labels.shape[1]
     keep = T - int(batch["prompt_lengths"].min()) + 1  # first kept position predicts the first completion token
     inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-    if accepts_logits_to_keep(model):
+    if note_logits_to_keep(model, "the DPO forward"):
         inputs["logits_to_keep"] = keep
     logits = model(**inputs).logits[:, -keep:-1]  # (2B, K, V) with K = keep - 1
     targets = labels[:, T - keep + 1:]  # (2B, K)
@@ -91,7 +85,7 @@ def shared_completion_logps(model, batch):
     Log-probs of the two parts are joined, never the (2B, C, V) logits.
     """
     c_ids, c_mask = batch["completion_input_ids"], batch["completion_attention_mask"]
-    keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+    keep = {"logits_to_keep": 1} if note_logits_to_keep(model, "the DPO prompt pass") else {}
     prompt_out, out = shared_prompt_forward(model, batch["prompt_input_ids"], batch["prompt_attention_mask"],
                                             c_ids, c_mask, prompt_kwargs=keep)
     first = prompt_out.logits[:, -1:].repeat(2, 1, 1)  # (2B, 1, V): predicts completion token 0

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from ..models.compat import enable_checkpointing
 from ..models.fused import fuse_activations
 from .config import LoopConfig
 from .mechanics import Mechanics, atomic_save_dir, build_optimizer, load_weights, set_seed
@@ -65,7 +66,7 @@ class TrainLoop:
             tracker_project_name="rlhfkit", tracker_config=config.to_dict(), jsonl="jsonl" in reporters)
         self.accelerator = self.mechanics.accelerator
         if config.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            enable_checkpointing(model)
         if config.fuse_activations:
             fuse_activations(model)
         params = [p for p in model.parameters() if p.requires_grad]

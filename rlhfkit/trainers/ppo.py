@@ -19,6 +19,7 @@ from transformers import PreTrainedModel
 
 from .. import algos
 from ..models import AutoModelForCausalLMWithValueHead, create_reference_model, is_peft_model, reference_context
+from ..models.compat import enable_checkpointing
 from ..rollout import generate_responses
 from .mechanics import Mechanics, build_optimizer, set_seed
 from .ppo_batch import build_batch, check_step_inputs, forward_batch
@@ -99,7 +100,7 @@ class PPOTrainer:
             for m in (model, ref_model, critic):
                 _disable_dropout(m)
         if config.gradient_checkpointing:
-            model.pretrained_model.gradient_checkpointing_enable()
+            enable_checkpointing(model.pretrained_model)
         self.policy_params = [p for p in (model.pretrained_model if critic is not None else model).parameters()
                               if p.requires_grad]
         self.value_params = [p for p in (critic if critic is not None else model.v_head).parameters() if p.requires_grad]

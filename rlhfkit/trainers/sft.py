@@ -12,7 +12,6 @@ answer, not to reproduce prompts.
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .. import data
+from ..models.compat import note_logits_to_keep
 from .config import LoopConfig, f
 from .loop import TrainLoop
 
@@ -90,7 +90,7 @@ def causal_lm_loss(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     labelled = labels != data.IGNORE_INDEX  # (B, T)
     first = int(torch.where(labelled.any(-1), labelled.float().argmax(-1), T).min()) if labelled.any() else 1
     keep = T - max(first, 1) + 1  # position first-1 predicts the first labelled token
-    if keep < T and "logits_to_keep" in inspect.signature(getattr(model, "module", model).forward).parameters:
+    if keep < T and note_logits_to_keep(model, "the SFT loss"):
         inputs["logits_to_keep"] = keep
     logits = model(**inputs, use_cache=False).logits[:, -keep:]  # (B, keep, V)
     # Shift the labels, not the logits: a view of logits[:, :-1] would be copied whole.

@@ -1,11 +1,14 @@
 """The prompt-once forward equals the concatenated forward (values and gradients)."""
 
+import logging
+
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
 from rlhfkit.data.collate import PairCollator
 from rlhfkit.models import shared_prompt_forward, supports_shared_prompt
+from rlhfkit.models.compat import enable_checkpointing
 from rlhfkit.testing import tiny_causal_lm, tiny_config
 
 
@@ -56,11 +59,15 @@ def test_causal_lm_completion_logits_match(tokenizer):
         torch.testing.assert_close(out.logits[row, :n], full[row, start:start + n], rtol=0, atol=1e-10)
 
 
-def test_support_check(tokenizer):
+def test_support_check(tokenizer, caplog):
     model = tiny_causal_lm("gpt2", tokenizer)
     assert supports_shared_prompt(model)
-    model.gradient_checkpointing_enable()
-    assert not supports_shared_prompt(model)  # checkpointing turns the cache off in training
+    enable_checkpointing(model)
+    with caplog.at_level(logging.WARNING, logger="rlhfkit"):
+        assert not supports_shared_prompt(model, where="test-probe")  # checkpointing turns the cache off
+        assert not supports_shared_prompt(model, where="test-probe")
+    said = [r.getMessage() for r in caplog.records if "test-probe" in r.getMessage()]
+    assert len(said) == 1 and "gradient checkpointing" in said[0]  # logged once, with the reason
 
 
 def test_rows_must_match_prompts(tokenizer):

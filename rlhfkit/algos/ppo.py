@@ -14,30 +14,48 @@ from rlhfkit.algos.stats import masked_mean
 
 @torch.no_grad()
 def gae(
-    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float,
+    lam: float,
+    last_values: torch.Tensor | None = None,
+    dones: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalized Advantage Estimation.
 
-        delta_t = r_t + gamma * V_{t+1} - V_t           (V_T = 0, after the last column)
-        A_t     = delta_t + gamma * lam * A_{t+1}
+        delta_t = r_t + gamma * (1 - d_t) * V_{t+1} - V_t   (V_T = last_values, or 0)
+        A_t     = delta_t + gamma * lam * (1 - d_t) * A_{t+1}
         R_t     = A_t + V_t                              (value-function targets)
 
     Rewards and values are multiplied by ``mask`` first, so padding contributes nothing
     and the value after the last valid token of a right-padded row is 0 (episode end).
     Shapes: rewards, values, mask (B, T) -> (advantages (B, T), returns (B, T)), detached.
     Advantages are returned un-whitened; PPO whitens them with ``masked_whiten``.
+
+    An LLM response is one episode per row, so ``last_values`` and ``dones`` stay None. A
+    control rollout is a (envs, steps) window of several episodes: ``last_values`` (B,) is
+    V(s_T) of the state after the window (bootstrap), ``dones`` (B, T) is 1 where the episode
+    terminated at step t, which stops both the bootstrap and the advantage recursion there.
     Source: Schulman et al. 2016, "High-Dimensional Continuous Control Using Generalized
-    Advantage Estimation"; TRL 0.11.4 ``PPOTrainer.compute_advantages`` (same loop).
+    Advantage Estimation"; TRL 0.11.4 ``PPOTrainer.compute_advantages`` (same loop); the done
+    handling as in cleanrl's ``ppo.py`` (Huang et al. 2022, "The 37 Implementation Details of PPO").
     """
     values = values.detach() * mask  # (B, T)
     rewards = rewards.detach() * mask  # (B, T)
     T = rewards.shape[-1]
+    bootstrap = last_values.detach() if last_values is not None else 0.0  # (B,) or scalar
     lastgaelam = 0.0
     advantages_reversed = []
     for t in reversed(range(T)):
-        nextvalues = values[:, t + 1] if t < T - 1 else 0.0  # (B,)
-        delta = rewards[:, t] + gamma * nextvalues - values[:, t]  # (B,)
-        lastgaelam = delta + gamma * lam * lastgaelam  # (B,)
+        nextvalues = values[:, t + 1] if t < T - 1 else bootstrap  # (B,)
+        if dones is None:
+            delta = rewards[:, t] + gamma * nextvalues - values[:, t]  # (B,)
+            lastgaelam = delta + gamma * lam * lastgaelam  # (B,)
+        else:
+            nonterminal = 1.0 - dones[:, t].to(values.dtype)  # (B,)
+            delta = rewards[:, t] + gamma * nonterminal * nextvalues - values[:, t]  # (B,)
+            lastgaelam = delta + gamma * lam * nonterminal * lastgaelam  # (B,)
         advantages_reversed.append(lastgaelam)
     advantages = torch.stack(advantages_reversed[::-1], dim=1)  # (B, T)
     returns = advantages + values  # (B, T)

@@ -1,0 +1,98 @@
+"""Control PPO: the actor-critic's evaluate(), learning on CartPole, Pendulum, saving, config errors."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Categorical, MultivariateNormal
+
+from rlhfkit.control import ActorCritic, ControlConfig, evaluate_policy, train_control
+
+
+def test_categorical_evaluate_matches_torch_distributions():
+    torch.manual_seed(0)
+    agent = ActorCritic(4, 3, discrete=True)
+    obs, acts = torch.randn(7, 4), torch.randint(0, 3, (7,))
+    values, logp, ent = agent.evaluate(obs, acts)
+    dist = Categorical(logits=agent.actor(obs))
+    torch.testing.assert_close(logp, dist.log_prob(acts), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ent, dist.entropy(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(values, agent.critic(obs).squeeze(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fixed_std", [None, 0.5])
+def test_gaussian_evaluate_is_the_multivariate_normal_of_the_tutorial(fixed_std):
+    # the issue's snippet: dist = MultivariateNormal(mean, self.cov_mat); log_probs = dist.log_prob(batch_acts)
+    torch.manual_seed(1)
+    agent = ActorCritic(3, 2, discrete=False, fixed_std=fixed_std, log_std_init=-0.3)
+    if fixed_std is None:
+        with torch.no_grad():
+            agent.log_std.copy_(torch.tensor([-0.3, 0.2]))
+    obs, acts = torch.randn(6, 3), torch.randn(6, 2)
+    _, logp, ent = agent.evaluate(obs, acts)
+    cov_mat = torch.diag(torch.exp(agent.log_std) ** 2)
+    dist = MultivariateNormal(agent.actor(obs), cov_mat)
+    torch.testing.assert_close(logp, dist.log_prob(acts), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ent, dist.entropy(), rtol=1e-5, atol=1e-5)
+    assert (fixed_std is None) == any(p is agent.log_std for p in agent.parameters())
+
+
+def test_log_prob_gradient_reaches_the_learned_log_std():
+    agent = ActorCritic(3, 2, discrete=False)
+    _, logp, _ = agent.evaluate(torch.randn(5, 3), torch.randn(5, 2))
+    logp.sum().backward()
+    assert agent.log_std.grad is not None and torch.all(agent.log_std.grad != 0)
+
+
+def test_cartpole_learning_starts_within_a_small_budget(tmp_path):
+    cfg = ControlConfig(total_timesteps=16384, seed=1, output_dir=str(tmp_path), progress=False)
+    episodes = train_control(cfg)
+    returns = [e["episodic_return"] for e in episodes]
+    # a random CartPole policy averages about 20; learning must be visible in 16k steps
+    assert np.mean(returns[:10]) < 30 and np.mean(returns[-10:]) > 2 * np.mean(returns[:10])
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    ep_rows = [r for r in rows if "episodic_return" in r]
+    assert len(ep_rows) == len(episodes) and all(set(r) == {"global_step", "episodic_return", "episodic_length"}
+                                                 for r in ep_rows)
+    assert ep_rows == sorted(ep_rows, key=lambda r: r["global_step"])
+    updates = [r for r in rows if "loss/policy" in r]
+    assert len(updates) == 16384 // cfg.batch_size and all(math.isfinite(r["loss/value"]) for r in updates)
+    assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    policy = ActorCritic.from_pretrained(tmp_path / "policy")
+    assert np.mean(evaluate_policy(policy, "CartPole-v1", episodes=3)) > np.mean(returns[:10])
+
+
+@pytest.mark.parametrize("fixed_std", [None, 0.6])
+def test_pendulum_runs_saves_and_reloads_with_its_normaliser(tmp_path, fixed_std):
+    cfg = ControlConfig(env_id="Pendulum-v1", total_timesteps=1024, num_envs=2, num_steps=256, seed=3,
+                        fixed_std=fixed_std, output_dir=str(tmp_path), progress=False, tensorboard=False)
+    train_control(cfg)
+    policy = ActorCritic.from_pretrained(tmp_path / "policy")
+    assert policy.obs_norm is not None and float(policy.obs_norm.count) > 1000  # continuous: on by default
+    if fixed_std is None:
+        assert not torch.allclose(policy.log_std, torch.zeros(1))  # the learned log-std moved
+    else:
+        torch.testing.assert_close(policy.log_std, torch.full((1,), math.log(0.6)))
+    obs = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    acts = policy.act(obs)
+    assert acts.shape == (5, 1) and np.all(np.abs(acts) <= 2.0)  # clipped to Pendulum's box
+    again = ActorCritic.from_pretrained(tmp_path / "policy")
+    np.testing.assert_array_equal(again.act(obs), acts)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_envs=0), "num_envs"), (dict(learning_rate=-1.0), "learning_rate"), (dict(gamma=1.5), "gamma"),
+    (dict(num_minibatches=3), "divisible"), (dict(activation="gelu"), "activation"), (dict(fixed_std=0.0), "fixed_std"),
+    (dict(total_timesteps=True), "total_timesteps"),
+])
+def test_bad_config_is_refused_with_the_field_name(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ControlConfig(**kwargs)
+
+
+def test_unknown_environment_is_named(tmp_path):
+    with pytest.raises(ValueError, match="CartPoleX-v9"):
+        train_control(ControlConfig(env_id="CartPoleX-v9", output_dir=str(tmp_path), progress=False))

@@ -20,6 +20,9 @@ from .errors import FeedbackError, conflict, forbidden, invalid, not_found
 from .store import Annotator, Project
 
 _ATOMIC = "rlhfkit_atomic"
+# Ids are 64-bit on every backend (SQLite's rowid; BIGINT on PostgreSQL since migration 0002): anything outside
+# 1..MAX_ID cannot name a row, and passing it to the driver would fail with an overflow instead of a 404.
+MAX_ID = 2 ** 63 - 1
 
 
 # ---------------------------------------------------------------------------------------- transactions
@@ -62,9 +65,26 @@ def as_int(value: Any, what: str) -> int:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,18}\s*", value):
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,19}\s*", value):
         return int(value)
     raise invalid(f"{what} must be an integer, got {value!r}")
+
+
+def as_id(value: Any, what: str) -> int:
+    """``value`` as a row id: an integer in 1..MAX_ID, else 404 (no row can have it) or 422 (not an integer)."""
+    number = as_int(value, what)
+    if not 1 <= number <= MAX_ID:
+        raise not_found(f"{what} {number}")
+    return number
+
+
+def check_text(value: Any, what: str) -> str:
+    """``value`` if it is text without NUL characters (PostgreSQL cannot store them), else 422 naming ``what``."""
+    if not isinstance(value, str):
+        raise invalid(f"{what} must be text, got {type(value).__name__}")
+    if "\x00" in value:
+        raise invalid(f"{what} contains a NUL character (\\x00) at position {value.index(chr(0))}; remove it")
+    return value
 
 
 def clean_name(value: Any, what: str) -> str:
@@ -84,7 +104,7 @@ def resolve_project(s: Session, project: Project | str | int) -> Project:
 
 def resolve_annotator(s: Session, annotator: Annotator | int) -> Annotator:
     """The annotator as this session sees it now (a deactivation since sign-in counts)."""
-    found = s.get(Annotator, annotator.id if isinstance(annotator, Annotator) else as_int(annotator, "annotator"))
+    found = s.get(Annotator, annotator.id if isinstance(annotator, Annotator) else as_id(annotator, "annotator"))
     if found is None:
         raise FeedbackError("unknown annotator", 401)
     if not found.active:
@@ -104,10 +124,11 @@ def require_admin(annotator: Annotator | None) -> Annotator:
 def get_project(s: Session, name_or_id: str | int) -> Project:
     """The project with this name (or id); 404 if none."""
     project = None
-    if isinstance(name_or_id, str):
+    if isinstance(name_or_id, str) and "\x00" not in name_or_id and len(name_or_id) <= 400:
         project = s.scalar(select(Project).where(Project.name == name_or_id.strip()))
-    if project is None and (isinstance(name_or_id, int) or str(name_or_id).strip().isdigit()):
-        project = s.get(Project, int(name_or_id))
+    if project is None and (isinstance(name_or_id, int) or re.fullmatch(r"\s*[0-9]{1,19}\s*", str(name_or_id))):
+        number = int(name_or_id)
+        project = s.get(Project, number) if 1 <= number <= MAX_ID else None
     if project is None:
         raise not_found(f"project {name_or_id!r}")
     return project

@@ -14,6 +14,10 @@
 Every command takes ``--db URL`` (a SQLite path, ``sqlite:///...`` or
 ``postgresql+psycopg://user:pass@host/db``); the default is ``$RLHFKIT_FEEDBACK_DB`` or
 ``sqlite:///feedback.db``. The schema is migrated on first use, so ``init`` is optional.
+
+A refused command (bad argument, unreadable file, a ``--db`` that is not a feedback database)
+prints one line ``error: ...`` naming what to fix and exits with status 2, as argparse does for
+a malformed command line; a SQLite file the failed command would have created is removed again.
 """
 
 from __future__ import annotations
@@ -26,6 +30,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import FeedbackError
+
+USAGE_ERROR = 2  # the exit status of every refusal (argparse's for a bad command line)
+
+
+class CommandFailed(SystemExit):
+    """Exit with status 2 after ``error: ...`` was printed; ``str()`` is that line (for callers and tests)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(USAGE_ERROR)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def add_feedback_parser(subparsers) -> argparse.ArgumentParser:
@@ -50,6 +67,8 @@ def add_feedback_parser(subparsers) -> argparse.ArgumentParser:
     create.add_argument("--per-item", type=int, default=2, help="distinct annotators per item (default 2)")
     create.add_argument("--gold-rate", type=float, default=0.1, help="share of served items that are gold (0.1)")
     create.add_argument("--instructions", default="", help="text shown to annotators above every item")
+    create.add_argument("--timeout-minutes", type=int, default=30,
+                        help="an item taken and not submitted in this time goes to someone else (default 30)")
     psub.add_parser("list", parents=[db], help="all projects")
 
     annotator = sub.add_parser("annotator", help="add, list, deactivate annotators or reset a token")
@@ -101,32 +120,81 @@ def add_feedback_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run a parsed ``feedback`` command; refusals become ``error: ...`` exits."""
+    """Run a parsed ``feedback`` command; refusals become one ``error: ...`` line on stderr and exit status 2."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     command = args.feedback_command + ("_" + args.action.replace("-", "_") if getattr(args, "action", None) else "")
     try:
         return _COMMANDS[command](args)
     except FeedbackError as err:
-        raise SystemExit(f"error: {err.message}") from None
+        message = err.message
+    except SQLAlchemyError as err:  # the database failed mid-command (locked, read-only, server gone)
+        message = f"database error: {str(getattr(err, 'orig', None) or err).strip().splitlines()[0]}"
+    except OSError as err:  # an output file or folder that cannot be written
+        message = str(err)
+    line = "error: " + " ".join(message.split())
+    print(line, file=sys.stderr)
+    raise CommandFailed(line) from None
+
+
+def _fail(message: str) -> FeedbackError:
+    return FeedbackError(message, 422)
 
 
 @contextmanager
 def _session(args) -> Iterator:
-    """A session on ``--db``; the engine is disposed afterwards (no pooled connection outlives the command)."""
+    """A session on ``--db``; the engine is disposed afterwards (no pooled connection outlives the command).
+    When the command fails on a SQLite file it created, the file is removed: a typo writes nothing."""
     from .db import connect, default_url, engine_of
 
-    factory = connect(args.db or default_url())
+    target = args.db or default_url()
+    created = _new_sqlite_file(target)
+    factory = None
     try:
+        factory = connect(target)
         with factory() as s:
             yield s
+    except BaseException:
+        if factory is not None:
+            engine_of(factory).dispose()
+            factory = None
+        if created is not None:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(str(created) + suffix).unlink(missing_ok=True)
+        raise
     finally:
-        engine_of(factory).dispose()
+        if factory is not None:
+            engine_of(factory).dispose()
+
+
+def _new_sqlite_file(target: str) -> Path | None:
+    """The SQLite file ``target`` names when it does not exist yet (None: exists, in memory, or not SQLite)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from .db import normalize_url
+
+    try:
+        url = make_url(normalize_url(target))
+    except ArgumentError:
+        return None
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database)
+    return None if path.exists() else path
 
 
 def _init(args) -> int:
-    from .db import default_url, migrate, normalize_url
+    from .db import connect, current_revision, default_url, engine_of, normalize_url
 
     url = normalize_url(args.db or default_url())
-    print(f"database {_hide_password(url)} is at schema revision {migrate(url)}")
+    factory = connect(url)
+    try:
+        revision = current_revision(engine_of(factory))
+    finally:
+        engine_of(factory).dispose()
+    print(f"database {_hide_password(url)} is at schema revision {revision}")
     return 0
 
 
@@ -135,9 +203,10 @@ def _project_create(args) -> int:
 
     with _session(args) as s:
         p = service.create_project(s, args.name, scale=tuple(args.scale), per_item=args.per_item,
-                                   gold_rate=args.gold_rate, instructions=args.instructions)
+                                   gold_rate=args.gold_rate, instructions=args.instructions,
+                                   timeout_minutes=args.timeout_minutes)
         print(f"created project {p.name!r} (id {p.id}): scale {p.scale_min}..{p.scale_max}, {p.per_item} "
-              f"annotator(s) per item, gold rate {p.gold_rate}")
+              f"annotator(s) per item, gold rate {p.gold_rate}, open items expire after {p.timeout_minutes} min")
     return 0
 
 
@@ -202,19 +271,21 @@ def _summary(summary: dict) -> str:
 
 
 def _read_prompts(path: str) -> list:
+    from .ingest import not_utf8, read_records
+
     if Path(path).suffix.lower() == ".txt":
         try:
-            return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+            prompts = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError:
+            raise _fail(not_utf8(path)) from None
         except OSError as err:
-            raise SystemExit(f"error: cannot read {path}: {err}") from None
-    from ..data import DataError, load_records
-
-    try:
-        rows = load_records(path)
-    except DataError as err:
-        raise SystemExit(f"error: {err}") from None
+            raise _fail(f"cannot read {path}: {err.strerror or err}") from None
+        if not prompts:
+            raise _fail(f"{path}: no prompts (one per line)")
+        return prompts
+    rows = read_records(path)
     if "prompt" not in rows.column_names:
-        raise SystemExit(f"error: {path} has no 'prompt' column (columns: {rows.column_names})")
+        raise _fail(f"{path} has no 'prompt' column (columns: {rows.column_names})")
     return list(rows["prompt"])
 
 
@@ -236,10 +307,12 @@ def _serve(args) -> int:
     from .app import create_app
     from .db import default_url
 
+    if not 0 <= args.port <= 65535:
+        raise _fail(f"--port must be 0..65535, got {args.port}")
     try:
         app = create_app(args.db or default_url(), secret=args.secret)
     except ValueError as err:  # e.g. a secret too short to sign cookies safely
-        raise SystemExit(f"error: {err}") from None
+        raise _fail(str(err)) from None
     _first_admin(args)
     uvicorn.run(app, host=args.host, port=args.port)
     return 0
@@ -292,7 +365,7 @@ def _export(args) -> int:
     try:
         paths = export(data, args.out, weight=args.weight, min_gap=args.min_gap)
     except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+        raise _fail(str(err)) from None
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

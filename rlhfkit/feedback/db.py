@@ -28,10 +28,13 @@ import os
 import threading
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
+
+from .errors import FeedbackError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 DEFAULT_URL = "sqlite:///feedback.db"
@@ -119,6 +122,9 @@ def _alembic(target: str | os.PathLike | Engine, action: str, revision: str) -> 
     config.set_main_option("script_location", str(MIGRATIONS))
     try:
         with _ALEMBIC_LOCK, engine.connect() as conn:
+            if action == "upgrade":
+                _check_foreign(conn)
+                conn.rollback()  # end that read: the migration must begin its own (write) transaction
             config.attributes["connection"] = conn
             getattr(command, action)(config, revision)
             conn.commit()
@@ -126,6 +132,38 @@ def _alembic(target: str | os.PathLike | Engine, action: str, revision: str) -> 
     finally:
         if engine is not target:
             engine.dispose()
+
+
+def _check_foreign(conn) -> None:
+    """Refuse to add our tables to a SQLite file that already holds another application's tables."""
+    if conn.dialect.name != "sqlite":
+        return  # a PostgreSQL database is commonly shared by several applications' tables
+    tables = inspect(conn).get_table_names()
+    if tables and "alembic_version" not in tables:
+        shown = conn.engine.url.database or ":memory:"
+        raise FeedbackError(f"database {shown} already holds tables of something else ({', '.join(tables[:5])}); "
+                            "point --db at a new file or an rlhfkit feedback database", 422)
+
+
+def unusable(target, err: BaseException) -> FeedbackError:
+    """One line saying why the database at ``target`` cannot be used (instead of a driver traceback)."""
+    try:
+        url = make_url(normalize_url(target)) if not isinstance(target, Engine) else target.url
+        shown = (url.database or ":memory:") if url.get_backend_name() == "sqlite" else \
+            url.render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not even a URL
+        shown = str(target)
+    detail = (str(getattr(err, "orig", None) or err).strip().splitlines() or [type(err).__name__])[0]
+    if "file is not a database" in detail:
+        return FeedbackError(f"database {shown} is not a SQLite database ({detail}); point --db at a new file or "
+                             "an rlhfkit feedback database", 422)
+    if "unable to open database file" in detail:
+        return FeedbackError(f"cannot open database {shown} ({detail}): is it a folder, or in a folder you "
+                             "cannot write to?", 422)
+    if "Can't locate revision" in detail:
+        return FeedbackError(f"database {shown} was migrated by another application or a newer rlhfkit "
+                             f"({detail})", 422)
+    return FeedbackError(f"cannot use database {shown}: {detail}", 422)
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -139,11 +177,25 @@ def current_revision(engine: Engine) -> str | None:
 def connect(url_or_path: str | os.PathLike | None = None, *, upgrade: bool = True, **engine_kwargs) -> sessionmaker[Session]:
     """A session factory for the database at ``url_or_path`` (default: ``default_url()``).
 
-    With ``upgrade`` (the default) the schema is migrated to the newest revision first.
+    With ``upgrade`` (the default) the schema is migrated to the newest revision first. A target
+    that is not a usable database (a text file, a folder, another program's SQLite file, a bad
+    URL, a server that does not answer) raises ``FeedbackError`` with one line naming it.
     """
-    engine = make_engine(url_or_path if url_or_path is not None else default_url(), **engine_kwargs)
-    if upgrade:
-        migrate(engine)
+    from alembic.util import CommandError
+
+    target = url_or_path if url_or_path is not None else default_url()
+    engine = None
+    try:
+        engine = make_engine(target, **engine_kwargs)
+        if upgrade:
+            migrate(engine)
+    except (SQLAlchemyError, CommandError, OSError) as err:
+        if engine is not None:
+            engine.dispose()
+        raise unusable(target, err) from None
+    except FeedbackError:
+        engine.dispose()
+        raise
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +41,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .base import as_int, atomic, resolve_project
+from .base import as_int, atomic, check_text, resolve_project
 from .errors import FeedbackError, invalid
 from .store import KINDS, Item, Project, Prompt, Response
+
+MAX_SAMPLES = 64          # responses per prompt in one generate call
+MAX_NEW_TOKENS = 8192
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
 @dataclass
@@ -57,13 +62,20 @@ class _Group:
     gold_orders: list[list[str]] = field(default_factory=list)
 
 
+def _no_nul(i: int, text: str, name: str) -> str:
+    if "\x00" in text:  # PostgreSQL cannot store it, and no annotator can read it
+        raise invalid(f"row {i}: field '{name}' contains a NUL character (\\x00); remove it")
+    return text
+
+
 def _prompt_text(i: int, prompt: Any) -> tuple[str, dict | None]:
     if isinstance(prompt, str) and prompt.strip():
-        return prompt, None
+        return _no_nul(i, prompt, "prompt"), None
     if isinstance(prompt, list) and prompt and all(isinstance(m, Mapping) and isinstance(m.get("content"), str)
                                                    for m in prompt):
         messages = [{"role": str(m.get("role", "user")), "content": m["content"]} for m in prompt]
-        return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages), {"messages": messages}
+        text = "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
+        return _no_nul(i, text, "prompt"), {"messages": messages}
     raise invalid(f"row {i}: field 'prompt' must be non-empty text or a list of chat messages "
                   f"({{'role', 'content'}}), got {str(prompt)[:60]!r}")
 
@@ -83,6 +95,9 @@ def _texts(i: int, row: Mapping) -> list[str]:
     for value in values:
         if not isinstance(value, str):
             raise invalid(f"row {i}: field '{name}' must hold text, got {type(value).__name__} {str(value)[:40]!r}")
+        if not value.strip():  # an annotator would be asked to judge nothing
+            raise invalid(f"row {i}: field '{name}' holds an empty response {value!r}; remove the row or fill it in")
+        _no_nul(i, value, name)
     if len(set(values)) != len(values):
         raise invalid(f"row {i}: field '{name}' repeats a response text")
     return list(values)
@@ -149,6 +164,7 @@ def _groups(rows: Iterable[Mapping], scale: tuple[int, int]) -> tuple[dict[str, 
         policy = row.get("policy") or ""
         if not isinstance(policy, str):
             raise invalid(f"row {n}: field 'policy' must be text, got {type(policy).__name__}")
+        _no_nul(n, policy, "policy")
         texts = _texts(n, row)
         group = groups.setdefault(text, _Group(text, meta, n))
         for t in texts:
@@ -268,17 +284,51 @@ def _item_gold(kind: str, unit: list[str], ids: dict[str, int], group: _Group) -
 
 def import_file(s: Session, project: Project | str | int, path: str | Path, **kwargs) -> dict:
     """``import_records`` on a JSONL / JSON / CSV / Parquet file read by ``rlhfkit.data.load_records``;
-    errors name the file. ``kwargs`` go to ``import_records`` (e.g. ``kinds``)."""
+    errors name the file and the line (the row for Parquet). ``kwargs`` go to ``import_records``."""
+    from ..data.errors import source_of
+
+    dataset = read_records(path)
+    source = source_of(dataset)
+    try:
+        return import_records(s, project, dataset.to_list(), source=str(path), **kwargs)
+    except FeedbackError as err:
+        raise FeedbackError(_at_lines(str(path), err.message, source.line), err.status) from None
+
+
+def read_records(path: str | Path):
+    """``rlhfkit.data.load_records(path)``; a file that is not UTF-8 text, or any other refusal, is a 422
+    naming the file (and the line of the first undecodable byte)."""
     from ..data import DataError, load_records
 
     try:
-        rows = load_records(str(path)).to_list()
+        return load_records(str(path))
     except DataError as err:
         raise invalid(str(err)) from None
-    try:
-        return import_records(s, project, rows, source=str(path), **kwargs)
-    except FeedbackError as err:
-        raise FeedbackError(f"{path}: {err.message}", err.status) from None
+    except UnicodeDecodeError:
+        raise invalid(not_utf8(path)) from None
+
+
+def not_utf8(path: str | Path) -> str:
+    """Where a file stops being UTF-8: ``"x.jsonl line 3: not UTF-8 text (byte 0xe9 at column 25) ..."``."""
+    data = Path(path).read_bytes()
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return (f"{path} line {number}: not UTF-8 text (byte 0x{line[err.start]:02x} at column {err.start + 1}); "
+                    f"save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+    return f"{path}: not UTF-8 text; save the file as UTF-8"
+
+
+def _at_lines(shown: str, message: str, line_of) -> str:
+    """Name rows by file line where the reader knows them: ``row 56`` (1-based) of a JSONL file is its line
+    of the data layer's ``line_of(55)``; Parquet rows have no lines and stay rows."""
+    def line(match: re.Match) -> str:
+        number = line_of(int(match.group(1)) - 1)
+        return match.group(0) if number is None else f"line {number}"
+
+    message = re.sub(r"\brow (\d+)\b", line, message)
+    return f"{shown} {message}" if message.startswith(("line ", "row ")) else f"{shown}: {message}"
 
 
 def generate_responses(s: Session, project: Project | str | int, policy_path: str | Path, prompts: Sequence[Any], *,
@@ -293,17 +343,43 @@ def generate_responses(s: Session, project: Project | str | int, policy_path: st
     blocked while it generates. Identical samples collapse into one response.
     """
     n, max_new_tokens = as_int(n, "n"), as_int(max_new_tokens, "max_new_tokens")
-    if n < 1 or max_new_tokens < 1:
-        raise invalid(f"n and max_new_tokens must be at least 1, got n={n}, max_new_tokens={max_new_tokens}")
+    if not 1 <= n <= MAX_SAMPLES or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise invalid(f"n must be 1..{MAX_SAMPLES} and max_new_tokens 1..{MAX_NEW_TOKENS}, got n={n}, "
+                      f"max_new_tokens={max_new_tokens}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature <= 100:
+        raise invalid(f"temperature must be a number in (0, 100], got {temperature!r}")
     if not prompts:
         raise invalid("no prompts to generate for")
-    texts = _sample(policy_path, prompts, n, max_new_tokens, seed, temperature, batch_size)
+    for i, prompt in enumerate(prompts, start=1):
+        _prompt_text(i, prompt)  # a bad prompt fails before minutes of loading and sampling
+    texts = _sample(_policy_source(policy_path), prompts, n, max_new_tokens, seed, temperature, batch_size)
     name = policy if policy is not None else str(policy_path)
     rows = [{"prompt": p, "responses": list(dict.fromkeys(texts[i * n:(i + 1) * n])), "policy": name}
             for i, p in enumerate(prompts)]
     summary = import_records(s, project, rows, kinds=kinds, source=f"generated by {name}")
     found = {r.id: r for r in s.scalars(select(Response).where(Response.id.in_(summary["response_ids"])))}
     return [found[rid] for rid in summary["response_ids"]]
+
+
+def _policy_source(policy_path: str | Path) -> str:
+    """The policy folder, or a hub name; a path that is neither is refused naming it (not a hub error)."""
+    text = check_text(str(policy_path).strip(), "policy")
+    if not text:
+        raise invalid("give the policy: a folder holding a causal LM and its tokenizer")
+    try:
+        path = Path(text).expanduser()
+        is_dir, exists = path.is_dir(), path.exists()
+    except (OSError, RuntimeError) as err:  # e.g. a name too long for the file system, or ~nobody
+        raise invalid(f"policy {text[:80]!r} is not a usable path: {err}") from None
+    if is_dir:
+        return str(path)
+    if exists:
+        raise invalid(f"policy {text}: is a file; give the folder that holds the model (config.json, weights, "
+                      f"tokenizer)")
+    # A hub id is "name" or "owner/name"; anything else that looks like a path stays local.
+    if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1 or not _HUB_ID.match(text):
+        raise invalid(f"policy folder {text} does not exist (looked in {Path.cwd()})")
+    return text
 
 
 def _sample(policy_path, prompts: Sequence[Any], n: int, max_new_tokens: int, seed: int, temperature: float,
@@ -318,7 +394,9 @@ def _sample(policy_path, prompts: Sequence[Any], n: int, max_new_tokens: int, se
         tokenizer = AutoTokenizer.from_pretrained(policy_path)
         model = AutoModelForCausalLM.from_pretrained(policy_path)
     except (OSError, ValueError) as err:
-        raise invalid(f"cannot load a causal LM and tokenizer from {policy_path}: {err}") from None
+        where = "folder" if Path(policy_path).is_dir() else "no such folder, and the hub name"
+        raise invalid(f"cannot load a causal LM and tokenizer from {policy_path} ({where}): "
+                      f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     queries = []

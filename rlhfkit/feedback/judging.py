@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from .base import as_int, atomic, check_permutation, check_scores, resolve_annotator, resolve_project
+from .base import as_id, as_int, atomic, check_permutation, check_scores, resolve_annotator, resolve_project
 from .errors import FeedbackError, conflict, forbidden, invalid, not_found
 from .store import Annotator, Assignment, Comparison, Item, Project, RankingJudgement, Rating, Response, utcnow
 
@@ -25,6 +26,10 @@ def next_assignment(s: Session, project: Project | str | int, annotator: Annotat
     annotators. With probability ``gold_rate`` a gold item they have not seen is served
     instead; gold items have no ``per_item`` cap (every annotator should meet some) and look
     exactly like other items. The display order is shuffled per assignment, reproducibly.
+
+    Expiry: an open assignment older than the project's ``timeout_minutes`` no longer holds
+    its item, which can then go to someone else. When its annotator comes back, they keep it
+    (renewed) if the item still needs them, else it is dropped and they get another item.
     """
     with atomic(s):
         project = resolve_project(s, project)
@@ -35,21 +40,49 @@ def next_assignment(s: Session, project: Project | str | int, annotator: Annotat
         mine = select(Assignment).join(Item).where(Item.project_id == project.id,
                                                    Assignment.annotator_id == annotator.id)
         current = s.scalar(mine.where(Assignment.status == "open").order_by(Assignment.id).limit(1))
+        now = utcnow()
         if current is not None:
-            return current
-        item = _pick_item(s, project, annotator)
+            if current.assigned_at >= _cutoff(project, now):
+                return current
+            if _has_room(s, current, project, now):
+                current.assigned_at = now  # theirs again, for a fresh timeout
+                return current
+            s.delete(current)  # the item went to others meanwhile
+            s.flush()
+        item = _pick_item(s, project, annotator, now)
         if item is None:
             return None
         shown = list(item.response_ids)
         random.Random(f"shown:{item.id}:{annotator.id}").shuffle(shown)
-        assignment = Assignment(item_id=item.id, annotator_id=annotator.id, shown=shown, status="open")
+        assignment = Assignment(item_id=item.id, annotator_id=annotator.id, shown=shown, status="open",
+                                assigned_at=now)
         s.add(assignment)
         s.flush()
     return assignment
 
 
-def _pick_item(s: Session, project: Project, annotator: Annotator) -> Item | None:
-    counts = select(Assignment.item_id, func.count(Assignment.id).label("n")).group_by(Assignment.item_id).subquery()
+def _cutoff(project: Project, now: datetime) -> datetime:
+    """Open assignments taken before this have expired."""
+    return now - timedelta(minutes=project.timeout_minutes)
+
+
+def _holds(project: Project, now: datetime):
+    """SQL condition: the assignment counts against its item's ``per_item`` (submitted, or open and not expired)."""
+    return or_(Assignment.status == "done", Assignment.assigned_at >= _cutoff(project, now))
+
+
+def _has_room(s: Session, a: Assignment, project: Project, now: datetime) -> bool:
+    """Whether ``a``'s item still needs ``a``: fewer than ``per_item`` other assignments hold it (gold: always)."""
+    if a.item.is_gold:
+        return True
+    others = s.scalar(select(func.count(Assignment.id)).where(Assignment.item_id == a.item_id, Assignment.id != a.id,
+                                                              _holds(project, now)))
+    return others < project.per_item
+
+
+def _pick_item(s: Session, project: Project, annotator: Annotator, now: datetime) -> Item | None:
+    counts = select(Assignment.item_id, func.count(Assignment.id).label("n")).where(_holds(project, now)) \
+        .group_by(Assignment.item_id).subquery()
     n = func.coalesce(counts.c.n, 0)
     seen = select(Assignment.item_id).where(Assignment.annotator_id == annotator.id)
     candidates = select(Item).outerjoin(counts, counts.c.item_id == Item.id) \
@@ -69,7 +102,7 @@ def _pick_item(s: Session, project: Project, annotator: Annotator) -> Item | Non
 def _own(s: Session, annotator: Annotator, assignment_id: int | Assignment, *, lock: bool = False) -> Assignment:
     """The annotator's assignment: 404 if it does not exist, 403 if it is someone else's
     (without saying anything about it)."""
-    aid = assignment_id.id if isinstance(assignment_id, Assignment) else as_int(assignment_id, "assignment id")
+    aid = assignment_id.id if isinstance(assignment_id, Assignment) else as_id(assignment_id, "assignment")
     query = select(Assignment).where(Assignment.id == aid).execution_options(populate_existing=True)
     assignment = s.scalar(query.with_for_update() if lock else query)
     if assignment is None:
@@ -123,7 +156,22 @@ def _start(s: Session, annotator: Annotator, assignment_id, kind: str, resubmit:
         raise FeedbackError(f"assignment {a.id} is a {a.item.kind} item; a {kind} judgement does not fit it", 400)
     if a.status == "done" and not resubmit:
         raise conflict(f"assignment {a.id} was already submitted; edit it from your judgements instead")
+    if a.status == "open":
+        _check_not_expired(s, a)
     return a
+
+
+def _check_not_expired(s: Session, a: Assignment) -> None:
+    """A late answer to an expired assignment is taken while its item still needs it; else 409 saying so."""
+    project, now = a.item.project, utcnow()
+    if a.assigned_at >= _cutoff(project, now):
+        return
+    # Serialise with next_assignment (PostgreSQL), so the item is not handed out while we count.
+    s.execute(select(Project.id).where(Project.id == project.id).with_for_update())
+    if not _has_room(s, a, project, now):
+        raise conflict(f"assignment {a.id} expired: it was not submitted within {project.timeout_minutes} minutes "
+                       f"and its item has since gone to other annotators, so this answer was not saved. "
+                       f"Open the queue for your next item")
 
 
 def _finish(a: Assignment) -> Assignment:

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import records
-from .base import as_int, resolve_project
+from .base import as_id, resolve_project
 from .errors import not_found
 from .judging import judgement_of
 from .store import KINDS, Annotator, Assignment, Item, Project, Prompt, Response
@@ -41,7 +41,7 @@ def progress(s: Session, project: Project | str | int) -> dict:
 
 
 def get_item(s: Session, item_id: int) -> Item:
-    item = s.get(Item, as_int(item_id, "item id"))
+    item = s.get(Item, as_id(item_id, "item"))
     if item is None:
         raise not_found(f"item {item_id}")
     return item

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -40,8 +41,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .base import (as_int, atomic, check_permutation, check_scores, clean_name, get_project, require_admin,
-                   resolve_project)
+from .base import (MAX_ID, as_id, as_int, atomic, check_permutation, check_scores, check_text, clean_name,
+                   get_project, require_admin, resolve_project)
 from .errors import FeedbackError, conflict, invalid, not_found
 # The queue/judgement, admin-read and import functions live in modules of their own; this
 # module is the one place callers import from.
@@ -52,14 +53,20 @@ from .readout import collect, get_item, item_judgements, progress
 from .store import KINDS, Annotator, Assignment, Item, Project, Prompt, Response
 
 _PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,199}$")
+SCALE_LIMIT = 1000          # |scale min|, |scale max| (the columns are 32-bit on PostgreSQL)
+MAX_PER_ITEM = 1000
+DEFAULT_TIMEOUT_MINUTES = 30  # an open assignment not submitted in this time expires (see judging.next_assignment)
+MAX_TIMEOUT_MINUTES = 7 * 24 * 60
 
 
 # ---------------------------------------------------------------------------------------- projects
 
 def create_project(s: Session, name: str, *, scale: Sequence[int] = (1, 3), per_item: int = 2,
-                   gold_rate: float = 0.1, instructions: str = "") -> Project:
+                   gold_rate: float = 0.1, instructions: str = "",
+                   timeout_minutes: int = DEFAULT_TIMEOUT_MINUTES) -> Project:
     """A new project: ratings on the integer scale ``scale`` (min, max), each item judged by
-    ``per_item`` distinct annotators, about ``gold_rate`` of the served items gold.
+    ``per_item`` distinct annotators, about ``gold_rate`` of the served items gold; an item taken
+    and not submitted within ``timeout_minutes`` goes to someone else.
     Names: letters, digits, space, ``_ . -`` (they appear in URLs), not all digits. 409 if taken."""
     name = clean_name(name, "project name")
     if not _PROJECT_NAME.match(name) or name.isdigit():
@@ -67,18 +74,23 @@ def create_project(s: Session, name: str, *, scale: Sequence[int] = (1, 3), per_
     if len(scale) != 2:
         raise invalid(f"scale must be (min, max), got {scale!r}")
     low, high = as_int(scale[0], "scale min"), as_int(scale[1], "scale max")
-    if not low < high or high - low > 100:
-        raise invalid(f"scale must satisfy min < max and span at most 100 points, got ({low}, {high})")
+    if not low < high or high - low > 100 or max(abs(low), abs(high)) > SCALE_LIMIT:
+        raise invalid(f"scale must satisfy min < max, span at most 100 points and stay within "
+                      f"-{SCALE_LIMIT}..{SCALE_LIMIT}, got ({low}, {high})")
     per_item = as_int(per_item, "per_item")
-    if per_item < 1:
-        raise invalid(f"per_item must be at least 1, got {per_item}")
+    if not 1 <= per_item <= MAX_PER_ITEM:
+        raise invalid(f"per_item must be between 1 and {MAX_PER_ITEM}, got {per_item}")
     if isinstance(gold_rate, bool) or not isinstance(gold_rate, (int, float)) or not 0 <= gold_rate < 1:
         raise invalid(f"gold_rate must be a number in [0, 1), got {gold_rate!r}")
+    timeout_minutes = as_int(timeout_minutes, "timeout_minutes")
+    if not 1 <= timeout_minutes <= MAX_TIMEOUT_MINUTES:
+        raise invalid(f"timeout_minutes must be between 1 and {MAX_TIMEOUT_MINUTES} (a week), got {timeout_minutes}")
+    instructions = check_text(str(instructions or ""), "instructions")
     with atomic(s):
         if s.scalar(select(Project.id).where(Project.name == name)) is not None:
             raise conflict(f"project {name!r} already exists")
         project = Project(name=name, scale_min=low, scale_max=high, per_item=per_item, gold_rate=float(gold_rate),
-                          instructions=str(instructions or ""))
+                          instructions=instructions, timeout_minutes=timeout_minutes)
         s.add(project)
         s.flush()
     return project
@@ -94,7 +106,7 @@ def set_priorities(s: Session, project: Project | str | int, priorities: Mapping
     Active selection calls this with the items the reward model is least sure about."""
     with atomic(s):
         project = resolve_project(s, project)
-        ids = {as_int(k, "item id"): float(v) for k, v in priorities.items()}
+        ids = {as_id(k, "item"): _priority(v) for k, v in priorities.items()}
         items = s.scalars(select(Item).where(Item.project_id == project.id, Item.id.in_(ids))).all()
         missing = sorted(set(ids) - {item.id for item in items})
         if missing:
@@ -102,6 +114,16 @@ def set_priorities(s: Session, project: Project | str | int, priorities: Mapping
         for item in items:
             item.priority = ids[item.id]
     return len(items)
+
+
+def _priority(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise invalid(f"a priority must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise invalid(f"a priority must be a finite number, got {value!r}")
+    return number
 
 
 # ---------------------------------------------------------------------------------------- annotators
@@ -150,8 +172,11 @@ def get_annotator(s: Session, annotator: Annotator | int | str) -> Annotator:
     """An annotator by object, id or name; 404 if none."""
     if isinstance(annotator, Annotator):
         annotator = annotator.id
-    found = s.scalar(select(Annotator).where(Annotator.name == annotator)) if isinstance(annotator, str) else \
-        s.get(Annotator, annotator)
+    if isinstance(annotator, str):
+        found = None if "\x00" in annotator else s.scalar(select(Annotator).where(Annotator.name == annotator))
+    else:
+        number = as_int(annotator, "annotator id")
+        found = s.get(Annotator, number) if 1 <= number <= MAX_ID else None
     if found is None:
         raise not_found(f"annotator {annotator!r}")
     return found
@@ -180,6 +205,7 @@ def add_prompt(s: Session, project: Project | str | int, text: str, meta: dict |
     """A prompt in ``project``. ``meta`` is any JSON object (e.g. the original chat messages)."""
     if not isinstance(text, str) or not text.strip():
         raise invalid("prompt text must be a non-empty text")
+    check_text(text, "prompt text")
     if meta is not None and not isinstance(meta, dict):
         raise invalid(f"prompt meta must be a JSON object, got {type(meta).__name__}")
     with atomic(s):
@@ -191,10 +217,10 @@ def add_prompt(s: Session, project: Project | str | int, text: str, meta: dict |
 
 def add_response(s: Session, prompt: Prompt | int, text: str, policy: str = "", meta: dict | None = None) -> Response:
     """A response to ``prompt``; ``policy`` names the model that wrote it (kept for analysis, never shown)."""
-    if not isinstance(text, str):
-        raise invalid(f"response text must be text, got {type(text).__name__}")
+    check_text(text, "response text")
+    check_text(str(policy or ""), "policy")
     with atomic(s):
-        prompt_id = prompt.id if isinstance(prompt, Prompt) else as_int(prompt, "prompt id")
+        prompt_id = prompt.id if isinstance(prompt, Prompt) else as_id(prompt, "prompt")
         if s.get(Prompt, prompt_id) is None:
             raise not_found(f"prompt {prompt_id}")
         response = Response(prompt_id=prompt_id, text=text, policy=str(policy or "")[:500], meta=meta)
@@ -212,7 +238,7 @@ def add_item(s: Session, project: Project | str | int, kind: str, response_ids: 
     kind and responses already form an item."""
     if kind not in KINDS:
         raise invalid(f"kind must be one of {list(KINDS)}, got {kind!r}")
-    ids = [as_int(r, "response id") for r in response_ids]
+    ids = [as_id(r, "response") for r in response_ids]
     if len(set(ids)) != len(ids):
         raise invalid(f"response ids {ids} list a response twice")
     need = {"rating": (1, None), "pair": (2, 2), "ranking": (2, None)}[kind]
@@ -237,7 +263,7 @@ def add_item(s: Session, project: Project | str | int, kind: str, response_ids: 
             raise conflict(f"a {kind} item of responses {ids} already exists (item {existing})")
         gold = None if gold_answer is None else _gold(kind, ids, gold_answer, project)
         item = Item(project_id=project.id, kind=kind, prompt_id=prompts.pop(), response_ids=ids, key=key,
-                    is_gold=gold is not None, gold_answer=gold, priority=float(priority))
+                    is_gold=gold is not None, gold_answer=gold, priority=_priority(priority))
         s.add(item)
         s.flush()
     return item

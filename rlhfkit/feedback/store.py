@@ -21,8 +21,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import (JSON, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Integer, MetaData, String, Text,
-                        TypeDecorator, UniqueConstraint)
+from sqlalchemy import (JSON, BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Integer, MetaData, String,
+                        Text, TypeDecorator, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -35,6 +35,9 @@ NAMING = {
 KINDS = ("rating", "pair", "ranking")
 WINNERS = ("a", "b", "tie")
 STRENGTHS = (1, 2, 3)  # 1 slightly, 2 clearly, 3 much better
+# Row ids and the foreign keys naming them are 64-bit everywhere: BIGINT on PostgreSQL (migration 0002), and
+# SQLite's INTEGER PRIMARY KEY is its 64-bit rowid already (a BIGINT primary key there would not autoincrement).
+ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:
@@ -70,15 +73,18 @@ class Project(Base):
     __tablename__ = "project"
     __table_args__ = (CheckConstraint("scale_min < scale_max", name="scale_order"),
                       CheckConstraint("per_item >= 1", name="per_item_positive"),
-                      CheckConstraint("gold_rate >= 0 AND gold_rate < 1", name="gold_rate_range"))
+                      CheckConstraint("gold_rate >= 0 AND gold_rate < 1", name="gold_rate_range"),
+                      CheckConstraint("timeout_minutes >= 1", name="timeout_positive"))
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     scale_min: Mapped[int] = mapped_column(Integer, default=1)
     scale_max: Mapped[int] = mapped_column(Integer, default=3)
     per_item: Mapped[int] = mapped_column(Integer, default=2)  # distinct annotators per (non-gold) item
     gold_rate: Mapped[float] = mapped_column(Float, default=0.1)
     instructions: Mapped[str] = mapped_column(Text, default="")
+    # An open assignment older than this expires: its item may go to someone else (judging.next_assignment).
+    timeout_minutes: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     prompts: Mapped[list[Prompt]] = relationship(back_populates="project")
@@ -92,8 +98,8 @@ class Project(Base):
 class Prompt(Base):
     __tablename__ = "prompt"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ID, ForeignKey("project.id", ondelete="CASCADE"), index=True)
     text: Mapped[str] = mapped_column(Text)
     meta: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
 
@@ -104,8 +110,8 @@ class Prompt(Base):
 class Response(Base):
     __tablename__ = "response"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompt.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ID, ForeignKey("prompt.id", ondelete="CASCADE"), index=True)
     text: Mapped[str] = mapped_column(Text)
     policy: Mapped[str] = mapped_column(String(500), default="")  # the model (folder or name) that wrote it
     meta: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
@@ -117,7 +123,7 @@ class Annotator(Base):
     """A person with a personal token. Only ``sha256(token)`` is stored (see ``service.hash_token``)."""
     __tablename__ = "annotator"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -136,10 +142,10 @@ class Item(Base):
     __table_args__ = (UniqueConstraint("project_id", "kind", "key"),
                       CheckConstraint("kind IN ('rating', 'pair', 'ranking')", name="kind"))
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ID, ForeignKey("project.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(16))
-    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompt.id", ondelete="CASCADE"), index=True)
+    prompt_id: Mapped[int] = mapped_column(ID, ForeignKey("prompt.id", ondelete="CASCADE"), index=True)
     response_ids: Mapped[list[int]] = mapped_column(JSON)
     key: Mapped[str] = mapped_column(String(400))
     is_gold: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -158,9 +164,9 @@ class Assignment(Base):
     __table_args__ = (UniqueConstraint("item_id", "annotator_id"),
                       CheckConstraint("status IN ('open', 'done')", name="status"))
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    item_id: Mapped[int] = mapped_column(ForeignKey("item.id", ondelete="CASCADE"), index=True)
-    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotator.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ID, ForeignKey("item.id", ondelete="CASCADE"), index=True)
+    annotator_id: Mapped[int] = mapped_column(ID, ForeignKey("annotator.id", ondelete="CASCADE"), index=True)
     shown: Mapped[list[int]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(8), default="open")
     assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -179,9 +185,9 @@ class Rating(Base):
     __tablename__ = "rating"
     __table_args__ = (UniqueConstraint("assignment_id", "response_id"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignment.id", ondelete="CASCADE"), index=True)
-    response_id: Mapped[int] = mapped_column(ForeignKey("response.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(ID, ForeignKey("assignment.id", ondelete="CASCADE"), index=True)
+    response_id: Mapped[int] = mapped_column(ID, ForeignKey("response.id", ondelete="CASCADE"), index=True)
     score: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -195,11 +201,11 @@ class Comparison(Base):
     __table_args__ = (CheckConstraint("winner IN ('a', 'b', 'tie')", name="winner"),
                       CheckConstraint("strength IS NULL OR strength BETWEEN 1 AND 3", name="strength_range"))
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignment.id", ondelete="CASCADE"), unique=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(ID, ForeignKey("assignment.id", ondelete="CASCADE"), unique=True)
     winner: Mapped[str] = mapped_column(String(4))
     strength: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
-    left_response_id: Mapped[int] = mapped_column(ForeignKey("response.id", ondelete="CASCADE"))
+    left_response_id: Mapped[int] = mapped_column(ID, ForeignKey("response.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -209,8 +215,8 @@ class Comparison(Base):
 class RankingJudgement(Base):
     __tablename__ = "ranking_judgement"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignment.id", ondelete="CASCADE"), unique=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(ID, ForeignKey("assignment.id", ondelete="CASCADE"), unique=True)
     order: Mapped[list[int]] = mapped_column(JSON)  # response ids, best first
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -291,7 +291,7 @@ def test_admin_creates_a_project_uploads_a_file_and_adds_an_annotator(env):
     assert "new items: 4 pair, 2 ranking" in imported.text
     bad = client.post(f"/admin/projects/{pid}/import", data={"kinds": ["pair"], "csrf_token": csrf},
                       files={"file": ("rows.jsonl", b'{"prompt": "x"}\n', "application/jsonl")})
-    assert bad.status_code == 422 and "row 1" in bad.text
+    assert bad.status_code == 422 and "rows.jsonl line 1: needs" in bad.text
     added = client.post("/admin/annotators", data={"name": "dee", "csrf_token": csrf})
     token = re.search(r'<p class="token" data-token>([^<]+)</p>', added.text).group(1)
     assert added.status_code == 200 and added.headers["cache-control"] == "no-store"
@@ -468,7 +468,12 @@ def test_admin_generates_responses_with_a_policy_folder(env, tiny_dirs):
     missing = admin.post(f"/admin/projects/{pid}/generate",
                          data={"policy": str(tiny_dirs["gpt2"]) + "-missing", "prompts": "x", "n": "1",
                                "max_new_tokens": "2", "kinds": ["pair"], "csrf_token": csrf})
-    assert missing.status_code == 422 and "cannot load" in missing.text
+    assert missing.status_code == 422 and f"policy folder {tiny_dirs['gpt2']}-missing does not exist" in missing.text
+    not_a_model = admin.post(f"/admin/projects/{pid}/generate",
+                             data={"policy": str(tiny_dirs["gpt2"].parent), "prompts": "x", "n": "1",
+                                   "max_new_tokens": "2", "kinds": ["pair"], "csrf_token": csrf})
+    assert not_a_model.status_code == 422 and f"cannot load a causal LM and tokenizer from {tiny_dirs['gpt2'].parent}" \
+        in not_a_model.text
 
 
 def test_texts_are_html_escaped(env):

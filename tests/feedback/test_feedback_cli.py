@@ -26,7 +26,7 @@ def _token(output: str) -> str:
 
 
 def test_init_project_annotators_import_progress(url, tmp_path, capsys):
-    assert "schema revision 0001" in run(capsys, "init", "--db", url)
+    assert "schema revision 0002" in run(capsys, "init", "--db", url)
     out = run(capsys, "project", "create", "helpful", "--scale", "1", "5", "--per-item", "1", "--gold-rate", "0",
               "--db", url)
     assert "scale 1..5" in out
@@ -48,7 +48,7 @@ def test_init_project_annotators_import_progress(url, tmp_path, capsys):
     assert "2 row(s): 2 new prompt(s), 5 new response(s), items created: 2 rating, 4 pair" in out
     assert "6 already existed" in run(capsys, "import", "--project", "helpful", str(rows), "--kind", "rating", "pair",
                                       "--db", url)
-    with pytest.raises(SystemExit, match=r"error: .*bad.jsonl: row 1: needs 'response'"):
+    with pytest.raises(SystemExit, match=r"error: .*bad.jsonl line 1: needs 'response'"):
         (tmp_path / "bad.jsonl").write_text('{"prompt": "p", "text": "x"}\n')
         main(["feedback", "import", "--project", "helpful", str(tmp_path / "bad.jsonl"), "--db", url])
     progress = json.loads(run(capsys, "progress", "--project", "helpful", "--db", url))
@@ -131,7 +131,7 @@ def test_serve_runs_the_app_with_uvicorn(url, monkeypatch):
     assert main(["feedback", "serve", "--db", url, "--host", "0.0.0.0", "--port", "8123", "--secret", "s" * 32]) == 0
     assert isinstance(calls["app"], FastAPI) and calls["host"] == "0.0.0.0" and calls["port"] == 8123
     engine = db.engine_of(calls["app"].state.sessions)
-    assert str(engine.url) == url and db.current_revision(engine) == "0001"  # migrated on start
+    assert str(engine.url) == url and db.current_revision(engine) == "0002"  # migrated on start
     engine.dispose()
 
 

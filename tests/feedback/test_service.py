@@ -231,9 +231,12 @@ def test_import_file_jsonl_and_csv(s, tmp_path):
     assert sv.import_file(s, project, tmp_path / "rows.csv", kinds=("ranking",))["items_created"] == {"ranking": 1}
     with pytest.raises(FeedbackError, match="no such file"):
         sv.import_file(s, project, tmp_path / "missing.jsonl")
-    (tmp_path / "bad.jsonl").write_text('{"prompt": "p", "response": "a"}\n{"prompt": "p"}\n')
-    with pytest.raises(FeedbackError, match=r"bad.jsonl: row 2"):
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "p", "response": "a"}\n\n{"prompt": "p"}\n')
+    with pytest.raises(FeedbackError, match=r"bad.jsonl line 3: needs 'response'"):  # the file's line, blank included
         sv.import_file(s, project, tmp_path / "bad.jsonl")
+    (tmp_path / "bad.csv").write_text('prompt,response\nr,fine\nr,"  "\n')
+    with pytest.raises(FeedbackError, match=r"bad.csv line 3: field 'response' holds an empty response"):
+        sv.import_file(s, project, tmp_path / "bad.csv")
 
 
 def test_add_item_validation(s):

@@ -20,7 +20,7 @@ from .. import service
 from ..errors import FeedbackError
 from ..store import Annotator, Project
 from . import queries
-from .web import csrf_guard, db, page_admin, render, see_other
+from .web import RowId, csrf_guard, db, page_admin, render, see_other
 
 router = APIRouter(prefix="/admin", dependencies=[Depends(csrf_guard), Depends(page_admin)])
 
@@ -63,7 +63,7 @@ def add_annotator(request: Request, name: str = Form(...), admin: str = Form("")
 
 
 @router.post("/annotators/{annotator}/token", name="admin_annotator_token")
-def new_token(request: Request, annotator: int, s: Session = Depends(db)) -> Response:
+def new_token(request: Request, annotator: RowId, s: Session = Depends(db)) -> Response:
     """Replace a lost token: the old one stops working and its browser sessions end."""
     person = service.get_annotator(s, annotator)
     token = service.reset_token(s, person)
@@ -71,7 +71,7 @@ def new_token(request: Request, annotator: int, s: Session = Depends(db)) -> Res
 
 
 @router.post("/annotators/{annotator}/active", name="admin_annotator_active")
-def set_active(request: Request, annotator: int, active: str = Form(...), user: Annotator = Depends(page_admin),
+def set_active(request: Request, annotator: RowId, active: str = Form(...), user: Annotator = Depends(page_admin),
                s: Session = Depends(db)) -> Response:
     """Deactivate (their open items go back to the pool, their work stays) or re-activate someone."""
     person = service.get_annotator(s, annotator)
@@ -87,7 +87,7 @@ def _project_page(request: Request, s: Session, project: Project, status: int = 
 
 
 @router.get("/projects/{project}", name="admin_project")
-def project_page(request: Request, project: int, s: Session = Depends(db)) -> Response:
+def project_page(request: Request, project: RowId, s: Session = Depends(db)) -> Response:
     return _project_page(request, s, service.get_project(s, project))
 
 
@@ -102,7 +102,7 @@ def _progress_context(s: Session, project: Project) -> dict:
 
 
 @router.get("/projects/{project}/progress", name="admin_progress")
-def progress_fragment(request: Request, project: int, s: Session = Depends(db)) -> Response:
+def progress_fragment(request: Request, project: RowId, s: Session = Depends(db)) -> Response:
     proj = service.get_project(s, project)
     return render(request, "admin/_progress.html", {"project": proj, **_progress_context(s, proj)})
 
@@ -116,7 +116,7 @@ def _kinds(values: list[str]) -> tuple[str, ...]:
 
 
 @router.post("/projects/{project}/import", name="admin_import")
-async def import_upload(request: Request, project: int, s: Session = Depends(db)) -> Response:
+async def import_upload(request: Request, project: RowId, s: Session = Depends(db)) -> Response:
     form = await request.form()
     upload = form.get("file")
     return await run_in_threadpool(_import_sync, request, s, project, upload, form.getlist("kinds"))
@@ -164,7 +164,7 @@ def _summary_text(summary: dict) -> str:
 
 
 @router.post("/projects/{project}/generate", name="admin_generate")
-def generate(request: Request, project: int, policy: str = Form(...), prompts: str = Form(...), n: int = Form(2),
+def generate(request: Request, project: RowId, policy: str = Form(...), prompts: str = Form(...), n: int = Form(2),
              max_new_tokens: int = Form(64), kinds: list[str] = Form([]), s: Session = Depends(db)) -> Response:
     proj = service.get_project(s, project)
     lines = [line.strip() for line in prompts.splitlines() if line.strip()]
@@ -195,7 +195,7 @@ def _cleanup(path: Path) -> None:
 
 
 @router.get("/projects/{project}/export.zip", name="admin_export_zip")
-def export_zip(request: Request, project: int, s: Session = Depends(db)) -> Response:
+def export_zip(request: Request, project: RowId, s: Session = Depends(db)) -> Response:
     proj = service.get_project(s, project)
     tmp, files = _export_dir(s, proj)
     try:
@@ -211,7 +211,7 @@ def export_zip(request: Request, project: int, s: Session = Depends(db)) -> Resp
 
 
 @router.get("/projects/{project}/export/{name}", name="admin_export_file")
-def export_file(request: Request, project: int, name: str, s: Session = Depends(db)) -> Response:
+def export_file(request: Request, project: RowId, name: str, s: Session = Depends(db)) -> Response:
     if name not in EXPORT_FILES:
         raise FeedbackError(f"no export file {name!r}; choose one of {', '.join(EXPORT_FILES)}", 404)
     proj = service.get_project(s, project)

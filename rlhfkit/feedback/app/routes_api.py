@@ -27,7 +27,7 @@ from ..errors import FeedbackError
 from ..store import Annotator
 from . import queries
 from .views import job_from_view
-from .web import api_admin, api_user, db
+from .web import ProjectRef, RowId, api_admin, api_user, db
 
 router = APIRouter(prefix="/api")
 
@@ -38,7 +38,7 @@ def me(user: Annotator = Depends(api_user)) -> dict[str, Any]:
 
 
 @router.get("/projects/{project}/next")
-def next_item(project: str, user: Annotator = Depends(api_user), s: Session = Depends(db)) -> dict[str, Any]:
+def next_item(project: ProjectRef, user: Annotator = Depends(api_user), s: Session = Depends(db)) -> dict[str, Any]:
     """The annotator's next assignment (the same one until it is submitted), or ``null``."""
     proj = service.get_project(s, project)
     assignment = service.next_assignment(s, proj, user)
@@ -49,7 +49,7 @@ def next_item(project: str, user: Annotator = Depends(api_user), s: Session = De
 
 
 @router.post("/assignments/{assignment_id}")
-def submit(assignment_id: int, body: dict[str, Any], user: Annotator = Depends(api_user),
+def submit(assignment_id: RowId, body: dict[str, Any], user: Annotator = Depends(api_user),
            s: Session = Depends(db)) -> dict[str, Any]:
     """Body by kind: ``{"scores": {"<id>": n, ...}}``, ``{"winner": "left"|"right"|"a"|"b"|"tie",
     "strength": 1..3}`` or ``{"order": [ids best first]}``; add ``"resubmit": true`` to change an
@@ -63,7 +63,7 @@ def submit(assignment_id: int, body: dict[str, Any], user: Annotator = Depends(a
 
 
 @router.get("/projects/{project}/progress")
-def progress(project: str, user: Annotator = Depends(api_admin), s: Session = Depends(db)) -> dict[str, Any]:
+def progress(project: ProjectRef, user: Annotator = Depends(api_admin), s: Session = Depends(db)) -> dict[str, Any]:
     return service.progress(s, service.get_project(s, project))
 
 
@@ -75,11 +75,11 @@ class ItemsIn(BaseModel):
     responses: list[str] = Field(min_length=1)
     policy: str = ""
     kinds: list[Literal["rating", "pair", "ranking"]] = Field(default_factory=lambda: ["pair"], min_length=1)
-    priority: float = 0.0
+    priority: float = Field(0.0, allow_inf_nan=False, ge=-1e12, le=1e12)
 
 
 @router.post("/projects/{project}/items", status_code=201)
-def add_items(project: str, body: ItemsIn, user: Annotator = Depends(api_admin),
+def add_items(project: ProjectRef, body: ItemsIn, user: Annotator = Depends(api_admin),
               s: Session = Depends(db)) -> dict[str, Any]:
     """Returns ``{"item_ids", "response_ids", "items_existing"}`` (ids of items this call created;
     sending the same responses again creates nothing)."""
@@ -94,6 +94,6 @@ def add_items(project: str, body: ItemsIn, user: Annotator = Depends(api_admin),
 
 
 @router.get("/items/{item_id}/judgements")
-def item_judgements(item_id: int, user: Annotator = Depends(api_admin), s: Session = Depends(db)) -> dict[str, Any]:
+def item_judgements(item_id: RowId, user: Annotator = Depends(api_admin), s: Session = Depends(db)) -> dict[str, Any]:
     """Everything about one item, gold answer and every annotator's judgement included (admins only)."""
     return service.item_judgements(s, item_id)

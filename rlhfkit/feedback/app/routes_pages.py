@@ -20,7 +20,7 @@ from ..errors import FeedbackError
 from ..store import Annotator, Project
 from . import auth, queries
 from .views import answer_text, form_values, job_from_view, parse_pair, parse_rating, parse_ranking, saved_values
-from .web import csrf_guard, db, is_htmx, optional_user, page_user, path_for, render, safe_next, see_other
+from .web import RowId, csrf_guard, db, is_htmx, optional_user, page_user, path_for, render, safe_next, see_other
 
 router = APIRouter(dependencies=[Depends(csrf_guard)])
 
@@ -73,7 +73,7 @@ def _queue_context(request: Request, s: Session, project: Project, user: Annotat
 
 
 @router.get("/p/{project}", name="queue")
-def queue(request: Request, project: int, user: Annotator = Depends(page_user), s: Session = Depends(db)) -> Response:
+def queue(request: Request, project: RowId, user: Annotator = Depends(page_user), s: Session = Depends(db)) -> Response:
     proj = _project(s, project)
     ctx = _queue_context(request, s, proj, user)
     return render(request, "_work.html" if is_htmx(request) else "queue.html", ctx)
@@ -99,7 +99,7 @@ def _save(s: Session, user: Annotator, view: dict, form, resubmit: bool) -> None
 
 
 @router.post("/p/{project}/a/{assignment}", name="submit")
-async def submit(request: Request, project: int, assignment: int, user: Annotator = Depends(page_user),
+async def submit(request: Request, project: RowId, assignment: RowId, user: Annotator = Depends(page_user),
                  s: Session = Depends(db)) -> Response:
     form = await request.form()  # async only to read the form; the database work runs in a thread
     return await run_in_threadpool(_submit_sync, request, s, user, project, assignment, form)
@@ -130,7 +130,7 @@ def _submit_sync(request: Request, s: Session, user: Annotator, project: int, as
 
 
 @router.get("/p/{project}/a/{assignment}", name="edit")
-def edit(request: Request, project: int, assignment: int, user: Annotator = Depends(page_user),
+def edit(request: Request, project: RowId, assignment: RowId, user: Annotator = Depends(page_user),
          s: Session = Depends(db)) -> Response:
     """One own assignment as a form: pre-filled and posting as a change when it was submitted."""
     proj = _project(s, project)
@@ -142,7 +142,7 @@ def edit(request: Request, project: int, assignment: int, user: Annotator = Depe
 
 
 @router.get("/p/{project}/mine", name="mine")
-def mine(request: Request, project: int, user: Annotator = Depends(page_user), s: Session = Depends(db)) -> Response:
+def mine(request: Request, project: RowId, user: Annotator = Depends(page_user), s: Session = Depends(db)) -> Response:
     proj = _project(s, project)
     rows = [{"assignment_id": v["assignment_id"], "kind": v["kind"], "prompt": v["prompt"], "answer": answer_text(v)}
             for v in service.my_judgements(s, proj, user)]

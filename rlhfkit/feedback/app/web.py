@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from http import HTTPStatus
 from http.cookies import SimpleCookie
-from typing import Any, Iterator, Optional
+from typing import Annotated, Any, Iterator, Optional
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import pass_context
@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import cookie_parser
 
 from .. import service
+from ..base import MAX_ID
 from ..errors import FeedbackError
 from ..store import Annotator
 from . import auth
@@ -41,6 +42,14 @@ SECURITY_HEADERS = {
     "x-frame-options": "DENY",
     "referrer-policy": "same-origin",
 }
+
+
+# The one check of every id and project in a URL: a row id is 1..2^63-1 (64-bit on both backends), a
+# project is named by id or by a name of printable characters. Anything else is a 422 naming the parameter,
+# before it can reach the database driver (an id past 64 bits overflows it; PostgreSQL refuses NUL).
+RowId = Annotated[int, Path(ge=1, le=MAX_ID, description=f"a row id, 1..{MAX_ID}")]
+ProjectRef = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$",
+                                 description="a project id or name (printable characters)")]
 
 
 class SessionMiddleware:

@@ -132,8 +132,10 @@ class ActorCritic(nn.Module):
         """(actions, log_probs, values) for normalised observations (N, D); actions unclipped."""
         head = self.actor(obs)  # (N, A)
         if self.discrete:
-            probs = torch.softmax(head, dim=-1)
-            acts = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (N,)
+            # inverse-CDF draw: one uniform per row; torch.multinomial costs ~2x more at these sizes
+            cdf = torch.softmax(head, dim=-1).cumsum(-1)  # (N, A)
+            u = torch.rand(head.shape[0], 1, generator=generator, dtype=cdf.dtype)  # (N, 1)
+            acts = (cdf < u).sum(-1).clamp_max(head.shape[-1] - 1)  # (N,)
         else:
             noise = torch.randn(head.shape, generator=generator, dtype=head.dtype)
             acts = head + torch.exp(self.log_std) * noise  # (N, A)

@@ -96,3 +96,15 @@ def test_bad_config_is_refused_with_the_field_name(kwargs, match):
 def test_unknown_environment_is_named(tmp_path):
     with pytest.raises(ValueError, match="CartPoleX-v9"):
         train_control(ControlConfig(env_id="CartPoleX-v9", output_dir=str(tmp_path), progress=False))
+
+
+def test_discrete_sampling_follows_the_policy_probabilities():
+    agent = ActorCritic(2, 3, discrete=True)
+    with torch.no_grad():
+        agent.actor[-1].weight.zero_()
+        agent.actor[-1].bias.copy_(torch.log(torch.tensor([0.2, 0.5, 0.3])))
+    gen = torch.Generator().manual_seed(0)
+    acts, logp, _ = agent.sample(torch.zeros(20000, 2), gen)
+    freq = torch.bincount(acts, minlength=3).float() / 20000
+    torch.testing.assert_close(freq, torch.tensor([0.2, 0.5, 0.3]), rtol=0, atol=0.015)
+    torch.testing.assert_close(logp.exp(), torch.tensor([0.2, 0.5, 0.3])[acts], rtol=1e-5, atol=1e-6)

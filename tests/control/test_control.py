@@ -108,3 +108,11 @@ def test_discrete_sampling_follows_the_policy_probabilities():
     freq = torch.bincount(acts, minlength=3).float() / 20000
     torch.testing.assert_close(freq, torch.tensor([0.2, 0.5, 0.3]), rtol=0, atol=0.015)
     torch.testing.assert_close(logp.exp(), torch.tensor([0.2, 0.5, 0.3])[acts], rtol=1e-5, atol=1e-6)
+
+
+def test_docs_explain_every_field():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "control.md").read_text()
+    for name, help_text in ControlConfig.field_help().items():
+        assert f"| `{name}` |" in text and help_text in text, f"docs/control.md: field {name} missing or stale"

@@ -352,7 +352,7 @@ def generate_responses(s: Session, project: Project | str | int, policy_path: st
         raise invalid("no prompts to generate for")
     for i, prompt in enumerate(prompts, start=1):
         _prompt_text(i, prompt)  # a bad prompt fails before minutes of loading and sampling
-    texts = _sample(_policy_source(policy_path), prompts, n, max_new_tokens, seed, temperature, batch_size)
+    texts = _sample(model_source(policy_path), prompts, n, max_new_tokens, seed, temperature, batch_size)
     name = policy if policy is not None else str(policy_path)
     rows = [{"prompt": p, "responses": list(dict.fromkeys(texts[i * n:(i + 1) * n])), "policy": name}
             for i, p in enumerate(prompts)]
@@ -361,24 +361,24 @@ def generate_responses(s: Session, project: Project | str | int, policy_path: st
     return [found[rid] for rid in summary["response_ids"]]
 
 
-def _policy_source(policy_path: str | Path) -> str:
-    """The policy folder, or a hub name; a path that is neither is refused naming it (not a hub error)."""
-    text = check_text(str(policy_path).strip(), "policy")
+def model_source(model_path: str | Path, what: str = "policy") -> str:
+    """The model folder, or a hub name; a path that is neither is refused naming it (not a hub error)."""
+    text = check_text(str(model_path).strip(), what)
     if not text:
-        raise invalid("give the policy: a folder holding a causal LM and its tokenizer")
+        raise invalid(f"give the {what}: a folder holding the model and its tokenizer")
     try:
         path = Path(text).expanduser()
         is_dir, exists = path.is_dir(), path.exists()
     except (OSError, RuntimeError) as err:  # e.g. a name too long for the file system, or ~nobody
-        raise invalid(f"policy {text[:80]!r} is not a usable path: {err}") from None
+        raise invalid(f"{what} {text[:80]!r} is not a usable path: {err}") from None
     if is_dir:
         return str(path)
     if exists:
-        raise invalid(f"policy {text}: is a file; give the folder that holds the model (config.json, weights, "
+        raise invalid(f"{what} {text}: is a file; give the folder that holds the model (config.json, weights, "
                       f"tokenizer)")
     # A hub id is "name" or "owner/name"; anything else that looks like a path stays local.
     if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1 or not _HUB_ID.match(text):
-        raise invalid(f"policy folder {text} does not exist (looked in {Path.cwd()})")
+        raise invalid(f"{what} folder {text} does not exist (looked in {Path.cwd()})")
     return text
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from rlhfkit.feedback import db
 from rlhfkit.feedback import service as sv
@@ -294,3 +294,29 @@ def run_kill(url: str) -> None:
             sv.submit_comparison(s, ann, a.id, "tie")
     finally:
         db.engine_of(Session).dispose()
+
+
+def run_upgrade_from_0001(url: str) -> None:
+    """A database made by the first release keeps its data through migration 0002: projects get the default
+    30-minute timeout and ids (and the sequences behind them on PostgreSQL) run past 2^31."""
+    engine = db.make_engine(url)
+    try:
+        assert db.migrate(engine, "0001") == "0001"
+        old = db.connect(url, upgrade=False)
+        with old() as s, s.begin():
+            s.execute(text("INSERT INTO project (name, scale_min, scale_max, per_item, gold_rate, instructions, "
+                           "created_at) VALUES ('old', 1, 3, 2, 0.1, '', CURRENT_TIMESTAMP)"))
+        db.engine_of(old).dispose()
+        assert db.migrate(engine) == "0002" and schema_diff(engine) == []
+        Session = db.connect(url)
+        with Session() as s:
+            assert sv.get_project(s, "old").timeout_minutes == 30
+            if engine.dialect.name == "postgresql":
+                s.execute(text("SELECT setval('project_id_seq', 5000000000)"))
+                s.commit()
+            project = sv.create_project(s, "new")
+            assert engine.dialect.name != "postgresql" or project.id == 5000000001
+            assert sv.get_project(s, project.id).name == "new"
+        db.engine_of(Session).dispose()
+    finally:
+        engine.dispose()

@@ -149,3 +149,93 @@ def test_first_serve_creates_an_admin_and_prints_its_token_once(url, monkeypatch
     db.engine_of(factory).dispose()
     main(["feedback", "serve", "--db", url, "--secret", "s" * 32])  # an admin exists now: no new one, no token
     assert "No admin yet" not in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------- bad input (issue 11)
+
+def refused(capsys, *argv) -> str:
+    """The command exits with status 2 after printing exactly one line ``error: ...``; returns it."""
+    with pytest.raises(SystemExit) as exc:
+        main(["feedback", *argv])
+    assert exc.value.code == 2, (argv, exc.value.code)
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), (argv, captured.err)
+    assert str(exc.value) == lines[0] and "Traceback" not in captured.out
+    return lines[0]
+
+
+def test_a_db_that_is_not_a_feedback_database_is_one_clear_line(tmp_path, capsys):
+    import sqlite3
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database\n" * 200)
+    assert f"database {text} is not a SQLite database" in refused(capsys, "project", "list", "--db", str(text))
+    assert text.read_text() == "not a database\n" * 200  # untouched
+    assert f"cannot open database {tmp_path}" in refused(capsys, "init", "--db", str(tmp_path))
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    assert "already holds tables of something else (invoices)" in refused(capsys, "init", "--db", str(other))
+    assert "cannot use database" in refused(capsys, "project", "list", "--db", "nosuchdriver://x/y")
+
+
+def test_every_subcommand_refuses_bad_arguments_with_status_2_and_writes_nothing(tmp_path, capsys):
+    new = tmp_path / "new.db"
+    db_args = ("--db", str(new))
+    (tmp_path / "prompts.txt").write_text("hello\n")
+    prompts = str(tmp_path / "prompts.txt")
+    (tmp_path / "rows.jsonl").write_text('{"prompt": "p", "response": "r"}\n')
+    rows = str(tmp_path / "rows.jsonl")
+    cases = [
+        (("project", "create", "bad/name"), "project name"),
+        (("project", "create", "ok", "--per-item", "0"), "per_item must be between 1"),
+        (("project", "create", "ok", "--scale", "1", "1"), "scale must satisfy"),
+        (("project", "create", "ok", "--timeout-minutes", "0"), "timeout_minutes must be between 1"),
+        (("project", "create", "ok", "--gold-rate", "1.5"), "gold_rate"),
+        (("annotator", "add", " "), "annotator name"),
+        (("annotator", "deactivate", "nobody"), "annotator 'nobody' not found"),
+        (("annotator", "activate", "nobody"), "annotator 'nobody' not found"),
+        (("annotator", "reset-token", "nobody"), "annotator 'nobody' not found"),
+        (("import", "--project", "nope", prompts), "unknown file extension '.txt'"),
+        (("import", "--project", "nope", rows), "project 'nope' not found"),
+        (("generate", "--project", "nope", "--policy", str(tmp_path / "no-model"), "--prompts", prompts),
+         f"policy folder {tmp_path / 'no-model'} does not exist"),
+        (("generate", "--project", "nope", "--policy", "x", "--prompts", str(tmp_path / "none.txt")), "cannot read"),
+        (("progress", "--project", "nope"), "project 'nope' not found"),
+        (("report", "--project", "nope"), "project 'nope' not found"),
+        (("export", "--project", "nope", "--out", str(tmp_path / "out")), "project 'nope' not found"),
+        (("prioritise", "--project", "nope", "--reward-model", str(tmp_path / "no-rm")),
+         f"reward model folder {tmp_path / 'no-rm'} does not exist"),
+        (("serve", "--port", "70000"), "--port must be 0..65535"),
+        (("serve", "--secret", "short"), "at least 16 characters"),
+    ]
+    for argv, expected in cases:
+        assert expected in refused(capsys, *argv, *db_args), argv
+        assert not new.exists() and not (tmp_path / "out").exists(), argv  # a failed command leaves no file
+    with pytest.raises(SystemExit) as exc:  # argparse's own refusals use the same status
+        main(["feedback", "project", "create", "--scale", "one", "3", *db_args])
+    assert exc.value.code == 2
+
+
+def test_import_names_the_file_and_line_of_bad_input(url, tmp_path, capsys):
+    run(capsys, "project", "create", "files", "--db", url)
+    pairs = tmp_path / "pairs.jsonl"
+    lines = [json.dumps({"prompt": f"p{i}", "chosen": "a", "rejected": "b"}) for i in range(1, 61)]
+    lines[56] = lines[56][:-1]  # line 57: the closing brace is missing
+    pairs.write_text("\n".join(lines) + "\n")
+    assert f"{pairs} line 57 (row 56): malformed JSON" in refused(capsys, "import", "--project", "files", str(pairs),
+                                                                  "--kind", "pair", "--db", url)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"prompt": "p", "response": "fine"}\n{"prompt": "q", "response": "  \\t "}\n')
+    assert f"{empty} line 2: field 'response' holds an empty response" in refused(
+        capsys, "import", "--project", "files", str(empty), "--db", url)
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes(b"prompt,response\nhello,fine\ncaf\xe9,ok\n")
+    line = refused(capsys, "import", "--project", "files", str(latin), "--db", url)
+    assert f"{latin} line 3: " in line and "not UTF-8" in line
+    (tmp_path / "latin1.txt").write_bytes(b"fine\n\xff\xfe\n")
+    assert "latin1.txt line 2: not UTF-8 text" in refused(
+        capsys, "generate", "--project", "files", "--policy", "x", "--prompts", str(tmp_path / "latin1.txt"),
+        "--db", url)
+    assert json.loads(run(capsys, "progress", "--project", "files", "--db", url))["items"] == 0  # nothing imported

@@ -27,7 +27,8 @@ from rlhfkit.cli import main
 from rlhfkit.feedback import db
 from rlhfkit.feedback import service as sv
 
-from .scenario import MIGRATE, PACKAGE, run_failed_writes_leave_nothing, run_kill, run_races, run_scenario, schema_diff
+from .scenario import (MIGRATE, PACKAGE, run_failed_writes_leave_nothing, run_kill, run_races, run_scenario,
+                       run_upgrade_from_0001, schema_diff)
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,10 @@ def test_migrations_build_exactly_the_models(url):
         assert db.migrate(engine) == "0002" and schema_diff(engine) == []
     finally:
         engine.dispose()
+
+
+def test_a_first_release_database_upgrades_to_64_bit_ids_with_its_data(url):
+    run_upgrade_from_0001(url)
 
 
 def test_concurrent_first_migrations_take_turns(url):

@@ -17,7 +17,7 @@ from rlhfkit.feedback import db
 from rlhfkit.feedback.store import (Annotator, Assignment, Base, Comparison, Item, Project, Prompt, Rating, Response,
                                     utcnow)
 
-from .scenario import MIGRATE, PACKAGE, schema_diff
+from .scenario import MIGRATE, PACKAGE, run_upgrade_from_0001, schema_diff
 
 
 def _head() -> str:
@@ -41,6 +41,10 @@ def test_migrations_build_exactly_the_models(tmp_path):
         assert schema_diff(engine) == []
     finally:
         engine.dispose()
+
+
+def test_a_first_release_database_upgrades_with_its_data(tmp_path):
+    run_upgrade_from_0001(f"sqlite:///{tmp_path / 'old.db'}")
 
 
 def test_schema_diff_would_notice_a_drift(tmp_path):

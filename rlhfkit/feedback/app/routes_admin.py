@@ -43,10 +43,11 @@ def index(request: Request, s: Session = Depends(db)) -> Response:
 @router.post("/projects", name="admin_create_project")
 def create_project(request: Request, name: str = Form(...), scale_min: int = Form(1), scale_max: int = Form(3),
                    per_item: int = Form(2), gold_rate: float = Form(0.1), instructions: str = Form(""),
-                   s: Session = Depends(db)) -> Response:
+                   timeout_minutes: int = Form(30), s: Session = Depends(db)) -> Response:
     try:
         project = service.create_project(s, name.strip(), scale=(scale_min, scale_max), per_item=per_item,
-                                         gold_rate=gold_rate, instructions=instructions.strip())
+                                         gold_rate=gold_rate, instructions=instructions.strip(),
+                                         timeout_minutes=timeout_minutes)
     except FeedbackError as err:
         return _index(request, s, status=err.status, error=err.message)
     return see_other(request, "admin_project", project=project.id)

@@ -5,25 +5,22 @@ A method (SFT, reward, DPO) supplies a tokenized dataset, a collator and
 (devices, processes), mixed precision, gradient accumulation and clipping, AdamW with a
 warm-up schedule, the progress bar, metrics (JSONL, TensorBoard, W&B), periodic
 evaluation, atomic checkpoints, and exact resume (model, optimiser, scheduler, RNG and
-position in the data). It is used by composition, never subclassed.
+position in the data; layout in ``checkpoint``). It is used by composition, never subclassed.
 
 Shuffling is re-seeded from ``seed + epoch`` at each epoch, so the order of the data is a
 function of the epoch alone and a resumed run sees the same batches as an uninterrupted one.
+Every DataLoader has its own generator: creating an iterator must not draw from the global
+torch RNG, or a resumed run (which creates one more) would see other dropout masks.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import random
-import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
@@ -31,11 +28,13 @@ from transformers import get_scheduler
 
 from ..models.compat import enable_checkpointing
 from ..models.fused import fuse_activations
+from . import checkpoint
 from .config import LoopConfig
-from .mechanics import Mechanics, atomic_save_dir, build_optimizer, load_weights, set_seed
+from .mechanics import Mechanics, build_optimizer, load_weights, set_seed
 
 StepFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict]]
-STATE_FILE = "trainer_state.json"
+# A resumed run must see the same batches: these fields fix what "batch k of epoch e" is.
+DATA_FIELDS = ("seed", "per_device_train_batch_size", "gradient_accumulation_steps")
 
 
 @dataclass
@@ -89,6 +88,8 @@ class TrainLoop:
                                        num_training_steps=self.total_steps)
         self.state = LoopState()
         self.history: list[dict] = []
+        self._window: list[dict] = []   # metrics of the micro-batches since the last log row
+        self._resume_point: dict | None = None  # RNG and window as they were after the last optimiser step
 
     # ------------------------------------------------------------------ data
     def _loader(self, epoch: int, dataset=None, batch_size: int | None = None, shuffle: bool = True) -> DataLoader:
@@ -102,24 +103,29 @@ class TrainLoop:
             sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
         loader = DataLoader(dataset, batch_size=batch_size or self.config.per_device_train_batch_size,
                             sampler=sampler, collate_fn=self.collate_fn,
-                            num_workers=self.config.dataloader_num_workers)
+                            num_workers=self.config.dataloader_num_workers,
+                            generator=torch.Generator().manual_seed(seed))
         return self.accelerator.prepare_data_loader(loader, device_placement=True)
 
     # ------------------------------------------------------------------ the loop
     def train(self, resume_from_checkpoint: str | None = None) -> list[dict]:
-        """Run to ``total_steps``; returns the logged rows. Writes the final model to ``output_dir``."""
+        """Run to ``total_steps``; returns this call's logged rows. Writes the final model to ``output_dir``."""
         resume = resume_from_checkpoint or self.config.resume_from_checkpoint
+        if self.accelerator.is_main_process:
+            checkpoint.clean_stale(self.output_dir)  # what a killed save left behind
+        self.accelerator.wait_for_everyone()
         if resume:
-            self.load_checkpoint(self._resolve_checkpoint(resume))
+            self.load_checkpoint(checkpoint.resolve(self.output_dir, resume))
+        elif self.accelerator.is_main_process:  # a run that starts over replaces the killed run's rows
+            checkpoint.truncate_metrics(self.mechanics.metrics_path, None, self.state.global_step)
         cfg, st = self.config, self.state
         bar = tqdm(total=self.total_steps, initial=st.global_step, desc=type(self.config).__name__.replace("Config", ""),
                    disable=cfg.disable_tqdm or not self.accelerator.is_main_process, dynamic_ncols=True)
-        window: list[dict] = []
-        t_last = time.time()
+        self._t_last = time.time()
+        self._resume_point = self._snapshot()
         try:
             while st.global_step < self.total_steps:
-                loader = self._loader(st.epoch)
-                skip = st.batches_in_epoch
+                loader, skip = self._loader(st.epoch), st.batches_in_epoch
                 if skip:
                     loader = self.accelerator.skip_first_batches(loader, skip)
                 self.model.train()
@@ -127,22 +133,14 @@ class TrainLoop:
                     with self.mechanics.autocast():
                         loss, metrics = self.step_fn(self.model, batch)
                     self.mechanics.backward(loss)
-                    window.append({"loss": loss.detach(), **{k: v.detach() for k, v in metrics.items()}})
+                    self._window.append({"loss": loss.detach(), **{k: v.detach() for k, v in metrics.items()}})
                     last = i == skip + len(loader)
                     grad_norm = self.mechanics.optimizer_step(self.optimizer, self.params, self.scheduler, force=last)
                     if self.mechanics.pending:
                         continue
-                    st.global_step += 1
-                    st.batches_in_epoch = i
+                    st.global_step, st.batches_in_epoch = st.global_step + 1, i
                     bar.update(1)
-                    if st.global_step % cfg.logging_steps == 0 or st.global_step == self.total_steps:
-                        row = self._log(window, grad_norm, time.time() - t_last)
-                        window, t_last = [], time.time()
-                        bar.set_postfix(loss=f"{row['train/loss']:.4f}")
-                    if cfg.eval_steps and st.global_step % cfg.eval_steps == 0:
-                        self.evaluate()
-                    if cfg.save_steps and st.global_step % cfg.save_steps == 0:
-                        self.save_checkpoint()
+                    self._after_step(grad_norm, bar)
                     if st.global_step >= self.total_steps:
                         break
                 else:
@@ -150,7 +148,7 @@ class TrainLoop:
                     continue
                 break
         except KeyboardInterrupt:
-            self.save_checkpoint()  # the last completed optimiser step; a resume continues from it
+            self.save_checkpoint(self._resume_point)  # the last completed optimiser step; a resume continues from it
             raise
         finally:
             bar.close()
@@ -160,6 +158,23 @@ class TrainLoop:
         self.save_model(self.output_dir)
         self.mechanics.end()
         return self.history
+
+    def _after_step(self, grad_norm, bar) -> None:
+        """Log, evaluate and checkpoint after optimiser step ``state.global_step``."""
+        cfg, step = self.config, self.state.global_step
+        if step % cfg.logging_steps == 0 or step == self.total_steps:
+            row = self._log(self._window, grad_norm, time.time() - self._t_last)
+            self._window, self._t_last = [], time.time()
+            bar.set_postfix(loss=f"{row['train/loss']:.4f}")
+        if cfg.eval_steps and step % cfg.eval_steps == 0:
+            self.evaluate()
+        if cfg.save_steps and step % cfg.save_steps == 0:
+            self.save_checkpoint()
+        self._resume_point = self._snapshot()
+
+    def _snapshot(self) -> dict:
+        """What changes between optimiser steps: RNG (dropout, sampling) and the log window."""
+        return {"rng": checkpoint.rng_state(), "window": list(self._window), "step": self.state.global_step}
 
     def _log(self, window: list[dict], grad_norm, seconds: float) -> dict:
         means = {k: torch.stack([w[k].float() for w in window]).mean() for k in window[0]}
@@ -204,51 +219,51 @@ class TrainLoop:
         if self.accelerator.is_main_process:
             self.save_fn(self.accelerator.unwrap_model(self.model), Path(path))
 
-    def save_checkpoint(self) -> Path:
-        """Model, optimiser, scheduler, RNG and loop state in ``checkpoint-<step>``, written atomically."""
-        path = self.output_dir / f"checkpoint-{self.state.global_step}"
+    def save_checkpoint(self, point: dict | None = None) -> Path:
+        """Everything a resume needs in ``checkpoint-<step>`` (layout in ``checkpoint``), written atomically.
+
+        ``point``: the RNG and log window to record (default: now). A Ctrl-C between optimiser
+        steps records those of the last step, whose weights and optimiser state these are.
+        """
+        point = point or self._snapshot()
+        st = self.state
         self.accelerator.wait_for_everyone()
-        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        path = self.output_dir / f"checkpoint-{st.global_step}"
         if self.accelerator.is_main_process:
-            def write(tmp: Path):
-                self.save_fn(self.accelerator.unwrap_model(self.model), tmp)
-                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-                torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
-                torch.save(rng, tmp / "rng_state.pt")
-                (tmp / STATE_FILE).write_text(json.dumps({**self.state.__dict__, "config": self.config.to_dict()},
-                                                         indent=2, default=str))
-            atomic_save_dir(path, write)
-            self._rotate_checkpoints()
+            state = {
+                "loop": dict(st.__dict__), "rng": point["rng"],
+                "window": [{k: v.cpu() for k, v in row.items()} for row in point["window"]],
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "mechanics": {**self.mechanics.state_dict(), "micro": 0},
+                "metrics_offset": checkpoint.metrics_size(self.mechanics.metrics_path),
+                "data": {k: getattr(self.config, k) for k in DATA_FIELDS} | {"world": self.accelerator.num_processes},
+            }
+            summary = {"trainer": type(self.config).__name__.replace("Config", ""), **st.__dict__,
+                       "config": self.config.to_dict()}
+            checkpoint.save(self.output_dir, st.global_step,
+                            lambda tmp: self.save_fn(self.accelerator.unwrap_model(self.model), tmp),
+                            state, summary, self.config.save_total_limit)
         self.accelerator.wait_for_everyone()
         return path
 
     def load_checkpoint(self, path: Path) -> None:
-        if not (path / STATE_FILE).exists():
-            raise ValueError(f"{path} is not a checkpoint written by rlhfkit (no {STATE_FILE})")
+        """Restore weights, optimiser, scheduler, RNG, data position and log window from ``path``."""
+        path = Path(path)
+        state = checkpoint.load(path, "training-loop")
+        if "loop" not in state:
+            raise ValueError(f"{path} is a PPO checkpoint; resume it with PPOTrainer.train(resume_from_checkpoint=...)")
+        now = {k: getattr(self.config, k) for k in DATA_FIELDS} | {"world": self.accelerator.num_processes}
+        changed = {k: (v, now[k]) for k, v in state["data"].items() if now.get(k) != v}
+        if changed:
+            raise ValueError(f"cannot resume exactly from {path}: these settings differ from the checkpoint's "
+                             f"(checkpoint, now): {changed}. Use the checkpoint's values or start a new output_dir")
         load_weights(self.accelerator.unwrap_model(self.model), path)
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
-        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-        rng = torch.load(path / "rng_state.pt", weights_only=False)
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        saved = json.loads((path / STATE_FILE).read_text())
-        self.state = LoopState(saved["global_step"], saved["epoch"], saved["batches_in_epoch"])
-
-    def _checkpoints(self) -> list[Path]:
-        found = [p for p in self.output_dir.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
-        return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-    def _resolve_checkpoint(self, resume) -> Path:
-        if str(resume) == "latest" or resume is True:
-            found = self._checkpoints()
-            if not found:
-                raise ValueError(f"resume_from_checkpoint='latest' but {self.output_dir} has no checkpoint-<step>")
-            return found[-1]
-        return Path(resume)
-
-    def _rotate_checkpoints(self) -> None:
-        limit = self.config.save_total_limit
-        if limit:
-            for old in self._checkpoints()[:-limit]:
-                shutil.rmtree(old, ignore_errors=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.mechanics.load_state_dict(state["mechanics"])
+        self.state = LoopState(**state["loop"])
+        device = self.accelerator.device
+        self._window = [{k: v.to(device) for k, v in row.items()} for row in state["window"]]
+        if self.accelerator.is_main_process:
+            checkpoint.truncate_metrics(self.mechanics.metrics_path, state["metrics_offset"], self.state.global_step)
+        checkpoint.set_rng_state(state["rng"])  # last: nothing above may draw from it

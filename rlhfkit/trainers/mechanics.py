@@ -133,11 +133,25 @@ class Mechanics:
             self.scaler.update()
         else:
             optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()  # no argument: keeps a user's patched zero_grad (torch's default frees grads)
         if scheduler is not None:
             scheduler.step()
         self._micro = 0
         return grad_norm
+
+    @property
+    def metrics_path(self) -> Path | None:
+        """``metrics.jsonl`` of this run (None when JSONL logging is off)."""
+        return self.logging_dir / "metrics.jsonl" if self.logging_dir is not None else None
+
+    def state_dict(self) -> dict:
+        """Accumulation position and fp16 loss-scaler state, for checkpoints."""
+        return {"micro": self._micro, "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._micro = int(state.get("micro", 0))
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
 
     def log(self, metrics: dict, step: int) -> None:
         """Scalars to the trackers and, on the main process, one JSON line per call."""
@@ -146,7 +160,7 @@ class Mechanics:
             self.accelerator.log(scalars, step=step)
         if self.logging_dir is not None and self.is_main_process:
             self.logging_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.logging_dir / "metrics.jsonl", "a") as fh:
+            with open(self.metrics_path, "a") as fh:
                 fh.write(json.dumps({"step": step, **scalars}) + "\n")
 
     def end(self) -> None:

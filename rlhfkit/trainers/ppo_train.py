@@ -2,11 +2,16 @@
 
 It is the classic loop written once (sample prompts -> ``generate`` -> ``reward_fn`` ->
 ``step`` -> ``log_stats``) with a progress bar, JSONL/TensorBoard metrics, periodic
-atomic checkpoints and ``resume_from_checkpoint``.
+atomic checkpoints and exact ``resume_from_checkpoint`` (same layout and resume path as
+the training loop's, see ``checkpoint``).
+
+Prompts are drawn by one seeded ``random.Random`` kept on the trainer, whose state is part
+of the checkpoint, so the prompts after a resume are the ones an uninterrupted run draws.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,22 +21,25 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from . import checkpoint
 from .mechanics import atomic_save_dir, load_weights
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 DEFAULT_GENERATION = dict(do_sample=True, top_k=0, top_p=1.0, max_new_tokens=32)
-STATE_FILE = "trainer_state.pt"
+STATE_FILE = checkpoint.STATE_FILE
 
 
 def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: int | None = None,
               generation_kwargs: dict | None = None, output_dir: str | None = None, save_steps: int | None = None,
-              resume_from_checkpoint: str | None = None, progress: bool = True) -> list[dict]:
-    """Run ``steps`` PPO iterations (default ``config.steps``); returns the per-step log rows.
+              resume_from_checkpoint: str | None = None, save_total_limit: int | None = None,
+              progress: bool = True) -> list[dict]:
+    """Run until ``trainer.current_step == steps`` (default ``config.steps``); returns this call's log rows.
 
     ``reward_fn(prompts, responses) -> scores`` gets decoded text, one score per response:
     a reward model's scorer, a rule, or a human queue. Checkpoints go to
-    ``output_dir/checkpoint-<step>`` every ``save_steps`` steps and at the end; Ctrl-C
-    writes one before stopping.
+    ``output_dir/checkpoint-<step>`` every ``save_steps`` steps and at the end (keeping the
+    newest ``save_total_limit``); Ctrl-C writes one before stopping. ``resume_from_checkpoint``:
+    a checkpoint folder or ``'latest'`` (the newest in ``output_dir``).
     """
     cfg = trainer.config
     if not prompts:
@@ -40,85 +48,162 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
     output_dir = Path(output_dir or cfg.output_dir)
     save_steps = save_steps if save_steps is not None else cfg.save_steps
     generation_kwargs = {**DEFAULT_GENERATION, "pad_token_id": trainer.pad_token_id, **(generation_kwargs or {})}
+    if trainer.accelerator.is_main_process:
+        checkpoint.clean_stale(output_dir)
+    trainer.accelerator.wait_for_everyone()
     if resume_from_checkpoint:
-        load_checkpoint(trainer, resume_from_checkpoint)
-    rng = random.Random(cfg.seed + trainer.current_step)
+        load_checkpoint(trainer, checkpoint.resolve(output_dir, resume_from_checkpoint))
+    elif trainer.accelerator.is_main_process:  # rows past this step belong to a run that died
+        checkpoint.truncate_metrics(trainer.mechanics.metrics_path, None, trainer.current_step)
+    _check_prompts(trainer, prompts)
+    _ptx_position(trainer)  # count ptx batches from here: they are part of the data position
+    rng = _prompt_sampler(trainer)
     history: list[dict] = []
     bar = tqdm(total=steps, initial=min(trainer.current_step, steps), desc="ppo", disable=not progress,
                dynamic_ncols=True)
+    saved = None
+
+    def save():
+        nonlocal saved
+        save_checkpoint(trainer, output_dir / f"checkpoint-{trainer.current_step}", save_total_limit)
+        saved = trainer.current_step
+
     try:
         while trainer.current_step < steps:
             batch_prompts = [prompts[rng.randrange(len(prompts))] for _ in range(cfg.batch_size)]
-            queries = [torch.tensor(trainer.tokenizer(p)["input_ids"], dtype=torch.long) for p in batch_prompts]
-            responses = trainer.generate(queries, return_prompt=False, batch_size=cfg.batch_size, **generation_kwargs)
-            texts = trainer.tokenizer.batch_decode(responses, skip_special_tokens=True)
-            scores = [float(s) for s in reward_fn(batch_prompts, texts)]
-            if len(scores) != len(texts):
-                raise ValueError(f"reward_fn returned {len(scores)} scores for {len(texts)} responses")
-            stats = trainer.step(queries, responses, scores)
-            trainer.log_stats(stats, {"query": batch_prompts, "response": texts}, scores)
-            row = {"step": trainer.current_step, "reward": float(np.mean(scores)), "kl": stats["objective/kl"],
-                   "kl_coef": stats["objective/kl_coef"], "loss": stats["ppo/loss/total"],
-                   "response_len": stats["tokens/responses_len_mean"]}
-            history.append(row)
+            history.append(_ppo_iteration(trainer, reward_fn, batch_prompts, generation_kwargs))
             bar.update(1)
-            bar.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.3f}")
+            bar.set_postfix(reward=f"{history[-1]['reward']:.3f}", kl=f"{history[-1]['kl']:.3f}")
             if save_steps and trainer.current_step % save_steps == 0:
-                save_checkpoint(trainer, output_dir / f"checkpoint-{trainer.current_step}")
+                save()
     except KeyboardInterrupt:
-        save_checkpoint(trainer, output_dir / f"checkpoint-{trainer.current_step}")
+        if saved != trainer.current_step:
+            save()
         raise
     finally:
         bar.close()
-    save_checkpoint(trainer, output_dir / f"checkpoint-{trainer.current_step}")
-    trainer.save_pretrained(output_dir / "final")
+    if saved != trainer.current_step:
+        save()
+    if trainer.accelerator.is_main_process:
+        atomic_save_dir(output_dir / "final", trainer.save_pretrained)
     trainer.mechanics.end()
     return history
 
 
-def save_checkpoint(trainer, path) -> Path:
-    """Policy, tokenizer, critic and the full trainer state, written atomically."""
+def _ppo_iteration(trainer, reward_fn, batch_prompts: list[str], generation_kwargs: dict) -> dict:
+    """generate -> score -> step -> log for one batch of prompts; returns the history row."""
+    queries = [torch.tensor(trainer.tokenizer(p)["input_ids"], dtype=torch.long) for p in batch_prompts]
+    responses = trainer.generate(queries, return_prompt=False, batch_size=len(queries), **generation_kwargs)
+    texts = trainer.tokenizer.batch_decode(responses, skip_special_tokens=True)
+    scores = [float(s) for s in reward_fn(batch_prompts, texts)]
+    if len(scores) != len(texts):
+        raise ValueError(f"reward_fn returned {len(scores)} scores for {len(texts)} responses")
+    stats = trainer.step(queries, responses, scores)
+    trainer.log_stats(stats, {"query": batch_prompts, "response": texts}, scores)
+    return {"step": trainer.current_step, "reward": float(np.mean(scores)), "kl": stats["objective/kl"],
+            "kl_coef": stats["objective/kl_coef"], "loss": stats["ppo/loss/total"],
+            "response_len": stats["tokens/responses_len_mean"]}
+
+
+def _prompt_sampler(trainer) -> random.Random:
+    """The trainer's prompt sampler, seeded once from ``config.seed`` (restored by ``load_checkpoint``)."""
+    if getattr(trainer, "_prompt_rng", None) is None:
+        trainer._prompt_rng = random.Random(trainer.config.seed)
+    return trainer._prompt_rng
+
+
+def _check_prompts(trainer, prompts) -> None:
+    expected = getattr(trainer, "_prompt_count", None)
+    if expected is not None and expected != len(prompts):
+        raise ValueError(f"the checkpoint was trained on {expected} prompts, train() got {len(prompts)}; pass the "
+                         f"same prompts to resume exactly (or start a new output_dir)")
+    trainer._prompt_count = len(prompts)
+
+
+class _CountedStream:
+    """Wraps the ptx stream's batch iterator and counts what it hands out (its data position)."""
+
+    def __init__(self, batches, consumed: int = 0):
+        self.batches, self.consumed = batches, consumed
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = next(self.batches)
+        self.consumed += 1
+        return batch
+
+
+def _ptx_position(trainer) -> int | None:
+    ptx = trainer.ptx
+    if ptx is None:
+        return None
+    if not isinstance(ptx._batches, _CountedStream):
+        ptx._batches = _CountedStream(ptx._batches)
+    return ptx._batches.consumed
+
+
+def _restore_ptx(trainer, consumed: int | None) -> None:
+    """Fast-forward a fresh trainer's ptx stream (seeded, so deterministic) to ``consumed`` batches."""
+    if trainer.ptx is None or consumed is None:
+        return
+    now = _ptx_position(trainer)
+    if now > consumed:
+        raise ValueError(f"this trainer's ptx stream has already served {now} batches, the checkpoint {consumed}; "
+                         f"resume into a fresh PPOTrainer")
+    # Re-collating the skipped batches costs tokenizer time only, no model calls.
+    stream = trainer.ptx._batches
+    stream.consumed, stream.batches = consumed, itertools.islice(stream.batches, consumed - now, None)
+
+
+def save_checkpoint(trainer, path, save_total_limit: int | None = None) -> Path:
+    """Policy, tokenizer, critic and the full trainer state, in the shared checkpoint layout, atomically."""
+    path = Path(path)
+    _ptx_position(trainer)  # start counting before the first save at the latest
     if not trainer.accelerator.is_main_process:
-        return Path(path)
-
-    def write(tmp: Path):
-        trainer.save_pretrained(tmp)
-        state = {
-            "step": trainer.current_step,
-            "optimizer": trainer.optimizer.state_dict(),
-            "lr_scheduler": trainer.lr_scheduler.state_dict() if trainer.lr_scheduler is not None else None,
-            "kl_ctl": trainer.kl_ctl.state_dict(),
-            "running": trainer.running.state_dict(),
-            "shuffle_rng": trainer._shuffle.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": np.random.get_state(),
-            "python_rng": random.getstate(),
-            "config": trainer.config.to_dict(),
-        }
-        torch.save(state, tmp / STATE_FILE)
-
-    return atomic_save_dir(path, write)
+        return path
+    if path.name != f"checkpoint-{trainer.current_step}":
+        raise ValueError(f"a PPO checkpoint folder is named checkpoint-{trainer.current_step}, got {path.name}")
+    state = {
+        "ppo": {"current_step": trainer.current_step, "kl_ctl": trainer.kl_ctl.state_dict(),
+                "running": trainer.running.state_dict(), "shuffle_rng": trainer._shuffle.get_state(),
+                "prompt_rng": _prompt_sampler(trainer).getstate(),
+                "prompt_count": getattr(trainer, "_prompt_count", None), "ptx_consumed": _ptx_position(trainer)},
+        "rng": checkpoint.rng_state(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.lr_scheduler.state_dict() if trainer.lr_scheduler is not None else None,
+        "mechanics": trainer.mechanics.state_dict(),
+        "metrics_offset": checkpoint.metrics_size(trainer.mechanics.metrics_path),
+    }
+    summary = {"trainer": "PPO", "current_step": trainer.current_step, "config": trainer.config.to_dict()}
+    return checkpoint.save(path.parent, trainer.current_step, trainer.save_pretrained, state, summary,
+                           save_total_limit)
 
 
 def load_checkpoint(trainer, path) -> None:
-    """Restore what ``save_checkpoint`` wrote into an existing trainer."""
+    """Restore what ``save_checkpoint`` wrote into an existing (fresh) trainer."""
     path = Path(path)
-    if not (path / STATE_FILE).exists():
-        raise ValueError(f"{path} is not a PPO checkpoint (no {STATE_FILE}); pass a checkpoint-<step> folder")
+    state = checkpoint.load(path, "PPO")
+    if "ppo" not in state:
+        raise ValueError(f"{path} is not a PPO checkpoint (it was written by the SFT/reward/DPO training loop)")
     model = trainer.accelerator.unwrap_model(trainer._train_model)
     load_weights(model.pretrained_model, path)
     model.v_head.load_state_dict(load_file(path / "value_head.safetensors"))
     if trainer.critic is not None:
         load_weights(trainer.critic.model, path / "critic")
-    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
     trainer.optimizer.load_state_dict(state["optimizer"])
-    if trainer.lr_scheduler is not None and state["lr_scheduler"] is not None:
-        trainer.lr_scheduler.load_state_dict(state["lr_scheduler"])
-    trainer.kl_ctl.load_state_dict(state["kl_ctl"])
-    trainer.running.load_state_dict(state["running"])
-    trainer._shuffle.set_state(state["shuffle_rng"])
-    torch.set_rng_state(state["torch_rng"])
-    np.random.set_state(state["numpy_rng"])
-    random.setstate(state["python_rng"])
-    trainer.current_step = state["step"]
-
+    if trainer.lr_scheduler is not None and state["scheduler"] is not None:
+        trainer.lr_scheduler.load_state_dict(state["scheduler"])
+    trainer.mechanics.load_state_dict(state["mechanics"])
+    ppo = state["ppo"]
+    trainer.kl_ctl.load_state_dict(ppo["kl_ctl"])
+    trainer.running.load_state_dict(ppo["running"])
+    trainer._shuffle.set_state(ppo["shuffle_rng"])
+    _prompt_sampler(trainer).setstate(ppo["prompt_rng"])
+    trainer._prompt_count = ppo["prompt_count"]
+    _restore_ptx(trainer, ppo["ptx_consumed"])
+    trainer.current_step = ppo["current_step"]
+    if trainer.accelerator.is_main_process:
+        checkpoint.truncate_metrics(trainer.mechanics.metrics_path, state["metrics_offset"], trainer.current_step)
+    checkpoint.set_rng_state(state["rng"])  # last: nothing above may draw from it

@@ -1,5 +1,6 @@
 """The one training loop: resume exactness, accumulation, atomic checkpoints, processes."""
 
+import json
 import os
 import subprocess
 import sys
@@ -11,17 +12,25 @@ from safetensors.torch import load_file
 
 from rlhfkit import SFTConfig, SFTTrainer
 from rlhfkit.testing import tiny_causal_lm
+from rlhfkit.trainers import checkpoint
 
 ROWS = [{"prompt": f"{w} number {i}", "completion": f" sings {w} all night."}
         for i, w in enumerate(["the cat", "a dog", "we", "they", "the band", "a robot", "my friend", "the river"] * 4)]
 
 
-def _trainer(tokenizer, out, **kw):
+def _trainer(tokenizer, out, dropout=0.0, **kw):
     cfg = dict(output_dir=str(out), max_steps=6, learning_rate=1e-3, per_device_train_batch_size=4, logging_steps=1,
                report_to="jsonl", disable_tqdm=True, seed=3)
     cfg.update(kw)
-    return SFTTrainer(model=tiny_causal_lm("gpt2", tokenizer, hidden_size=32), args=SFTConfig(**cfg),
+    drop = dict(resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
+    return SFTTrainer(model=tiny_causal_lm("gpt2", tokenizer, hidden_size=32, **drop), args=SFTConfig(**cfg),
                       train_dataset=ROWS, processing_class=tokenizer)
+
+
+def _rows(out):
+    """metrics.jsonl rows without timings."""
+    rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]
 
 
 def _weights(path):
@@ -56,6 +65,39 @@ def test_resume_after_interruption_gives_the_same_weights_and_loss_curve(tokeniz
     assert loss_b[5] == pytest.approx(loss_a[5], abs=1e-6) and loss_b[6] == pytest.approx(loss_a[6], abs=1e-6)
 
 
+def test_ctrl_c_mid_accumulation_with_dropout_resumes_bit_exactly(tokenizer, tmp_path):
+    # Dropout on; the checkpoint falls between log rows (logging every 4 steps) and the
+    # interrupt comes after the first of two accumulated micro-batches: the resume must
+    # restore the RNG of the last optimiser step, the half-filled log window and the epoch
+    # position (8 micro-batches per epoch, so step 5 starts the second epoch).
+    kw = dict(max_steps=8, gradient_accumulation_steps=2, logging_steps=4, save_steps=3, dropout=0.1)
+    _trainer(tokenizer, tmp_path / "a", **kw).train()
+    interrupted = _trainer(tokenizer, tmp_path / "b", **kw)
+    step_fn, calls = interrupted.loop.step_fn, {"n": 0}
+
+    def ctrl_c(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 11:  # first micro-batch of step 6
+            raise KeyboardInterrupt
+        return step_fn(model, batch)
+
+    interrupted.loop.step_fn = ctrl_c
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.train()
+    assert [p.name for p in checkpoint.checkpoints(tmp_path / "b")] == ["checkpoint-3", "checkpoint-5"]
+    _trainer(tokenizer, tmp_path / "b", resume_from_checkpoint="latest", **kw).train()
+    assert _rows(tmp_path / "b") == _rows(tmp_path / "a") and [r["step"] for r in _rows(tmp_path / "a")] == [4, 8]
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_different_batch_layout(tokenizer, tmp_path):
+    _trainer(tokenizer, tmp_path, max_steps=1, save_steps=1).train()
+    other = _trainer(tokenizer, tmp_path, max_steps=2, per_device_train_batch_size=2, resume_from_checkpoint="latest")
+    with pytest.raises(ValueError, match="per_device_train_batch_size"):
+        other.train()
+
+
 def test_gradient_accumulation_equals_a_bigger_batch(tokenizer, tmp_path):
     big = _trainer(tokenizer, tmp_path / "big", per_device_train_batch_size=8, max_steps=3, max_grad_norm=None)
     big.train()
@@ -86,7 +128,7 @@ def test_crash_during_save_leaves_previous_checkpoint_intact(tokenizer, tmp_path
     names = sorted(p.name for p in tmp_path.iterdir())
     assert "checkpoint-1" in names and "checkpoint-2" not in names
     assert not [n for n in names if n.startswith(".tmp-")]
-    assert (tmp_path / "checkpoint-1" / "optimizer.pt").exists()
+    assert (tmp_path / "checkpoint-1" / checkpoint.STATE_FILE).exists()
 
 
 def test_save_total_limit_and_metrics_file(tokenizer, tmp_path):

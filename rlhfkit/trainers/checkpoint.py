@@ -1,0 +1,175 @@
+"""One checkpoint layout and one resume path for every trainer (the loop's SFT/reward/DPO and PPO).
+
+``output_dir/checkpoint-<step>/`` holds:
+
+- the model files (``save_pretrained`` output; PPO adds ``value_head.safetensors`` and ``critic/``),
+- ``trainer_state.pt``: everything else a run needs to continue exactly: optimiser and
+  scheduler state, every RNG state (Python, NumPy, torch CPU, each CUDA device) as it was
+  at that step, the position in the data, and the method's own state (PPO: KL controller,
+  running reward moments, minibatch shuffler, prompt sampler, ptx stream),
+- ``trainer_state.json``: a readable summary (step, trainer, config), written last.
+
+Writes are atomic (``atomic_save_dir``): a ``kill -9`` at any moment leaves either the
+complete checkpoint or none, plus at most a ``.tmp-checkpoint-*`` folder that
+``clean_stale`` removes at the next start. ``metrics_offset`` records the size of
+``metrics.jsonl`` at the checkpoint, so a resume drops exactly the rows logged after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .mechanics import atomic_save_dir
+
+STATE_FILE = "trainer_state.pt"
+SUMMARY_FILE = "trainer_state.json"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"checkpoint-(\d+)")
+_OURS = re.compile(r"checkpoint-\d+|final")  # folders written through atomic_save_dir here
+
+
+def rng_state() -> dict:
+    """Every global RNG state: Python, NumPy, torch CPU and (when present) each CUDA device."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what ``rng_state`` returned."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoints(output_dir) -> list[Path]:
+    """Complete ``checkpoint-<step>`` folders in ``output_dir``, oldest first."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if _NAME.fullmatch(p.name) and (p / SUMMARY_FILE).exists()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def resolve(output_dir, resume) -> Path:
+    """``'latest'`` (or True) -> the newest checkpoint in ``output_dir``; a path -> itself."""
+    if str(resume) == "latest" or resume is True:
+        found = checkpoints(output_dir)
+        if not found:
+            raise ValueError(f"resume_from_checkpoint='latest' but {output_dir} has no complete checkpoint-<step> "
+                             f"folder; drop --resume_from_checkpoint to start from scratch")
+        return found[-1]
+    path = Path(resume)
+    if not path.is_dir():
+        raise ValueError(f"resume_from_checkpoint={str(resume)!r} is not a folder; pass a checkpoint-<step> folder "
+                         f"or 'latest'")
+    return path
+
+
+def clean_stale(output_dir) -> list[Path]:
+    """Remove what an interrupted save left in ``output_dir``; returns the removed paths.
+
+    ``.tmp-checkpoint-*`` (and ``.tmp-final-*``, PPO's final model) is a write that never
+    finished. ``.old-<name>-<pid>`` is a complete folder being replaced by a re-save of the
+    same name: it is moved back when the replacement never arrived, else deleted. Call on
+    the main process only.
+    """
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.glob(".old-*")):
+        name = re.sub(r"-\d+$", "", path.name[len(".old-"):])
+        if not _OURS.fullmatch(name) or not path.is_dir():
+            continue
+        if not (folder / name).exists():
+            os.replace(path, folder / name)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    for path in sorted(folder.glob(".tmp-*")):
+        if path.is_dir() and re.fullmatch(rf"\.tmp-({_OURS.pattern})-.+", path.name):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def rotate(output_dir, limit: int | None) -> None:
+    """Keep the newest ``limit`` checkpoints (all when ``limit`` is falsy)."""
+    if limit:
+        for old in checkpoints(output_dir)[:-limit]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def metrics_size(path) -> int | None:
+    """Size in bytes of ``metrics.jsonl`` now (None when there is none)."""
+    return os.path.getsize(path) if path is not None and os.path.exists(path) else None
+
+
+def truncate_metrics(path, offset: int | None, step: int) -> None:
+    """Drop the rows a killed run logged after the checkpoint, so each step appears once.
+
+    ``offset`` (the file size at the checkpoint) cuts exactly; rows with a step above the
+    checkpoint's are dropped in any case (a metrics file from elsewhere, or no offset).
+    """
+    if path is None or not os.path.exists(path):
+        return
+    path = Path(path)
+    if offset is not None and os.path.getsize(path) >= offset:
+        os.truncate(path, offset)
+    lines = path.read_bytes().splitlines(keepends=True)
+    kept = [line for line in lines if _row_step(line) is not None and _row_step(line) <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(b"".join(kept))
+        os.replace(tmp, path)
+
+
+def _row_step(line: bytes) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):  # a half-written last line of a killed run
+        return None
+
+
+def save(output_dir, step: int, write_model, state: dict, summary: dict, limit: int | None = None) -> Path:
+    """Write ``checkpoint-<step>`` atomically: ``write_model(folder)``, then the state, then the summary."""
+    path = Path(output_dir) / f"checkpoint-{step}"
+
+    def write(tmp: Path) -> None:
+        write_model(tmp)
+        _write_state(tmp, {"format": FORMAT_VERSION, "step": step, **state})
+        (tmp / SUMMARY_FILE).write_text(json.dumps({"step": step, **summary}, indent=2, default=str))
+
+    atomic_save_dir(path, write)
+    rotate(output_dir, limit)
+    return path
+
+
+def _write_state(folder: Path, state: dict) -> None:
+    torch.save(state, folder / STATE_FILE)
+
+
+def load(path, what: str = "rlhfkit") -> dict:
+    """The ``trainer_state.pt`` dict of a checkpoint folder, with a clear error when it is not one."""
+    path = Path(path)
+    if not (path / STATE_FILE).exists() or not (path / SUMMARY_FILE).exists():
+        raise ValueError(f"{path} is not a {what} checkpoint (no {STATE_FILE} and {SUMMARY_FILE}); pass a "
+                         f"checkpoint-<step> folder written by rlhfkit, or 'latest'")
+    # weights_only=False: the NumPy and Python RNG states are not tensors. Load only your own checkpoints.
+    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    if state.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{path / STATE_FILE} has format {state.get('format')!r}; this rlhfkit reads format "
+                         f"{FORMAT_VERSION}. Resume with the rlhfkit version that wrote it")
+    return state

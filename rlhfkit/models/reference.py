@@ -4,29 +4,53 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 
 from torch import nn
 
+logger = logging.getLogger(__name__)
+
+
+# Where the decoder layers of common architectures live; ``{layer}`` is the layer index.
+LAYER_PATTERNS = ["transformer.h.{layer}", "model.decoder.layers.{layer}", "gpt_neox.layers.{layer}",
+                  "model.layers.{layer}"]
+
 
 def create_reference_model(model: nn.Module, num_shared_layers: int | None = None, pattern: str | None = None) -> nn.Module:
-    """Return a frozen deep copy of ``model`` (eval mode, no gradients).
+    """Return a frozen copy of ``model`` (eval mode, no gradients) for the KL penalty.
 
-    The classic API could also share the first ``num_shared_layers`` layers between policy
-    and reference to save memory; sharing frozen layers silently freezes them in the policy
-    too, so rlhfkit does not do it: use PEFT (LoRA) instead, where the reference is the
-    policy with its adapter disabled and costs no memory at all.
+    With ``num_shared_layers=N`` (as TRL <= 0.11) every parameter that comes before the
+    layer named ``pattern.format(layer=N)`` (the embeddings and the first N layers) is
+    shared: it is frozen in ``model`` too (so it trains nowhere) and the copy holds the
+    very same tensors, so those layers cost no second copy of memory. ``pattern`` defaults
+    to the first of ``LAYER_PATTERNS`` found in the parameter names ("transformer.h.{layer}"
+    for GPT-2, "model.layers.{layer}" for Llama). Under FSDP or ZeRO-3, which re-shard the
+    policy's parameters, pass a separately loaded ``ref_model`` instead.
     """
-    if num_shared_layers is not None or pattern is not None:
-        raise ValueError(
-            "create_reference_model(num_shared_layers=...) is not supported: shared layers would be frozen "
-            "in the policy as well. Pass a PEFT config (LoRA) to save memory; the adapter-disabled base model "
-            "then serves as the reference."
-        )
-    ref = copy.deepcopy(model)
-    ref.eval()
-    for p in ref.parameters():
+    if num_shared_layers is None:
+        if pattern is not None:
+            raise ValueError("create_reference_model(pattern=...) needs num_shared_layers=N as well")
+        ref = copy.deepcopy(model)
+        return ref.eval().requires_grad_(False)
+    names = [n for n, _ in model.named_parameters()]
+    if pattern is not None:
+        pattern = pattern.format(layer=num_shared_layers)
+    else:
+        candidates = (p.format(layer=num_shared_layers) for p in LAYER_PATTERNS)
+        pattern = next((c for c in candidates if any(c in n for n in names)), None)
+    if pattern is None:
+        raise ValueError(f"Layer pattern could not be matched: none of {LAYER_PATTERNS} with layer="
+                         f"{num_shared_layers} names a parameter of {type(model).__name__}; pass "
+                         "pattern='<prefix>.{layer}' (see model.named_parameters())")
+    first_unshared = next((i for i, n in enumerate(names) if pattern in n), len(names))
+    if first_unshared == len(names):
+        logger.warning("Pattern passed or found, but no layers matched in the model. Check for a typo.")
+    shared = [model.get_parameter(n) for n in names[:first_unshared]]
+    for p in shared:
         p.requires_grad_(False)
-    return ref
+    # deepcopy's memo maps each shared tensor to itself: the copy references, not duplicates, it
+    ref = copy.deepcopy(model, memo={id(p): p for p in shared})
+    return ref.eval().requires_grad_(False)
 
 
 def is_peft_model(model: nn.Module) -> bool:

@@ -46,9 +46,11 @@ def generate_responses(model, queries: list[torch.Tensor], *, pad_token_id: int,
     ``model`` is anything with ``.generate`` (our value-head model or a plain causal LM).
     With ``remove_padding`` the response ends at its first EOS (kept) and carries no pad;
     the EOS search covers the response only, never the prompt. ``use_reference`` runs a
-    PEFT policy with its adapter disabled.
+    PEFT policy with its adapter disabled. For an encoder-decoder model each output is the
+    decoder sequence, decoder start token first (as TRL), and ``return_prompt`` is ignored.
     """
     was_training = model.training
+    encoder_decoder = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
     model.eval()
     outputs: list[torch.Tensor] = []
     generation_kwargs = dict(generation_kwargs or {})
@@ -61,6 +63,11 @@ def generate_responses(model, queries: list[torch.Tensor], *, pad_token_id: int,
                 chunk = queries[start:start + batch_size]
                 input_ids, attention_mask = left_pad(chunk, pad_token_id)
                 generated = model.generate(input_ids=input_ids, attention_mask=attention_mask, **generation_kwargs)
+                if encoder_decoder:  # the decoder output: start token + response, never the prompt
+                    for row in generated:
+                        outputs.append(torch.cat([row[:1], truncate_after_eos(row[1:], eos_token_id)])
+                                       if remove_padding else row)
+                    continue
                 for query, row in zip(chunk, generated[:, input_ids.shape[1]:]):
                     response = truncate_after_eos(row, eos_token_id) if remove_padding else row
                     outputs.append(torch.cat([query, response]) if return_prompt else response)

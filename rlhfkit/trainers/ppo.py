@@ -15,36 +15,38 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from transformers import PreTrainedModel
 
 from .. import algos
-from ..models import AutoModelForCausalLMWithValueHead, create_reference_model, is_peft_model, reference_context
+from ..models import create_reference_model, is_peft_model, reference_context
 from ..models.compat import enable_checkpointing
 from ..rollout import generate_responses
 from .mechanics import Mechanics, build_optimizer, set_seed
-from .ppo_batch import build_batch, check_step_inputs, forward_batch
+from ..core import PPODecorators
+from .ppo_batch import (build_batch, build_seq2seq_batch, check_step_inputs, check_trainer_inputs, classic_forward_pass,
+                        classic_model_inputs, forward_batch, max_positions, vocab_size)
 from .ppo_config import PPOConfig
-from .ppo_stats import PTXStream, record_step_stats, summarise_minibatches
+from .ppo_stats import PTXStream, classic_loss, record_step_stats, summarise_minibatches
 
 
 class PPOTrainer:
     """``PPOTrainer(config, model, ref_model=None, tokenizer=None, dataset=None, optimizer=None,
-    data_collator=None, lr_scheduler=None)``, as in the classic API.
+    data_collator=None, num_shared_layers=None, lr_scheduler=None, training_data_collator=None)``,
+    as in the classic API (TRL 0.11.4's argument order, checks and warnings).
 
+    ``num_shared_layers`` (no ``ref_model``): the reference shares, and the policy freezes,
+    the embeddings and first N layers (``create_reference_model``). ``optimizer`` and
+    ``lr_scheduler`` become Accelerate's wrappers (``trainer.optimizer.optimizer`` is yours).
     rlhfkit extras (keyword-only): ``critic`` (a ``CriticModel`` used instead of the shared
     value head, trained with ``config.critic_learning_rate``) and ``ptx_dataset`` (texts or
     ``input_ids`` for the SFT loss mixed in with ``config.ptx_coef``).
     """
 
     def __init__(self, config: PPOConfig | None = None, model=None, ref_model=None, tokenizer=None, dataset=None,
-                 optimizer=None, data_collator=None, lr_scheduler=None, *, critic=None, ptx_dataset=None):
-        self.config = config = config or PPOConfig()
-        if model is None:
-            raise ValueError("PPOTrainer needs a model: AutoModelForCausalLMWithValueHead.from_pretrained(path)")
-        if isinstance(model, PreTrainedModel):
-            model = AutoModelForCausalLMWithValueHead(model)
-        if tokenizer is None:
-            raise ValueError("PPOTrainer needs the tokenizer (for padding and EOS)")
+                 optimizer=None, data_collator=None, num_shared_layers: int | None = None, lr_scheduler=None,
+                 training_data_collator=None, *, critic=None, ptx_dataset=None):
+        self.config = config = config if config is not None else PPOConfig()
+        model, ref_model = check_trainer_inputs(config, model, ref_model, tokenizer, dataset, lr_scheduler,
+                                                num_shared_layers)
         set_seed(config.seed)
         self.mechanics = Mechanics(
             mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -53,25 +55,33 @@ class PPOTrainer:
             tracker_project_name=config.tracker_project_name, tracker_config=config.to_dict(),
             tracker_kwargs=config.tracker_kwargs)
         self.accelerator = self.mechanics.accelerator
+        self.current_device = self.accelerator.device
+        self.is_distributed = self.accelerator.num_processes > 1
         config.world_size = self.accelerator.num_processes
         config.global_backward_batch_size = config.backward_batch_size * config.world_size
         config.global_batch_size = config.batch_size * config.world_size
-        config.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-        if config.is_encoder_decoder:
-            raise ValueError("encoder-decoder models are not supported by rlhfkit's PPOTrainer; use a causal LM")
-        config.is_peft_model = is_peft_model(model)
+        self.is_encoder_decoder = config.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+        self.is_peft_model = config.is_peft_model = is_peft_model(model)
+        if self.is_encoder_decoder and (critic is not None or ptx_dataset is not None):
+            raise ValueError("critic= and ptx_dataset= are for causal LMs; an encoder-decoder policy uses its own "
+                             "value head and no ptx loss")
         self.tokenizer = tokenizer
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if self.pad_token_id is None:
             raise ValueError("the tokenizer has neither pad_token nor eos_token; set tokenizer.pad_token")
+        PPODecorators.optimize_device_cache = config.optimize_device_cache
 
-        self._setup_models(model, ref_model, critic)
-        self.optimizer, self.lr_scheduler = optimizer or self._default_optimizer(), lr_scheduler
+        self._setup_models(model, ref_model, critic, num_shared_layers)
+        optimizer = optimizer or self._default_optimizer()
         self.dataset = dataset
         self.data_collator = data_collator
-        prepared = self.accelerator.prepare(*(m for m in (model, critic, self.optimizer) if m is not None))
+        self.training_data_collator = training_data_collator
+        prepared = self.accelerator.prepare(*(m for m in (model, critic, optimizer) if m is not None))
         self._train_model = prepared[0]
         self._train_critic = prepared[1] if critic is not None else None
+        # Accelerate's wrappers, as TRL: `trainer.optimizer.optimizer` is the user's optimiser
+        self.optimizer = prepared[-1]
+        self.lr_scheduler = self.accelerator.prepare(lr_scheduler) if lr_scheduler is not None else None
         if self.ref_model is not None:
             self.ref_model.to(self.accelerator.device)
         self.dataloader = self.prepare_dataloader(dataset, data_collator) if dataset is not None else None
@@ -85,14 +95,15 @@ class PPOTrainer:
         self.running = algos.RunningMoments()
         self._shuffle = torch.Generator().manual_seed(config.seed)
         self.current_step = 0
-        self.max_length = _max_positions(model.config)
+        self.max_length = max_positions(model.config)
+        self.vocab_size = vocab_size(model)
 
-    def _setup_models(self, model, ref_model, critic) -> None:
+    def _setup_models(self, model, ref_model, critic, num_shared_layers) -> None:
         """Policy, frozen reference (or None under PEFT), optional critic, and their parameter lists."""
         config = self.config
         self.model, self.critic = model, critic
         if ref_model is None and not config.is_peft_model:
-            ref_model = create_reference_model(model)
+            ref_model = create_reference_model(model, num_shared_layers=num_shared_layers)
         self.ref_model = ref_model
         if self.ref_model is not None:
             self.ref_model.eval().requires_grad_(False)
@@ -163,10 +174,13 @@ class PPOTrainer:
         """One PPO update on ``batch_size`` scored rollouts; returns the classic stats dict."""
         cfg, timing, t0 = self.config, {}, time.time()
         queries, responses, scores, response_masks = check_step_inputs(
-            queries, responses, scores, response_masks, cfg.batch_size, self.max_length, self.accelerator.device)
+            queries, responses, scores, response_masks, cfg.batch_size, self.max_length, self.accelerator.device,
+            self.vocab_size)
         raw_scores = scores
         scores = self._process_scores(scores, responses)
-        batch = build_batch(queries, responses, response_masks, self.pad_token_id)
+        batch = (build_seq2seq_batch(queries, responses, response_masks, self.pad_token_id,
+                                     self.model.config.decoder_start_token_id) if self.is_encoder_decoder
+                 else build_batch(queries, responses, response_masks, self.pad_token_id))
         mask = batch.mask
 
         t = time.time()
@@ -315,6 +329,85 @@ class PPOTrainer:
             if m is not None:
                 m.train(mode)
 
+    # ------------------------------------------------------------------ classic helpers (TRL 0.11 layout)
+    # Scripts call these directly; step() runs the same math on rlhfkit's response-only layout
+    # (ppo_batch), so overriding them in a subclass does not change step().
+    def _step_safety_checker(self, batch_size, queries, responses, scores, masks=None):
+        """step()'s input checks under TRL's name; returns (queries, responses, scores, masks) as lists."""
+        q, r, s, m = check_step_inputs(queries, responses, scores, masks, batch_size, self.max_length,
+                                       self.current_device, self.vocab_size)
+        return q, r, list(s.unbind()), m
+
+    def prepare_model_inputs(self, queries, responses) -> dict:
+        """Padded ``input_ids``/``attention_mask`` of query+response (encoder-decoder: the queries, plus
+        ``decoder_input_ids``/``decoder_attention_mask`` of the responses), on the trainer's device."""
+        return classic_model_inputs(queries, responses, self.tokenizer, self.training_data_collator,
+                                    self.current_device, self.is_encoder_decoder)
+
+    @PPODecorators.empty_device_cache()
+    def batched_forward_pass(self, model, queries, responses, model_inputs, return_logits: bool = False,
+                             response_masks=None):
+        """``(logprobs, logits or None, values, masks)`` of the whole padded sequences, each (B, L-1)
+        (logits (B, L-1, V)), in chunks of ``mini_batch_size``; ``masks`` marks response tokens."""
+        with self.mechanics.autocast():
+            return classic_forward_pass(model, queries, responses, model_inputs, self.config.mini_batch_size,
+                                        self.is_encoder_decoder, return_logits, response_masks)
+
+    def _kl_penalty(self, logprob: torch.Tensor, ref_logprob: torch.Tensor) -> torch.Tensor:
+        """Per-token KL estimate of ``config.kl_penalty``; for "full" the inputs are log-probs (..., V)."""
+        if self.config.kl_penalty == "full":
+            return algos.kl_full(logprob, ref_logprob)
+        return algos.kl_penalty(logprob, ref_logprob, self.config.kl_penalty)
+
+    def compute_rewards(self, scores, logprobs, ref_logprobs, masks):
+        """``(rewards, non_score_rewards, kls)``, each (B, T): ``-beta * kl`` per token plus the score on
+        the last masked-in token."""
+        kls = self._kl_penalty(logprobs, ref_logprobs)  # (B, T)
+        non_score = -self.kl_ctl.value * kls  # (B, T)
+        score_only, _ = algos.kl_penalized_rewards(torch.as_tensor(scores).to(kls), torch.zeros_like(kls), masks, 0.0)
+        return non_score + score_only, non_score, kls
+
+    def compute_advantages(self, values, rewards, mask):
+        """``(values * mask, advantages, returns)`` by GAE; advantages whitened (``whiten_advantages``)."""
+        mask = mask.to(values.dtype)
+        values, rewards = values * mask, rewards * mask
+        if self.config.whiten_rewards:
+            rewards = algos.masked_whiten(rewards, mask, shift_mean=False)
+        advantages, returns = algos.gae(rewards, values, mask, self.config.gamma, self.config.lam)  # (B, T)
+        if self.config.whiten_advantages:
+            advantages = algos.masked_whiten(advantages, mask)
+        return values, advantages.detach(), returns
+
+    def loss(self, old_logprobs, values, logits, vpreds, logprobs, mask, advantages, returns):
+        """``(policy_loss, vf_coef * value_loss, stats)`` with TRL's flat stat names; a minibatch whose
+        mean ratio exceeds ``ratio_threshold`` gets zero losses (and a warning)."""
+        return classic_loss(self.config, old_logprobs, values, logits, vpreds, logprobs, mask, advantages, returns)
+
+    def train_minibatch(self, old_logprobs, values, logprobs, logits, vpreds, mask, advantages, returns) -> dict:
+        """One gradient step on ``loss(...)`` (clipping, accumulation and ``optimizer.zero_grad()`` included)."""
+        self._set_train(True)
+        loss_p, loss_v, stats = self.loss(old_logprobs, values, logits, vpreds, logprobs, mask, advantages, returns)
+        self.mechanics.backward(loss_p + loss_v)
+        self.mechanics.optimizer_step(self.optimizer, self.params)
+        return stats
+
+    def record_step_stats(self, kl_coef: float, **data) -> dict:
+        """TRL's step statistics from ``scores, logprobs, ref_logprobs, non_score_reward, masks, kls,
+        queries, responses, train_stats`` (each train stat stacked over minibatches, averaged here)."""
+        train = {k: torch.as_tensor(v).float().mean(0) for k, v in data["train_stats"].items()}
+        return record_step_stats(scores=data["scores"], raw_scores=data.get("raw_scores", data["scores"]),
+                                 logprobs=data["logprobs"], ref_logprobs=data["ref_logprobs"], kl=data["kls"],
+                                 non_score_reward=data["non_score_reward"], mask=data["masks"], kl_coef=kl_coef,
+                                 queries=data["queries"], responses=data["responses"], train_stats=train,
+                                 to_host=False)
+
+    def gather_stats(self, stats: dict) -> dict:
+        """Average every tensor stat over processes (identity in a single process)."""
+        if not self.is_distributed:
+            return stats
+        return {k: self.accelerator.reduce(v.to(self.accelerator.device), "mean") if isinstance(v, torch.Tensor)
+                else v for k, v in stats.items()}
+
     # ------------------------------------------------------------------ logging and saving
     def log_stats(self, stats: dict, batch: dict, rewards, columns_to_log=("query", "response")) -> None:
         """Log step stats plus ``env/reward_mean|std|dist`` to the configured trackers."""
@@ -332,6 +425,15 @@ class PPOTrainer:
     def train(self, reward_fn, prompts, **kwargs) -> list[dict]:
         """Run the whole loop with a reward function; see ``rlhfkit.trainers.ppo_train.train_ppo``."""
         from .ppo_train import train_ppo
+
+        if not callable(reward_fn):
+            raise TypeError(f"train(reward_fn, prompts): reward_fn must be callable (prompts, responses) -> scores, "
+                            f"got {type(reward_fn).__name__}")
+        if isinstance(prompts, (str, bytes)) or not all(isinstance(p, str) for p in prompts):
+            bad = type(prompts).__name__ if isinstance(prompts, (str, bytes)) else next(
+                f"prompts[{i}] is {type(p).__name__}" for i, p in enumerate(prompts) if not isinstance(p, str))
+            raise TypeError(f"train(reward_fn, prompts): prompts must be a list of strings, got {bad}; "
+                            "wrap a single prompt in a list: train(reward_fn, [\"the cat\"])")
 
         return train_ppo(self, reward_fn, prompts, **kwargs)
 
@@ -351,10 +453,3 @@ def _disable_dropout(model) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-
-
-def _max_positions(config) -> int | None:
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        if getattr(config, name, None):
-            return int(getattr(config, name))
-    return None

@@ -11,9 +11,11 @@ never reach the LM head, which is most of the compute with a large vocabulary.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
+from transformers import PreTrainedModel
 
 from ..algos import logprobs_from_logits
 
@@ -42,36 +44,64 @@ class RolloutBatch:
                             sub.response_ids[:, :keep_r], sub.mask[:, :keep_r])
 
 
-def _as_token_tensor(x, what: str, i: int, device) -> torch.Tensor:
-    t = torch.as_tensor(x, device=device)
+def _as_token_tensor(x, what: str, i: int, device, vocab_size: int | None) -> torch.Tensor:
+    try:
+        t = torch.as_tensor(x, device=device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{what}[{i}] must be a 1-D tensor of token ids, got {type(x).__name__} ({err})") from None
     if t.dim() != 1:
         raise ValueError(f"{what}[{i}] must be a 1-D tensor of token ids, got shape {tuple(t.shape)}")
-    if t.dtype.is_floating_point:
+    if t.dtype.is_floating_point or t.dtype == torch.bool:
         raise ValueError(f"{what}[{i}] must hold integer token ids, got dtype {t.dtype}")
+    if len(t) and vocab_size is not None:
+        lo, hi = int(t.min()), int(t.max())  # one sync per tensor, before any model work
+        if lo < 0 or hi >= vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{what}[{i}] holds token id {bad}, outside the model's vocabulary of {vocab_size} "
+                             f"(valid ids 0..{vocab_size - 1}); was it encoded with another tokenizer?")
     return t.long()
 
 
-def check_step_inputs(queries, responses, scores, response_masks, batch_size: int, max_length: int | None, device):
-    """Validate ``step``'s arguments; returns (queries, responses, scores (B,), masks or None)."""
+def _as_score(s, i: int) -> torch.Tensor:
+    if isinstance(s, (str, bytes)):
+        raise TypeError(f"scores[{i}] is the string {s!r}: every score must be a number or a tensor "
+                        "(convert with float(...))")
+    try:
+        t = torch.as_tensor(s, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"scores[{i}] must be a number or a 0-/1-element tensor, got {type(s).__name__} "
+                        f"({err})") from None
+    if t.dim() > 1:  # TRL's rule: a [[1.0]] score is a shape bug upstream, not a scalar
+        raise ValueError(f"Scores must be 1-dimensional - got {t.dim()} dimensions for scores[{i}] "
+                         f"(shape {tuple(t.shape)}); pass one 0-d or 1-element 1-d tensor per response")
+    if t.numel() != 1:
+        raise ValueError(f"scores[{i}] must be a scalar (one number per response), got shape {tuple(t.shape)}")
+    if not math.isfinite(float(t)):
+        raise ValueError(f"scores[{i}] is {float(t)}: every score must be a finite number")
+    return t.reshape(())
+
+
+def check_step_inputs(queries, responses, scores, response_masks, batch_size: int | None, max_length: int | None,
+                      device, vocab_size: int | None = None):
+    """Validate ``step``'s arguments; returns (queries, responses, scores (B,), masks or None).
+
+    Runs before any model work, so a bad token id or score fails here with its index, not
+    deep inside an embedding lookup.
+    """
     for name, value in (("queries", queries), ("responses", responses), ("scores", scores)):
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{name} must be a list of tensors, got {type(value).__name__}")
     if not (len(queries) == len(responses) == len(scores)):
         raise ValueError(f"queries, responses and scores must have the same length, got "
                          f"{len(queries)}, {len(responses)} and {len(scores)}")
-    if len(queries) != batch_size:
+    if batch_size is not None and len(queries) != batch_size:
         raise ValueError(f"step() got {len(queries)} samples but PPOConfig.batch_size is {batch_size}; "
                          "pass exactly batch_size samples or change the config")
-    queries = [_as_token_tensor(q, "queries", i, device) for i, q in enumerate(queries)]
-    responses = [_as_token_tensor(r, "responses", i, device) for i, r in enumerate(responses)]
-    values = []
-    for i, s in enumerate(scores):
-        t = torch.as_tensor(s, dtype=torch.float32)
-        if t.numel() != 1:
-            raise ValueError(f"scores[{i}] must be a scalar (one number per response), got shape {tuple(t.shape)}")
-        if not math.isfinite(float(t)):
-            raise ValueError(f"scores[{i}] is {float(t)}: every score must be a finite number")
-        values.append(t.reshape(()))
+    if not queries:
+        raise ValueError("step() got no samples: queries, responses and scores are empty")
+    queries = [_as_token_tensor(q, "queries", i, device, vocab_size) for i, q in enumerate(queries)]
+    responses = [_as_token_tensor(r, "responses", i, device, vocab_size) for i, r in enumerate(responses)]
+    values = [_as_score(s, i) for i, s in enumerate(scores)]
     for i, (q, r) in enumerate(zip(queries, responses)):
         if len(q) == 0:
             raise ValueError(f"queries[{i}] is empty: a query needs at least one token (e.g. BOS)")
@@ -106,6 +136,60 @@ def build_batch(queries, responses, response_masks, pad_token_id: int) -> Rollou
     return RolloutBatch(input_ids, attention_mask, position_ids, input_ids[:, Lq:], mask)
 
 
+@dataclass
+class Seq2SeqRolloutBatch:
+    """An encoder-decoder rollout: the query feeds the encoder, the response the decoder.
+
+    A response is ``[decoder_start, t_1 .. t_n]`` (what ``generate`` returns); the decoder
+    reads ``[start, t_1 .. t_{n-1}]`` and position j predicts ``t_{j+1}``: n actions.
+    """
+    input_ids: torch.Tensor               # (B, Lq) right-padded queries
+    attention_mask: torch.Tensor          # (B, Lq)
+    decoder_input_ids: torch.Tensor       # (B, R)
+    decoder_attention_mask: torch.Tensor  # (B, R)
+    response_ids: torch.Tensor            # (B, R) the actions t_1 .. t_n
+    mask: torch.Tensor                    # (B, R) float
+
+    @property
+    def response_length(self) -> int:
+        return self.response_ids.shape[1]
+
+    def rows(self, idx: torch.Tensor) -> "Seq2SeqRolloutBatch":
+        """A minibatch, with trailing columns that are padding in every selected row cut off."""
+        sub = [t[idx] for t in (self.input_ids, self.attention_mask, self.decoder_input_ids,
+                                self.decoder_attention_mask, self.response_ids, self.mask)]
+        q = int(sub[1].sum(0).gt(0).nonzero().max()) + 1
+        r = int(sub[3].sum(0).gt(0).nonzero().max()) + 1
+        return Seq2SeqRolloutBatch(sub[0][:, :q], sub[1][:, :q], *(t[:, :r] for t in sub[2:]))
+
+
+def build_seq2seq_batch(queries, responses, response_masks, pad_token_id: int,
+                        decoder_start_token_id: int | None) -> Seq2SeqRolloutBatch:
+    """Lay out (query, response) pairs for an encoder-decoder; a response that does not begin with
+    the decoder start token gets it prepended (then all its tokens are actions)."""
+    B, device = len(queries), queries[0].device
+    fixed, masks = [], []
+    for i, r in enumerate(responses):
+        m = response_masks[i].float() if response_masks is not None else torch.ones(len(r), device=device)
+        if decoder_start_token_id is not None and int(r[0]) != decoder_start_token_id:
+            r, m = torch.cat([r.new_tensor([decoder_start_token_id]), r]), torch.cat([m.new_ones(1), m])
+        if len(r) < 2:
+            raise ValueError(f"responses[{i}] has no token after the decoder start token; drop the sample")
+        fixed.append(r)
+        masks.append(m[1:])
+    Lq, R = max(len(q) for q in queries), max(len(r) for r in fixed) - 1
+    enc = torch.full((B, Lq), pad_token_id, dtype=torch.long, device=device)
+    enc_mask = torch.zeros_like(enc)
+    dec = torch.full((B, R), pad_token_id, dtype=torch.long, device=device)
+    dec_mask, labels = torch.zeros_like(dec), torch.full_like(dec, pad_token_id)
+    mask = torch.zeros((B, R), dtype=torch.float32, device=device)
+    for i, (q, r) in enumerate(zip(queries, fixed)):
+        n = len(r) - 1
+        enc[i, :len(q)], enc_mask[i, :len(q)] = q, 1
+        dec[i, :n], dec_mask[i, :n], labels[i, :n], mask[i, :n] = r[:-1], 1, r[1:], masks[i]
+    return Seq2SeqRolloutBatch(enc, enc_mask, dec, dec_mask, labels, mask)
+
+
 def forward_batch(model, batch: RolloutBatch, critic=None):
     """Log-probs (B, R), values (B, R) and logits (B, R, V) of the response tokens.
 
@@ -113,6 +197,11 @@ def forward_batch(model, batch: RolloutBatch, critic=None):
     values come from the critic instead of the shared head.
     """
     R = batch.response_length
+    if isinstance(batch, Seq2SeqRolloutBatch):
+        logits, _, values = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                  decoder_input_ids=batch.decoder_input_ids,
+                                  decoder_attention_mask=batch.decoder_attention_mask, use_cache=False)
+        return logprobs_from_logits(logits, batch.response_ids), values.float(), logits  # (B, R) each, (B, R, V)
     inputs = dict(input_ids=batch.input_ids[:, :-1], attention_mask=batch.attention_mask[:, :-1],
                   position_ids=batch.position_ids[:, :-1])
     logits, _, values = model(**inputs, logits_to_keep=R, use_cache=False)
@@ -121,3 +210,131 @@ def forward_batch(model, batch: RolloutBatch, critic=None):
         values = critic(**inputs, logits_to_keep=R)
     values = values[:, -R:].float()  # (B, R)
     return logprobs_from_logits(logits, batch.response_ids), values, logits
+
+
+# ---------------------------------------------------------------- trainer arguments (TRL 0.11.4's checks)
+def check_trainer_inputs(config, model, ref_model, tokenizer, dataset, lr_scheduler, num_shared_layers):
+    """TRL's argument checks and warnings for ``PPOTrainer``; returns (model, ref_model).
+
+    A bare causal LM is wrapped in a value head (an rlhfkit convenience); anything else
+    that is not a value-head model is refused with TRL's message.
+    """
+    from transformers import PreTrainedTokenizerBase
+
+    from ..models import AutoModelForCausalLMWithValueHead, AutoModelForSeq2SeqLMWithValueHead
+    from .ppo_config import PPOConfig
+
+    supported = (AutoModelForCausalLMWithValueHead, AutoModelForSeq2SeqLMWithValueHead)
+    if not isinstance(config, PPOConfig):
+        raise ValueError(f"config must be a PPOConfig, got {type(config)}")
+    if model is None:
+        raise ValueError("PPOTrainer needs a model: AutoModelForCausalLMWithValueHead.from_pretrained(path)")
+    if not isinstance(model, supported) and _is_causal_lm(model):
+        model = AutoModelForCausalLMWithValueHead(model)
+    if not isinstance(model, supported):
+        raise ValueError(f"model must be a PreTrainedModelWrapper, got {type(model)} - supported architectures are: "
+                         f"{supported}")
+    if ref_model is not None and not isinstance(ref_model, supported):
+        if not _is_causal_lm(ref_model):
+            raise ValueError(f"ref_model must be a PreTrainedModelWrapper or `None`, got {type(ref_model)} - "
+                             f"supported architectures are: {supported} ")
+        ref_model = AutoModelForCausalLMWithValueHead(ref_model)
+    if ref_model is not None and num_shared_layers is not None:
+        warnings.warn("num_shared_layers is ignored when ref_model is provided. Two different models are used for the "
+                      "model and the reference model and no layers are shared.", UserWarning, stacklevel=3)
+    if tokenizer is None or not isinstance(tokenizer, PreTrainedTokenizerBase):
+        raise ValueError("tokenizer must be a PreTrainedTokenizerBase like a PreTrainedTokenizer or a "
+                         f"PreTrainedTokenizerFast, got {type(tokenizer)}")
+    if dataset is None:
+        warnings.warn("No dataset is provided. Make sure to set config.batch_size to the correct value before "
+                      "training (fine with train(reward_fn, prompts) or your own batches).", UserWarning, stacklevel=3)
+    elif isinstance(dataset, (str, bytes)) or not hasattr(dataset, "__getitem__"):
+        raise ValueError(f"dataset must be a torch.utils.data.Dataset or datasets.Dataset, got {type(dataset)}")
+    if lr_scheduler is not None and not isinstance(lr_scheduler, torch.optim.lr_scheduler.LRScheduler):
+        raise ValueError("lr_scheduler must be a torch.optim.lr_scheduler._LRScheduler or "
+                         f"torch.optim.lr_scheduler.LRScheduler (for torch >= 2.0), got {type(lr_scheduler)}")
+    return model, ref_model
+
+
+def _is_causal_lm(model) -> bool:
+    if not isinstance(model, PreTrainedModel) or getattr(model.config, "is_encoder_decoder", False):
+        return False
+    return model.get_output_embeddings() is not None
+
+
+def max_positions(config) -> int | None:
+    """The model's context length, or None when the config does not say."""
+    if getattr(config, "is_encoder_decoder", False):
+        return None  # query and response live in separate encoder and decoder sequences
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if getattr(config, name, None):
+            return int(getattr(config, name))
+    return None
+
+
+def vocab_size(model) -> int | None:
+    """Rows of the output embedding (what an id must index), else ``config.vocab_size``."""
+    inner = getattr(model, "pretrained_model", model)
+    get_out = getattr(inner, "get_output_embeddings", None)
+    out = get_out() if get_out is not None else None
+    weight = getattr(out, "weight", None)
+    if weight is not None and weight.dim() == 2:
+        return int(weight.shape[0])
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    return int(size) if size else None
+
+
+# ---------------------------------------------------------------- TRL's full-sequence layout (public helpers)
+def classic_model_inputs(queries, responses, tokenizer, collator, device, is_encoder_decoder: bool) -> dict:
+    """TRL's ``prepare_model_inputs``: query+response padded on the tokenizer's side (seq2seq: both apart)."""
+    def pad(seqs):
+        features = [{"input_ids": s, "attention_mask": torch.ones_like(s)} for s in seqs]
+        batch = collator(features) if collator is not None else tokenizer.pad(features, return_tensors="pt")
+        return {k: v.to(device) for k, v in batch.items() if k != "labels"}  # no LM loss wanted
+
+    if is_encoder_decoder:
+        inputs, decoder = pad(list(queries)), pad(list(responses))
+        inputs["decoder_input_ids"], inputs["decoder_attention_mask"] = decoder["input_ids"], decoder["attention_mask"]
+        return inputs
+    return pad([torch.cat([q, r]) for q, r in zip(queries, responses)])
+
+
+def classic_forward_pass(model, queries, responses, model_inputs: dict, chunk: int, is_encoder_decoder: bool,
+                         return_logits: bool = False, response_masks=None):
+    """TRL's ``batched_forward_pass``: (logprobs, logits or None, values, masks), each (B, L-1).
+
+    ``masks`` is 1 on the positions that predict a response token (times ``response_masks``).
+    Unlike TRL, left-padded rows get position ids that skip the padding, so a padded row
+    computes what it computes alone; the model's train/eval mode is restored after; and for
+    an encoder-decoder the first generated token counts too (TRL masked it out).
+    """
+    was_training = model.training
+    model.eval()
+    parts = []
+    try:
+        for start in range(0, len(queries), chunk):
+            inputs = {k: v[start:start + chunk] for k, v in model_inputs.items()}
+            ids = inputs["decoder_input_ids"] if is_encoder_decoder else inputs["input_ids"]
+            attn = inputs["decoder_attention_mask"] if is_encoder_decoder else inputs["attention_mask"]
+            if not is_encoder_decoder and bool((attn[:, 0] == 0).any()) and "position_ids" not in inputs:
+                inputs["position_ids"] = (attn.cumsum(-1) - 1).clamp_min(0)  # (b, L)
+            logits, _, values = model(**inputs)  # (b, L, V), (b, L)
+            logprobs = logprobs_from_logits(logits[:, :-1], ids[:, 1:])  # (b, L-1)
+            masks = torch.zeros_like(attn)
+            masks[:, :-1] = attn[:, 1:]
+            for j in range(len(ids)):
+                i = start + j
+                if is_encoder_decoder:  # position 0 (the start token) predicts the first response token
+                    first, end = 0, int(attn[j].sum()) - 1
+                else:
+                    first = len(queries[i]) - 1 + int(attn[j].nonzero()[0])  # offset of left padding
+                    end = first + len(responses[i])
+                masks[j, :first] = 0
+                masks[j, end:] = 0
+                if response_masks is not None:
+                    masks[j, first:end] = masks[j, first:end] * response_masks[i].to(masks)
+            parts.append((logprobs, logits[:, :-1] if return_logits else None, values[:, :-1], masks[:, :-1]))
+    finally:
+        model.train(was_training)
+    logprobs, logits, values, masks = zip(*parts)
+    return torch.cat(logprobs), (torch.cat(logits) if return_logits else None), torch.cat(values), torch.cat(masks)

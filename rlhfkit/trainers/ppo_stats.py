@@ -7,6 +7,7 @@ so a step costs one synchronisation, not one per minibatch.
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import torch
 from torch.utils.data import DataLoader
@@ -32,8 +33,10 @@ def summarise_minibatches(minibatch_stats: list[dict]) -> dict:
 
 
 def record_step_stats(*, scores, raw_scores, logprobs, ref_logprobs, kl, non_score_reward, mask, kl_coef,
-                      queries, responses, train_stats) -> dict:
-    """The classic ``step()`` stats dict: floats for scalars, numpy arrays for distributions."""
+                      queries, responses, train_stats, to_host: bool = True) -> dict:
+    """The classic ``step()`` stats dict: floats for scalars, numpy arrays for distributions
+    (tensors with ``to_host=False``). Warns, as TRL, when the mean KL drops below -1."""
+    mask = mask.to(kl.dtype)
     kl_per_seq = (kl * mask).sum(-1)  # (B,)
     query_lens = torch.tensor([len(q) for q in queries], dtype=torch.float32)
     response_lens = torch.tensor([len(r) for r in responses], dtype=torch.float32)
@@ -59,8 +62,42 @@ def record_step_stats(*, scores, raw_scores, logprobs, ref_logprobs, kl, non_sco
         stats[f"ppo/{key}"] = value
     returns_var = train_stats["returns/var"]
     stats["ppo/val/var_explained"] = 1 - train_stats["val/error"] / returns_var.clamp_min(1e-8)
+    if not to_host:
+        return stats
     # One host transfer for everything: scalars become floats, the rest numpy arrays.
-    return {k: (v.detach().float().cpu().numpy() if v.dim() else float(v)) for k, v in stats.items()}
+    stats = {k: (v.detach().float().cpu().numpy() if v.dim() else float(v)) for k, v in stats.items()}
+    if stats["objective/kl"] < -1.0:
+        warnings.warn(f"KL divergence is starting to become negative: {stats['objective/kl']:.2f} - this might be a "
+                      "precursor for failed training. Sometimes this happens because the generation kwargs are not "
+                      "correctly set (e.g. top_k/min_length); please check them, or review your hyperparameters.",
+                      stacklevel=3)
+    return stats
+
+
+def classic_loss(cfg, old_logprobs, values, logits, vpreds, logprobs, mask, advantages, returns):
+    """TRL's ``PPOTrainer.loss``: ``(policy_loss, vf_coef * value_loss, flat stats)``, all (B, T) inputs.
+
+    A minibatch whose mean ratio exceeds ``cfg.ratio_threshold`` returns zero losses and warns.
+    """
+    mask = mask.to(logprobs.dtype)
+    pg_loss, pg = algos.policy_loss(logprobs, old_logprobs, advantages, mask, cfg.cliprange, cfg.dual_clip)
+    vf_loss, vf = algos.value_loss(vpreds, values, returns, mask, cfg.cliprange_value)
+    loss = pg_loss + cfg.vf_coef * vf_loss
+    if float(pg["ratio_mean"]) > cfg.ratio_threshold:
+        warnings.warn(f"The average ratio of batch ({float(pg['ratio_mean']):.2f}) exceeds threshold "
+                      f"{cfg.ratio_threshold:.2f}. Skipping batch.", stacklevel=3)
+        pg_loss, vf_loss, loss = pg_loss * 0.0, vf_loss * 0.0, loss * 0.0
+    stats = {
+        "loss/policy": pg_loss.detach(), "loss/value": vf_loss.detach(), "loss/total": loss.detach(),
+        "policy/entropy": algos.masked_mean(algos.entropy_from_logits(logits.detach()), mask),
+        "policy/approxkl": pg["approxkl"], "policy/policykl": pg["policykl"], "policy/clipfrac": pg["clipfrac"],
+        "policy/advantages": advantages.detach(), "policy/advantages_mean": algos.masked_mean(advantages, mask).detach(),
+        "policy/ratio": pg["ratio"],
+        "returns/mean": algos.masked_mean(returns, mask).detach(), "returns/var": algos.masked_var(returns, mask).detach(),
+        "val/vpred": vf["vpred"], "val/error": vf["error"], "val/clipfrac": vf["clipfrac"],
+        "val/mean": algos.masked_mean(values, mask).detach(), "val/var": algos.masked_var(values, mask).detach(),
+    }
+    return pg_loss, cfg.vf_coef * vf_loss, stats
 
 
 class PTXStream:

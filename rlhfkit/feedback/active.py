@@ -58,7 +58,7 @@ def load_reward_fn(reward: RewardFn | str | os.PathLike, *, batch_size: int = 32
     if callable(reward):
         return reward
     from ..models import RewardModel  # torch + transformers: only when a folder is given
-    from .ingest import model_source
+    from .sources import model_source
 
     try:
         return RewardModel(model_source(reward, "reward model"), batch_size=batch_size)
@@ -162,7 +162,7 @@ def add_active_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 def run_prioritise(args: argparse.Namespace) -> int:
     """Run ``rlhfkit feedback prioritise`` from parsed arguments; prints what changed."""
     from .db import connect, default_url, engine_of
-    from .ingest import model_source
+    from .sources import model_source
 
     model_source(args.reward_model, "reward model")  # a typo fails now, not after the queue was read
     factory = connect(args.db or default_url())

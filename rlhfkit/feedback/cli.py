@@ -145,10 +145,10 @@ def _fail(message: str) -> FeedbackError:
 def _session(args) -> Iterator:
     """A session on ``--db``; the engine is disposed afterwards (no pooled connection outlives the command).
     When the command fails on a SQLite file it created, the file is removed: a typo writes nothing."""
-    from .db import connect, default_url, engine_of
+    from .db import connect, default_url, engine_of, new_sqlite_file
 
     target = args.db or default_url()
-    created = _new_sqlite_file(target)
+    created = new_sqlite_file(target)
     factory = None
     try:
         factory = connect(target)
@@ -165,24 +165,6 @@ def _session(args) -> Iterator:
     finally:
         if factory is not None:
             engine_of(factory).dispose()
-
-
-def _new_sqlite_file(target: str) -> Path | None:
-    """The SQLite file ``target`` names when it does not exist yet (None: exists, in memory, or not SQLite)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    from .db import normalize_url
-
-    try:
-        url = make_url(normalize_url(target))
-    except ArgumentError:
-        return None
-    database = url.database or ""
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    path = Path(database)
-    return None if path.exists() else path
 
 
 def _init(args) -> int:
@@ -271,7 +253,7 @@ def _summary(summary: dict) -> str:
 
 
 def _read_prompts(path: str) -> list:
-    from .ingest import not_utf8, read_records
+    from .sources import not_utf8, read_records
 
     if Path(path).suffix.lower() == ".txt":
         try:

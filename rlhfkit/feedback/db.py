@@ -64,6 +64,21 @@ def normalize_url(url_or_path: str | os.PathLike) -> str:
     return text
 
 
+def new_sqlite_file(url_or_path: str | os.PathLike) -> Path | None:
+    """The SQLite file ``url_or_path`` names when it does not exist yet (None: it exists, is in memory, is not
+    SQLite or not a URL). The CLI removes such a file again when its command fails."""
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(normalize_url(url_or_path))
+    except ArgumentError:
+        return None
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return None if Path(database).exists() else Path(database)
+
+
 def make_engine(url_or_path: str | os.PathLike, **kwargs) -> Engine:
     """An engine with the pragmas above for SQLite; other backends as SQLAlchemy makes them."""
     url = make_url(normalize_url(url_or_path))

@@ -1,4 +1,4 @@
-"""``rlhfkit <command> [--config file.yaml] [key=value ...]``: thin entry points.
+"""``rlhfkit <command> [--config file.yaml] [key=value ...] [--field value ...]``: thin entry points.
 
 Commands:
   demo          the whole pipeline offline: pre-train, SFT, simulated feedback, reward model, PPO vs DPO, report
@@ -11,8 +11,11 @@ Commands:
   tiny-model    write a tiny random-init model + locally trained tokenizer to a folder
   feedback      human feedback: web app (serve), projects, annotators, import, report, export, prioritise
 
-Every command but tiny-model and feedback takes ``--config file.yaml``; flags override the file, and the
-resolved config is written to ``<output_dir>/config.yaml``.
+Every command but feedback takes ``--config file.yaml`` and ``field=value`` overrides; flags beat
+overrides, overrides beat the file (``--learning-rate`` = ``--learning_rate``, bare ``--packing`` =
+true). Every value and input path is checked before a model loads or anything is written; a
+usage error prints one line and exits with code 2, leaving a previous run's files as they were.
+The resolved config is written to ``<output_dir>/config.yaml`` once everything has loaded.
 """
 
 from __future__ import annotations
@@ -23,238 +26,262 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
-from .trainers.ppo_config import PPOConfig
+from . import cli_args
+from .cli_args import UsageError, add_config_arguments, build_config, write_resolved_config
+from .trainers.config import ConfigError, f, output_dir_problem
 
 TRAINERS = {"sft": ("SFTConfig", "SFTTrainer"), "reward": ("RewardConfig", "RewardTrainer"),
             "dpo": ("DPOConfig", "DPOTrainer")}
-_BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
-def _converter(type_text: str):
-    """str -> value for a dataclass field annotated ``type_text`` (e.g. 'float | None')."""
-    optional = "None" in type_text
-    base = type_text.replace("| None", "").replace("None |", "").strip()
+class UsageExit(SystemExit):
+    """Exit code 2 (a usage error) whose ``str`` is the message, already printed to stderr."""
 
-    def convert(value: str):
-        if optional and value.lower() in ("none", "null"):
-            return None
-        if base == "bool":
-            if value.lower() not in _BOOL:
-                raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-            return _BOOL[value.lower()]
-        if base in ("int", "float"):
-            try:
-                return int(value) if base == "int" else float(value)
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"expected a number ({base}), got {value!r}") from None
-        return value
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
 
-    return convert
+    def __str__(self) -> str:
+        return self.message
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, config_cls) -> None:
-    """One ``--field`` flag per dataclass field, documented by the field's help text."""
-    parser.add_argument("--config", help="YAML file of config fields; flags given here override it")
-    for fld in dataclasses.fields(config_cls):
-        default = fld.default if fld.default is not dataclasses.MISSING else None
-        # SUPPRESS: an absent flag leaves no attribute, so `--field none` can override a YAML value with None
-        parser.add_argument(f"--{fld.name}", type=_converter(str(fld.type)), default=argparse.SUPPRESS,
-                            metavar=str(fld.type),
-                            help=f"{fld.metadata.get('help', '')} (default: {default!r})".replace("%", "%%"))
+@dataclasses.dataclass
+class TinyModelArgs:
+    output_dir: str | None = f(None, "Folder to write the model and tokenizer to (required).")
+    arch: str = f("gpt2", "Architecture: gpt2 or llama.")
+    kind: str = f("causal-lm", "causal-lm (AutoModelForCausalLM) or reward (AutoModelForSequenceClassification, "
+                               "1 label).")
+    hidden_size: int = f(64, "Width of the model.")
+    num_layers: int = f(2, "Transformer blocks.")
+    seed: int = f(0, "Seed of the random initialisation.")
+
+    def __post_init__(self):
+        from .trainers.config import Checks, check_field_types
+
+        check_field_types(self)
+        c = Checks(self)
+        if not self.output_dir:
+            c.fail("output_dir", "is required: the folder to write the model to")
+        c.choice("arch", ("gpt2", "llama"))
+        c.choice("kind", ("causal-lm", "reward"))
+        c.at_least(1, "hidden_size", "num_layers")
 
 
-def build_config(config_cls, args: argparse.Namespace, base: dict | None = None):
-    """Dataclass defaults <- ``base`` (a preset) <- YAML file <- flags; unknown YAML keys are an error."""
-    values = {}
-    if args.config:
-        try:
-            values = yaml.safe_load(Path(args.config).read_text()) or {}
-        except OSError as err:
-            raise SystemExit(f"error: cannot read config {args.config}: {err}") from None
-        if not isinstance(values, dict):
-            raise SystemExit(f"error: {args.config} must hold a mapping of {config_cls.__name__} fields")
-    names = {fld.name for fld in dataclasses.fields(config_cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise SystemExit(f"error: {args.config}: unknown {config_cls.__name__} field(s) {unknown}")
-    values = {**(base or {}), **values}
-    values.update({k: v for k, v in vars(args).items() if k in names})
-    try:
-        return config_cls(**values)
-    except (TypeError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from None
+@dataclasses.dataclass
+class PPOExampleArgs:
+    output_dir: str = f("runs/ppo-example", "Where metrics, checkpoints and the model go.")
+    steps: int = f(100, "PPO iterations (well under a minute on 2 CPU cores).")
+    seed: int = f(0, "Seed of the model, sampling and shuffling.")
+
+    def __post_init__(self):
+        from .trainers.config import Checks, check_field_types
+
+        check_field_types(self)
+        Checks(self).at_least(1, "steps")
 
 
-def save_resolved_config(config, output_dir: str, name: str = "config.yaml") -> Path:
-    path = Path(output_dir) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
-    return path
+def _config_classes() -> dict:
+    from . import trainers
+    from .eval import EvalConfig
+    from .pipeline import CompareConfig, PipelineConfig
+
+    classes = {name: getattr(trainers, cls) for name, (cls, _) in TRAINERS.items()}
+    return {**classes, "eval": EvalConfig, "compare": CompareConfig, "demo": PipelineConfig,
+            "tiny-model": TinyModelArgs, "ppo-example": PPOExampleArgs}
 
 
-def _parse_overrides(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"error: override {pair!r} must look like key=value (e.g. learning_rate=1e-4)")
-        key, value = pair.split("=", 1)
-        out[key] = yaml.safe_load(value)
-    return out
+DESCRIPTIONS = {
+    "sft": "supervised fine-tuning", "reward": "reward model",
+    "dpo": "DPO and its family (IPO, hinge, robust, SimPO, ORPO)",
+    "demo": "Pre-train a tiny model from scratch, SFT, simulated annotators, calibration, reward model, PPO and DPO, "
+            "evaluation and report (about 5-10 min on 2 CPU cores)",
+    "compare": "Train PPO (against reward_model) and DPO (on pairs) from one SFT policy with the same budget, evaluate "
+               "them on held-out prompts and write report.md/html",
+    "eval": "Score policies on a prompt set with a reward model and/or a reward function (reward distribution, KL to "
+            "a reference, win rate, length) and a reward model on labelled pairs (accuracy, precision, recall, F1)",
+    "tiny-model": "write a tiny offline model and tokenizer to a folder",
+    "ppo-example": "offline PPO on a tiny model; the reward must rise",
+}
 
 
-def _load_config(path: str | None, overrides: list[str]) -> dict:
-    config = {}
-    if path:
-        try:
-            with open(path) as fh:
-                config = yaml.safe_load(fh) or {}
-        except OSError as err:
-            raise SystemExit(f"error: cannot read config {path}: {err}") from None
-        if not isinstance(config, dict):
-            raise SystemExit(f"error: {path} must hold a mapping of PPOConfig fields, got {type(config).__name__}")
-    config.update(_parse_overrides(overrides))
-    known = set(PPOConfig.field_help())
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise SystemExit(f"error: unknown PPOConfig field(s) {unknown}; see `rlhfkit ppo-example --help`")
-    return config
-
-
-def _config_help() -> str:
-    return "PPOConfig fields (set in --config YAML or as key=value):\n" + "\n".join(
-        f"  {name}: {text}" for name, text in PPOConfig.field_help().items())
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``rlhfkit`` parser: one sub-command per job, flags generated from the config dataclasses."""
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    """The ``rlhfkit`` parser and its config sub-parsers by name; flags come from the config dataclasses."""
     parser = argparse.ArgumentParser(prog="rlhfkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_offline_helpers(sub)
-
-    from .trainers import DPOConfig, RewardConfig, SFTConfig
-
-    for name, cls, text in (("sft", SFTConfig, "supervised fine-tuning"), ("reward", RewardConfig, "reward model"),
-                            ("dpo", DPOConfig, "DPO and its family (IPO, hinge, robust, SimPO, ORPO)")):
-        p = sub.add_parser(name, help=text, description=f"{text}; every {cls.__name__} field is a flag")
+    subparsers = {}
+    for name, cls in _config_classes().items():
+        text = DESCRIPTIONS[name]
+        extra = {"epilog": _ppo_help(), "formatter_class": argparse.RawDescriptionHelpFormatter} \
+            if name == "ppo-example" else {}
+        p = sub.add_parser(name, help=text.split(" (")[0], allow_abbrev=False,
+                           description=f"{text}; every {cls.__name__} field is a flag, a YAML key of --config and a "
+                                       "field=value override", **extra)
         add_config_arguments(p, cls)
-
-    from .eval import EvalConfig
-    from .pipeline import CompareConfig, PipelineConfig
-
-    demo = sub.add_parser("demo", help="the whole pipeline offline (about 5-10 min on 2 CPU cores)",
-                          description="Pre-train a tiny model from scratch, SFT, simulated annotators, calibration, "
-                                      "reward model, PPO and DPO, evaluation and report; every PipelineConfig field "
-                                      "is a flag")
-    add_config_arguments(demo, PipelineConfig)
-    demo.add_argument("--quick", action="store_true", help="small sizes (about a minute): a smoke run, no learning")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
-    cmp = sub.add_parser("compare", help="PPO vs DPO on the same data and budget, evaluated, with a report",
-                         description="Train PPO (against reward_model) and DPO (on pairs) from one SFT policy with the "
-                                     "same budget, evaluate them on held-out prompts and write report.md/html; every "
-                                     "CompareConfig field is a flag")
-    add_config_arguments(cmp, CompareConfig)
-    cmp.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
-    ev = sub.add_parser("eval", help="score policies and/or a reward model",
-                        description="Score policies on a prompt set with a reward model and/or a reward function "
-                                    "(reward distribution, KL to a reference, win rate, length) and a reward model on "
-                                    "labelled pairs (accuracy, precision, recall, F1); every EvalConfig field is a "
-                                    "flag")
-    add_config_arguments(ev, EvalConfig)
+        if name in ("demo", "compare"):
+            p.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
+        if name == "demo":
+            p.add_argument("--quick", action="store_true", help="small sizes (about a minute): a smoke run, "
+                                                                "no learning")
+        subparsers[name] = p
     from .feedback.cli import add_feedback_parser
 
     add_feedback_parser(sub)
-    return parser
+    return parser, subparsers
 
 
-def _add_offline_helpers(sub) -> None:
-    """``ppo-example`` and ``tiny-model``: small offline jobs that need no data or model."""
-    ex = sub.add_parser("ppo-example", help="offline PPO on a tiny model; the reward must rise",
-                        epilog=_config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    ex.add_argument("--output_dir", default="runs/ppo-example", help="where metrics, checkpoints and the model go")
-    ex.add_argument("--steps", type=int, default=100, help="PPO iterations (default 100; well under a minute on 2 CPU cores)")
-    ex.add_argument("--seed", type=int, default=0)
-    ex.add_argument("--config", help="YAML file of PPOConfig fields")
-    ex.add_argument("overrides", nargs="*", help="PPOConfig fields as key=value, applied after --config")
+def _ppo_help() -> str:
+    from .trainers.ppo_config import PPOConfig
 
-    tiny = sub.add_parser("tiny-model", help="write a tiny offline model and tokenizer to a folder")
-    tiny.add_argument("--output_dir", required=True)
-    tiny.add_argument("--arch", choices=["gpt2", "llama"], default="gpt2")
-    tiny.add_argument("--kind", choices=["causal-lm", "reward"], default="causal-lm",
-                      help="causal-lm (AutoModelForCausalLM) or reward (AutoModelForSequenceClassification, 1 label)")
-    tiny.add_argument("--hidden_size", type=int, default=64)
-    tiny.add_argument("--num_layers", type=int, default=2)
-    tiny.add_argument("--seed", type=int, default=0)
+    return "PPOConfig fields (as key=value or keys of the --config YAML; the flags above are not PPOConfig's):\n" + \
+        "\n".join(f"  {name}: {text}" for name, text in PPOConfig.field_help().items())
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .eval import EvalConfig
-    from .pipeline import CompareConfig, PipelineConfig
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command in TRAINERS:
-        return _train(args)
-    if args.command == "demo":
-        return _demo(args, PipelineConfig)
-    if args.command == "compare":
-        return _compare(args, CompareConfig)
-    if args.command == "eval":
-        return _eval(args, EvalConfig)
-    if args.command == "feedback":
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, subparsers = build_parser()
+    command = argv[0] if argv else None
+    if command not in subparsers:
+        if command and not command.startswith("-") and command != "feedback":
+            return _usage(parser.prog, f"unknown command {command!r}"
+                                       f"{cli_args.suggest(command, [*subparsers, 'feedback'])}")
+        args = parser.parse_args(argv)  # --help, feedback, or argparse's own error
         return args.handler(args)
-    if args.command == "tiny-model":
-        from .testing import save_tiny
+    try:
+        rest, overrides = cli_args.split_overrides(argv[1:], subparsers[command])
+        args, extras = parser.parse_known_args([command, *rest])
+        cli_args.reject_unknown(extras, subparsers[command], command)
+        return RUN[command](args, overrides)
+    except (UsageError, ConfigError) as err:
+        return _usage(f"rlhfkit {command}", str(err))
+    except ValueError as err:  # DataError, ModelSourceError: bad input data or model paths
+        if type(err).__name__ in ("DataError", "ModelSourceError"):
+            return _usage(f"rlhfkit {command}", str(err))
+        raise
 
-        path = save_tiny(args.output_dir, args.arch, args.kind, seed=args.seed, hidden_size=args.hidden_size,
-                         num_layers=args.num_layers)
-        print(f"wrote a tiny {args.arch} {args.kind} model and tokenizer to {path}")
-        return 0
-    from .demo import ppo_example
 
-    overrides = _load_config(args.config, args.overrides)
-    summary = ppo_example(args.output_dir, steps=args.steps, seed=args.seed, config_overrides=overrides)
-    print(json.dumps(summary, indent=2))
-    print(f"mean reward rose from {summary['reward_first']:.3f} to {summary['reward_last']:.3f} "
-          f"over {summary['steps']} PPO steps ({summary['seconds']} s)")
+def _usage(prog: str, message: str) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise UsageExit(f"error: {message}")
+
+
+def _origin(origins: dict, name: str) -> str:
+    return origins.get(name, f"--{name}")
+
+
+# ---------------------------------------------------------------- commands
+def _train(args, overrides) -> int:
+    from . import trainers
+    from .models.loading import HubError
+
+    config_cls, trainer_cls = (getattr(trainers, name) for name in TRAINERS[args.command])
+    config, origins = build_config(config_cls, args, overrides)
+    for name in ("model_name_or_path", "dataset_name"):
+        if not getattr(config, name):
+            raise UsageError(f"--{name} is required (a flag, a key of --config or {name}=...)")
+    check_inputs(config, origins)
+    trainer = trainer_cls(args=config)  # loads and checks data and model; nothing is written yet
+    write_resolved_config(config, config.output_dir)
+    try:
+        history = trainer.train()
+    except HubError as err:
+        print(f"rlhfkit {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    evals = [row for row in history if any(k.startswith("eval/") for k in row)]
+    print(json.dumps({"output_dir": config.output_dir, "last_train": next(
+        (r for r in reversed(history) if "train/loss" in r), {}), "last_eval": evals[-1] if evals else {}}, indent=2))
     return 0
 
 
-def _demo(args, config_cls) -> int:
+def check_inputs(config, origins: dict) -> None:
+    """Model sources, data paths, output_dir, checkpoint and hub settings of a training config."""
+    from .models.loading import check_model_source, check_push, looks_local
+
+    check_model_source(config.model_name_or_path, _origin(origins, "model_name_or_path"))
+    if getattr(config, "ref_model_name_or_path", None):
+        check_model_source(config.ref_model_name_or_path, _origin(origins, "ref_model_name_or_path"))
+    for name in ("dataset_name", "eval_dataset_name"):
+        value = getattr(config, name)
+        if value and looks_local(value) and not Path(value).expanduser().exists():
+            raise UsageError(f"{_origin(origins, name)}: no such file or folder {value!r}")
+    check_output_dir(config.output_dir, _origin(origins, "output_dir"))
+    resume = config.resume_from_checkpoint
+    if resume and resume != "latest" and not (Path(resume) / "trainer_state.json").is_file():
+        raise UsageError(f"{_origin(origins, 'resume_from_checkpoint')}: {resume!r} is not a checkpoint folder "
+                         "(no trainer_state.json); give a checkpoint-<step> folder or 'latest'")
+    if resume == "latest" and not list(Path(config.output_dir).glob("checkpoint-*")):
+        raise UsageError(f"{_origin(origins, 'resume_from_checkpoint')}: 'latest', but {config.output_dir} has no "
+                         "checkpoint-<step> folder to resume from")
+    check_push(config)
+
+
+def check_output_dir(path: str, where: str) -> None:
+    problem = output_dir_problem(path)
+    if problem:
+        raise UsageError(f"{where}: {problem}")
+
+
+def _demo(args, overrides) -> int:
     from .pipeline import QUICK, run_demo
 
-    config = build_config(config_cls, args, base=QUICK if args.quick else None)
+    config, origins = build_config(_config_classes()["demo"], args, overrides, base=QUICK if args.quick else None)
+    check_output_dir(config.output_dir, _origin(origins, "output_dir"))
     run_demo(config, progress=not args.quiet)  # writes <output_dir>/config.yaml itself
     return 0
 
 
-def _compare(args, config_cls) -> int:
+def _compare(args, overrides) -> int:
     from .pipeline import run_compare
     from .pipeline.compare import print_table
 
-    config = build_config(config_cls, args)
-    save_resolved_config(config, config.output_dir)
+    config, origins = build_config(_config_classes()["compare"], args, overrides)
+    _check_compare(config, origins)
+    write_resolved_config(config, config.output_dir)
     try:
         summary = run_compare(config, progress=not args.quiet)
     except (ValueError, OSError) as err:
-        raise SystemExit(f"error: {err}") from None
+        raise UsageError(str(err)) from None
     print_table(summary["table"])
     print(f"\nreport: {summary['report']} and {summary['report_html']}")
     return 0
 
 
-def _eval(args, config_cls) -> int:
+def _check_compare(config, origins: dict) -> None:
+    from . import data
+    from .eval.evaluate import check_scorer_spec, parse_named
+    from .models.loading import check_model_source
+
+    for name in ("policy", "reward_model", "pairs"):
+        if not getattr(config, name):
+            raise UsageError(f"--{name} is required: compare needs {name} (a path); see `rlhfkit compare --help`")
+    check_model_source(config.policy, _origin(origins, "policy"))
+    check_model_source(config.reward_model, _origin(origins, "reward_model"))
+    for name, path in parse_named(config.extra_policies).items():
+        check_model_source(path, f"{_origin(origins, 'extra_policies')} ({name})")
+    pairs = data.load_records(config.pairs)
+    data.validate(pairs, data.detect_format(pairs))
+    for name in ("prompts", "eval_prompts"):
+        value = getattr(config, name)
+        if value and not Path(value).is_file():
+            raise UsageError(f"{_origin(origins, name)}: no such file {value!r}")
+    if config.reward_fn:
+        check_scorer_spec(config.reward_fn, _origin(origins, "reward_fn"))
+    check_output_dir(config.output_dir, _origin(origins, "output_dir"))
+
+
+def _eval(args, overrides) -> int:
     from .eval import run_eval, summary_rows
+    from .eval.evaluate import check_inputs as check_eval_inputs
     from .eval.report import markdown_table
 
-    config = build_config(config_cls, args)
-    save_resolved_config(config, config.output_dir)
+    config, origins = build_config(_config_classes()["eval"], args, overrides)
+    check_output_dir(config.output_dir, _origin(origins, "output_dir"))
     try:
-        results = run_eval(config)
+        check_eval_inputs(config, lambda name: _origin(origins, name))
+        results = run_eval(config, checked=True)
     except (ValueError, OSError) as err:
-        raise SystemExit(f"error: {err}") from None
+        raise UsageError(str(err)) from None
+    write_resolved_config(config, config.output_dir)
     if "policies" in results:
         print(markdown_table(summary_rows(results)))
     if "reward_model" in results:
@@ -263,24 +290,41 @@ def _eval(args, config_cls) -> int:
     return 0
 
 
-def _train(args) -> int:
-    from . import trainers
-    from .data import DataError
+def _tiny_model(args, overrides) -> int:
+    from .testing import save_tiny
 
-    config_cls, trainer_cls = (getattr(trainers, name) for name in TRAINERS[args.command])
-    config = build_config(config_cls, args)
-    if not config.model_name_or_path or not config.dataset_name:
-        raise SystemExit("error: --model_name_or_path and --dataset_name are required (flags or --config)")
-    save_resolved_config(config, config.output_dir)
-    try:
-        trainer = trainer_cls(args=config)
-    except DataError as err:
-        raise SystemExit(f"error: {err}") from None
-    history = trainer.train()
-    evals = [row for row in history if any(k.startswith("eval/") for k in row)]
-    print(json.dumps({"output_dir": config.output_dir, "last_train": next(
-        (r for r in reversed(history) if "train/loss" in r), {}), "last_eval": evals[-1] if evals else {}}, indent=2))
+    config, origins = build_config(TinyModelArgs, args, overrides)
+    check_output_dir(config.output_dir, _origin(origins, "output_dir"))
+    path = save_tiny(config.output_dir, config.arch, config.kind, seed=config.seed, hidden_size=config.hidden_size,
+                     num_layers=config.num_layers)
+    print(f"wrote a tiny {config.arch} {config.kind} model and tokenizer to {path}")
     return 0
+
+
+def _ppo_example(args, overrides) -> int:
+    """Flags are PPOExampleArgs; the --config YAML and key=value overrides are PPOConfig fields."""
+    from .demo import ppo_example
+    from .trainers.ppo_config import PPOConfig
+
+    path, args.config = args.config, None
+    config, origins = build_config(PPOExampleArgs, args)
+    ppo_args = argparse.Namespace(config=path)
+    ppo_fields = {fld.name for fld in dataclasses.fields(PPOConfig)}
+    given, _ = cli_args.collect_values(PPOConfig, ppo_args, overrides)
+    check_output_dir(config.output_dir, _origin(origins, "output_dir"))
+    try:
+        summary = ppo_example(config.output_dir, steps=config.steps, seed=config.seed, config_overrides=given)
+    except ValueError as err:  # PPOConfig's own checks (e.g. batch_size vs mini_batch_size)
+        names = [n for n in ppo_fields if n in str(err)]
+        raise UsageError(f"PPOConfig{' ' + names[0] if names else ''}: {err}") from None
+    print(json.dumps(summary, indent=2))
+    print(f"mean reward rose from {summary['reward_first']:.3f} to {summary['reward_last']:.3f} "
+          f"over {summary['steps']} PPO steps ({summary['seconds']} s)")
+    return 0
+
+
+RUN = {"sft": _train, "reward": _train, "dpo": _train, "demo": _demo, "compare": _compare, "eval": _eval,
+       "tiny-model": _tiny_model, "ppo-example": _ppo_example}
 
 
 if __name__ == "__main__":

@@ -19,16 +19,19 @@ from .collate import PairCollator, RatingCollator, SFTCollator
 from .convert import to_preference_pairs, to_regression, to_sft
 from .errors import DataError, Source, source_name
 from .formats import FORMATS, detect_format, validate
-from .load import SUPPORTED_EXTENSIONS, load_records, train_eval_split
+from .folders import split_of
+from .load import SUPPORTED_EXTENSIONS, load_records, read_text, train_eval_split
 from .pack import pack_sequences
 from .prompts import common_prefix_at_word
 from .sampler import GroupedPairSampler
-from .tokenize import IGNORE_INDEX, tokenize_dataset, tokenize_pair, tokenize_rating, tokenize_sft, truncate_pair
+from .tokenize import IGNORE_INDEX, SeparatorWarning, check_separators, tokenize_dataset, tokenize_pair, \
+    tokenize_rating, tokenize_sft, truncate_pair
 
 __all__ = [
     "FORMATS", "IGNORE_INDEX", "ROLES", "SUPPORTED_EXTENSIONS", "DataError", "GroupedPairSampler", "PairCollator",
-    "RatingCollator", "SFTCollator", "Source", "common_prefix_at_word", "detect_format", "is_conversational",
-    "load_records", "pack_sequences", "render_conversation", "render_messages", "render_pair", "render_prompt",
-    "source_name", "to_preference_pairs", "to_regression", "to_sft", "tokenize_dataset", "tokenize_pair",
-    "tokenize_rating", "tokenize_sft", "train_eval_split", "truncate_pair", "validate",
+    "RatingCollator", "SFTCollator", "SeparatorWarning", "Source", "check_separators", "common_prefix_at_word",
+    "detect_format", "is_conversational", "load_records", "pack_sequences", "read_text", "render_conversation",
+    "render_messages", "render_pair", "render_prompt", "source_name", "split_of", "to_preference_pairs",
+    "to_regression", "to_sft", "tokenize_dataset", "tokenize_pair", "tokenize_rating", "tokenize_sft",
+    "train_eval_split", "truncate_pair", "validate",
 ]

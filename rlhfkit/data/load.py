@@ -15,11 +15,18 @@ Readers, and the few documented conversions they make:
   because CSV has no lists.
 - ``.parquet``: read with pyarrow as is.
 - a folder from ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk`` (``split`` picks).
+- a folder of data files: the split comes from the file names (``train.jsonl`` -> train,
+  ``test.jsonl`` -> test; see ``folders.py``). A split of several files is checked file by file
+  (``detect_format`` and ``validate``, so errors name the file and line) and then concatenated.
+
+Text files must be UTF-8 (a byte-order mark is allowed); a byte that is not names the file,
+the line and the byte offset.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import random
@@ -31,6 +38,7 @@ import pyarrow.parquet as pq
 from datasets.table import InMemoryTable
 
 from .errors import IN_MEMORY, DataError, Source, describe, source_of, tag_source
+from .folders import split_files
 
 SUPPORTED_EXTENSIONS = (".jsonl", ".json", ".csv", ".parquet")
 CSV_NUMERIC_FIELDS = ("score", "margin", "weight")
@@ -67,7 +75,9 @@ def load_records(source, split: str = "train", name: str | None = None) -> datas
     if path.is_file():
         return _load_file(path, shown)
     if path.is_dir():
-        return _load_saved(path, shown, split)
+        if any((path / marker).exists() for marker in ("dataset_dict.json", "state.json", "dataset_info.json")):
+            return _load_saved(path, shown, split)
+        return _load_folder(path, shown, split)
     # A Hub id is "name" or "owner/name"; anything else that looks like a path stays local.
     if path.suffix.lower() in _PATH_SUFFIXES or shown.startswith((".", "/", "~")) or "\\" in shown \
             or shown.count("/") > 1:
@@ -89,6 +99,37 @@ def _load_file(path: Path, shown: str) -> datasets.Dataset:
                     f"{', '.join(SUPPORTED_EXTENSIONS)}, or a folder written by save_to_disk")
 
 
+def read_text(path, shown: str | None = None) -> str:
+    """A text file's content; a byte that is not UTF-8 raises ``DataError`` naming file, line and offset."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise DataError(f"{shown or path} line {line}: byte 0x{raw[err.start]:02x} at offset {err.start} is not "
+                        "UTF-8 text; save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 in > out`)") from None
+
+
+def _load_folder(path: Path, shown: str, split: str) -> datasets.Dataset:
+    files = split_files(path, shown, SUPPORTED_EXTENSIONS)
+    if split not in files:
+        raise DataError(f"{shown}: has no split {split!r}; its data files give the splits {sorted(files)} "
+                        f"(from their names); pick one with --dataset_split / --eval_dataset_split")
+    parts = [_load_file(p, str(p)) for p in files[split]]
+    if len(parts) == 1:
+        return parts[0]
+    from .formats import detect_format, validate
+
+    for part in parts:  # rows of a concatenation have no file lines, so check each file first
+        validate(part, detect_format(part))
+    try:
+        joined = datasets.concatenate_datasets([datasets.Dataset(p.data) for p in parts])
+    except ValueError as err:
+        raise DataError(f"{shown}: the files of split {split!r} ({[p.name for p in files[split]]}) have different "
+                        f"columns or types ({err}); give every file the same columns") from None
+    return tag_source(joined, Source(f"{shown} (split {split!r})"))
+
+
 def _lines_source(shown: str, lines: list[int], base: int) -> Source:
     """Store explicit line numbers only when they are not simply ``row + base``."""
     if lines == list(range(base, base + len(lines))):
@@ -98,7 +139,7 @@ def _lines_source(shown: str, lines: list[int], base: int) -> Source:
 
 def _read_jsonl(path: Path, shown: str) -> datasets.Dataset:
     rows, lines = [], []
-    with open(path, encoding="utf-8-sig") as f:
+    with io.StringIO(read_text(path, shown)) as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -116,7 +157,7 @@ def _read_jsonl(path: Path, shown: str) -> datasets.Dataset:
 
 
 def _read_json(path: Path, shown: str) -> datasets.Dataset:
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path, shown)
     try:
         records = json.loads(text)
     except json.JSONDecodeError as err:
@@ -133,7 +174,7 @@ def _read_json(path: Path, shown: str) -> datasets.Dataset:
 
 def _read_csv(path: Path, shown: str) -> datasets.Dataset:
     rows, lines = [], []
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with io.StringIO(read_text(path, shown), newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if not header:
@@ -238,9 +279,6 @@ def _require_rows(rows, source: Source) -> None:
 
 
 def _load_saved(path: Path, shown: str, split: str | None) -> datasets.Dataset:
-    if not any((path / marker).exists() for marker in ("dataset_dict.json", "state.json", "dataset_info.json")):
-        raise DataError(f"{shown}: is a folder, but not one written by Dataset.save_to_disk or "
-                        f"DatasetDict.save_to_disk; pass a data file ({', '.join(SUPPORTED_EXTENSIONS)}) instead")
     loaded = datasets.load_from_disk(str(path))
     if isinstance(loaded, datasets.DatasetDict):
         return _pick_split(loaded, split, Source(f"{shown} (split {split!r})"))

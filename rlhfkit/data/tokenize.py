@@ -14,16 +14,53 @@ already wrote its special tokens). An eos is appended to text completions when t
 tokenizer has one and the completion does not already end with it; chat-rendered
 completions end with the template's own end-of-turn marker and get nothing extra.
 
+Separator rule (TRL's): a text prompt and its completion are joined exactly as they are,
+with nothing added between them. Data whose completions do not start with whitespace (and
+whose prompts do not end with it) therefore glue words together ("...sentence." +
+"Plants use..." -> "...sentence.Plants use..."); ``tokenize_dataset`` warns once per dataset
+(``SeparatorWarning``) with the count and the first such row, and changes nothing.
+
 ``index``/``source`` (optional) only name the row in error messages; ``tokenize_dataset``
 passes them for you.
 """
 
 from __future__ import annotations
 
+import warnings
+
 from .chat import render_conversation, render_pair
 from .errors import DataError, Source, source_of
 
 IGNORE_INDEX = -100  # labels with this value are skipped by torch's cross-entropy
+_COMPLETIONS = {"sft": ("completion",), "pair": ("chosen", "rejected"), "rating": ("response",)}
+
+
+class SeparatorWarning(UserWarning):
+    """Text prompts and completions meet with no whitespace between them (see the module docstring)."""
+
+
+def _glued(prompt, completion) -> bool:
+    return isinstance(prompt, str) and isinstance(completion, str) and bool(prompt) and bool(completion) \
+        and not prompt[-1].isspace() and not completion[0].isspace()
+
+
+def check_separators(dataset, kind: str, source: Source | None = None) -> int:
+    """Warn (``SeparatorWarning``) when text prompt + completion would be joined with no whitespace;
+    returns how many rows would be."""
+    fields = _COMPLETIONS.get(kind, ())
+    if "prompt" not in dataset.column_names or not fields or not set(fields) <= set(dataset.column_names):
+        return 0
+    prompts = dataset["prompt"]
+    glued = [i for i, p in enumerate(prompts) if any(_glued(p, c) for c in (dataset[f][i] for f in fields))]
+    if glued:
+        i, src = glued[0], source or source_of(dataset)
+        completion = next(dataset[f][i] for f in fields if _glued(prompts[i], dataset[f][i]))
+        warnings.warn(f"{src.at(i)}: {len(glued)} of {len(prompts)} rows join the prompt and the "
+                      f"{'/'.join(fields)} with no space or newline between them (e.g. {prompts[i][-20:]!r} + "
+                      f"{completion[:20]!r}); they are joined as they are, as TRL does; start the completions "
+                      "with a space (or end the prompts with one) if words should not run together",
+                      SeparatorWarning, stacklevel=3)
+    return len(glued)
 
 
 def _where(index: int | None, source: Source | str | None) -> str:
@@ -174,6 +211,7 @@ def tokenize_dataset(dataset, tokenizer, max_length: int, kind: str = "sft", **k
     if kind not in _TOKENIZERS:
         raise ValueError(f"kind must be one of {sorted(_TOKENIZERS)}, got {kind!r}")
     fn, src = _TOKENIZERS[kind], source_of(dataset)
+    check_separators(dataset, kind, src)
 
     def one(example, index):
         return fn(example, tokenizer, max_length, index=index, source=src, **kwargs)

@@ -13,11 +13,14 @@ and returns the results.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..trainers.config import f
+from ..trainers.config import Checks, check_field_types, f
 from . import metrics
+
+_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
 @dataclass
@@ -41,10 +44,14 @@ class EvalConfig:
     output_dir: str = f("runs/eval", "Where eval.json, eval.md, eval.html and the plots go.")
 
     def __post_init__(self):
-        if self.samples_per_prompt < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ValueError("samples_per_prompt, max_new_tokens and batch_size must be >= 1")
-        if self.kl_estimator not in ("kl", "k1", "abs", "mse", "k2", "k3"):
-            raise ValueError(f"kl_estimator must be one of k1, k2, k3, abs, got {self.kl_estimator!r}")
+        check_field_types(self)
+        c = Checks(self)
+        c.at_least(1, "samples_per_prompt", "max_new_tokens", "batch_size")
+        c.choice("kl_estimator", ("kl", "k1", "abs", "mse", "k2", "k3"))
+        c.non_empty("policies", "prompts", "reward_model", "reward_fn", "reference", "baseline", "pairs",
+                    "output_dir")
+        if self.reward_fn is not None and not _SPEC.fullmatch(self.reward_fn):
+            c.fail("reward_fn", f"must look like 'package.module:function', got {self.reward_fn!r}")
 
     @classmethod
     def field_help(cls) -> dict[str, str]:
@@ -75,15 +82,62 @@ def load_prompts(source) -> list[str]:
     """Prompts from a list, a .txt file (one per line) or a records file with a 'prompt' column."""
     if isinstance(source, (list, tuple)):
         return [str(p) for p in source]
+    from ..data import DataError, load_records, read_text
+
     path = Path(source)
     if path.suffix == ".txt":
-        return [line.rstrip("\n") for line in path.read_text().splitlines() if line.strip()]
-    from ..data import load_records
-
+        if not path.is_file():
+            raise DataError(f"{source}: no such file (a .txt file of prompts, one per line)")
+        prompts = [line.rstrip("\n") for line in read_text(path, str(source)).splitlines() if line.strip()]
+        if not prompts:
+            raise DataError(f"{source}: holds no prompts (one per line)")
+        return prompts
     records = load_records(str(path))
     if "prompt" not in records.column_names:
-        raise ValueError(f"{path}: no 'prompt' column (found {records.column_names})")
+        raise DataError(f"{source}: no 'prompt' column (found columns {sorted(records.column_names)}); a prompt "
+                        "set is a .txt file (one prompt per line) or records with a 'prompt' column")
     return [str(p) for p in records["prompt"]]
+
+
+def check_scorer_spec(spec: str, where: str = "reward_fn") -> None:
+    """``module:function`` must import and name a callable (checked before any model loads)."""
+    try:
+        fn = load_function(spec)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"{where}: cannot load {spec!r} ({type(err).__name__}: {err})") from None
+    if not callable(fn):
+        raise ValueError(f"{where}: {spec!r} is not a function")
+
+
+def check_inputs(config: EvalConfig, where=lambda name: name) -> None:
+    """What ``run_eval`` needs, checked before anything loads: which inputs go together, model folders,
+    data files (every row of the pairs) and the reward function. ``where(field)`` names a field in messages."""
+    from ..data import detect_format, load_records, validate
+    from ..models.loading import check_model_source
+
+    policies = parse_named(config.policies)
+    if not policies and not config.pairs:
+        raise ValueError("nothing to evaluate: give policies (with prompts) and/or pairs (with a reward model)")
+    if config.pairs and not config.reward_model:
+        raise ValueError(f"{where('pairs')}: pairs need a reward_model to evaluate")
+    if policies and not (config.reward_model or config.reward_fn):
+        raise ValueError(f"{where('policies')}: policies need a reward_model and/or a reward_fn to score them with")
+    if policies and not config.prompts:
+        raise ValueError(f"{where('policies')}: policies need prompts")
+    if config.baseline is not None and policies and config.baseline not in policies:
+        raise ValueError(f"{where('baseline')}: {config.baseline!r} is not one of the policies {list(policies)}")
+    for name, path in policies.items():
+        check_model_source(path, f"{where('policies')} ({name})")
+    for field in ("reward_model", "reference"):
+        if getattr(config, field):
+            check_model_source(getattr(config, field), where(field))
+    if config.reward_fn:
+        check_scorer_spec(config.reward_fn, where("reward_fn"))
+    if config.prompts:
+        load_prompts(config.prompts)
+    if config.pairs:
+        records = load_records(config.pairs)
+        validate(records, detect_format(records))
 
 
 def load_function(spec: str):
@@ -155,28 +209,23 @@ def summary_rows(results: dict, train_seconds: dict | None = None) -> list[dict]
     return rows
 
 
-def run_eval(config: EvalConfig) -> dict:
-    """The ``rlhfkit eval`` command: load, evaluate, write eval.json / eval.md / eval.html / plots."""
+def run_eval(config: EvalConfig, checked: bool = False) -> dict:
+    """The ``rlhfkit eval`` command: check (unless ``checked``: :func:`check_inputs` ran already), load,
+    evaluate, write eval.json / eval.md / eval.html / plots."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from . import report
 
+    if not checked:
+        check_inputs(config)
     policies = parse_named(config.policies)
     scorers: dict[str, metrics.Scorer] = {}
     if config.reward_model:
         scorers["reward"] = metrics.reward_model_scorer(config.reward_model)
     if config.reward_fn:
         scorers[config.reward_fn.rpartition(":")[2]] = load_function(config.reward_fn)
-    if not policies and not config.pairs:
-        raise ValueError("nothing to evaluate: give policies (with prompts) and/or pairs (with a reward model)")
-    if config.pairs and "reward" not in scorers:
-        raise ValueError("pairs need a reward_model to evaluate")
     out = {"config": asdict(config)}
     if policies:
-        if not scorers:
-            raise ValueError("policies need a reward_model and/or a reward_fn to score them with")
-        if not config.prompts:
-            raise ValueError("policies need prompts")
         prompts = load_prompts(config.prompts)
         tokenizer = AutoTokenizer.from_pretrained(next(iter(policies.values())))
         models = {name: AutoModelForCausalLM.from_pretrained(path).eval() for name, path in policies.items()}

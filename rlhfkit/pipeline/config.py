@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from ..trainers.config import f
+from ..trainers.config import Checks, check_field_types, f
 
 
 @dataclass
@@ -48,15 +48,22 @@ class MethodsConfig:
                             "several times slower), else PyTorch's default (one per core).")
 
     def __post_init__(self):
-        for name in ("budget", "max_new_tokens", "ppo_batch_size", "ppo_mini_batch_size", "ppo_epochs",
-                     "dpo_batch_size", "eval_samples_per_prompt", "curve_samples_per_prompt"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{type(self).__name__}.{name} must be >= 1, got {getattr(self, name)}")
+        check_field_types(self)
+        c = Checks(self)
+        c.at_least(1, "budget", "max_new_tokens", "ppo_batch_size", "ppo_mini_batch_size", "ppo_epochs",
+                   "dpo_batch_size", "eval_samples_per_prompt", "curve_samples_per_prompt")
+        c.at_least(0, "curve_points", "num_threads", "ppo_init_kl_coef")
+        c.positive("ppo_learning_rate", "dpo_learning_rate", "dpo_beta", "ppo_target_kl")
+        c.choice("ppo_kl_penalty", ("kl", "abs", "mse", "k2", "k3", "full"))
+        c.choice("dpo_loss_type", ("sigmoid", "ipo", "hinge", "robust", "simpo", "orpo"))
+        c.choice("kl_estimator", ("kl", "k1", "abs", "mse", "k2", "k3"))
+        c.non_empty("output_dir")
         if self.ppo_batch_size % self.ppo_mini_batch_size:
-            raise ValueError(f"ppo_batch_size ({self.ppo_batch_size}) must be a multiple of ppo_mini_batch_size "
-                             f"({self.ppo_mini_batch_size})")
-        if self.budget < max(self.ppo_batch_size, self.dpo_batch_size):
-            raise ValueError(f"budget ({self.budget}) must cover at least one batch of each method")
+            c.fail("ppo_mini_batch_size", f"must divide ppo_batch_size ({self.ppo_batch_size}), got "
+                                          f"{self.ppo_mini_batch_size}")
+        least = max(self.ppo_batch_size, self.dpo_batch_size)
+        if self.budget < least:
+            c.fail("budget", f"must cover at least one batch of each method (>= {least}), got {self.budget}")
 
     @property
     def ppo_steps(self) -> int:
@@ -123,12 +130,20 @@ class PipelineConfig(MethodsConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        c = Checks(self)
+        c.at_least(1, "vocab_size", "hidden_size", "num_layers", "num_heads", "train_batch_size", "pretrain_texts",
+                   "pretrain_steps", "sft_examples", "sft_steps", "responses_per_prompt", "annotators",
+                   "max_pairs_per_prompt")
+        c.at_least(0, "annotator_offset_std", "annotator_noise_std", "calibration_shrinkage", "min_gap",
+                   "heldout_prompts")
+        c.positive("pretrain_learning_rate", "sft_learning_rate", "rm_learning_rate", "rm_epochs")
         if not 1 <= self.ratings_per_response <= self.annotators:
-            raise ValueError(f"ratings_per_response must be in [1, annotators={self.annotators}], "
-                             f"got {self.ratings_per_response}")
+            c.fail("ratings_per_response", f"must be in [1, annotators={self.annotators}], got "
+                                           f"{self.ratings_per_response}")
         for name in ("pretrain_rock_share", "sft_rock_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+            c.within(name, 0.0, 1.0)
+        if self.hidden_size % self.num_heads:
+            c.fail("num_heads", f"must divide hidden_size ({self.hidden_size}), got {self.num_heads}")
 
     def methods(self) -> dict:
         """The ``MethodsConfig`` fields of this config (to build a ``CompareConfig``)."""

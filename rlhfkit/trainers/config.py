@@ -3,30 +3,162 @@
 A method's config is ONE flat dataclass: it lists these fields (by dataclass field
 inheritance, data only) plus its own. Each field's help text lives here once and is what
 ``rlhfkit <command> --help`` and ``docs/configs.md`` show.
+
+Every config is checked when it is built (``__post_init__``), before any model or data is
+loaded: each field must hold its annotated type (``bool`` strictly, ``int`` not a bool,
+``float`` any real number; a path object becomes a string, an int in a float field a float)
+and lie in its range. A bad field raises ``ConfigError`` naming the field, what was
+expected and what was found.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
 
-
-def f(default, help: str):
-    """A dataclass field with its help text."""
-    if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
-
+MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+REPORTERS = ("jsonl", "tensorboard", "wandb", "none")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+
+
+def f(default, help: str, **metadata):
+    """A dataclass field with its help text (``metadata``: e.g. ``comma_list=True``)."""
+    meta = {"help": help, **metadata}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+class ConfigError(ValueError):
+    """A config field holds a value of the wrong type or out of its range.
+
+    ``field`` is the field's name and ``problem`` what is wrong with it; the CLI puts
+    where the value came from (a flag, a YAML file and line) in front of ``problem``.
+    """
+
+    def __init__(self, owner: str, name: str, problem: str):
+        super().__init__(f"{owner}.{name}: {problem}")
+        self.field, self.problem = name, problem
+
+
+def field_kind(fld) -> tuple[str, bool]:
+    """(kind, optional) of a dataclass field: kind is bool, int, float, str, dict or list."""
+    text = fld.type if isinstance(fld.type, str) else getattr(fld.type, "__name__", str(fld.type))
+    parts = [p.strip() for p in text.replace("Optional[", "").rstrip("]").split("|")]
+    base = next((p for p in parts if p != "None"), "str")
+    base = base.split("[")[0]
+    return (base if base in ("bool", "int", "float", "str", "dict", "list") else "str"), "None" in parts
+
+
+EXPECTED = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "text",
+            "dict": "a mapping {key: value}", "list": "a list"}
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _typed(kind: str, value):
+    """``value`` as ``kind`` without parsing text, or raise TypeError."""
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "int" and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if kind == "float" and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if not math.isfinite(float(value)):
+            raise TypeError("a finite number")
+        return float(value)
+    if kind == "str" and isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    if kind in ("dict", "list") and isinstance(value, dict if kind == "dict" else (list, tuple)):
+        return value
+    raise TypeError(EXPECTED[kind])
+
+
+def check_field_types(config) -> None:
+    """Every field holds its annotated type (see the module docstring); normalises in place."""
+    owner = type(config).__name__
+    for fld in fields(config):
+        kind, optional = field_kind(fld)
+        value = getattr(config, fld.name)
+        if value is None and optional:
+            continue
+        try:
+            setattr(config, fld.name, _typed(kind, value))
+        except TypeError as err:
+            expected = f"{err}{' or none' if optional else ''}"
+            raise ConfigError(owner, fld.name, f"expected {expected}, got {type(value).__name__} "
+                                               f"{_shown(value)}") from None
+
+
+def output_dir_problem(path) -> str | None:
+    """Why ``path`` cannot be an output folder (it, or a folder above it, is a file), or None."""
+    target = Path(path).expanduser()
+    blocker = next((p for p in [target, *target.absolute().parents] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        return f"{str(blocker)!r} is a file, so {os.fspath(path)!r} cannot be a folder; choose another output_dir"
+    return None
+
+
+class Checks:
+    """Range checks of one config; each raises ``ConfigError`` naming the field."""
+
+    def __init__(self, config):
+        self.config, self.owner = config, type(config).__name__
+
+    def fail(self, name: str, problem: str):
+        raise ConfigError(self.owner, name, problem)
+
+    def at_least(self, low, *names: str) -> None:
+        for name in names:
+            value = getattr(self.config, name)
+            if value is not None and value < low:
+                self.fail(name, f"must be >= {low}, got {value}")
+
+    def positive(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self.config, name)
+            if value is not None and not value > 0:
+                self.fail(name, f"must be > 0, got {value}")
+
+    def within(self, name: str, low: float, high: float, high_open: bool = False) -> None:
+        value = getattr(self.config, name)
+        if value is not None and not (low <= value < high if high_open else low <= value <= high):
+            self.fail(name, f"must be in [{low}, {high}{')' if high_open else ']'}, got {value}")
+
+    def choice(self, name: str, choices, allow_none: bool = False) -> None:
+        value = getattr(self.config, name)
+        if not (value is None and allow_none) and value not in choices:
+            self.fail(name, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+    def non_empty(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self.config, name)
+            if value is not None and not str(value).strip():
+                self.fail(name, "is empty; give a value or leave it out")
 
 
 @dataclass
 class LoopConfig:
     # ---- what to train on ----
     model_name_or_path: str | None = f(None, "Local folder or hub id of the model to start from.")
-    dataset_name: str | None = f(None, "Training data: a .jsonl/.json/.csv/.parquet file, a saved `datasets` folder, or a hub id.")
+    dtype: str | None = f("float32", f"Weights dtype when loading the model, one of {MODEL_DTYPES} ('auto': as "
+                                     "saved; none: Transformers' default).")
+    attn_implementation: str | None = f(None, f"Attention kernel, one of {ATTENTION} or a hub kernel "
+                                              "'owner/name' (none: Transformers' default).")
+    dataset_name: str | None = f(None, "Training data: a .jsonl/.json/.csv/.parquet file, a folder of such files "
+                                       "(split from the file names: train.jsonl -> train), a saved `datasets` "
+                                       "folder, or a hub id.")
     dataset_split: str = f("train", "Split to read when the dataset has several.")
     eval_dataset_name: str | None = f(None, "Held-out data in the same forms (default: a slice of the training data, see eval_fraction).")
+    eval_dataset_split: str | None = f(None, "Split of eval_dataset_name (or, without one, of dataset_name) to "
+                                             "evaluate on, e.g. 'test' (default: dataset_split for "
+                                             "eval_dataset_name; no evaluation split of dataset_name).")
     eval_fraction: float = f(0.0, "Fraction of the training data held out for evaluation when no eval dataset is given.")
     max_length: int = f(512, "Longest tokenized sequence (prompt + completion); longer rows are truncated.")
     # ---- where results go ----
@@ -52,6 +184,14 @@ class LoopConfig:
     gradient_checkpointing: bool = f(False, "Recompute activations in backward to save memory.")
     fuse_activations: bool = f(True, "Run activations written as chains of elementwise ops (GPT-2's gelu_new) as "
                                      "PyTorch's fused kernel of the same function; weights and outputs unchanged.")
+    # ---- LoRA (PEFT) ----
+    use_peft: bool = f(False, "Train LoRA adapters (PEFT) instead of all weights; output_dir then holds the adapter.")
+    lora_r: int = f(16, "LoRA rank.")
+    lora_alpha: int = f(32, "LoRA alpha (the adapter's output is scaled by lora_alpha / lora_r).")
+    lora_dropout: float = f(0.05, "Dropout on the LoRA input.")
+    lora_target_modules: str | None = f(None, "Modules that get adapters: comma-separated names (c_attn or "
+                                              "q_proj,v_proj), 'all-linear', or none for PEFT's default for the "
+                                              "architecture.", comma_list=True)
     # ---- bookkeeping ----
     logging_steps: int = f(10, "Log averaged metrics every this many optimiser steps.")
     eval_steps: int = f(0, "Evaluate every this many optimiser steps (0: only at the end).")
@@ -61,18 +201,44 @@ class LoopConfig:
     report_to: str = f("jsonl,tensorboard", "Comma-separated loggers: jsonl, tensorboard, wandb; 'none' for none. metrics.jsonl goes to output_dir.")
     disable_tqdm: bool = f(False, "Hide the progress bar.")
     dataloader_num_workers: int = f(0, "Worker processes for data loading.")
+    push_to_hub: bool = f(False, "Upload output_dir (model, tokenizer, README.md model card) to the Hugging Face Hub "
+                                 "after training; needs a reachable hub and a login (`hf auth login`).")
+    hub_model_id: str | None = f(None, "Hub repository 'owner/name' (or 'name') for push_to_hub (default: the "
+                                       "name of output_dir).")
 
     def __post_init__(self):
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                     "max_length", "logging_steps"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{type(self).__name__}.{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr_scheduler_type not in SCHEDULERS:
-            raise ValueError(f"lr_scheduler_type must be one of {SCHEDULERS}, got {self.lr_scheduler_type!r}")
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        check_field_types(self)
+        c = Checks(self)
+        c.at_least(1, "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                   "max_length", "logging_steps", "lora_r")
+        c.at_least(0, "warmup_steps", "eval_steps", "save_steps", "dataloader_num_workers", "weight_decay")
+        c.at_least(1, "save_total_limit")
+        c.at_least(-1, "max_steps")
+        c.positive("num_train_epochs", "learning_rate", "adam_epsilon", "max_grad_norm", "lora_alpha")
+        c.within("adam_beta1", 0.0, 1.0, high_open=True)
+        c.within("adam_beta2", 0.0, 1.0, high_open=True)
+        c.within("warmup_ratio", 0.0, 1.0)
+        c.within("eval_fraction", 0.0, 1.0, high_open=True)
+        c.within("lora_dropout", 0.0, 1.0, high_open=True)
+        c.choice("lr_scheduler_type", SCHEDULERS)
+        c.choice("dtype", MODEL_DTYPES, allow_none=True)
+        if self.attn_implementation is not None and self.attn_implementation not in ATTENTION \
+                and "/" not in self.attn_implementation:
+            c.fail("attn_implementation", f"must be one of {', '.join(ATTENTION)} or a hub kernel 'owner/name', "
+                                          f"got {self.attn_implementation!r}")
+        reporters = [r.strip() for r in self.report_to.split(",") if r.strip()]
+        unknown = [r for r in reporters if r not in REPORTERS]
+        if unknown or not reporters:
+            c.fail("report_to", f"must be a comma-separated list of {', '.join(REPORTERS)}, got {self.report_to!r}")
+        c.non_empty("model_name_or_path", "dataset_name", "eval_dataset_name", "dataset_split", "output_dir",
+                    "eval_dataset_split", "resume_from_checkpoint", "hub_model_id", "lora_target_modules")
+        if self.eval_dataset_split is not None and self.eval_fraction > 0:
+            c.fail("eval_fraction", "set eval_dataset_split or eval_fraction, not both (a split is held out "
+                                    "already)")
         if self.bf16 and self.fp16:
-            raise ValueError("choose one of bf16 and fp16")
+            c.fail("fp16", "choose one of bf16 and fp16, not both")
+        if self.hub_model_id is not None and self.hub_model_id.count("/") > 1:
+            c.fail("hub_model_id", f"must look like 'owner/name' or 'name', got {self.hub_model_id!r}")
 
     @property
     def mixed_precision(self) -> str:

@@ -26,9 +26,13 @@ from .. import algos, data
 from ..models import create_reference_model, fuse_activations, is_peft_model, shared_prompt_forward, \
     supports_shared_prompt
 from ..models.compat import note_logits_to_keep
-from .config import LoopConfig, f
+from ..models.loading import check_push, load_pretrained
+from .config import Checks, LoopConfig, f
 from .loop import TrainLoop
-from .sft import load_model_and_tokenizer, load_split
+from .sft import check_output_dir, finish_training, load_model_and_tokenizer, load_split, model_dtype
+
+
+SMOOTHED = ("sigmoid", "robust", "simpo")  # the losses that take label_smoothing
 
 
 @dataclass
@@ -50,10 +54,16 @@ class DPOConfig(LoopConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.loss_type not in algos.DPO_LOSSES:
-            raise ValueError(f"loss_type must be one of {sorted(algos.DPO_LOSSES)}, got {self.loss_type!r}")
-        if self.beta <= 0:
-            raise ValueError(f"beta must be > 0, got {self.beta}")
+        c = Checks(self)
+        c.choice("loss_type", sorted(algos.DPO_LOSSES))
+        c.positive("beta")
+        c.at_least(0.0, "gamma_beta_ratio", "rpo_alpha")
+        # cDPO/robust divide by (1 - 2 eps): at 0.5 the labels carry no information
+        c.within("label_smoothing", 0.0, 0.5, high_open=True)
+        if self.label_smoothing and self.loss_type not in SMOOTHED:
+            c.fail("label_smoothing", f"is used by loss_type {', '.join(SMOOTHED)} only; loss_type="
+                                      f"{self.loss_type!r} would ignore it (set it to 0)")
+        c.non_empty("ref_model_name_or_path")
 
 
 def completion_logps(model, batch):
@@ -112,13 +122,15 @@ class DPOTrainer:
     def __init__(self, model=None, ref_model=None, args: DPOConfig | None = None, train_dataset=None,
                  eval_dataset=None, processing_class=None):
         self.args = args = args or DPOConfig()
+        check_output_dir(args)
+        check_push(args)
+        train, evals = load_split(train_dataset, eval_dataset, args, data.to_preference_pairs)  # before the model
         self.model, self.tokenizer = load_model_and_tokenizer(model, processing_class, args)
         self.reference_free = args.loss_type in algos.REFERENCE_FREE
         self.average = args.loss_type in algos.LENGTH_NORMALISED
         self.ref_model = None if self.reference_free else self._reference(ref_model)
         self.share_prompt = args.share_prompt and not args.gradient_checkpointing and \
             supports_shared_prompt(self.model)
-        train, evals = load_split(train_dataset, eval_dataset, args, data.to_preference_pairs)
         self.train_dataset = self._prepare(train, "train")
         self.eval_dataset = self._prepare(evals, "eval") if evals is not None else None
         if args.precompute_ref_log_probs and self.ref_model is not None:
@@ -130,7 +142,9 @@ class DPOTrainer:
 
     def _reference(self, ref_model):
         if isinstance(ref_model, str) or (ref_model is None and self.args.ref_model_name_or_path):
-            ref_model = AutoModelForCausalLM.from_pretrained(ref_model or self.args.ref_model_name_or_path)
+            ref_model = load_pretrained(AutoModelForCausalLM, ref_model or self.args.ref_model_name_or_path,
+                                        "ref_model_name_or_path", dtype=model_dtype(self.args),
+                                        attn_implementation=self.args.attn_implementation)
         if ref_model is None:
             if is_peft_model(self.model):
                 return None  # the base with its adapter disabled is the reference
@@ -229,7 +243,7 @@ class DPOTrainer:
         return {k: v / max(n, 1) for k, v in sums.items()}
 
     def train(self, resume_from_checkpoint: str | None = None) -> list[dict]:
-        return self.loop.train(resume_from_checkpoint)
+        return finish_training(self, "dpo", self.loop.train(resume_from_checkpoint))
 
     def evaluate(self) -> dict:
         return self.loop.evaluate()

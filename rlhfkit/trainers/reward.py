@@ -17,10 +17,11 @@ from transformers import AutoModelForSequenceClassification
 
 from .. import data
 from ..algos import bradley_terry_loss
+from ..models.loading import ModelSourceError, check_push
 from ..models.shared_prompt import shared_prompt_forward, supports_shared_prompt
-from .config import LoopConfig, f
+from .config import Checks, LoopConfig, f
 from .loop import TrainLoop
-from .sft import load_model_and_tokenizer, load_split
+from .sft import check_output_dir, finish_training, load_model_and_tokenizer, load_split
 
 
 @dataclass
@@ -41,8 +42,9 @@ class RewardConfig(LoopConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.ratings_as not in ("pairs", "regression"):
-            raise ValueError(f"ratings_as must be 'pairs' or 'regression', got {self.ratings_as!r}")
+        c = Checks(self)
+        c.choice("ratings_as", ("pairs", "regression"))
+        c.at_least(0.0, "center_rewards_coefficient")
 
 
 def pair_rewards(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,12 +78,16 @@ class RewardTrainer:
     def __init__(self, model=None, args: RewardConfig | None = None, train_dataset=None, eval_dataset=None,
                  processing_class=None):
         self.args = args = args or RewardConfig()
-        self.model, self.tokenizer = load_model_and_tokenizer(model, processing_class, args,
-                                                              AutoModelForSequenceClassification, num_labels=1)
-        if self.model.config.num_labels != 1:
-            raise ValueError(f"a reward model needs num_labels=1, the model has {self.model.config.num_labels}")
+        check_output_dir(args)
+        check_push(args)
         self.objective = "regression" if args.ratings_as == "regression" else "pairwise"
-        train, evals = load_split(train_dataset, eval_dataset, args, self._convert)
+        train, evals = load_split(train_dataset, eval_dataset, args, self._convert)  # data errors before the model
+        self.model, self.tokenizer = load_model_and_tokenizer(model, processing_class, args,
+                                                              AutoModelForSequenceClassification, "SEQ_CLS",
+                                                              num_labels=1)
+        if self.model.config.num_labels != 1:
+            raise ModelSourceError(f"model_name_or_path: a reward model needs num_labels=1, the model has "
+                                   f"{self.model.config.num_labels}; start from a causal LM or a 1-label classifier")
         self.train_dataset = self._prepare(train)
         self.eval_dataset = self._prepare(evals) if evals is not None else None
         pad = self.tokenizer.pad_token_id
@@ -147,7 +153,7 @@ class RewardTrainer:
         return metrics
 
     def train(self, resume_from_checkpoint: str | None = None) -> list[dict]:
-        return self.loop.train(resume_from_checkpoint)
+        return finish_training(self, "reward", self.loop.train(resume_from_checkpoint))
 
     def evaluate(self) -> dict:
         return self.loop.evaluate()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .. import data
 from ..models.compat import note_logits_to_keep
-from .config import LoopConfig, f
+from ..models.loading import apply_lora, check_push, load_pretrained, load_tokenizer, push_folder, \
+    write_model_card
+from ..models.reference import is_peft_model
+from .config import ConfigError, LoopConfig, f, output_dir_problem
 from .loop import TrainLoop
 
 
@@ -34,24 +38,59 @@ class SFTConfig(LoopConfig):
                              "attention is not blocked across examples).")
 
 
-def load_model_and_tokenizer(model, processing_class, config: LoopConfig, auto_cls=AutoModelForCausalLM, **kwargs):
-    """Model and tokenizer from objects, or from ``model``/``config.model_name_or_path`` as a path or hub id."""
+def model_dtype(config: LoopConfig):
+    """``config.dtype`` as ``from_pretrained`` takes it: None, "auto" or a torch dtype."""
+    return config.dtype if config.dtype in (None, "auto") else getattr(torch, config.dtype)
+
+
+def load_model_and_tokenizer(model, processing_class, config: LoopConfig, auto_cls=AutoModelForCausalLM,
+                             peft_task: str = "CAUSAL_LM", **kwargs):
+    """Model and tokenizer from objects, or from ``model``/``config.model_name_or_path`` as a path or hub id.
+
+    Loading uses ``config.dtype`` and ``config.attn_implementation``; ``config.use_peft`` wraps
+    the model with LoRA adapters (``peft_task``: CAUSAL_LM or SEQ_CLS). A source that does not
+    exist raises ``ModelSourceError`` naming ``model_name_or_path`` before Transformers is asked.
+    """
     source = model if isinstance(model, str) else config.model_name_or_path
     if model is None or isinstance(model, str):
         if source is None:
-            raise ValueError("no model: pass model=... or set model_name_or_path")
-        model = auto_cls.from_pretrained(source, **kwargs)
+            raise ConfigError(type(config).__name__, "model_name_or_path", "no model: pass model=... or set "
+                                                                           "model_name_or_path")
+        model = load_pretrained(auto_cls, source, "model_name_or_path", dtype=model_dtype(config),
+                                attn_implementation=config.attn_implementation, **kwargs)
     tokenizer = processing_class
     if tokenizer is None:
         tok_source = source or getattr(model, "name_or_path", None)
         if not tok_source:
             raise ValueError("no tokenizer: pass processing_class=... (the tokenizer)")
-        tokenizer = AutoTokenizer.from_pretrained(tok_source)
+        tokenizer = load_tokenizer(tok_source, "model_name_or_path")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # the usual choice for decoder-only models
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    if config.use_peft and not is_peft_model(model):
+        model = apply_lora(model, config, peft_task)
     return model, tokenizer
+
+
+def check_output_dir(config: LoopConfig) -> None:
+    """``output_dir`` must be a folder (or not exist yet): say so before anything is loaded."""
+    problem = output_dir_problem(config.output_dir)
+    if problem:
+        raise ConfigError(type(config).__name__, "output_dir", problem)
+
+
+def finish_training(trainer, method: str, history: list[dict]) -> list[dict]:
+    """After ``loop.train``: the model card in output_dir, then the upload when ``push_to_hub``."""
+    args = trainer.args
+    if trainer.loop.accelerator.is_main_process:
+        last = {}
+        for row in history:
+            last.update({k: v for k, v in row.items() if k != "step"})
+        write_model_card(args.output_dir, method=method, config=args, metrics=last)
+        if args.push_to_hub:
+            push_folder(args.output_dir, args.hub_model_id or Path(args.output_dir).name)
+    return history
 
 
 def load_split(train_dataset, eval_dataset, config: LoopConfig, convert):
@@ -64,16 +103,19 @@ def load_split(train_dataset, eval_dataset, config: LoopConfig, convert):
     if train_dataset is None and not config.dataset_name:
         raise ValueError("no training data: pass train_dataset=... or set dataset_name")
 
-    def load(source):
-        records = data.load_records(source, split=config.dataset_split)
+    def load(source, split):
+        records = data.load_records(source, split=split)
         fmt = data.detect_format(records)
         data.validate(records, fmt)
         return convert(records, fmt)
 
-    train = load(train_dataset if train_dataset is not None else config.dataset_name)
+    train = load(train_dataset if train_dataset is not None else config.dataset_name, config.dataset_split)
     source = eval_dataset if eval_dataset is not None else config.eval_dataset_name
     if source is not None:
-        return train, load(source)
+        return train, load(source, config.eval_dataset_split or config.dataset_split)
+    if config.eval_dataset_split is not None:  # another split of the training source (e.g. test.jsonl beside train.jsonl)
+        return train, load(train_dataset if train_dataset is not None else config.dataset_name,
+                           config.eval_dataset_split)
     return data.train_eval_split(train, config.eval_fraction, seed=config.seed)
 
 
@@ -105,8 +147,10 @@ class SFTTrainer:
     def __init__(self, model=None, args: SFTConfig | None = None, train_dataset=None, eval_dataset=None,
                  processing_class=None):
         self.args = args = args or SFTConfig()
+        check_output_dir(args)
+        check_push(args)
+        train, evals = load_split(train_dataset, eval_dataset, args, data.to_sft)  # data errors before model loads
         self.model, self.tokenizer = load_model_and_tokenizer(model, processing_class, args)
-        train, evals = load_split(train_dataset, eval_dataset, args, data.to_sft)
         self.train_dataset = self._prepare(train)
         self.eval_dataset = self._prepare(evals) if evals is not None else None
         self.loop = TrainLoop(args, self.model, self.train_dataset, data.SFTCollator(self.tokenizer.pad_token_id),
@@ -139,7 +183,7 @@ class SFTTrainer:
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 
     def train(self, resume_from_checkpoint: str | None = None) -> list[dict]:
-        return self.loop.train(resume_from_checkpoint)
+        return finish_training(self, "sft", self.loop.train(resume_from_checkpoint))
 
     def evaluate(self) -> dict:
         return self.loop.evaluate()

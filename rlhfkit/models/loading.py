@@ -1,0 +1,188 @@
+"""Where models come from and where trained ones go: checked sources, LoRA, model cards, the Hub.
+
+    check_model_source("runs/tiny", "--model_name_or_path")   # ModelSourceError before anything loads
+    model = load_pretrained(AutoModelForCausalLM, "runs/sft", "--model_name_or_path", dtype="float32")
+    model = apply_lora(model, config, task_type="CAUSAL_LM")    # when config.use_peft
+    write_model_card("runs/sft", method="sft", config=config, metrics={...})
+    push_folder("runs/sft", config.hub_model_id or "sft")      # HubError with the way out
+
+A source is a local folder (it must hold ``config.json``, or ``adapter_config.json`` for a PEFT
+adapter) or a hub id ``name`` / ``owner/name``. A name that looks like a path (``./x``,
+``/x``, ``~/x``, ``a/b/c``, or ``a/b`` where the folder ``a`` exists here) never goes to the
+Hub: the commonest mistake, a folder not made yet, gets "no such folder" and how to make one
+instead of Transformers' "Repo id must be in the form ..." traceback. With
+``HF_HUB_OFFLINE=1`` a hub id must already be in the local cache.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+MAKE_ONE = "train one with `rlhfkit sft` or make one with `rlhfkit tiny-model --output_dir {name}`"
+# Never uploaded by push_folder: resumable training state, not the model.
+PUSH_IGNORE = ["checkpoint-*", "checkpoint-*/**", "ref_logps/**", "*.pt", "events.out.tfevents.*"]
+
+
+class ModelSourceError(ValueError):
+    """A model argument names nothing loadable; the message names the argument and the fix."""
+
+
+class HubError(RuntimeError):
+    """Pushing to the Hugging Face Hub failed; the message says what was kept locally."""
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def looks_local(name: str) -> bool:
+    """True when ``name`` reads as a file-system path rather than a hub id (see the module docstring)."""
+    if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
+        return True
+    head, sep, _ = name.partition("/")
+    return bool(sep) and Path(head).expanduser().is_dir()
+
+
+def check_model_source(name, flag: str) -> None:
+    """Raise ``ModelSourceError`` unless ``name`` is a model folder or a usable hub id."""
+    if not isinstance(name, (str, os.PathLike)) or not str(name).strip():
+        raise ModelSourceError(f"{flag}: expected a model folder or hub id, got {name!r}")
+    name = os.fspath(name)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not any((path / marker).is_file() for marker in ("config.json", "adapter_config.json")):
+            raise ModelSourceError(f"{flag}: folder {name!r} is not a model folder (no config.json); point at a "
+                                   "folder written by save_pretrained, e.g. the output_dir of `rlhfkit sft`")
+        return
+    if path.exists():
+        raise ModelSourceError(f"{flag}: {name!r} is a file; expected a model folder (or a hub id)")
+    if looks_local(name):
+        raise ModelSourceError(f"{flag}: no such folder {name!r} ({MAKE_ONE.format(name=name)})")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise ModelSourceError(f"{flag}: {name!r} is neither a local folder nor a valid hub id "
+                               f"('owner/name'); {MAKE_ONE.format(name=name)}") from None
+    if hub_offline() and not _cached(name):
+        raise ModelSourceError(f"{flag}: no such folder {name!r}, and HF_HUB_OFFLINE is set so the hub id {name!r} "
+                               f"cannot be downloaded (it is not in the local cache); {MAKE_ONE.format(name=name)}, "
+                               "or unset HF_HUB_OFFLINE to download it")
+
+
+def _cached(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(repo_id, marker), str)
+               for marker in ("config.json", "adapter_config.json"))
+
+
+def load_pretrained(auto_cls, name, flag: str, **kwargs):
+    """``auto_cls.from_pretrained(name, **kwargs)`` after :func:`check_model_source`; load failures
+    (a corrupt folder, an architecture this Transformers lacks, no network) name ``flag``."""
+    check_model_source(name, flag)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    try:
+        return auto_cls.from_pretrained(name, **kwargs)
+    except (OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelSourceError(f"{flag}: could not load {os.fspath(name)!r} as {auto_cls.__name__} "
+                               f"({type(err).__name__}: {first})") from err
+
+
+def load_tokenizer(name, flag: str):
+    """``AutoTokenizer.from_pretrained`` with the same checks and messages as :func:`load_pretrained`."""
+    from transformers import AutoTokenizer
+
+    return load_pretrained(AutoTokenizer, name, flag)
+
+
+def apply_lora(model, config, task_type: str):
+    """Wrap ``model`` with LoRA adapters from ``config``'s lora_* fields (``task_type``: CAUSAL_LM or SEQ_CLS).
+
+    Under gradient checkpointing the input embeddings are made to require grad, or a frozen
+    base would leave nothing to backpropagate through the checkpointed blocks.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    targets = config.lora_target_modules
+    if targets is not None and targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, task_type=task_type)
+    try:
+        model = get_peft_model(model, lora)
+    except ValueError as err:  # PEFT: target modules not found / no default for this architecture
+        raise ModelSourceError(f"--lora_target_modules: {err}") from None
+    if config.gradient_checkpointing:
+        model.enable_input_require_grads()
+    return model
+
+
+def write_model_card(output_dir, *, method: str, config, metrics: dict | None = None) -> Path:
+    """``output_dir/README.md``: Hub metadata (front matter) plus how the model was trained and how to load it."""
+    from .. import __version__
+
+    out = Path(output_dir)
+    peft = bool(getattr(config, "use_peft", False))
+    auto = "AutoModelForSequenceClassification" if method == "reward" else "AutoModelForCausalLM"
+    tags = ["rlhfkit", {"sft": "sft", "reward": "reward-model", "dpo": "dpo"}.get(method, method)]
+    if getattr(config, "loss_type", None) not in (None, "sigmoid"):
+        tags.append(config.loss_type)
+    front = {"library_name": "peft" if peft else "transformers", "tags": tags}
+    if config.model_name_or_path:
+        front["base_model"] = str(config.model_name_or_path)
+    if config.dataset_name and not looks_local(str(config.dataset_name)) and not Path(config.dataset_name).exists():
+        front["datasets"] = [str(config.dataset_name)]
+    load = (f"from peft import AutoPeftModelFor{'SequenceClassification' if method == 'reward' else 'CausalLM'}"
+            f"\nmodel = AutoPeftModelFor{'SequenceClassification' if method == 'reward' else 'CausalLM'}"
+            f".from_pretrained(\"{out.name}\")") if peft else \
+        f"from transformers import {auto}\nmodel = {auto}.from_pretrained(\"{out.name}\")"
+    if method == "reward":
+        load += "\n\nfrom rlhfkit import RewardModel  # scores texts exactly as training tokenized them\n" \
+                f"rm = RewardModel(\"{out.name}\")\nrm([\"prompt\"], [\"response\"])"
+    keys = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+            "gradient_accumulation_steps", "max_length", "beta", "loss_type", "lora_r", "lora_alpha", "seed")
+    rows = [f"| {k} | {getattr(config, k)} |" for k in keys if hasattr(config, k)
+            and (k not in ("lora_r", "lora_alpha") or peft)]
+    body = [f"# {out.name}", "", f"Trained with rlhfkit {__version__} (`rlhfkit {method}`) "
+            f"from `{config.model_name_or_path}` on `{config.dataset_name}`"
+            + (" as a LoRA adapter." if peft else "."), "", "## Load it", "", "```python", load, "```", "",
+            "## Training", "", "| setting | value |", "| --- | --- |", *rows, ""]
+    if metrics:
+        body += ["## Final metrics", "", "| metric | value |", "| --- | --- |",
+                 *[f"| {k} | {v:.6g} |" for k, v in metrics.items() if isinstance(v, (int, float))], ""]
+    body += ["The full resolved config is in `config.yaml` (when trained from the CLI)."]
+    import yaml
+
+    text = "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n\n" + "\n".join(body) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "README.md").write_text(text)
+    return out / "README.md"
+
+
+def check_push(config) -> None:
+    """Before training: ``push_to_hub`` cannot work offline (say so now, not after hours of training)."""
+    if getattr(config, "push_to_hub", False) and hub_offline():
+        raise ModelSourceError("--push_to_hub: HF_HUB_OFFLINE is set, so nothing can be uploaded; unset "
+                               "HF_HUB_OFFLINE (and log in with `hf auth login`) or drop --push_to_hub")
+
+
+def push_folder(folder, repo_id: str, private: bool | None = None) -> str:
+    """Upload ``folder`` (without checkpoints) to the hub repo ``repo_id``; returns the repo URL."""
+    check_push(type("C", (), {"push_to_hub": True})())
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=str(url.repo_id), ignore_patterns=PUSH_IGNORE,
+                          commit_message="Upload with rlhfkit")
+    except Exception as err:  # noqa: BLE001 - network, auth and permission failures all end here
+        raise HubError(f"--push_to_hub: could not upload {folder} to {repo_id!r} ({type(err).__name__}: "
+                       f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); the trained model is "
+                       f"saved in {folder}; log in with `hf auth login` and upload it later with "
+                       f"`hf upload {repo_id} {folder}`") from err
+    return str(url)

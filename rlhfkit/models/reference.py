@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import logging
 
 from torch import nn
-
-logger = logging.getLogger(__name__)
 
 
 # Where the decoder layers of common architectures live; ``{layer}`` is the layer index.
@@ -42,9 +39,11 @@ def create_reference_model(model: nn.Module, num_shared_layers: int | None = Non
         raise ValueError(f"Layer pattern could not be matched: none of {LAYER_PATTERNS} with layer="
                          f"{num_shared_layers} names a parameter of {type(model).__name__}; pass "
                          "pattern='<prefix>.{layer}' (see model.named_parameters())")
-    first_unshared = next((i for i, n in enumerate(names) if pattern in n), len(names))
-    if first_unshared == len(names):
-        logger.warning("Pattern passed or found, but no layers matched in the model. Check for a typo.")
+    first_unshared = next((i for i, n in enumerate(names) if pattern in n), None)
+    if first_unshared is None:  # TRL only warned, then froze the whole policy
+        raise ValueError(f"Layer pattern could not be matched: no parameter name of {type(model).__name__} contains "
+                         f"{pattern!r}, so every layer would be shared and frozen; check for a typo (see "
+                         "model.named_parameters())")
     shared = [model.get_parameter(n) for n in names[:first_unshared]]
     for p in shared:
         p.requires_grad_(False)

@@ -89,7 +89,9 @@ def classic_loss(cfg, old_logprobs, values, logits, vpreds, logprobs, mask, adva
         pg_loss, vf_loss, loss = pg_loss * 0.0, vf_loss * 0.0, loss * 0.0
     stats = {
         "loss/policy": pg_loss.detach(), "loss/value": vf_loss.detach(), "loss/total": loss.detach(),
-        "policy/entropy": algos.masked_mean(algos.entropy_from_logits(logits.detach()), mask),
+        # (B, T) "logits" (TRL's own test passes them) give one entropy per row, broadcast as in TRL
+        "policy/entropy": algos.masked_mean(algos.entropy_from_logits(
+            logits.detach() if logits.dim() == 3 else logits.detach().unsqueeze(1)), mask),
         "policy/approxkl": pg["approxkl"], "policy/policykl": pg["policykl"], "policy/clipfrac": pg["clipfrac"],
         "policy/advantages": advantages.detach(), "policy/advantages_mean": algos.masked_mean(advantages, mask).detach(),
         "policy/ratio": pg["ratio"],

@@ -201,7 +201,9 @@ def reward_model_scorer(model, tokenizer=None, append_eos: bool = True, batch_si
     def score(prompts: list[str], responses: list[str]) -> list[float]:
         if len(prompts) != len(responses):
             raise ValueError(f"got {len(prompts)} prompts and {len(responses)} responses")
-        return rm.score([p + r + eos for p, r in zip(prompts, responses)])
+        if eos:  # tokenized exactly as RewardTrainer trained (prompt, response + EOS)
+            return rm(prompts, responses)
+        return rm.score([p + r for p, r in zip(prompts, responses)], add_eos=False)
 
     score.reward_model = rm
     return score

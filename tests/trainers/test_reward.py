@@ -34,8 +34,9 @@ def test_reward_model_learns_hidden_rule_and_loads_in_plain_transformers(tokeniz
     plain = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     tok = AutoTokenizer.from_pretrained(tmp_path)
     texts = ["the band 1 rock song night", "the band 1 waits sleeps reads"]
-    with torch.no_grad():
-        direct = [plain(**tok(t, return_tensors="pt")).logits.item() for t in texts]
+    with torch.no_grad():  # RewardModel closes a text with EOS, as training closed every response
+        direct = [plain(input_ids=torch.tensor([tok(t)["input_ids"] + [tok.eos_token_id]])).logits.item()
+                  for t in texts]
     scored = RewardModel(str(tmp_path)).score(texts)
     assert scored == pytest.approx(direct, abs=1e-5)
     assert scored[0] > scored[1]

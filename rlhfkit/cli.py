@@ -202,7 +202,7 @@ def check_inputs(config, origins: dict) -> None:
         check_model_source(config.ref_model_name_or_path, _origin(origins, "ref_model_name_or_path"))
     for name in ("dataset_name", "eval_dataset_name"):
         value = getattr(config, name)
-        if value and looks_local(value) and not Path(value).expanduser().exists():
+        if value and (looks_local(value) or Path(value).suffix) and not Path(value).expanduser().exists():
             raise UsageError(f"{_origin(origins, name)}: no such file or folder {value!r}")
     check_output_dir(config.output_dir, _origin(origins, "output_dir"))
     resume = config.resume_from_checkpoint

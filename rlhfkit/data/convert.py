@@ -22,7 +22,7 @@ import datasets
 
 from .checks import RowCheck, iter_rows
 from .errors import Source, source_of, tag_source
-from .formats import NEEDS, detect_format, parse_row, require_columns
+from .formats import NEEDS, column_hint, detect_format, parse_row, require_columns
 from .prompts import parse_preference, prompt_in_texts
 
 
@@ -150,7 +150,10 @@ def to_sft(dataset: datasets.Dataset, fmt: str | None = None,
         advice = {"prompt_only": "use them as prompts for PPO rollouts",
                   "ratings": "filter the best-rated responses into prompt/completion rows, or train a reward model "
                              "with to_regression / to_preference_pairs"}
-        raise src.error(None, f"{fmt} data has no completion to imitate; {advice[fmt]}")
+        hint = column_hint(dataset, "completion") if fmt == "prompt_only" else ""
+        raise src.error(None, f"columns {sorted(dataset.column_names)} are {fmt} data, which has no completion to "
+                              f"imitate; SFT reads 'text', 'prompt' + 'completion' or 'messages'{hint}; or "
+                              f"{advice[fmt]}")
     strip = prompt_in_texts(dataset) if fmt == "preference" else False
     pairs = []
     for _, check, row in _rows(dataset, fmt, src):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import datasets
 
 from .checks import RowCheck, iter_rows
-from .errors import Source, describe, source_of
+from .errors import DataError, Source, describe, source_of
 from .prompts import parse_preference, prompt_in_texts
 
 # format -> (required columns, optional columns)
@@ -149,12 +149,29 @@ def validate(dataset: datasets.Dataset, fmt: str, source: str | Source | None = 
     src = source_of(dataset, source)
     require_columns(dataset, fmt, src)
     strip = prompt_in_texts(dataset) if fmt == "preference" else False
-    for i, row in enumerate(iter_rows(dataset)):
-        check = RowCheck(src, i, NEEDS[fmt])
-        if fmt == "preference":
-            parse_preference(row, check, strip)
-        else:
-            parse_row(fmt, row, check)
+    try:
+        for i, row in enumerate(iter_rows(dataset)):
+            check = RowCheck(src, i, NEEDS[fmt])
+            if fmt == "preference":
+                parse_preference(row, check, strip)
+            else:
+                parse_row(fmt, row, check)
+    except DataError as err:
+        missing = sorted((FORMATS[fmt][0] | FORMATS[fmt][1]) - set(dataset.column_names) - {"margin", "weight"})
+        hint = column_hint(dataset, missing[0]) if missing else ""
+        raise DataError(f"{err}{hint}") from None
+
+
+# Columns that are metadata by convention: never suggested as a misnamed data column.
+_METADATA = frozenset({"id", "source", "annotator", "weight", "group", "metadata", "split", "lang", "language"})
+
+
+def column_hint(dataset: datasets.Dataset, wanted: str) -> str:
+    """'' or " (columns no format uses: ['question']; if one holds the prompt, rename it to 'prompt')"."""
+    unused = sorted(set(dataset.column_names) - _DECIDING - _METADATA)
+    if not unused:
+        return ""
+    return f" (columns no format uses: {unused}; if one of them holds the {wanted}, rename it to {wanted!r})"
 
 
 

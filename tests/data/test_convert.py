@@ -117,5 +117,5 @@ def test_to_sft_conversations():
 
 
 def test_to_sft_refuses_data_without_a_target():
-    with pytest.raises(DataError, match="prompt_only data has no completion"):
+    with pytest.raises(DataError, match="are prompt_only data, which has no completion"):
         to_sft(load_records(FIXTURES / "prompts.jsonl"))

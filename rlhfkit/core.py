@@ -130,7 +130,7 @@ def stats_to_np(stats_dict: dict) -> dict:
         if isinstance(v, torch.Tensor):
             v = v.detach().cpu()
             v = (v.float() if v.dtype == torch.bfloat16 else v).numpy()
-        out[k] = float(v) if np.isscalar(v) else v
+        out[k] = float(v) if np.isscalar(v) and isinstance(v, (int, float, np.number)) else v  # TRL: float('x') raised
     return out
 
 

@@ -23,7 +23,8 @@ from ..rollout import generate_responses
 from .mechanics import Mechanics, build_optimizer, set_seed
 from ..core import PPODecorators
 from .ppo_batch import (build_batch, build_seq2seq_batch, check_step_inputs, check_trainer_inputs, classic_forward_pass,
-                        classic_model_inputs, forward_batch, max_positions, vocab_size)
+                        check_train_inputs, classic_model_inputs, forward_batch, max_positions,
+                        vocab_size)
 from .ppo_config import PPOConfig
 from .ppo_stats import PTXStream, classic_loss, record_step_stats, summarise_minibatches
 
@@ -426,15 +427,7 @@ class PPOTrainer:
         """Run the whole loop with a reward function; see ``rlhfkit.trainers.ppo_train.train_ppo``."""
         from .ppo_train import train_ppo
 
-        if not callable(reward_fn):
-            raise TypeError(f"train(reward_fn, prompts): reward_fn must be callable (prompts, responses) -> scores, "
-                            f"got {type(reward_fn).__name__}")
-        if isinstance(prompts, (str, bytes)) or not all(isinstance(p, str) for p in prompts):
-            bad = type(prompts).__name__ if isinstance(prompts, (str, bytes)) else next(
-                f"prompts[{i}] is {type(p).__name__}" for i, p in enumerate(prompts) if not isinstance(p, str))
-            raise TypeError(f"train(reward_fn, prompts): prompts must be a list of strings, got {bad}; "
-                            "wrap a single prompt in a list: train(reward_fn, [\"the cat\"])")
-
+        check_train_inputs(reward_fn, prompts)  # before any model work
         return train_ppo(self, reward_fn, prompts, **kwargs)
 
     def save_pretrained(self, save_directory) -> None:

@@ -212,6 +212,19 @@ def forward_batch(model, batch: RolloutBatch, critic=None):
     return logprobs_from_logits(logits, batch.response_ids), values, logits
 
 
+def check_train_inputs(reward_fn, prompts) -> None:
+    """``PPOTrainer.train``'s arguments: a callable and a list of prompt strings (a bare string is an error)."""
+    if not callable(reward_fn):
+        raise TypeError(f"train(reward_fn, prompts): reward_fn must be callable (prompts, responses) -> scores, "
+                        f"got {type(reward_fn).__name__}")
+    if isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__iter__") or not all(
+            isinstance(p, str) for p in prompts):
+        bad = type(prompts).__name__ if not hasattr(prompts, "__iter__") or isinstance(prompts, (str, bytes)) else next(
+            f"prompts[{i}] is {type(p).__name__}" for i, p in enumerate(prompts) if not isinstance(p, str))
+        raise TypeError(f"train(reward_fn, prompts): prompts must be a list of strings, got {bad}; "
+                        "wrap a single prompt in a list: train(reward_fn, [\"the cat\"])")
+
+
 # ---------------------------------------------------------------- trainer arguments (TRL 0.11.4's checks)
 def check_trainer_inputs(config, model, ref_model, tokenizer, dataset, lr_scheduler, num_shared_layers):
     """TRL's argument checks and warnings for ``PPOTrainer``; returns (model, ref_model).

@@ -73,7 +73,7 @@ class PPOConfig:
     score_clip: float | None = _f(None, "Clip (scaled) scores to [-score_clip, score_clip].")
     # ---- classic fields computed or unused ----
     world_size: int | None = _f(None, "Set from the number of processes; do not set by hand.")
-    is_encoder_decoder: bool | None = _f(None, "Set from the model; encoder-decoder models are not supported.")
+    is_encoder_decoder: bool | None = _f(None, "Set from the model (True for AutoModelForSeq2SeqLMWithValueHead).")
     is_peft_model: bool | None = _f(None, "Set from the model.")
     backward_batch_size: int | None = _f(None, "Computed: mini_batch_size * gradient_accumulation_steps.")
     global_backward_batch_size: int | None = _f(None, "Computed: backward_batch_size * world_size.")

@@ -27,7 +27,8 @@ from rlhfkit.control import ControlConfig, train_control
 PRESETS = {  # Pendulum: rl-zoo's PPO settings (gamma 0.9, 10 epochs of 64-row minibatches, lr 1e-3)
     "cartpole": {},
     "pendulum": dict(num_envs=4, num_steps=1024, num_minibatches=64, update_epochs=10, learning_rate=1e-3,
-                     gamma=0.9, gae_lambda=0.95, ent_coef=0.0),
+                     gamma=0.9, gae_lambda=0.95, ent_coef=0.0, clip_vloss=False,
+                     normalize_observation=False, normalize_reward=False),
 }
 
 
@@ -71,8 +72,10 @@ def reference_ppo(cfg: ControlConfig) -> tuple[list[float], float]:
         env = gym.wrappers.RecordEpisodeStatistics(gym.make(cfg.env_id))
         if not discrete:
             env = gym.wrappers.ClipAction(env)
+        if cfg.normalize_observation is not False and not discrete:
             env = gym.wrappers.NormalizeObservation(env)
             env = gym.wrappers.TransformObservation(env, lambda o: np.clip(o, -10, 10), env.observation_space)
+        if cfg.normalize_reward is not False and not discrete:
             env = gym.wrappers.NormalizeReward(env, gamma=cfg.gamma)
             env = gym.wrappers.TransformReward(env, lambda r: np.clip(r, -10, 10))
         return env
@@ -131,7 +134,8 @@ def reference_ppo(cfg: ControlConfig) -> tuple[list[float], float]:
                 pg_loss = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
                 newvalue = newvalue.view(-1)
                 v_clipped = b_val[mb] + torch.clamp(newvalue - b_val[mb], -cfg.clip_coef, cfg.clip_coef)
-                v_loss = 0.5 * torch.max((newvalue - b_ret[mb]) ** 2, (v_clipped - b_ret[mb]) ** 2).mean()
+                v_loss = 0.5 * torch.max((newvalue - b_ret[mb]) ** 2, (v_clipped - b_ret[mb]) ** 2).mean() \
+                    if cfg.clip_vloss else 0.5 * ((newvalue - b_ret[mb]) ** 2).mean()
                 loss = pg_loss - cfg.ent_coef * entropy.mean() + v_loss * cfg.vf_coef
                 optimizer.zero_grad()
                 loss.backward()

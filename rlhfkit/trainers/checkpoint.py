@@ -53,6 +53,28 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def rng_states_of_all_ranks(accelerator, state: dict | None = None) -> list[dict]:
+    """Every process's ``rng_state()`` (or ``state``), in rank order; call on all processes.
+
+    Ranks draw different amounts (other batch shapes, other samples), so each gets its own back.
+    """
+    state = state if state is not None else rng_state()
+    if accelerator.num_processes == 1:
+        return [state]
+    from accelerate.utils import gather_object
+
+    return gather_object([state])
+
+
+def set_rank_rng_state(accelerator, states) -> None:
+    """Restore this process's entry of ``rng_states_of_all_ranks`` (a dict alone: every rank)."""
+    states = [states] if isinstance(states, dict) else states
+    if len(states) != accelerator.num_processes:
+        raise ValueError(f"the checkpoint holds RNG states of {len(states)} processes, this run has "
+                         f"{accelerator.num_processes}; resume with the same number of processes")
+    set_rng_state(states[accelerator.process_index])
+
+
 def checkpoints(output_dir) -> list[Path]:
     """Complete ``checkpoint-<step>`` folders in ``output_dir``, oldest first."""
     folder = Path(output_dir)

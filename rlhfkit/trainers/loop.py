@@ -229,9 +229,10 @@ class TrainLoop:
         st = self.state
         self.accelerator.wait_for_everyone()
         path = self.output_dir / f"checkpoint-{st.global_step}"
+        rngs = checkpoint.rng_states_of_all_ranks(self.accelerator, point["rng"])
         if self.accelerator.is_main_process:
             state = {
-                "loop": dict(st.__dict__), "rng": point["rng"],
+                "loop": dict(st.__dict__), "rng": rngs,
                 "window": [{k: v.cpu() for k, v in row.items()} for row in point["window"]],
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "mechanics": {**self.mechanics.state_dict(), "micro": 0},
@@ -266,4 +267,4 @@ class TrainLoop:
         self._window = [{k: v.to(device) for k, v in row.items()} for row in state["window"]]
         if self.accelerator.is_main_process:
             checkpoint.truncate_metrics(self.mechanics.metrics_path, state["metrics_offset"], self.state.global_step)
-        checkpoint.set_rng_state(state["rng"])  # last: nothing above may draw from it
+        checkpoint.set_rank_rng_state(self.accelerator, state["rng"])  # last: nothing above may draw from it

@@ -161,6 +161,7 @@ def save_checkpoint(trainer, path, save_total_limit: int | None = None) -> Path:
     """Policy, tokenizer, critic and the full trainer state, in the shared checkpoint layout, atomically."""
     path = Path(path)
     _ptx_position(trainer)  # start counting before the first save at the latest
+    rngs = checkpoint.rng_states_of_all_ranks(trainer.accelerator)
     if not trainer.accelerator.is_main_process:
         return path
     if path.name != f"checkpoint-{trainer.current_step}":
@@ -170,7 +171,7 @@ def save_checkpoint(trainer, path, save_total_limit: int | None = None) -> Path:
                 "running": trainer.running.state_dict(), "shuffle_rng": trainer._shuffle.get_state(),
                 "prompt_rng": _prompt_sampler(trainer).getstate(),
                 "prompt_count": getattr(trainer, "_prompt_count", None), "ptx_consumed": _ptx_position(trainer)},
-        "rng": checkpoint.rng_state(),
+        "rng": rngs,
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.lr_scheduler.state_dict() if trainer.lr_scheduler is not None else None,
         "mechanics": trainer.mechanics.state_dict(),
@@ -206,4 +207,4 @@ def load_checkpoint(trainer, path) -> None:
     trainer.current_step = ppo["current_step"]
     if trainer.accelerator.is_main_process:
         checkpoint.truncate_metrics(trainer.mechanics.metrics_path, state["metrics_offset"], trainer.current_step)
-    checkpoint.set_rng_state(state["rng"])  # last: nothing above may draw from it
+    checkpoint.set_rank_rng_state(trainer.accelerator, state["rng"])  # last: nothing above may draw from it

@@ -249,3 +249,39 @@ def test_truncate_metrics_keeps_rows_up_to_the_checkpoint(tmp_path):
     assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2, 3]
     checkpoint.truncate_metrics(path, None, 2)  # no offset: the step filter alone
     assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2]
+
+
+TWO_PROCESS_SCRIPT = r'''
+import os, sys
+os.environ["HF_HUB_OFFLINE"] = "1"
+from rlhfkit import SFTConfig, SFTTrainer
+from rlhfkit.testing import tiny_causal_lm, tiny_tokenizer
+tok = tiny_tokenizer()
+rows = [{"prompt": f"p{i % 7} x" + " y" * (i % 5), "completion": " y z."} for i in range(32)]
+cfg = SFTConfig(output_dir=sys.argv[1], max_steps=6, save_steps=2, per_device_train_batch_size=2, learning_rate=1e-3,
+                report_to="jsonl", logging_steps=1, disable_tqdm=True, seed=5,
+                resume_from_checkpoint=sys.argv[2] if len(sys.argv) > 2 else None)
+model = tiny_causal_lm("gpt2", tok, hidden_size=32, resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
+SFTTrainer(model=model, args=cfg, train_dataset=rows, processing_class=tok).train()
+'''
+
+
+@pytest.mark.slow
+def test_two_processes_resume_with_each_ranks_rng(tmp_path):
+    # Ranks see other rows (other lengths), so their dropout RNGs drift apart: each must get its own back.
+    import shutil
+
+    script = tmp_path / "train.py"
+    script.write_text(TWO_PROCESS_SCRIPT)
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29519"]
+    straight = subprocess.run(launcher + [str(script), str(tmp_path / "a")], env=_env(), capture_output=True, text=True,
+                              timeout=600)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    (tmp_path / "b").mkdir()
+    shutil.copytree(tmp_path / "a" / "checkpoint-2", tmp_path / "b" / "checkpoint-2")
+    resumed = subprocess.run(launcher + [str(script), str(tmp_path / "b"), "latest"], env=_env(), capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -9,6 +9,7 @@ Commands:
   dpo           preference optimisation without a reward model (DPOConfig fields)
   ppo-example   train a tiny model offline with PPO on a rule reward and show the reward rising
   tiny-model    write a tiny random-init model + locally trained tokenizer to a folder
+  control       PPO on Gymnasium control tasks (CartPole, Pendulum) with the same algos
   feedback      human feedback: web app (serve), projects, annotators, import, report, export, prioritise
 
 Every command but feedback takes ``--config file.yaml`` and ``field=value`` overrides; flags beat
@@ -86,8 +87,10 @@ def _config_classes() -> dict:
     from .pipeline import CompareConfig, PipelineConfig
 
     classes = {name: getattr(trainers, cls) for name, (cls, _) in TRAINERS.items()}
+    from .control.config import ControlConfig
+
     return {**classes, "eval": EvalConfig, "compare": CompareConfig, "demo": PipelineConfig,
-            "tiny-model": TinyModelArgs, "ppo-example": PPOExampleArgs}
+            "tiny-model": TinyModelArgs, "ppo-example": PPOExampleArgs, "control": ControlConfig}
 
 
 DESCRIPTIONS = {
@@ -101,6 +104,8 @@ DESCRIPTIONS = {
             "a reference, win rate, length) and a reward model on labelled pairs (accuracy, precision, recall, F1)",
     "tiny-model": "write a tiny offline model and tokenizer to a folder",
     "ppo-example": "offline PPO on a tiny model; the reward must rise",
+    "control": "PPO on a Gymnasium control task (CartPole-v1, Pendulum-v1, ...) with the same algos as the LLM "
+               "trainers; writes metrics.jsonl, TensorBoard, learning_curve.png and policy/ (docs/control.md)",
 }
 
 
@@ -323,8 +328,26 @@ def _ppo_example(args, overrides) -> int:
     return 0
 
 
+def _control(args, overrides) -> int:
+    from .control import train_control
+    from .control.ppo import check_env_id
+
+    config, origins = build_config(_config_classes()["control"], args, overrides)
+    check_output_dir(config.output_dir, _origin(origins, "output_dir"))
+    try:
+        check_env_id(config.env_id)
+    except ValueError as err:
+        raise UsageError(f"{_origin(origins, 'env_id')}: {err}") from None
+    episodes = train_control(config)
+    last = [e["episodic_return"] for e in episodes[-20:]]
+    cli_args.write_resolved_config(config, config.output_dir)
+    print(f"{len(episodes)} episodes; mean return of the last {len(last)}: "
+          f"{sum(last) / max(1, len(last)):.1f}; policy in {Path(config.output_dir) / 'policy'}")
+    return 0
+
+
 RUN = {"sft": _train, "reward": _train, "dpo": _train, "demo": _demo, "compare": _compare, "eval": _eval,
-       "tiny-model": _tiny_model, "ppo-example": _ppo_example}
+       "tiny-model": _tiny_model, "ppo-example": _ppo_example, "control": _control}
 
 
 if __name__ == "__main__":

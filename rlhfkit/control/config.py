@@ -7,14 +7,9 @@ both on for a continuous action space, off for a discrete one.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
-
-def f(default, help: str):
-    """A dataclass field with its help text (control imports no trainer code, so it has its own)."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+from ..trainers.config import Checks, check_field_types, f
 
 
 @dataclass
@@ -56,24 +51,20 @@ class ControlConfig:
     progress: bool = f(True, "Show a progress bar.")
 
     def __post_init__(self):
-        positive = ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads")
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("learning_rate", "clip_coef", "max_grad_norm", "clip_obs", "clip_reward"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("gamma", "gae_lambda"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-        if self.activation not in ("tanh", "relu"):
-            raise ValueError(f"activation must be tanh or relu, got {self.activation!r}")
-        if (self.num_envs * self.num_steps) % self.num_minibatches:
-            raise ValueError(f"num_envs * num_steps = {self.num_envs * self.num_steps} is not divisible by "
-                             f"num_minibatches = {self.num_minibatches}")
-        if self.fixed_std is not None and self.fixed_std <= 0:
-            raise ValueError(f"fixed_std must be > 0 or None, got {self.fixed_std!r}")
+        check_field_types(self)  # "ten" where a number belongs -> ConfigError naming the field
+        c = Checks(self)
+        c.at_least(1, "total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads")
+        c.positive("learning_rate", "clip_coef", "max_grad_norm", "clip_obs", "clip_reward", "fixed_std", "target_kl")
+        c.within("gamma", 0, 1)
+        c.within("gae_lambda", 0, 1)
+        c.choice("activation", ("tanh", "relu"))
+        c.non_empty("env_id", "output_dir")
+        if not self.hidden_sizes or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0
+                                            for h in self.hidden_sizes):
+            c.fail("hidden_sizes", f"must be a non-empty list of positive integers, got {self.hidden_sizes!r}")
+        if self.batch_size % self.num_minibatches:
+            c.fail("num_minibatches", f"num_envs * num_steps = {self.batch_size} is not divisible by "
+                                      f"num_minibatches = {self.num_minibatches}")
 
     @property
     def batch_size(self) -> int:

@@ -28,16 +28,22 @@ from .config import ControlConfig
 def make_envs(cfg: ControlConfig) -> gym.vector.SyncVectorEnv:
     """``num_envs`` copies of ``env_id``; a finished episode resets in the same step (its last
     observation is in ``info["final_obs"]``), so every stored transition is a real one."""
-    try:
-        gym.spec(cfg.env_id)
-    except gym.error.Error as err:
-        raise ValueError(f"env_id {cfg.env_id!r} is not a registered Gymnasium environment ({err})") from None
+    check_env_id(cfg.env_id)
     envs = gym.vector.SyncVectorEnv([lambda: gym.make(cfg.env_id) for _ in range(cfg.num_envs)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     space = envs.single_action_space
     if not isinstance(space, (gym.spaces.Discrete, gym.spaces.Box)):
         raise ValueError(f"{cfg.env_id}: action space {space} is neither Discrete nor Box")
     return envs
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise ValueError unless ``env_id`` is a Gymnasium environment this machine can build."""
+    try:
+        gym.make(env_id).close()
+    except gym.error.Error as err:  # unknown id, missing namespace, extra not installed
+        raise ValueError(f"{env_id!r} is not a Gymnasium environment this installation can make ({err}); "
+                         "try CartPole-v1 or Pendulum-v1") from None
 
 
 def build_agent(cfg: ControlConfig, envs) -> ActorCritic:

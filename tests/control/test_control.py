@@ -86,7 +86,8 @@ def test_pendulum_runs_saves_and_reloads_with_its_normaliser(tmp_path, fixed_std
 @pytest.mark.parametrize("kwargs, match", [
     (dict(num_envs=0), "num_envs"), (dict(learning_rate=-1.0), "learning_rate"), (dict(gamma=1.5), "gamma"),
     (dict(num_minibatches=3), "divisible"), (dict(activation="gelu"), "activation"), (dict(fixed_std=0.0), "fixed_std"),
-    (dict(total_timesteps=True), "total_timesteps"),
+    (dict(total_timesteps=True), "total_timesteps"), (dict(learning_rate="fast"), "learning_rate"),
+    (dict(hidden_sizes=[64, 0]), "hidden_sizes"), (dict(env_id=" "), "env_id"),
 ])
 def test_bad_config_is_refused_with_the_field_name(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -116,3 +117,30 @@ def test_docs_explain_every_field():
     text = (Path(__file__).resolve().parents[2] / "docs" / "control.md").read_text()
     for name, help_text in ControlConfig.field_help().items():
         assert f"| `{name}` |" in text and help_text in text, f"docs/control.md: field {name} missing or stale"
+
+
+def test_cli_runs_the_example_config_with_overrides(tmp_path):
+    from rlhfkit.cli import main
+
+    out = tmp_path / "cp"
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    assert main(["control", "--config", str(root / "examples" / "control_cartpole.yaml"), "total_timesteps=1024",
+                 f"output_dir={out}", "--no-progress", "--no-tensorboard"]) == 0
+    assert (out / "policy" / "policy.safetensors").is_file() and (out / "config.yaml").is_file()
+    assert "total_timesteps: 1024" in (out / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--env_id", "NoSuchEnv-v0"], "--env_id: 'NoSuchEnv-v0'"),
+    (["--num_envs", "ten"], "--num_envs: expected an integer"),
+    (["--gamma", "2"], "--gamma: must be in [0, 1]"),
+    (["--num_stepz", "3"], "did you mean --num_steps"),
+])
+def test_cli_bad_input_exits_2_before_writing_anything(tmp_path, capsys, argv, says):
+    from rlhfkit.cli import main
+
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit) as exc:
+        main(["control", *argv, "--output_dir", str(out), "--total_timesteps", "64"])
+    assert exc.value.code == 2 and says in capsys.readouterr().err
+    assert not out.exists()

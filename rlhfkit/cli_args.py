@@ -155,7 +155,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls) -> None:
         common = dict(dest=fld.name, default=argparse.SUPPRESS, help=text)
         if kind == "bool":
             parser.add_argument(*names, nargs="?", const="true", metavar="true|false", **common)
-            negs = [f"--no_{fld.name}"] + ([f"--no-{fld.name.replace('_', '-')}"] if "_" in fld.name else [])
+            negs = [f"--no_{fld.name}", f"--no-{fld.name.replace('_', '-')}"]
             parser.add_argument(*negs, dest=fld.name, action="store_const", const="false",
                                 default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         elif fld.metadata.get("comma_list"):

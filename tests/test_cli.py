@@ -84,3 +84,97 @@ def test_dpo_command(tmp_path):
                  "--output_dir", str(tmp_path / "dpo"), "--max_steps", "2", "--loss_type", "ipo", "--beta", "0.2",
                  "--disable_tqdm", "true", "--report_to", "none"]) == 0
     assert (tmp_path / "dpo" / "model.safetensors").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    from rlhfkit.testing import save_tiny
+
+    return str(save_tiny(tmp_path_factory.mktemp("cli-lm") / "lm", "gpt2"))
+
+
+def _prefs_folder(root):
+    """A folder of JSONL files in the Hub layout: the split comes from each file name."""
+    import pathlib
+
+    folder = pathlib.Path(root) / "prefs"
+    folder.mkdir()
+    rows = [{"prompt": f"the band {i} ", "chosen": "rock song", "rejected": "waits"} for i in range(8)]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:6]))
+    (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[6:]))
+    (folder / "README.md").write_text("not data\n")
+    return folder
+
+
+def test_sft_lora_flags_dtype_attention_and_model_card(tmp_path, tiny_lm, capsys):
+    import yaml
+
+    data = __import__("pathlib").Path(__file__).parent / "fixtures" / "data"
+    out = tmp_path / "sft-lora"
+    assert main(["sft", "--model_name_or_path", tiny_lm, "--dataset-name", str(data / "sft.jsonl"), "--output-dir",
+                 str(out), "--max-steps", "2", "--use-peft", "--lora_r", "4", "--lora_alpha", "8",
+                 "--lora_target_modules", "c_attn", "--dtype", "float32", "--attn_implementation", "eager",
+                 "--gradient_checkpointing", "--report_to", "none", "--disable_tqdm", "logging_steps=1"]) == 0
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and adapter["lora_alpha"] == 8 and adapter["target_modules"] == ["c_attn"]
+    assert not (out / "model.safetensors").exists()  # the adapter only, as TRL saves under PEFT
+    card = (out / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["library_name"] == "peft" and front["base_model"] == tiny_lm and "sft" in front["tags"]
+    assert "AutoPeftModelForCausalLM" in card and "| lora_r | 4 |" in card
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["use_peft"] is True and saved["gradient_checkpointing"] is True and saved["logging_steps"] == 1
+
+
+def test_reward_and_dpo_read_a_folder_of_jsonl_files_with_its_test_split(tmp_path, tiny_lm, capsys):
+    folder = _prefs_folder(tmp_path)
+    out = tmp_path / "dpo"
+    assert main(["dpo", "--model_name_or_path", tiny_lm, "--dataset_name", str(folder), "--eval_dataset_split", "test",
+                 "--output_dir", str(out), "--max_steps", "2", "--report_to", "none", "--disable_tqdm"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert "eval/loss" in printed["last_eval"]
+    assert "tags:\n- rlhfkit\n- dpo" in (out / "README.md").read_text()
+
+
+def test_push_to_hub_failure_is_one_clear_line_and_keeps_the_model(tmp_path, tiny_lm, monkeypatch, capsys):
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+
+    def unreachable(self, *args, **kwargs):
+        raise ConnectionError("hub unreachable")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", unreachable)
+    data = __import__("pathlib").Path(__file__).parent / "fixtures" / "data"
+    out = tmp_path / "pushed"
+    code = main(["sft", "--model_name_or_path", tiny_lm, "--dataset_name", str(data / "sft.jsonl"), "--output_dir",
+                 str(out), "--max_steps", "1", "--report_to", "none", "--disable_tqdm", "--push_to_hub",
+                 "--hub_model_id", "me/tiny-sft"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "could not upload" in err and "'me/tiny-sft'" in err and "hub unreachable" in err
+    assert (out / "model.safetensors").exists() and (out / "README.md").exists()
+
+
+def test_failed_run_leaves_the_previous_config_yaml(tmp_path, tiny_lm):
+    data = __import__("pathlib").Path(__file__).parent / "fixtures" / "data"
+    out = tmp_path / "run"
+    argv = ["sft", "--model_name_or_path", tiny_lm, "--dataset_name", str(data / "sft.jsonl"), "--output_dir",
+            str(out), "--max_steps", "1", "--report_to", "none", "--disable_tqdm"]
+    assert main(argv) == 0
+    before = (out / "config.yaml").read_text()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": ""}\n')
+    with pytest.raises(SystemExit) as exit_info:  # fails while loading the data, after every flag was fine
+        main([*argv[:4], str(bad), *argv[5:], "--max_steps", "3"])
+    assert exit_info.value.code == 2 and "bad.jsonl line 2" in str(exit_info.value)
+    assert (out / "config.yaml").read_text() == before
+
+
+def test_every_command_takes_key_value_overrides(tmp_path, capsys):
+    assert main(["tiny-model", "--output_dir", str(tmp_path / "m"), "hidden_size=32", "arch=llama"]) == 0
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["hidden_size"] == 32
+    for command in ("sft", "reward", "dpo", "eval", "compare", "demo", "ppo-example", "tiny-model"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "not_a_field_anywhere=1"])
+        assert exit_info.value.code == 2 and "unknown" in str(exit_info.value) and "field" in str(exit_info.value)

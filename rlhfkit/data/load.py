@@ -120,6 +120,10 @@ def _load_folder(path: Path, shown: str, split: str) -> datasets.Dataset:
         return parts[0]
     from .formats import detect_format, validate
 
+    columns = {p.name: sorted(part.column_names) for p, part in zip(files[split], parts)}
+    if len({tuple(c) for c in columns.values()}) > 1:
+        raise DataError(f"{shown}: the files of split {split!r} have different columns {columns}; give every file "
+                        "the same columns")
     for part in parts:  # rows of a concatenation have no file lines, so check each file first
         validate(part, detect_format(part))
     try:

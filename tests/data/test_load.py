@@ -168,3 +168,68 @@ def test_train_eval_split_keeps_groups_whole():
     train, held = train_eval_split(pairs, 0.5, seed=0)
     assert set(train["group"]).isdisjoint(held["group"])
     assert len(train) + len(held) == len(pairs)
+
+
+# ---- folders of data files (split from the file names, as datasets.load_dataset does) ----
+def _write(folder, name, rows):
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_folder_of_jsonl_files_splits_by_file_name(tmp_path):
+    _write(tmp_path, "train.jsonl", [{"text": "a"}, {"text": "b"}])
+    _write(tmp_path, "test.jsonl", [{"text": "c"}])
+    (tmp_path / "README.md").write_text("# not data\n")
+    assert load_records(tmp_path)["text"] == ["a", "b"]
+    assert load_records(tmp_path, split="test")["text"] == ["c"]
+    with pytest.raises(DataError, match=r"has no split 'validation'; its data files give the splits \['test', 'train'\]"):
+        load_records(tmp_path, split="validation")
+
+
+def test_split_words_shards_and_hub_layout(tmp_path):
+    from rlhfkit.data import split_of
+
+    assert [split_of(Path(n)) for n in ("train.jsonl", "train-00000-of-00002.parquet", "my_dev.csv",
+                                        "evaluation.json", "data.jsonl", "train_test.jsonl")] == \
+        ["train", "train", "validation", "test", None, None]
+    _write(tmp_path / "data", "train-00000-of-00002.jsonl", [{"text": "a"}])
+    _write(tmp_path / "data", "train-00001-of-00002.jsonl", [{"text": "b"}, {"text": "c"}])
+    loaded = load_records(tmp_path)
+    assert loaded["text"] == ["a", "b", "c"] and "split 'train'" in source_name(loaded)
+
+
+def test_folder_without_split_names_is_all_train_and_errors_keep_file_lines(tmp_path):
+    _write(tmp_path, "part1.jsonl", [{"text": "a"}])
+    _write(tmp_path, "part2.jsonl", [{"text": "b"}, {"text": ""}])
+    with pytest.raises(DataError, match=r"part2.jsonl line 2 \(row 1\): field 'text' is empty"):
+        load_records(tmp_path)
+    (tmp_path / "part2.jsonl").write_text('{"text": "b"}\n')
+    assert load_records(tmp_path)["text"] == ["a", "b"]
+
+
+def test_folder_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="is a folder with no data files"):
+        load_records(tmp_path / "empty")
+    _write(tmp_path / "mixed", "train.jsonl", [{"text": "a"}])
+    _write(tmp_path / "mixed", "more.jsonl", [{"text": "b"}])
+    with pytest.raises(DataError, match=r"cannot tell the split of \['more.jsonl'\]"):
+        load_records(tmp_path / "mixed")
+    _write(tmp_path / "clash", "a_train.jsonl", [{"text": "a"}])
+    _write(tmp_path / "clash", "b_train.jsonl", [{"prompt": "p", "completion": "c"}])
+    with pytest.raises(DataError, match="have different columns"):
+        load_records(tmp_path / "clash")
+
+
+# ---- text encoding ----
+@pytest.mark.parametrize("name, content, line", [("x.jsonl", b'{"text": "ok"}\n{"text": "caf\xe9"}\n', 2),
+                                                 ("x.json", b'[{"text": "ok"},\n {"text": "caf\xe9"}]', 2),
+                                                 ("x.csv", b"text\nok\ncaf\xe9\n", 3)])
+def test_non_utf8_bytes_name_file_line_and_offset(tmp_path, name, content, line):
+    path = tmp_path / name
+    path.write_bytes(content)
+    offset = content.index(b"\xe9")
+    with pytest.raises(DataError, match=rf"{name} line {line}: byte 0xe9 at offset {offset} is not UTF-8"):
+        load_records(path)

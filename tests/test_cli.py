@@ -178,3 +178,17 @@ def test_every_command_takes_key_value_overrides(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "not_a_field_anywhere=1"])
         assert exit_info.value.code == 2 and "unknown" in str(exit_info.value) and "field" in str(exit_info.value)
+
+
+def test_reward_lora_trains_and_saves_the_score_head(tmp_path):
+    from rlhfkit.testing import save_tiny
+
+    data = __import__("pathlib").Path(__file__).parent / "fixtures" / "data"
+    rm = save_tiny(tmp_path / "rm", "gpt2", kind="reward")
+    out = tmp_path / "rm-lora"
+    assert main(["reward", "--model_name_or_path", str(rm), "--dataset_name", str(data / "preference_explicit.jsonl"),
+                 "--output_dir", str(out), "--max_steps", "1", "--use_peft", "--report_to", "none",
+                 "--disable_tqdm"]) == 0
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["task_type"] == "SEQ_CLS" and "score" in adapter["modules_to_save"]
+    assert "AutoPeftModelForSequenceClassification" in (out / "README.md").read_text()

@@ -13,8 +13,16 @@ PAGES = {
                       "(also shown by `rlhfkit ppo-example --help`). Classic fields keep TRL 0.11.4's names and "
                       "defaults.\n\n", [PPOConfig]),
     "configs.md": ("# Training configs reference\n\nGenerated from the field help in `rlhfkit/trainers/` (the same "
-                   "text as `rlhfkit sft|reward|dpo --help`). Every field can be set in a YAML file "
-                   "passed with `--config` or as a `--field value` flag; flags win.\n\n", [SFTConfig, RewardConfig, DPOConfig]),
+                   "text as `rlhfkit sft|reward|dpo --help`). Every field can be set in a YAML file passed with "
+                   "`--config`, as a `field=value` override, or as a flag; flags beat overrides, overrides beat the "
+                   "file (`rlhfkit/cli_args.py`). Flags follow TRL's `HfArgumentParser`: `--learning_rate` and "
+                   "`--learning-rate` are one flag, a bare `--packing` is true and `--no_packing` false, "
+                   "`--field none` sets an optional field to None, and an unknown flag or key gets a \"did you "
+                   "mean\". Every value is type- and range-checked before a model loads; a bad one is reported at "
+                   "the flag, override or YAML line that set it, with exit code 2, and the previous run's "
+                   "`output_dir/config.yaml` is left as it was (the resolved config is written once the model and "
+                   "data have loaded). Every training run also writes a `README.md` model card to output_dir.\n\n",
+                   [SFTConfig, RewardConfig, DPOConfig]),
 }
 
 

@@ -88,8 +88,11 @@ def load_pretrained(auto_cls, name, flag: str, **kwargs):
         return auto_cls.from_pretrained(name, **kwargs)
     except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        local = Path(name).expanduser().is_dir()
+        hint = "" if local else f"; if {os.fspath(name)!r} is meant as a local folder, it does not exist " \
+                                f"({MAKE_ONE.format(name=os.fspath(name))})"
         raise ModelSourceError(f"{flag}: could not load {os.fspath(name)!r} as {auto_cls.__name__} "
-                               f"({type(err).__name__}: {first})") from err
+                               f"({type(err).__name__}: {first}){hint}") from err
 
 
 def load_tokenizer(name, flag: str):

@@ -78,12 +78,26 @@ def as_id(value: Any, what: str) -> int:
     return number
 
 
+def unstorable(text: str) -> str | None:
+    """Why ``text`` cannot be stored, or None: a NUL (PostgreSQL refuses it) or an unpaired surrogate such as
+    the JSON escape ``"\\ud800"`` (not Unicode text: no UTF-8 encoding exists, so no driver can send it)."""
+    if "\x00" in text:
+        return f"contains a NUL character (\\x00) at position {text.index(chr(0))}; remove it"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return (f"contains an unpaired surrogate (\\u{ord(text[err.start]):04x}) at position {err.start}, which is "
+                f"not Unicode text; remove it")
+    return None
+
+
 def check_text(value: Any, what: str) -> str:
-    """``value`` if it is text without NUL characters (PostgreSQL cannot store them), else 422 naming ``what``."""
+    """``value`` if it is text that can be stored (see ``unstorable``), else 422 naming ``what``."""
     if not isinstance(value, str):
         raise invalid(f"{what} must be text, got {type(value).__name__}")
-    if "\x00" in value:
-        raise invalid(f"{what} contains a NUL character (\\x00) at position {value.index(chr(0))}; remove it")
+    reason = unstorable(value)
+    if reason:
+        raise invalid(f"{what} {reason}")
     return value
 
 
@@ -91,7 +105,7 @@ def clean_name(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise invalid(f"{what} must be a non-empty text")
     value = value.strip()
-    if len(value) > 200 or any(ord(c) < 32 for c in value):
+    if len(value) > 200 or any(ord(c) < 32 for c in value) or unstorable(value):
         raise invalid(f"{what} must be at most 200 printable characters, got {value[:40]!r}")
     return value
 
@@ -124,7 +138,7 @@ def require_admin(annotator: Annotator | None) -> Annotator:
 def get_project(s: Session, name_or_id: str | int) -> Project:
     """The project with this name (or id); 404 if none."""
     project = None
-    if isinstance(name_or_id, str) and "\x00" not in name_or_id and len(name_or_id) <= 400:
+    if isinstance(name_or_id, str) and not unstorable(name_or_id) and len(name_or_id) <= 400:
         project = s.scalar(select(Project).where(Project.name == name_or_id.strip()))
     if project is None and (isinstance(name_or_id, int) or re.fullmatch(r"\s*[0-9]{1,19}\s*", str(name_or_id))):
         number = int(name_or_id)

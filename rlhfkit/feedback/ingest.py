@@ -40,7 +40,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .base import as_int, atomic, resolve_project
+from .base import as_int, atomic, resolve_project, unstorable
 from .errors import FeedbackError, invalid
 from .sources import at_lines, model_source, read_records
 from .store import KINDS, Item, Project, Prompt, Response
@@ -62,8 +62,10 @@ class _Group:
 
 
 def _no_nul(i: int, text: str, name: str) -> str:
-    if "\x00" in text:  # PostgreSQL cannot store it, and no annotator can read it
-        raise invalid(f"row {i}: field '{name}' contains a NUL character (\\x00); remove it")
+    """``text``, unless it holds a NUL or an unpaired surrogate (``base.unstorable``): 422 naming row and field."""
+    reason = unstorable(text)
+    if reason:
+        raise invalid(f"row {i}: field '{name}' {reason}")
     return text
 
 

@@ -42,7 +42,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .base import (MAX_ID, as_id, as_int, atomic, check_permutation, check_scores, check_text, clean_name,
-                   get_project, require_admin, resolve_project)
+                   get_project, require_admin, resolve_project, unstorable)
 from .errors import FeedbackError, conflict, invalid, not_found
 # The queue/judgement, admin-read and import functions live in modules of their own; this
 # module is the one place callers import from.
@@ -173,7 +173,7 @@ def get_annotator(s: Session, annotator: Annotator | int | str) -> Annotator:
     if isinstance(annotator, Annotator):
         annotator = annotator.id
     if isinstance(annotator, str):
-        found = None if "\x00" in annotator else s.scalar(select(Annotator).where(Annotator.name == annotator))
+        found = None if unstorable(annotator) else s.scalar(select(Annotator).where(Annotator.name == annotator))
     else:
         number = as_int(annotator, "annotator id")
         found = s.get(Annotator, number) if 1 <= number <= MAX_ID else None

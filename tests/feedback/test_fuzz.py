@@ -140,6 +140,8 @@ def test_nul_and_control_characters_in_names_and_texts_are_422(env):
     assert _send(env, ada, "GET", "/api/projects/de%00mo/progress").status_code == 422
     made = _send(env, ada, "POST", "/api/projects/demo/items", json_body={"prompt": "a\x00b", "responses": ["x"]})
     assert made.status_code == 422 and "NUL" in made.json()["detail"]
+    made = _send(env, ada, "POST", "/api/projects/demo/items", json_body={"prompt": "p", "responses": ["a\ud800"]})
+    assert made.status_code == 422 and "unpaired surrogate" in made.json()["detail"]
     made = _send(env, ada, "POST", "/api/projects/demo/items", json_body={"prompt": "p", "responses": ["ok", " "]})
     assert made.status_code == 422 and "empty response" in made.json()["detail"]
     made = _send(env, ada, "POST", "/api/projects/demo/items",
@@ -161,11 +163,29 @@ _junk = st.one_of(
     st.text(max_size=24),
     st.text(alphabet=st.characters(max_codepoint=0x7f), max_size=12),
 )
-_scalar = st.one_of(st.none(), st.booleans(), _ints, st.floats(allow_nan=True, allow_infinity=True), _junk)
+# Lone surrogates: JSON can carry them ("\ud800"), UTF-8 cannot (so no form or URL can either).
+_json_text = _junk | st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1,
+                             max_size=3).map(lambda t: "x" + t)
+_scalar = st.one_of(st.none(), st.booleans(), _ints, st.floats(allow_nan=True, allow_infinity=True), _json_text)
 _json = st.recursive(_scalar, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                      st.dictionaries(_junk, inner, max_size=4)), max_leaves=10)
-_segment = st.one_of(_ints.map(str), _junk).map(lambda v: quote(v, safe=""))
+                                                      st.dictionaries(_json_text, inner, max_size=4)), max_leaves=10)
+_segment = st.one_of(_ints.map(str), _junk).map(lambda v: quote(v.encode("utf-8", "surrogatepass"), safe=""))
 _form_value = st.one_of(_ints.map(str), _junk)
+
+
+_items_body = st.one_of(_json, st.fixed_dictionaries(
+    {"prompt": st.one_of(_json_text, _json), "responses": st.lists(_json_text, min_size=1, max_size=3)},
+    optional={"policy": _json, "kinds": st.one_of(_json, st.just(["rating"])), "priority": _scalar}),
+    st.builds(lambda p, rs, kinds: {"prompt": "q " + p, "responses": ["r " + r for r in rs], "kinds": kinds},
+              _json_text, st.lists(_json_text, min_size=1, max_size=3, unique=True),  # mostly well-formed
+              st.sampled_from([["rating"], ["pair", "ranking"]])))
+_judgement_body = st.one_of(_json, st.fixed_dictionaries({}, optional={
+    "scores": st.dictionaries(st.one_of(_json_text, st.sampled_from(["1", "2", "3", "4", "5"])), _scalar, max_size=3),
+    "winner": _scalar, "strength": _scalar, "order": st.lists(_scalar | st.sampled_from([1, 2, 3]), max_size=4),
+    "resubmit": _scalar | st.booleans()}), st.sampled_from([  # well-formed ones, so some are accepted
+        {"winner": "left"}, {"winner": "tie"}, {"scores": {"1": 2, "2": 3, "3": 1}}, {"scores": {"4": 1, "5": 3}},
+        {"order": [1, 2, 3]}, {"order": [5, 4]}, {"winner": "right", "strength": 3, "resubmit": True}]),
+    st.just("valid"))  # a right answer to the current assignment (built in the test)
 
 
 def _request(draw, users: set[int]):
@@ -174,8 +194,9 @@ def _request(draw, users: set[int]):
     kind = draw(st.sampled_from(["api_next", "api_submit", "api_progress", "api_items", "api_item", "queue", "mine",
                                  "edit", "submit", "admin_project", "admin_progress", "admin_export", "admin_file",
                                  "create_project", "add_annotator", "token", "active", "generate", "import"]))
-    ids = [str(draw(st.sampled_from([1, 2, 3, 4]) | _ints)) for _ in range(2)]
-    pid, aid = (draw(st.sampled_from([ids[0], seg()])), draw(st.sampled_from([ids[1], seg()])))
+    real = st.sampled_from(["1", "2", "3"])  # half the time a row that exists, so the real work runs too
+    pid = draw(st.one_of(real, st.just("demo"), _ints.map(str), st.builds(seg)))
+    aid = draw(st.one_of(real, real, _ints.map(str), st.builds(seg)))
     form = {draw(st.sampled_from(["score_", "rank_", "x"])) + draw(_form_value): draw(_form_value) for _ in range(3)}
     form.update({k: draw(_form_value) for k in draw(st.sets(st.sampled_from(
         ["winner", "strength", "resubmit", "name", "scale_min", "scale_max", "per_item", "gold_rate", "instructions",
@@ -201,20 +222,42 @@ def _request(draw, users: set[int]):
     who, method, path = table[kind]
     if kind in ("token", "active") and aid.isdigit() and int(aid) in users:
         path = path.replace(f"/{aid}/", "/0/")  # keep our own two sessions alive; everything else goes
-    if kind == "api_items":
-        body = draw(st.one_of(_json, st.fixed_dictionaries(
-            {"prompt": st.one_of(_junk, _json), "responses": st.lists(_junk, max_size=3)},
-            optional={"policy": _json, "kinds": _json, "priority": _scalar})))
-    else:
-        body = draw(st.one_of(_json, st.fixed_dictionaries({}, optional={
-            "scores": st.dictionaries(_junk, _scalar, max_size=3), "winner": _scalar, "strength": _scalar,
-            "order": st.lists(_scalar, max_size=4), "resubmit": _scalar})))
+    body = draw(_items_body if kind == "api_items" else _judgement_body)
     files = None
     if kind == "import":
         files = {"file": (draw(st.sampled_from(["rows.jsonl", "rows.csv", "rows.json", "rows.txt", "x"])),
                           draw(st.binary(max_size=200) | _junk.map(lambda t: t.encode("utf-8", "surrogatepass"))),
                           "application/octet-stream")}
     return who, method, path, (body if path.startswith("/api/") and method == "POST" else None), form, files
+
+
+@pytest.mark.parametrize("route", ["items", "judgement"])
+def test_fuzzed_json_bodies_on_real_rows_never_answer_5xx(env, route):
+    """The write endpoints with random bodies on rows that exist, where the values reach the store."""
+    statuses: dict[int, int] = {}
+
+    @settings(max_examples=100, deadline=None, database=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(_items_body if route == "items" else _judgement_body, st.sampled_from(["current", "1", "2", "3"]))
+    def fuzz(body, assignment):
+        if route == "items":
+            response = _send(env, "ada", "POST", "/api/projects/demo/items", json_body=body)
+        else:
+            current = _send(env, "bob", "GET", "/api/projects/demo/next")
+            assert current.status_code == 200
+            job = current.json()["assignment"]
+            if (assignment == "current" or body == "valid") and job:
+                assignment = job["assignment_id"]
+            if body == "valid":
+                ids = [r["id"] for r in (job or {}).get("responses", [])]
+                body = {"rating": {"scores": {str(i): 2 for i in ids}}, "pair": {"winner": "left", "strength": 2},
+                        "ranking": {"order": ids}}.get((job or {}).get("kind"), {})
+            response = _send(env, "bob", "POST", f"/api/assignments/{assignment}", json_body=body)
+        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+        assert response.status_code < 500, (body, response.status_code, response.text[:300])
+
+    fuzz()
+    assert any(code < 400 for code in statuses) and any(400 <= code < 500 for code in statuses), statuses
 
 
 def test_fuzzed_requests_never_answer_5xx(env):

@@ -128,9 +128,35 @@ class ActorCritic(nn.Module):
         return values, log_probs, entropy
 
     @torch.no_grad()
-    def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None):
-        """(actions, log_probs, values) for normalised observations (N, D); actions unclipped."""
-        head = self.actor(obs)  # (N, A)
+    def fused_forward(self):
+        """A function ``obs -> (actor head (N, A), values (N,))`` computing both networks in one pass.
+
+        The two MLPs are stacked into one with block-diagonal weights (a snapshot: rebuild it after
+        each update), so a rollout step runs 3 matmuls instead of 6. Same values to float rounding
+        (tested); the update itself always runs the separate networks.
+        """
+        pairs = [(a, c) for a, c in zip(self.actor, self.critic) if isinstance(a, nn.Linear)]
+        weights = [torch.cat([a.weight, c.weight]) if i == 0 else torch.block_diag(a.weight, c.weight)
+                   for i, (a, c) in enumerate(pairs)]
+        biases = [torch.cat([a.bias, c.bias]) for a, c in pairs]
+        act = torch.tanh if self.spec["activation"] == "tanh" else torch.relu
+        width = pairs[-1][0].out_features
+
+        def forward(obs: torch.Tensor):
+            x = obs
+            for i, (w, b) in enumerate(zip(weights, biases)):
+                x = torch.addmm(b, x, w.t())  # (N, 2H) then (N, A + 1)
+                if i < len(weights) - 1:
+                    x = act(x)
+            return x[:, :width], x[:, width]
+
+        return forward
+
+    @torch.no_grad()
+    def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None, forward=None):
+        """(actions, log_probs, values) for normalised observations (N, D); actions unclipped.
+        ``forward``: a :meth:`fused_forward` snapshot to use instead of the two networks."""
+        head, values = forward(obs) if forward is not None else (self.actor(obs), None)  # (N, A)
         if self.discrete:
             # inverse-CDF draw: one uniform per row; torch.multinomial costs ~2x more at these sizes
             cdf = torch.softmax(head, dim=-1).cumsum(-1)  # (N, A)
@@ -140,7 +166,7 @@ class ActorCritic(nn.Module):
             noise = torch.randn(head.shape, generator=generator, dtype=head.dtype)
             acts = head + torch.exp(self.log_std) * noise  # (N, A)
         log_probs, _ = self._log_prob_entropy(head, acts)
-        return acts, log_probs, self.value(obs)
+        return acts, log_probs, values if values is not None else self.value(obs)
 
     @torch.no_grad()
     def act(self, raw_obs, deterministic: bool = True) -> np.ndarray:

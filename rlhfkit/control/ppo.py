@@ -79,11 +79,12 @@ def collect(cfg, envs, agent, state, scaler, gen, log_episode):
     T, N = cfg.num_steps, cfg.num_envs
     buf = {k: [] for k in ("obs", "acts", "logprobs", "values", "rewards", "dones")}
     obs = state["obs"]
+    forward = agent.fused_forward()  # weights are fixed during a rollout
     for _ in range(T):
         if agent.obs_norm is not None:
             agent.obs_norm.update(obs)
         x = agent.normalize(obs)  # (N, D)
-        acts, logp, values = agent.sample(x, gen)
+        acts, logp, values = agent.sample(x, gen, forward)
         next_obs, reward, term, trunc, info = envs.step(agent.to_env(acts))
         state["ep_return"] += reward
         state["ep_length"] += 1
@@ -94,8 +95,7 @@ def collect(cfg, envs, agent, state, scaler, gen, log_episode):
             final = next_obs.copy()
             for i in np.flatnonzero(info.get("_final_obs", np.zeros(N, bool))):
                 final[i] = info["final_obs"][i]
-            with torch.no_grad():
-                v_final = agent.value(agent.normalize(final.astype(np.float32))).numpy()  # (N,)
+            v_final = forward(agent.normalize(final.astype(np.float32)))[1].numpy()  # (N,)
             train_reward = train_reward + cfg.gamma * v_final * (trunc & ~term)
         for i in np.flatnonzero(done):
             log_episode(state["global_step"], float(state["ep_return"][i]), int(state["ep_length"][i]))
@@ -106,8 +106,7 @@ def collect(cfg, envs, agent, state, scaler, gen, log_episode):
             buf[key].append(value)
         obs = next_obs
     state["obs"] = obs
-    with torch.no_grad():
-        last_values = agent.value(agent.normalize(obs))  # (N,)
+    last_values = forward(agent.normalize(obs))[1]  # (N,)
     return {k: torch.stack(v) for k, v in buf.items()}, last_values
 
 

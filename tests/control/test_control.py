@@ -144,3 +144,15 @@ def test_cli_bad_input_exits_2_before_writing_anything(tmp_path, capsys, argv, s
         main(["control", *argv, "--output_dir", str(out), "--total_timesteps", "64"])
     assert exc.value.code == 2 and says in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("discrete, activation", [(True, "tanh"), (False, "relu")])
+def test_fused_rollout_forward_equals_the_two_networks(discrete, activation):
+    torch.manual_seed(2)
+    agent = ActorCritic(5, 3, discrete=discrete, activation=activation, hidden_sizes=(16, 8))
+    for p in agent.parameters():  # leave the special init so the check sees every block
+        torch.nn.init.normal_(p, std=0.5)
+    obs = torch.randn(9, 5)
+    head, values = agent.fused_forward()(obs)
+    torch.testing.assert_close(head, agent.actor(obs), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(values, agent.value(obs), rtol=1e-5, atol=1e-6)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForSeq2SeqLM
 
-from .compat import output_cache
+from .compat import cache_argument, output_cache
 from .value_head import (_HEAD_KWARGS, build_value_head, check_lm_head, load_with_value_head,
                          reward_adapter_score, save_with_value_head, state_dict_with_value_head)
 
@@ -72,7 +72,7 @@ class AutoModelForSeq2SeqLMWithValueHead(nn.Module):
         then this slices), so callers can treat both value-head classes alike.
         """
         if past_key_values is not None:
-            kwargs["past_key_values"] = past_key_values
+            kwargs[cache_argument(self.pretrained_model) or "past_key_values"] = past_key_values
         kwargs.pop("position_ids", None)  # decoder positions are implicit (relative or learned from 0)
         out = self.pretrained_model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
                                     **kwargs)

@@ -13,18 +13,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
 
 from rlhfkit.feedback import db, service
 from rlhfkit.feedback.app import create_app
+
+from .pg import postgres_server, scratch_database
 
 SECRET = "fuzz-secret-for-the-feedback-app"
 ROWS = [{"prompt": "Name a colour.", "responses": ["Blue.", "A colour is a colour.", "Red, like a rose."]},
@@ -51,22 +50,8 @@ def backend_url(request, tmp_path_factory):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'feedback.db'}"
         return
-    server = os.environ.get("RLHFKIT_TEST_POSTGRES_URL")
-    if not server:
-        if os.environ.get("RLHFKIT_REQUIRE_POSTGRES") == "1":
-            pytest.fail("RLHFKIT_REQUIRE_POSTGRES=1 but RLHFKIT_TEST_POSTGRES_URL is not set")
-        pytest.skip("RLHFKIT_TEST_POSTGRES_URL is not set (scripts/with_test_services.sh starts a server)")
-    server = db.normalize_url(server)
-    name = f"rlhfkit_fuzz_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
+    with scratch_database(postgres_server(), "rlhfkit_fuzz") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -14,47 +14,30 @@ server is a failure, not a silent skip.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import uuid
 
 import pytest
-from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
 
 from rlhfkit.cli import main
 from rlhfkit.feedback import db
 from rlhfkit.feedback import service as sv
 
+from .pg import postgres_server, scratch_database
 from .scenario import (MIGRATE, PACKAGE, run_failed_writes_leave_nothing, run_kill, run_races, run_scenario,
                        run_upgrade_from_0001, schema_diff)
 
 
 @pytest.fixture(scope="module")
 def server() -> str:
-    url = os.environ.get("RLHFKIT_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("RLHFKIT_REQUIRE_POSTGRES") == "1":
-            pytest.fail("RLHFKIT_REQUIRE_POSTGRES=1 but RLHFKIT_TEST_POSTGRES_URL is not set; start a server with "
-                        "url=$(scripts/start_postgres.sh) and export RLHFKIT_TEST_POSTGRES_URL=$url")
-        pytest.skip("RLHFKIT_TEST_POSTGRES_URL is not set (url=$(scripts/start_postgres.sh) starts a server)")
-    return db.normalize_url(url)
+    return postgres_server()
 
 
 @pytest.fixture
 def url(server):
     """A fresh, empty database on the server for one test."""
-    name = f"rlhfkit_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
+    with scratch_database(server, "rlhfkit_test") as url:
+        yield url
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ from torch import nn
 from transformers import AutoModelForSeq2SeqLM
 
 from .compat import cache_argument, output_cache
-from .value_head import (_HEAD_KWARGS, build_value_head, check_lm_head, load_with_value_head,
-                         reward_adapter_score, save_with_value_head, state_dict_with_value_head)
+from .value_head import _HEAD_KWARGS, AutoModelForCausalLMWithValueHead, build_value_head, check_lm_head
 
 
 class AutoModelForSeq2SeqLMWithValueHead(nn.Module):
@@ -49,20 +48,16 @@ class AutoModelForSeq2SeqLMWithValueHead(nn.Module):
         if score_module is not None:
             self.score = score_module
 
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """As ``AutoModelForCausalLMWithValueHead.from_pretrained``, with ``AutoModelForSeq2SeqLM``."""
-        return load_with_value_head(cls, pretrained_model_name_or_path, *model_args, **kwargs)
-
-    def save_pretrained(self, save_directory, **kwargs) -> None:
-        save_with_value_head(self, save_directory, **kwargs)
-
-    def push_to_hub(self, *args, **kwargs):
-        raise NotImplementedError("push the directory written by save_pretrained with huggingface_hub instead")
-
-    def state_dict(self, *args, **kwargs):
-        """The wrapped model's state dict plus ``v_head.*`` entries (TRL's layout)."""
-        return state_dict_with_value_head(self, *args, **kwargs)
+    # Loading, saving and the rest of the public face are the causal class's own methods
+    # (shared functions, not inheritance); only __init__ and forward differ.
+    from_pretrained = classmethod(AutoModelForCausalLMWithValueHead.from_pretrained.__func__)
+    save_pretrained = AutoModelForCausalLMWithValueHead.save_pretrained
+    push_to_hub = AutoModelForCausalLMWithValueHead.push_to_hub
+    state_dict = AutoModelForCausalLMWithValueHead.state_dict
+    generate = AutoModelForCausalLMWithValueHead.generate
+    compute_reward_score = AutoModelForCausalLMWithValueHead.compute_reward_score
+    is_peft_model = AutoModelForCausalLMWithValueHead.is_peft_model
+    __getattr__ = AutoModelForCausalLMWithValueHead.__getattr__
 
     def forward(self, input_ids=None, past_key_values=None, attention_mask=None, return_past_key_values=False,
                 logits_to_keep: int = 0, **kwargs):
@@ -85,22 +80,3 @@ class AutoModelForSeq2SeqLMWithValueHead(nn.Module):
         if return_past_key_values:
             return logits, out.loss, values, output_cache(out)
         return logits, out.loss, values
-
-    def generate(self, *args, **kwargs):
-        return self.pretrained_model.generate(*args, **kwargs)
-
-    def compute_reward_score(self, input_ids, attention_mask=None, **kwargs) -> torch.Tensor:
-        """Scores of the reward adapter loaded with ``reward_adapter=`` (see the causal class)."""
-        return reward_adapter_score(self, input_ids, attention_mask, **kwargs)
-
-    @property
-    def is_peft_model(self) -> bool:
-        return hasattr(self.pretrained_model, "peft_config")
-
-    def __getattr__(self, name):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "pretrained_model":
-                raise
-            return getattr(self.pretrained_model, name)

@@ -156,7 +156,7 @@ class AutoModelForCausalLMWithValueHead(nn.Module):
 
     def __getattr__(self, name):
         try:
-            return super().__getattr__(name)
+            return nn.Module.__getattr__(self, name)  # not super(): the seq2seq class shares this method
         except AttributeError:
             if name == "pretrained_model":
                 raise

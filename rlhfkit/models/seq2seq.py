@@ -40,6 +40,7 @@ class AutoModelForSeq2SeqLMWithValueHead(nn.Module):
             raise ValueError(f"{type(pretrained_model).__name__} is not an encoder-decoder model; wrap causal LMs "
                              "with AutoModelForCausalLMWithValueHead")
         self.pretrained_model = pretrained_model
+        self._cache_argument = cache_argument(pretrained_model) or "past_key_values"
         self.v_head = build_value_head(pretrained_model, summary_dropout_prob, v_head_initializer_range,
                                        v_head_init_strategy)
         self.train(pretrained_model.training)
@@ -67,7 +68,7 @@ class AutoModelForSeq2SeqLMWithValueHead(nn.Module):
         then this slices), so callers can treat both value-head classes alike.
         """
         if past_key_values is not None:
-            kwargs[cache_argument(self.pretrained_model) or "past_key_values"] = past_key_values
+            kwargs[self._cache_argument] = past_key_values
         kwargs.pop("position_ids", None)  # decoder positions are implicit (relative or learned from 0)
         out = self.pretrained_model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
                                     **kwargs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..models.loading import looks_local
 from .base import check_text
 from .errors import invalid
 
@@ -66,6 +67,6 @@ def model_source(model_path: str | Path, what: str = "policy") -> str:
     if exists:
         raise invalid(f"{what} {text}: is a file; give the folder that holds the model (config.json, weights, "
                       f"tokenizer)")
-    if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1 or not _HUB_ID.match(text):
+    if looks_local(text) or not _HUB_ID.match(text):  # the trainers' rule for "a path, not a hub id"
         raise invalid(f"{what} folder {text} does not exist (looked in {Path.cwd()})")
     return text

@@ -17,16 +17,14 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?
 
 
 def read_records(path: str | Path):
-    """``rlhfkit.data.load_records(path)``; a file that is not UTF-8 text, or any other refusal, is a 422
-    naming the file (and the line of the first undecodable byte)."""
+    """``rlhfkit.data.load_records(path)``; any refusal (the data layer names the file and line, also of a
+    byte that is not UTF-8) is a 422."""
     from ..data import DataError, load_records
 
     try:
         return load_records(str(path))
     except DataError as err:
         raise invalid(str(err)) from None
-    except UnicodeDecodeError:
-        raise invalid(not_utf8(path)) from None
 
 
 def not_utf8(path: str | Path) -> str:

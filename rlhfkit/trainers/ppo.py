@@ -19,14 +19,15 @@ from torch.utils.data import DataLoader
 from .. import algos
 from ..models import create_reference_model, is_peft_model, reference_context
 from ..models.compat import enable_checkpointing
-from ..rollout import generate_responses
-from .mechanics import Mechanics, build_optimizer, set_seed
 from ..core import PPODecorators
-from .ppo_batch import (build_batch, build_seq2seq_batch, check_step_inputs, check_trainer_inputs, classic_forward_pass,
-                        check_train_inputs, classic_model_inputs, forward_batch, max_positions,
-                        vocab_size)
+from ..rollout import generate_responses
+from . import ppo_classic
+from .mechanics import Mechanics, build_optimizer, set_seed
+from .ppo_batch import (build_batch, build_seq2seq_batch, check_step_inputs, check_train_inputs, check_trainer_inputs,
+                        forward_batch, max_positions, vocab_size)
+from .ppo_classic import gae_advantages
 from .ppo_config import PPOConfig
-from .ppo_stats import PTXStream, classic_loss, record_step_stats, summarise_minibatches
+from .ppo_stats import PTXStream, record_step_stats, summarise_minibatches
 
 
 class PPOTrainer:
@@ -191,13 +192,9 @@ class PPOTrainer:
         kl = full_kl if full_kl is not None else algos.kl_penalty(logprobs, ref_logprobs, cfg.kl_penalty)  # (B, R)
         kl_coef = self.kl_ctl.value
         rewards, non_score_reward = algos.kl_penalized_rewards(scores, kl, mask, kl_coef)  # (B, R)
-        if cfg.whiten_rewards:
-            rewards = algos.masked_whiten(rewards * mask, mask, shift_mean=False)
         timing["time/ppo/compute_rewards"] = time.time() - t
         t = time.time()
-        advantages, returns = algos.gae(rewards, values, mask, cfg.gamma, cfg.lam)  # (B, R)
-        if cfg.whiten_advantages:
-            advantages = algos.masked_whiten(advantages, mask)
+        advantages, returns = gae_advantages(cfg, rewards, values, mask)  # (B, R) each
         timing["time/ppo/compute_advantages"] = time.time() - t
 
         t = time.time()
@@ -331,83 +328,19 @@ class PPOTrainer:
                 m.train(mode)
 
     # ------------------------------------------------------------------ classic helpers (TRL 0.11 layout)
-    # Scripts call these directly; step() runs the same math on rlhfkit's response-only layout
-    # (ppo_batch), so overriding them in a subclass does not change step().
-    def _step_safety_checker(self, batch_size, queries, responses, scores, masks=None):
-        """step()'s input checks under TRL's name; returns (queries, responses, scores, masks) as lists."""
-        q, r, s, m = check_step_inputs(queries, responses, scores, masks, batch_size, self.max_length,
-                                       self.current_device, self.vocab_size)
-        return q, r, list(s.unbind()), m
-
-    def prepare_model_inputs(self, queries, responses) -> dict:
-        """Padded ``input_ids``/``attention_mask`` of query+response (encoder-decoder: the queries, plus
-        ``decoder_input_ids``/``decoder_attention_mask`` of the responses), on the trainer's device."""
-        return classic_model_inputs(queries, responses, self.tokenizer, self.training_data_collator,
-                                    self.current_device, self.is_encoder_decoder)
-
-    @PPODecorators.empty_device_cache()
-    def batched_forward_pass(self, model, queries, responses, model_inputs, return_logits: bool = False,
-                             response_masks=None):
-        """``(logprobs, logits or None, values, masks)`` of the whole padded sequences, each (B, L-1)
-        (logits (B, L-1, V)), in chunks of ``mini_batch_size``; ``masks`` marks response tokens."""
-        with self.mechanics.autocast():
-            return classic_forward_pass(model, queries, responses, model_inputs, self.config.mini_batch_size,
-                                        self.is_encoder_decoder, return_logits, response_masks)
-
-    def _kl_penalty(self, logprob: torch.Tensor, ref_logprob: torch.Tensor) -> torch.Tensor:
-        """Per-token KL estimate of ``config.kl_penalty``; for "full" the inputs are log-probs (..., V)."""
-        if self.config.kl_penalty == "full":
-            return algos.kl_full(logprob, ref_logprob)
-        return algos.kl_penalty(logprob, ref_logprob, self.config.kl_penalty)
-
-    def compute_rewards(self, scores, logprobs, ref_logprobs, masks):
-        """``(rewards, non_score_rewards, kls)``, each (B, T): ``-beta * kl`` per token plus the score on
-        the last masked-in token."""
-        kls = self._kl_penalty(logprobs, ref_logprobs)  # (B, T)
-        non_score = -self.kl_ctl.value * kls  # (B, T)
-        score_only, _ = algos.kl_penalized_rewards(torch.as_tensor(scores).to(kls), torch.zeros_like(kls), masks, 0.0)
-        return non_score + score_only, non_score, kls
-
-    def compute_advantages(self, values, rewards, mask):
-        """``(values * mask, advantages, returns)`` by GAE; advantages whitened (``whiten_advantages``)."""
-        mask = mask.to(values.dtype)
-        values, rewards = values * mask, rewards * mask
-        if self.config.whiten_rewards:
-            rewards = algos.masked_whiten(rewards, mask, shift_mean=False)
-        advantages, returns = algos.gae(rewards, values, mask, self.config.gamma, self.config.lam)  # (B, T)
-        if self.config.whiten_advantages:
-            advantages = algos.masked_whiten(advantages, mask)
-        return values, advantages.detach(), returns
-
-    def loss(self, old_logprobs, values, logits, vpreds, logprobs, mask, advantages, returns):
-        """``(policy_loss, vf_coef * value_loss, stats)`` with TRL's flat stat names; a minibatch whose
-        mean ratio exceeds ``ratio_threshold`` gets zero losses (and a warning)."""
-        return classic_loss(self.config, old_logprobs, values, logits, vpreds, logprobs, mask, advantages, returns)
-
-    def train_minibatch(self, old_logprobs, values, logprobs, logits, vpreds, mask, advantages, returns) -> dict:
-        """One gradient step on ``loss(...)`` (clipping, accumulation and ``optimizer.zero_grad()`` included)."""
-        self._set_train(True)
-        loss_p, loss_v, stats = self.loss(old_logprobs, values, logits, vpreds, logprobs, mask, advantages, returns)
-        self.mechanics.backward(loss_p + loss_v)
-        self.mechanics.optimizer_step(self.optimizer, self.params)
-        return stats
-
-    def record_step_stats(self, kl_coef: float, **data) -> dict:
-        """TRL's step statistics from ``scores, logprobs, ref_logprobs, non_score_reward, masks, kls,
-        queries, responses, train_stats`` (each train stat stacked over minibatches, averaged here)."""
-        train = {k: torch.as_tensor(v).float().mean(0) for k, v in data["train_stats"].items()}
-        return record_step_stats(scores=data["scores"], raw_scores=data.get("raw_scores", data["scores"]),
-                                 logprobs=data["logprobs"], ref_logprobs=data["ref_logprobs"], kl=data["kls"],
-                                 non_score_reward=data["non_score_reward"], mask=data["masks"], kl_coef=kl_coef,
-                                 queries=data["queries"], responses=data["responses"], train_stats=train,
-                                 to_host=False)
-
-    def gather_stats(self, stats: dict) -> dict:
-        """Average every tensor stat over processes (identity in a single process)."""
-        if not self.is_distributed:
-            return stats
-        return {k: self.accelerator.reduce(v.to(self.accelerator.device), "mean") if isinstance(v, torch.Tensor)
-                else v for k, v in stats.items()}
+    # Scripts call these directly; they live in ppo_classic.py (functions of the trainer, shared here
+    # as methods). step() runs the same math on rlhfkit's response-only layout, so overriding them
+    # in a subclass does not change step().
+    _step_safety_checker = ppo_classic.step_safety_checker
+    prepare_model_inputs = ppo_classic.prepare_model_inputs
+    batched_forward_pass = ppo_classic.batched_forward_pass
+    _kl_penalty = ppo_classic.kl_penalty
+    compute_rewards = ppo_classic.compute_rewards
+    compute_advantages = ppo_classic.compute_advantages
+    loss = ppo_classic.loss
+    train_minibatch = ppo_classic.train_minibatch
+    record_step_stats = ppo_classic.record_step_stats
+    gather_stats = ppo_classic.gather_stats
 
     # ------------------------------------------------------------------ logging and saving
     def log_stats(self, stats: dict, batch: dict, rewards, columns_to_log=("query", "response")) -> None:

@@ -25,9 +25,8 @@ from typing import Callable, Sequence
 import torch
 
 from .. import algos
-from ..models.compat import note_logits_to_keep
-from ..rollout import generate_responses
-from ..trainers.ppo_batch import build_batch
+from .. import rollout
+from ..rollout import build_batch, generate_responses
 from ..trainers.reward import classification_metrics
 
 Scorer = Callable[[list[str], list[str]], Sequence[float]]
@@ -88,7 +87,6 @@ def response_logprobs(model, query_ids: list[torch.Tensor], response_ids: list[t
     mask = torch.zeros(len(response_ids), R)
     was_training = model.training
     model.eval()
-    keep = note_logits_to_keep(model, "eval log-probs")
     try:
         for start in range(0, len(query_ids), batch_size):
             idx = range(start, min(start + batch_size, len(query_ids)))
@@ -97,12 +95,7 @@ def response_logprobs(model, query_ids: list[torch.Tensor], response_ids: list[t
             batch = build_batch([query_ids[i].to(device) for i in idx], [r.to(device) for r in resp], None,
                                 pad_token_id)
             r = batch.response_length
-            inputs = dict(input_ids=batch.input_ids[:, :-1], attention_mask=batch.attention_mask[:, :-1],
-                          position_ids=batch.position_ids[:, :-1], use_cache=False)
-            if keep:
-                inputs["logits_to_keep"] = r
-            logits = model(**inputs).logits[:, -r:]  # (b, r, V)
-            lp = algos.logprobs_from_logits(logits, batch.response_ids)  # (b, r)
+            lp = rollout.response_logprobs(model, batch)  # (b, r)
             m = batch.mask * torch.tensor([float(len(response_ids[i]) > 0) for i in idx], device=device)[:, None]
             logprobs[start:start + len(idx), :r] = lp.float().cpu()
             mask[start:start + len(idx), :r] = m.cpu()

@@ -1,5 +1,15 @@
-"""Prompts -> responses (+ masks). HF ``generate`` now; vLLM is an optional later engine."""
+"""Prompts -> responses -> tensors the online methods share.
 
+``generate``: responses from Hugging Face ``generate`` (vLLM is an optional engine).
+``batch``: the typed rollout (``RolloutBatch``) and its layout. ``logprobs``: token
+log-probs over a region, with the package's one ``logits_to_keep`` check.
+"""
+
+from .batch import RolloutBatch, Seq2SeqRolloutBatch, build_batch, build_seq2seq_batch
 from .generate import generate_responses, left_pad, truncate_after_eos
+from .logprobs import (RegionOutput, forward_batch, keep_kwargs, response_forward, response_logprobs,
+                       token_logprobs)
 
-__all__ = ["generate_responses", "left_pad", "truncate_after_eos"]
+__all__ = ["RegionOutput", "RolloutBatch", "Seq2SeqRolloutBatch", "build_batch", "build_seq2seq_batch",
+           "forward_batch", "generate_responses", "keep_kwargs", "left_pad", "response_forward",
+           "response_logprobs", "token_logprobs", "truncate_after_eos"]

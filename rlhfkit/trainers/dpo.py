@@ -4,7 +4,7 @@
                train_dataset="data/prefs.jsonl").train()
 
 Chosen and rejected go through the model in ONE forward pass (a 2B batch), and the LM head
-only sees positions that predict completion tokens (``logits_to_keep``), so prompt tokens
+only sees positions that predict completion tokens (``rollout.token_logprobs``), so prompt tokens
 cost no vocabulary projection. The reference is a frozen copy, the adapter-disabled base
 under PEFT, a separate model, nothing (SimPO, ORPO), or log-probs precomputed once over
 the dataset and cached on disk so no reference model stays in memory.
@@ -25,8 +25,8 @@ from transformers import AutoModelForCausalLM
 from .. import algos, data
 from ..models import create_reference_model, fuse_activations, is_peft_model, shared_prompt_forward, \
     supports_shared_prompt
-from ..models.compat import note_logits_to_keep
 from ..models.loading import check_push, load_pretrained
+from ..rollout import keep_kwargs, token_logprobs
 from .config import Checks, LoopConfig, f
 from .loop import TrainLoop
 from .sft import check_output_dir, finish_training, load_model_and_tokenizer, load_split, model_dtype
@@ -70,18 +70,16 @@ def completion_logps(model, batch):
     """Summed log-probs of the completion tokens and their counts, (2B,) each, plus the per-token
     log-probs (2B, K) and mask (2B, K) for an SFT term, and mean logits per row (2B,).
 
-    Only the positions from the shortest prompt on reach the LM head (``logits_to_keep``).
+    Only the positions from the shortest prompt on reach the LM head (``rollout.token_logprobs``).
     """
     labels = batch["labels"]  # (2B, T), -100 on prompt and padding
     T = labels.shape[1]
-    keep = T - int(batch["prompt_lengths"].min()) + 1  # first kept position predicts the first completion token
-    inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-    if note_logits_to_keep(model, "the DPO forward"):
-        inputs["logits_to_keep"] = keep
-    logits = model(**inputs).logits[:, -keep:-1]  # (2B, K, V) with K = keep - 1
-    targets = labels[:, T - keep + 1:]  # (2B, K)
+    K = T - int(batch["prompt_lengths"].min())  # position T-K-1 predicts the first completion token
+    targets = labels[:, T - K:]  # (2B, K)
+    out = token_logprobs(model, batch["input_ids"][:, :-1], targets.clamp_min(0),
+                         attention_mask=batch["attention_mask"][:, :-1], where="the DPO forward")
+    logits, logprobs = out.logits, out.logprobs  # (2B, K, V), (2B, K)
     mask = (targets != data.IGNORE_INDEX).float()
-    logprobs = algos.logprobs_from_logits(logits, targets.clamp_min(0))  # (2B, K)
     n_tokens = mask.sum(-1)  # (2B,)
     mean_logits = (logits.detach().mean(-1) * mask).sum(-1) / n_tokens.clamp_min(1)  # (2B,)
     return algos.sequence_logprobs(logprobs, mask), n_tokens, logprobs, mask, mean_logits
@@ -95,7 +93,7 @@ def shared_completion_logps(model, batch):
     Log-probs of the two parts are joined, never the (2B, C, V) logits.
     """
     c_ids, c_mask = batch["completion_input_ids"], batch["completion_attention_mask"]
-    keep = {"logits_to_keep": 1} if note_logits_to_keep(model, "the DPO prompt pass") else {}
+    keep = keep_kwargs(model, 1, "the DPO prompt pass")
     prompt_out, out = shared_prompt_forward(model, batch["prompt_input_ids"], batch["prompt_attention_mask"],
                                             c_ids, c_mask, prompt_kwargs=keep)
     first = prompt_out.logits[:, -1:].repeat(2, 1, 1)  # (2B, 1, V): predicts completion token 0

@@ -20,11 +20,10 @@ from .. import algos
 from ..models import create_reference_model, is_peft_model, reference_context
 from ..models.compat import enable_checkpointing
 from ..core import PPODecorators
-from ..rollout import generate_responses
+from ..rollout import build_batch, build_seq2seq_batch, forward_batch, generate_responses
 from . import ppo_classic
 from .mechanics import Mechanics, build_optimizer, set_seed
-from .ppo_batch import (build_batch, build_seq2seq_batch, check_step_inputs, check_train_inputs, check_trainer_inputs,
-                        forward_batch, max_positions, vocab_size)
+from .ppo_batch import check_step_inputs, check_train_inputs, check_trainer_inputs, max_positions, vocab_size
 from .ppo_classic import gae_advantages
 from .ppo_config import PPOConfig
 from .ppo_stats import PTXStream, record_step_stats, summarise_minibatches

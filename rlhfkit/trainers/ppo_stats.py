@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .. import algos
+from ..rollout import token_logprobs
 
 
 def _std(x: torch.Tensor) -> torch.Tensor:
@@ -139,7 +140,8 @@ class PTXStream:
         """Mean next-token cross-entropy of the policy on the next ptx batch (padding ignored)."""
         batch = {k: v.to(self.device) for k, v in next(self._batches).items()}
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        logits, _, _ = model(**batch, use_cache=False)
-        logprobs = algos.logprobs_from_logits(logits[:, :-1], batch["input_ids"][:, 1:])  # (b, T-1)
+        ids = batch["input_ids"]  # (b, T)
+        logprobs = token_logprobs(model, ids[:, :-1], ids[:, 1:], attention_mask=batch["attention_mask"][:, :-1],
+                                  where="the ptx loss").logprobs  # (b, T-1)
         return -algos.masked_mean(logprobs, (labels[:, 1:] != -100).float())
 

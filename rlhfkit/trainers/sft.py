@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .. import data
-from ..models.compat import note_logits_to_keep
 from ..models.loading import apply_lora, check_push, load_pretrained, load_tokenizer, push_folder, \
     write_model_card
 from ..models.reference import is_peft_model
+from ..rollout import token_logprobs
 from .config import ConfigError, LoopConfig, f, output_dir_problem
 from .loop import TrainLoop
 
@@ -123,22 +122,20 @@ def causal_lm_loss(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean next-token cross-entropy over labelled tokens, and the number of such tokens.
 
     Positions before the first labelled token of the batch (the prompts, under
-    completion-only loss) never reach the LM head: the model is asked for the logits of
-    the last ``keep`` positions only (``logits_to_keep``).
+    completion-only loss) never reach the LM head (``rollout.token_logprobs`` asks for the
+    logits of the scored positions only).
     """
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
     labels = batch["labels"]  # (B, T)
     T = labels.shape[1]
     labelled = labels != data.IGNORE_INDEX  # (B, T)
     first = int(torch.where(labelled.any(-1), labelled.float().argmax(-1), T).min()) if labelled.any() else 1
-    keep = T - max(first, 1) + 1  # position first-1 predicts the first labelled token
-    if keep < T and note_logits_to_keep(model, "the SFT loss"):
-        inputs["logits_to_keep"] = keep
-    logits = model(**inputs, use_cache=False).logits[:, -keep:]  # (B, keep, V)
-    # Shift the labels, not the logits: a view of logits[:, :-1] would be copied whole.
-    targets = F.pad(labels[:, T - keep + 1:], (0, 1), value=data.IGNORE_INDEX)  # (B, keep)
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=data.IGNORE_INDEX)
-    return loss, labelled[:, 1:].sum()
+    K = T - max(first, 1)  # position T-K-1 predicts the first labelled token
+    targets = labels[:, T - K:]  # (B, K)
+    inputs = {k: batch[k][:, :-1] for k in ("attention_mask", "position_ids") if k in batch}
+    logprobs = token_logprobs(model, batch["input_ids"][:, :-1], targets.clamp_min(0), where="the SFT loss",
+                              **inputs).logprobs  # (B, K)
+    mask = (targets != data.IGNORE_INDEX).float()  # (B, K)
+    return -(logprobs * mask).sum() / mask.sum().clamp_min(1), labelled[:, 1:].sum()
 
 
 class SFTTrainer:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from .db import WRITE_OPTION
 from .errors import FeedbackError, conflict, forbidden, invalid, not_found
-from .store import Annotator, Project
+from .store import Annotator, Project, ProjectMember
 
 _ATOMIC = "rlhfkit_atomic"
 # Ids are 64-bit on every backend (SQLite's rowid; BIGINT on PostgreSQL since migration 0002): anything outside
@@ -124,6 +124,27 @@ def resolve_annotator(s: Session, annotator: Annotator | int) -> Annotator:
     if not found.active:
         raise forbidden(f"annotator {found.name!r} is deactivated; ask an admin")
     return found
+
+
+def is_member(s: Session, project: Project, annotator: Annotator) -> bool:
+    return s.scalar(select(ProjectMember.id).where(ProjectMember.project_id == project.id,
+                                                   ProjectMember.annotator_id == annotator.id)) is not None
+
+
+def may_judge(s: Session, project: Project, annotator: Annotator) -> bool:
+    """Whether ``annotator`` may see and judge ``project``: not archived, and open to all, or they are an admin
+    or a member."""
+    if project.archived:
+        return False
+    return not project.members_only or annotator.is_admin or is_member(s, project, annotator)
+
+
+def check_access(s: Session, project: Project, annotator: Annotator) -> None:
+    """409 for an archived project, 403 for a members-only project the annotator is not a member of."""
+    if project.archived:
+        raise conflict(f"project {project.name!r} is archived: it takes no judgements until an admin restores it")
+    if not may_judge(s, project, annotator):
+        raise forbidden(f"project {project.name!r} is for its members only; ask an admin for an invite link")
 
 
 def require_admin(annotator: Annotator | None) -> Annotator:

@@ -10,9 +10,13 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from .base import as_id, as_int, atomic, check_permutation, check_scores, resolve_annotator, resolve_project
+from .base import (as_id, as_int, atomic, check_access, check_permutation, check_scores, check_text, resolve_annotator,
+                   resolve_project)
 from .errors import FeedbackError, conflict, forbidden, invalid, not_found
-from .store import Annotator, Assignment, Comparison, Item, Project, RankingJudgement, Rating, Response, utcnow
+from .store import (SKIP_KINDS, Annotator, Assignment, Comparison, Item, ItemSkip, Project, RankingJudgement, Rating,
+                    Response, utcnow)
+
+MAX_COMMENT = 2000   # characters of a comment or a discard reason
 
 _SIDES = {"left": 0, "right": 1}
 
@@ -21,8 +25,8 @@ def next_assignment(s: Session, project: Project | str | int, annotator: Annotat
     """The annotator's next assignment in ``project``, or None when nothing is left for them.
 
     An open assignment of theirs is returned again (a reload shows the same item). Otherwise
-    the item is the one with the highest priority, then the fewest assignments, then the
-    oldest, among items not yet given to this annotator and given to fewer than ``per_item``
+    the item is the one with the highest priority, then the fewest assignments, then of the
+    prompt they saw longest ago, then the oldest, among items not yet given to this annotator and given to fewer than ``per_item``
     annotators. With probability ``gold_rate`` a gold item they have not seen is served
     instead; gold items have no ``per_item`` cap (every annotator should meet some) and look
     exactly like other items. The display order is shuffled per assignment, reproducibly.
@@ -30,10 +34,16 @@ def next_assignment(s: Session, project: Project | str | int, annotator: Annotat
     Expiry: an open assignment older than the project's ``timeout_minutes`` no longer holds
     its item, which can then go to someone else. When its annotator comes back, they keep it
     (renewed) if the item still needs them, else it is dropped and they get another item.
+
+    Items the annotator skipped or discarded (``skip_assignment``) are never served to them again.
+    Among equally urgent items, the one whose prompt this annotator saw longest ago (or never) comes
+    first, so prompts take turns rather than one prompt coming up many times in a row. 403/409 if the annotator
+    may not judge the project (members only, archived: ``base.check_access``).
     """
     with atomic(s):
         project = resolve_project(s, project)
         annotator = resolve_annotator(s, annotator)
+        check_access(s, project, annotator)
         # Serialise assignment per project on PostgreSQL (SQLite already holds its write lock),
         # so two annotators asking at once cannot push an item past per_item.
         s.execute(select(Project.id).where(Project.id == project.id).with_for_update())
@@ -84,11 +94,15 @@ def _pick_item(s: Session, project: Project, annotator: Annotator, now: datetime
     counts = select(Assignment.item_id, func.count(Assignment.id).label("n")).where(_holds(project, now)) \
         .group_by(Assignment.item_id).subquery()
     n = func.coalesce(counts.c.n, 0)
-    seen = select(Assignment.item_id).where(Assignment.annotator_id == annotator.id)
     candidates = select(Item).outerjoin(counts, counts.c.item_id == Item.id) \
-        .where(Item.project_id == project.id, Item.id.not_in(seen))
-    regular = s.scalar(candidates.where(Item.is_gold.is_(False), n < project.per_item)
-                       .order_by(Item.priority.desc(), n.asc(), Item.id.asc()).limit(1))
+        .where(Item.project_id == project.id, *_not_seen(annotator))
+    # The prompt this annotator saw longest ago (or never) first: prompts take turns instead of coming in runs.
+    last = select(Item.prompt_id, func.max(Assignment.id).label("last")).join(Assignment) \
+        .where(Item.project_id == project.id, Assignment.annotator_id == annotator.id) \
+        .group_by(Item.prompt_id).subquery()
+    candidates = candidates.outerjoin(last, last.c.prompt_id == Item.prompt_id)
+    order = [Item.priority.desc(), n.asc(), func.coalesce(last.c.last, 0).asc(), Item.id.asc()]
+    regular = s.scalar(candidates.where(Item.is_gold.is_(False), n < project.per_item).order_by(*order).limit(1))
     if regular is None or project.gold_rate <= 0:
         return regular  # gold alone is never served: it is a check on real work, not work
     served = s.scalar(select(func.count(Assignment.id)).join(Item).where(Item.project_id == project.id,
@@ -97,6 +111,55 @@ def _pick_item(s: Session, project: Project, annotator: Annotator, now: datetime
         return regular
     gold = s.scalar(candidates.where(Item.is_gold.is_(True)).order_by(n.asc(), Item.id.asc()).limit(1))
     return gold if gold is not None else regular
+
+
+def _not_seen(annotator: Annotator) -> list:
+    """SQL conditions on ``Item``: never given to the annotator, and not skipped or discarded by them."""
+    seen = select(Assignment.item_id).where(Assignment.annotator_id == annotator.id)
+    skipped = select(ItemSkip.item_id).where(ItemSkip.annotator_id == annotator.id)
+    return [Item.id.not_in(seen), Item.id.not_in(skipped)]
+
+
+def queue_position(s: Session, project: Project | str | int, annotator: Annotator) -> dict:
+    """``{"done", "total"}`` for the "x of N" line: ``total`` is what they submitted, plus their open item,
+    plus the items still waiting for them now (not gold; gold items only come on top of real work)."""
+    project = resolve_project(s, project)
+    now = utcnow()
+    mine = select(Assignment.status, func.count(Assignment.id)).join(Item) \
+        .where(Item.project_id == project.id, Assignment.annotator_id == annotator.id).group_by(Assignment.status)
+    by_status = dict(s.execute(mine).all())
+    counts = select(Assignment.item_id, func.count(Assignment.id).label("n")).where(_holds(project, now)) \
+        .group_by(Assignment.item_id).subquery()
+    waiting = s.scalar(select(func.count(Item.id)).outerjoin(counts, counts.c.item_id == Item.id)
+                       .where(Item.project_id == project.id, Item.is_gold.is_(False),
+                              func.coalesce(counts.c.n, 0) < project.per_item, *_not_seen(annotator))) or 0
+    done = by_status.get("done", 0)
+    return {"done": done, "total": done + by_status.get("open", 0) + waiting}
+
+
+def skip_assignment(s: Session, annotator: Annotator, assignment_id: int, kind: str = "skip",
+                    reason: str = "") -> ItemSkip:
+    """Give an open assignment back without judging it: ``kind="skip"`` (reason optional) or ``"discard"``
+    (the item cannot be judged as it is: a reason is required, and admins see it in the item browser).
+    The item is not served to this annotator again and goes to someone else. 409 if already submitted."""
+    if kind not in SKIP_KINDS:
+        raise invalid(f"kind must be one of {list(SKIP_KINDS)}, got {kind!r}")
+    reason = check_text(reason if isinstance(reason, str) else "", "reason").strip()
+    if kind == "discard" and not reason:
+        raise invalid("say why the item is discarded (the reason is shown to the project's admins)")
+    if len(reason) > MAX_COMMENT:
+        raise invalid(f"the reason is {len(reason)} characters; keep it under {MAX_COMMENT}")
+    with atomic(s):
+        annotator = resolve_annotator(s, annotator)
+        a = _own(s, annotator, assignment_id, lock=True)
+        check_access(s, a.item.project, annotator)
+        if a.status == "done":
+            raise conflict(f"assignment {a.id} was already submitted; edit it from your judgements instead")
+        skip = ItemSkip(item_id=a.item_id, annotator_id=annotator.id, kind=kind, reason=reason)
+        s.add(skip)
+        s.delete(a)
+        s.flush()
+    return skip
 
 
 def _own(s: Session, annotator: Annotator, assignment_id: int | Assignment, *, lock: bool = False) -> Assignment:
@@ -119,7 +182,8 @@ def assignment_view(s: Session, annotator: Annotator, assignment: int | Assignme
     ``{id, text, position}`` in display order), ``scale``, ``instructions``, ``judgement``
     (None while open; rating ``{"scores": {id: score}}``, pair ``{"winner": "a"|"b"|"tie",
     "winner_id", "side": "left"|"right"|"tie", "strength"}``, ranking ``{"order": [ids]}``),
-    ``assigned_at``, ``done_at`` (ISO 8601 text). 404/403 as for a submission."""
+    ``comment`` (the annotator's note, "" if none), ``assigned_at``, ``done_at`` (ISO 8601 text).
+    404/403 as for a submission."""
     return _view(s, _own(s, resolve_annotator(s, annotator), assignment))
 
 
@@ -130,7 +194,7 @@ def _view(s: Session, a: Assignment) -> dict:
             "status": a.status, "prompt": item.prompt.text, "prompt_meta": item.prompt.meta or {},
             "responses": [{"id": rid, "text": texts[rid], "position": i} for i, rid in enumerate(a.shown)],
             "scale": [project.scale_min, project.scale_max], "instructions": project.instructions,
-            "judgement": judgement_of(a), "assigned_at": a.assigned_at.isoformat(),
+            "judgement": judgement_of(a), "comment": a.comment or "", "assigned_at": a.assigned_at.isoformat(),
             "done_at": a.done_at.isoformat() if a.done_at else None}
 
 
@@ -152,6 +216,7 @@ def judgement_of(a: Assignment) -> dict | None:
 def _start(s: Session, annotator: Annotator, assignment_id, kind: str, resubmit: bool) -> Assignment:
     annotator = resolve_annotator(s, annotator)
     a = _own(s, annotator, assignment_id, lock=True)
+    check_access(s, a.item.project, annotator)
     if a.item.kind != kind:
         raise FeedbackError(f"assignment {a.id} is a {a.item.kind} item; a {kind} judgement does not fit it", 400)
     if a.status == "done" and not resubmit:
@@ -174,14 +239,20 @@ def _check_not_expired(s: Session, a: Assignment) -> None:
                        f"Open the queue for your next item")
 
 
-def _finish(a: Assignment) -> Assignment:
+def _finish(a: Assignment, comment: str | None = None) -> Assignment:
+    """Mark done; ``comment``: None keeps the stored one, text (empty clears it) replaces it."""
+    if comment is not None:
+        comment = check_text(comment, "comment").strip()
+        if len(comment) > MAX_COMMENT:
+            raise invalid(f"the comment is {len(comment)} characters; keep it under {MAX_COMMENT}")
+        a.comment = comment or None
     if a.status != "done":
         a.status, a.done_at = "done", utcnow()
     return a
 
 
 def submit_rating(s: Session, annotator: Annotator, assignment_id: int, scores: Mapping[int, int], *,
-                  resubmit: bool = False) -> Assignment:
+                  resubmit: bool = False, comment: str | None = None) -> Assignment:
     """Score every response of a rating assignment: ``{response_id: score}``, integers on the
     project's scale (422 otherwise). 409 if already submitted unless ``resubmit``."""
     with atomic(s):
@@ -193,12 +264,13 @@ def submit_rating(s: Session, annotator: Annotator, assignment_id: int, scores: 
                 existing[rid].score = score
             else:
                 a.ratings.append(Rating(response_id=rid, score=score))
-        _finish(a)
+        _finish(a, comment)
     return a
 
 
 def submit_comparison(s: Session, annotator: Annotator, assignment_id: int, winner: str | int,
-                      strength: int | None = None, *, resubmit: bool = False) -> Assignment:
+                      strength: int | None = None, *, resubmit: bool = False,
+                      comment: str | None = None) -> Assignment:
     """Judge a pair: ``winner`` is ``"left"``/``"right"`` (as displayed), ``"a"``/``"b"`` (canonical:
     ``a`` is the smaller response id), ``"tie"``, or the winning response id. It is stored
     canonically, with the response shown on the left. ``strength`` 1 slightly, 2 clearly,
@@ -225,12 +297,12 @@ def submit_comparison(s: Session, annotator: Annotator, assignment_id: int, winn
             a.comparison = Comparison(winner=canonical, strength=strength, left_response_id=a.shown[0])
         else:
             a.comparison.winner, a.comparison.strength = canonical, strength
-        _finish(a)
+        _finish(a, comment)
     return a
 
 
 def submit_ranking(s: Session, annotator: Annotator, assignment_id: int, order: Sequence[int], *,
-                   resubmit: bool = False) -> Assignment:
+                   resubmit: bool = False, comment: str | None = None) -> Assignment:
     """Rank a ranking assignment: ``order`` lists every response id once, best first (422 otherwise)."""
     with atomic(s):
         a = _start(s, annotator, assignment_id, "ranking", resubmit)
@@ -239,7 +311,7 @@ def submit_ranking(s: Session, annotator: Annotator, assignment_id: int, order: 
             a.ranking = RankingJudgement(order=clean)
         else:
             a.ranking.order = clean
-        _finish(a)
+        _finish(a, comment)
     return a
 
 
@@ -249,13 +321,16 @@ def submit_judgement(s: Session, annotator: Annotator, assignment_id: int, paylo
     or ``{"order": [...]}``, routed to ``submit_rating`` / ``submit_comparison`` / ``submit_ranking``."""
     if not isinstance(payload, Mapping):
         raise invalid("a judgement must be a JSON object with 'scores', 'winner' or 'order'")
+    comment = payload.get("comment")
+    if comment is not None and not isinstance(comment, str):
+        raise invalid(f"'comment' must be text, got {type(comment).__name__}")
     if "scores" in payload:
-        return submit_rating(s, annotator, assignment_id, payload["scores"], resubmit=resubmit)
+        return submit_rating(s, annotator, assignment_id, payload["scores"], resubmit=resubmit, comment=comment)
     if "winner" in payload:
         return submit_comparison(s, annotator, assignment_id, payload["winner"], payload.get("strength"),
-                                 resubmit=resubmit)
+                                 resubmit=resubmit, comment=comment)
     if "order" in payload:
-        return submit_ranking(s, annotator, assignment_id, payload["order"], resubmit=resubmit)
+        return submit_ranking(s, annotator, assignment_id, payload["order"], resubmit=resubmit, comment=comment)
     raise invalid(f"a judgement needs 'scores' (rating), 'winner' (pair) or 'order' (ranking); got keys "
                   f"{sorted(payload)}")
 

@@ -47,9 +47,12 @@ from .errors import FeedbackError, conflict, invalid, not_found
 # The queue/judgement, admin-read and import functions live in modules of their own; this
 # module is the one place callers import from.
 from .ingest import generate_responses, import_file, import_records
-from .judging import (assignment_view, my_judgements, next_assignment, submit_comparison, submit_judgement,
-                      submit_ranking, submit_rating, update_judgement)
+from .judging import (assignment_view, my_judgements, next_assignment, queue_position, skip_assignment,
+                      submit_comparison, submit_judgement, submit_ranking, submit_rating, update_judgement)
+from .team import (add_member, create_invite, find_invite, invite_state, list_invites, members, redeem_invite,
+                   remove_member, revoke_invite, set_archived, visible_projects)
 from .readout import collect, get_item, item_judgements, progress
+from .review import browse_items, item_review
 from .store import KINDS, Annotator, Assignment, Item, Project, Prompt, Response
 
 _PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,199}$")
@@ -63,20 +66,60 @@ MAX_TIMEOUT_MINUTES = 7 * 24 * 60
 
 def create_project(s: Session, name: str, *, scale: Sequence[int] = (1, 3), per_item: int = 2,
                    gold_rate: float = 0.1, instructions: str = "",
-                   timeout_minutes: int = DEFAULT_TIMEOUT_MINUTES) -> Project:
+                   timeout_minutes: int = DEFAULT_TIMEOUT_MINUTES, members_only: bool = False) -> Project:
     """A new project: ratings on the integer scale ``scale`` (min, max), each item judged by
     ``per_item`` distinct annotators, about ``gold_rate`` of the served items gold; an item taken
-    and not submitted within ``timeout_minutes`` goes to someone else.
+    and not submitted within ``timeout_minutes`` goes to someone else. ``members_only``: only its
+    members (``add_member``, invite links) and admins may judge it.
     Names: letters, digits, space, ``_ . -`` (they appear in URLs), not all digits. 409 if taken."""
-    name = clean_name(name, "project name")
-    if not _PROJECT_NAME.match(name) or name.isdigit():
-        raise invalid(f"project name {name!r}: use letters, digits, spaces, '_', '.', '-' (not only digits)")
+    name = _project_name(name)
     if len(scale) != 2:
         raise invalid(f"scale must be (min, max), got {scale!r}")
     low, high = as_int(scale[0], "scale min"), as_int(scale[1], "scale max")
     if not low < high or high - low > 100 or max(abs(low), abs(high)) > SCALE_LIMIT:
         raise invalid(f"scale must satisfy min < max, span at most 100 points and stay within "
                       f"-{SCALE_LIMIT}..{SCALE_LIMIT}, got ({low}, {high})")
+    settings = _settings(per_item, gold_rate, timeout_minutes, instructions)
+    with atomic(s):
+        if s.scalar(select(Project.id).where(Project.name == name)) is not None:
+            raise conflict(f"project {name!r} already exists")
+        project = Project(name=name, scale_min=low, scale_max=high, members_only=bool(members_only), **settings)
+        s.add(project)
+        s.flush()
+    return project
+
+
+def update_project(s: Session, project: Project | str | int, *, name: str | None = None, per_item: int | None = None,
+                   gold_rate: float | None = None, instructions: str | None = None,
+                   timeout_minutes: int | None = None, members_only: bool | None = None) -> Project:
+    """Change a project's settings (None: keep). The scale cannot change (stored ratings are on it)."""
+    with atomic(s):
+        project = resolve_project(s, project)
+        settings = _settings(project.per_item if per_item is None else per_item,
+                             project.gold_rate if gold_rate is None else gold_rate,
+                             project.timeout_minutes if timeout_minutes is None else timeout_minutes,
+                             project.instructions if instructions is None else instructions)
+        if name is not None and name.strip() != project.name:
+            name = _project_name(name)
+            if s.scalar(select(Project.id).where(Project.name == name)) is not None:
+                raise conflict(f"project {name!r} already exists")
+            project.name = name
+        for key, value in settings.items():
+            setattr(project, key, value)
+        if members_only is not None:
+            project.members_only = bool(members_only)
+    return project
+
+
+def _project_name(name: str) -> str:
+    name = clean_name(name, "project name")
+    if not _PROJECT_NAME.match(name) or name.isdigit():
+        raise invalid(f"project name {name!r}: use letters, digits, spaces, '_', '.', '-' (not only digits)")
+    return name
+
+
+def _settings(per_item: Any, gold_rate: Any, timeout_minutes: Any, instructions: Any) -> dict:
+    """The checked settings ``create_project`` and ``update_project`` share, as Project fields."""
     per_item = as_int(per_item, "per_item")
     if not 1 <= per_item <= MAX_PER_ITEM:
         raise invalid(f"per_item must be between 1 and {MAX_PER_ITEM}, got {per_item}")
@@ -86,14 +129,8 @@ def create_project(s: Session, name: str, *, scale: Sequence[int] = (1, 3), per_
     if not 1 <= timeout_minutes <= MAX_TIMEOUT_MINUTES:
         raise invalid(f"timeout_minutes must be between 1 and {MAX_TIMEOUT_MINUTES} (a week), got {timeout_minutes}")
     instructions = check_text(str(instructions or ""), "instructions")
-    with atomic(s):
-        if s.scalar(select(Project.id).where(Project.name == name)) is not None:
-            raise conflict(f"project {name!r} already exists")
-        project = Project(name=name, scale_min=low, scale_max=high, per_item=per_item, gold_rate=float(gold_rate),
-                          instructions=instructions, timeout_minutes=timeout_minutes)
-        s.add(project)
-        s.flush()
-    return project
+    return {"per_item": per_item, "gold_rate": float(gold_rate), "timeout_minutes": timeout_minutes,
+            "instructions": instructions}
 
 
 def list_projects(s: Session) -> list[Project]:
@@ -290,5 +327,7 @@ __all__ = [
     "hash_token", "import_file", "import_records", "item_judgements", "list_annotators", "list_projects",
     "my_judgements", "next_assignment", "progress", "require_admin", "reset_token", "set_annotator_active",
     "set_priorities", "submit_comparison", "submit_judgement", "submit_ranking", "submit_rating",
-    "update_judgement",
+    "update_judgement", "update_project", "queue_position", "skip_assignment", "add_member", "create_invite",
+    "find_invite", "invite_state", "list_invites", "members", "redeem_invite", "remove_member", "revoke_invite",
+    "set_archived", "visible_projects", "browse_items", "item_review",
 ]

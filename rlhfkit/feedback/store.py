@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 from sqlalchemy import (JSON, BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Integer, MetaData, String,
-                        Text, TypeDecorator, UniqueConstraint)
+                        Text, TypeDecorator, UniqueConstraint, false)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -33,6 +33,8 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 KINDS = ("rating", "pair", "ranking")
+SKIP_KINDS = ("skip", "discard")  # ItemSkip.kind
+JOB_STATUSES = ("queued", "running", "done", "failed")  # GenerationJob.status
 WINNERS = ("a", "b", "tie")
 STRENGTHS = (1, 2, 3)  # 1 slightly, 2 clearly, 3 much better
 # Row ids and the foreign keys naming them are 64-bit everywhere: BIGINT on PostgreSQL (migration 0002), and
@@ -86,6 +88,10 @@ class Project(Base):
     # An open assignment older than this expires: its item may go to someone else (judging.next_assignment).
     timeout_minutes: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Migration 0003. Archived: hidden from annotators, serves nothing, data kept. Members only: just the
+    # project's members (ProjectMember) and admins see it; false keeps a project open to every annotator.
+    archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    members_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     prompts: Mapped[list[Prompt]] = relationship(back_populates="project")
     items: Mapped[list[Item]] = relationship(back_populates="project")
@@ -171,6 +177,7 @@ class Assignment(Base):
     status: Mapped[str] = mapped_column(String(8), default="open")
     assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     done_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, nullable=True)
+    comment: Mapped[Optional[str]] = mapped_column(Text, nullable=True)  # the annotator's note (migration 0003)
 
     item: Mapped[Item] = relationship(back_populates="assignments")
     annotator: Mapped[Annotator] = relationship()
@@ -222,3 +229,68 @@ class RankingJudgement(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     assignment: Mapped[Assignment] = relationship(back_populates="ranking")
+
+
+# ---------------------------------------------------------------------------------------- team (migration 0003)
+
+class ProjectMember(Base):
+    """An annotator allowed into a ``members_only`` project."""
+    __tablename__ = "project_member"
+    __table_args__ = (UniqueConstraint("project_id", "annotator_id"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ID, ForeignKey("project.id", ondelete="CASCADE"))
+    annotator_id: Mapped[int] = mapped_column(ID, ForeignKey("annotator.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    annotator: Mapped[Annotator] = relationship()
+
+
+class Invite(Base):
+    """An invite link to a project (``/join/<code>``); only ``sha256(code)`` is stored, as for tokens."""
+    __tablename__ = "invite"
+    __table_args__ = (CheckConstraint("max_uses IS NULL OR max_uses >= 1", name="max_uses_positive"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ID, ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    note: Mapped[str] = mapped_column(String(200), default="")  # who it was made for, shown to admins only
+    max_uses: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)  # None: no limit
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    project: Mapped[Project] = relationship()
+
+
+class ItemSkip(Base):
+    """An item an annotator skipped or discarded (with a reason); it is not served to them again."""
+    __tablename__ = "item_skip"
+    __table_args__ = (UniqueConstraint("item_id", "annotator_id"),
+                      CheckConstraint("kind IN ('skip', 'discard')", name="kind"))
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ID, ForeignKey("item.id", ondelete="CASCADE"), index=True)
+    annotator_id: Mapped[int] = mapped_column(ID, ForeignKey("annotator.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    annotator: Mapped[Annotator] = relationship()
+
+
+class GenerationJob(Base):
+    """Responses being sampled from a policy in the background (``ingest.run_generation_job``)."""
+    __tablename__ = "generation_job"
+    __table_args__ = (CheckConstraint("status IN ('queued', 'running', 'done', 'failed')", name="status"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ID, ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    policy: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(8), default="queued")
+    done: Mapped[int] = mapped_column(Integer, default=0)    # responses sampled so far
+    total: Mapped[int] = mapped_column(Integer, default=0)   # responses to sample
+    message: Mapped[str] = mapped_column(Text, default="")   # the outcome, or why it failed
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, nullable=True)

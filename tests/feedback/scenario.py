@@ -307,7 +307,7 @@ def run_upgrade_from_0001(url: str) -> None:
             s.execute(text("INSERT INTO project (name, scale_min, scale_max, per_item, gold_rate, instructions, "
                            "created_at) VALUES ('old', 1, 3, 2, 0.1, '', CURRENT_TIMESTAMP)"))
         db.engine_of(old).dispose()
-        assert db.migrate(engine) == "0002" and schema_diff(engine) == []
+        assert db.migrate(engine) == "0003" and schema_diff(engine) == []
         Session = db.connect(url)
         with Session() as s:
             assert sv.get_project(s, "old").timeout_minutes == 30

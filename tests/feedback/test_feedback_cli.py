@@ -26,7 +26,7 @@ def _token(output: str) -> str:
 
 
 def test_init_project_annotators_import_progress(url, tmp_path, capsys):
-    assert "schema revision 0002" in run(capsys, "init", "--db", url)
+    assert "schema revision 0003" in run(capsys, "init", "--db", url)
     out = run(capsys, "project", "create", "helpful", "--scale", "1", "5", "--per-item", "1", "--gold-rate", "0",
               "--db", url)
     assert "scale 1..5" in out

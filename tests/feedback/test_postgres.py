@@ -51,10 +51,10 @@ def Session(url):
 def test_migrations_build_exactly_the_models(url):
     engine = db.make_engine(url)
     try:
-        assert db.migrate(engine) == "0002" and db.migrate(engine) == "0002"
+        assert db.migrate(engine) == "0003" and db.migrate(engine) == "0003"
         assert schema_diff(engine) == []
         assert db.downgrade(engine, "base") == ""
-        assert db.migrate(engine) == "0002" and schema_diff(engine) == []
+        assert db.migrate(engine) == "0003" and schema_diff(engine) == []
     finally:
         engine.dispose()
 
@@ -69,7 +69,7 @@ def test_concurrent_first_migrations_take_turns(url):
                               stderr=subprocess.PIPE, text=True) for _ in range(3)]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err for _out, err in outputs]
-    assert [out.strip() for out, _err in outputs] == ["0002"] * 3
+    assert [out.strip() for out, _err in outputs] == ["0003"] * 3
 
 
 def test_scenario(Session):

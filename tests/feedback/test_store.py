@@ -28,8 +28,8 @@ def _head() -> str:
 
 def test_migrations_build_exactly_the_models(tmp_path):
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    assert db.migrate(url) == _head() == "0002"
-    assert db.migrate(url) == "0002"  # idempotent
+    assert db.migrate(url) == _head() == "0003"
+    assert db.migrate(url) == "0003"  # idempotent
     engine = db.make_engine(url)
     try:
         assert schema_diff(engine) == []
@@ -160,7 +160,7 @@ def test_concurrent_first_migrations_do_not_collide(tmp_path):
                               stderr=subprocess.PIPE, text=True) for _ in range(3)]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err for _out, err in outputs]
-    assert [out.strip() for out, _err in outputs] == ["0002"] * 3
+    assert [out.strip() for out, _err in outputs] == ["0003"] * 3
     engine = db.make_engine(url)
     try:
         assert schema_diff(engine) == []
@@ -176,4 +176,4 @@ def test_migrations_in_threads_are_serialised(tmp_path):
         t.start()
     for t in threads:
         t.join(60)
-    assert results == ["0002"] * 3
+    assert results == ["0003"] * 3

@@ -1,0 +1,138 @@
+"""Group Relative Policy Optimisation (GRPO) and its relatives, with TRL 1.x's API and flag names.
+
+    def reward_len(prompts, completions, **columns):
+        return [-abs(20 - len(c)) for c in completions]
+
+    trainer = GRPOTrainer(model="runs/sft", reward_funcs=reward_len, train_dataset="data/prompts.jsonl",
+                          args=GRPOConfig(output_dir="runs/grpo", num_generations=8, loss_type="dapo"))
+    trainer.train()
+
+Each prompt gets ``num_generations`` completions; a completion's advantage is its reward
+against the others of its group (no critic). ``advantage_estimator`` (an rlhfkit extension,
+OpenRLHF's ``--advantage_estimator``) picks the baseline, all on the same clipped loss:
+
+    grpo                  (r - mean_group) / std (scale_rewards: group | batch | none = Dr. GRPO)
+    rloo                  r - mean of the other G - 1 completions (leave-one-out)
+    reinforce++           token rewards -beta * KL (k1) + score at the last token, returns, whitened over
+                          the batch (Hu et al. 2025); beta then sits in the reward, not in the loss
+    reinforce++_baseline  the same with the group mean score subtracted first
+
+The loss (``algos.grpo_loss``) is TRL 1.x's: asymmetric clip (``epsilon``/``epsilon_high``,
+DAPO), optional two-sided ``delta``, the k3 KL to a frozen reference when ``beta > 0``,
+``loss_type`` grpo | bnpo | dr_grpo | dapo, and ``importance_sampling_level="sequence"`` for
+GSPO. The loop (generation cycles, logging, checkpoints) is ``online.OnlineRun``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..algos.advantages import (GROUP_SCALES, IMPORTANCE_SAMPLING_LEVELS, LOSS_AGGREGATIONS, group_advantages,
+                                group_stats, grpo_loss, reinforce_pp_advantages, rloo_advantages)
+from ..algos.kl import kl_k1
+from .config import Checks, f
+from .online import Method, OnlineRun
+from .online_config import OnlineConfig, prepare
+from .reward_funcs import score
+from .sft import finish_training
+
+ADVANTAGE_ESTIMATORS = ("grpo", "rloo", "reinforce++", "reinforce++_baseline")
+_SCALE_ALIASES = {True: "group", False: "none", "true": "group", "false": "none"}
+
+
+@dataclass
+class GRPOConfig(OnlineConfig):
+    output_dir: str = f("runs/grpo", "Folder for the final model, checkpoints and metrics.jsonl.")
+    beta: float = f(0.0, "KL coefficient to the frozen reference (0: no reference model is kept). For "
+                         "reinforce++ it is the KL penalty in the reward instead of the loss.")
+    delta: float | None = f(None, "Two-sided clipping: cap the ratio at delta also where the advantage is "
+                                  "negative (INTELLECT-2); must exceed 1 + epsilon_high (none: off).")
+    loss_type: str = f("dapo", f"Loss aggregation, one of {sorted(LOSS_AGGREGATIONS)}: grpo (per-sequence "
+                               "mean, then mean), bnpo (token mean of the micro-batch), dr_grpo (sum / (rows * "
+                               "max_completion_length)), dapo (sum / tokens of the whole generation).")
+    scale_rewards: str = f("group", f"Divide group-centred rewards by the std of the group, of the batch, or "
+                                    f"not at all: one of {GROUP_SCALES} (true = group, false = none; "
+                                    f"'none' is Dr. GRPO).")
+    importance_sampling_level: str = f("token", f"Probability ratio per token or per sequence (GSPO), one of "
+                                                f"{IMPORTANCE_SAMPLING_LEVELS}.")
+    advantage_estimator: str = f("grpo", f"Baseline of the advantages, one of {ADVANTAGE_ESTIMATORS} (rlhfkit "
+                                         "extension; see docs/online.md).")
+
+    def __post_init__(self):
+        if isinstance(self.scale_rewards, (bool, str)):
+            key = self.scale_rewards.lower() if isinstance(self.scale_rewards, str) else self.scale_rewards
+            self.scale_rewards = _SCALE_ALIASES.get(key, self.scale_rewards)
+        super().__post_init__()
+        c = Checks(self)
+        c.at_least(0.0, "beta")
+        c.choice("loss_type", sorted(LOSS_AGGREGATIONS))
+        c.choice("scale_rewards", GROUP_SCALES)
+        c.choice("importance_sampling_level", IMPORTANCE_SAMPLING_LEVELS)
+        c.choice("advantage_estimator", ADVANTAGE_ESTIMATORS)
+        if self.delta is not None and self.delta <= 1.0 + self.epsilon_upper:
+            c.fail("delta", f"must be > 1 + epsilon_high = {1.0 + self.epsilon_upper}, got {self.delta}")
+
+
+def grpo_method(cfg: GRPOConfig) -> Method:
+    """GRPO's advantages and loss as plain functions over one generation / one chunk."""
+    G, estimator = cfg.num_generations, cfg.advantage_estimator
+    kl_in_reward = estimator.startswith("reinforce++") and cfg.beta > 0
+
+    def advantages(rewards, old, ref, mask):
+        stats = group_stats(rewards, G)
+        metrics = {"reward_std_group": stats["std"].mean(), "frac_reward_zero_std": stats["frac_zero_std"]}
+        if estimator == "grpo":
+            return group_advantages(rewards, G, cfg.scale_rewards), metrics
+        if estimator == "rloo":
+            return rloo_advantages(rewards, G), metrics
+        kl = kl_k1(old, ref) * mask if kl_in_reward else mask * 0.0  # (N, R)
+        if kl_in_reward:
+            metrics["kl_reward"] = (kl.sum(-1)).mean()
+        adv, _ = reinforce_pp_advantages(rewards, kl, mask, cfg.beta if kl_in_reward else 0.0,
+                                         baseline="group" if estimator == "reinforce++_baseline" else None,
+                                         group_size=G)
+        return adv, metrics
+
+    def loss(logprobs, old, ref, adv, mask, num_items):
+        return grpo_loss(logprobs, old, adv, mask, epsilon_low=cfg.epsilon_low, epsilon_high=cfg.epsilon_upper,
+                         loss_type=cfg.loss_type, importance_sampling_level=cfg.importance_sampling_level,
+                         ref_logprobs=ref, beta=0.0 if estimator.startswith("reinforce++") else cfg.beta,
+                         max_completion_length=cfg.max_completion_length, delta=cfg.delta, num_items=num_items)
+
+    return Method("GRPO", advantages, loss, reference=cfg.beta > 0, old_logprobs=kl_in_reward)
+
+
+class GRPOTrainer:
+    """``GRPOTrainer(model, reward_funcs, args, train_dataset, eval_dataset, processing_class, peft_config)``, TRL 1.x style.
+
+    ``model``: a path / hub id or a ``PreTrainedModel`` (default ``args.model_name_or_path``);
+    ``reward_funcs``: a callable ``(prompts, completions, **columns) -> list[float]``, a dotted
+    path, a reward-model folder, or a list of them (default ``args.reward_funcs``);
+    ``train_dataset``: a path, ``datasets.Dataset`` or list of rows in any prompt format
+    (default ``args.dataset_name``). ``GRPOTrainer(args=config)`` builds everything from the config.
+    """
+
+    method_name = "grpo"
+
+    def __init__(self, model=None, reward_funcs=None, args: GRPOConfig | None = None, train_dataset=None,
+                 eval_dataset=None, processing_class=None, peft_config=None):
+        self.args = args = args or GRPOConfig()
+        model, self.tokenizer, self.reward_funcs, train, evals = prepare(
+            model, reward_funcs, args, train_dataset, eval_dataset, processing_class, peft_config)
+        self.model = model
+        self.loop = OnlineRun(args, model, self.tokenizer, grpo_method(args), self.reward_funcs, score, *train,
+                              *(evals or (None, None)))
+        self.ref_model = self.loop.ref_model
+
+    @property
+    def processing_class(self):
+        return self.tokenizer
+
+    def train(self, resume_from_checkpoint: str | None = None) -> list[dict]:
+        return finish_training(self, self.method_name, self.loop.train(resume_from_checkpoint))
+
+    def evaluate(self) -> dict:
+        return self.loop.evaluate()
+
+    def save_model(self, path=None) -> None:
+        self.loop.save_model(path or self.args.output_dir)

@@ -1,0 +1,414 @@
+"""The critic-free online loop shared by GRPO, RLOO and REINFORCE++: rollout -> score -> advantages -> updates.
+
+One generation cycle (TRL 1.x's layout; ``B = per_device_train_batch_size`` completions):
+
+    prompts  = next P prompts (seeded per-epoch order), each repeated G = num_generations times
+    rollout  = generate N = P * G completions (no grad, eval mode)     N = B * steps_per_generation
+    rewards  = score(reward_funcs, weights, prompts, completions, columns)         # (N,)
+    old, ref = response log-probs of the policy (when needed) and of the reference (beta > 0)
+    adv      = method.advantages(rewards, old, ref, mask)                          # (N,) or (N, R)
+    repeat num_iterations times: for each of the steps_per_generation chunks of B rows:
+        loss = method.loss(logprobs, old or logprobs.detach(), ref, adv, mask)    -> backward
+        one optimiser step every gradient_accumulation_steps chunks
+
+A method (``grpo.py``, ``rloo.py``) supplies ``advantages`` and ``loss`` through :class:`Method`;
+``OnlineRun`` owns generation, scoring, the reference, Accelerate/optimiser/logging
+(``Mechanics``), the progress bar, evaluation and checkpoints (``checkpoint``). It is used by
+composition, never subclassed. Checkpoints are written at the end of a generation cycle (the
+first one at or after each ``save_steps`` multiple): a cycle's rollout is not saved, so a
+resumed run regenerates from the restored RNG exactly as the uninterrupted run did.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from ..algos import entropy_from_logits
+from ..models.compat import enable_checkpointing
+from ..models.fused import fuse_activations
+from ..models.reference import create_reference_model, is_peft_model, reference_context
+from ..rollout import build_batch, generate_responses, response_logprobs
+from . import checkpoint
+from .mechanics import Mechanics, build_optimizer, load_weights, set_seed
+from .online_data import PromptSampler, render_prompts
+
+
+@dataclass
+class Method:
+    """What a critic-free method supplies to :class:`OnlineRun` (plain functions, no hooks).
+
+    ``advantages(rewards (N,), old (N, R) | None, ref (N, R) | None, mask (N, R)) -> (adv, metrics)``
+    with ``adv`` (N,) or (N, R); ``loss(logprobs, old, ref, adv, mask, num_items) -> (loss, metrics)``
+    on one chunk of rows. ``reference``: a frozen reference is needed; ``old_logprobs``: the
+    advantages need the sampling policy's log-probs (a KL in the reward).
+    """
+    name: str
+    advantages: Callable
+    loss: Callable
+    reference: bool = False
+    old_logprobs: bool = False
+
+
+@dataclass
+class Rollout:
+    batch: object                    # RolloutBatch (N rows)
+    advantages: torch.Tensor         # (N,) or (N, R)
+    old: torch.Tensor | None         # (N, R) policy log-probs at sampling time, or None (= on-policy)
+    ref: torch.Tensor | None         # (N, R) reference log-probs, or None
+    metrics: dict                    # per-cycle scalars (reward, lengths, ...)
+
+    def chunk(self, idx: torch.Tensor) -> dict:
+        pick = (lambda t: t[idx] if t is not None else None)
+        sub = self.batch.rows(idx)
+        R = sub.response_length
+        trim = (lambda t: t[:, :R] if t is not None and t.dim() == 2 else t)
+        return {"batch": sub, "advantages": trim(pick(self.advantages)), "old": trim(pick(self.old)),
+                "ref": trim(pick(self.ref))}
+
+
+class OnlineRun:
+    """Train ``model`` with ``method`` on ``prompts`` scored by ``reward_funcs``; see the module docstring."""
+
+    def __init__(self, config, model, tokenizer, method: Method, reward_funcs: list, score_fn: Callable,
+                 prompts: list, columns: dict, eval_prompts: list | None = None, eval_columns: dict | None = None,
+                 ref_model=None):
+        self.config, self.method, self.tokenizer = config, method, tokenizer
+        self.reward_funcs, self.score_fn = reward_funcs, score_fn
+        self.prompts, self.columns = prompts, columns
+        self.eval_prompts, self.eval_columns = eval_prompts, eval_columns or {}
+        self.output_dir = Path(config.output_dir)
+        set_seed(config.seed)
+        reporters = {r.strip() for r in config.report_to.split(",") if r.strip() and r.strip() != "none"}
+        self.mechanics = Mechanics(
+            mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
+            max_grad_norm=config.max_grad_norm, log_with=sorted(reporters - {"jsonl"}),
+            logging_dir=str(self.output_dir), tracker_config=config.to_dict(), jsonl="jsonl" in reporters)
+        self.accelerator = self.mechanics.accelerator
+        if config.gradient_checkpointing:
+            enable_checkpointing(model)
+        if config.fuse_activations:
+            fuse_activations(model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        optimizer = build_optimizer(groups, "adamw", config.learning_rate, config.weight_decay,
+                                    betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.params = params
+        self.ref_model = None
+        if method.reference and not is_peft_model(model):  # under PEFT the adapter-disabled policy is the reference
+            self.ref_model = ref_model if ref_model is not None else create_reference_model(model)
+            self.ref_model.eval().requires_grad_(False).to(self.accelerator.device)
+        world = self.accelerator.num_processes
+        self.prompts_per_cycle = config.per_device_train_batch_size * config.steps_per_generation * world \
+            // config.num_generations
+        self.steps_per_cycle = config.steps_per_generation * config.num_iterations // \
+            config.gradient_accumulation_steps
+        per_epoch = max(1, math.ceil(len(prompts) / self.prompts_per_cycle)) * self.steps_per_cycle
+        self.total_steps = config.max_steps if config.max_steps > 0 else math.ceil(per_epoch * config.num_train_epochs)
+        warmup = config.warmup_steps or math.ceil(config.warmup_ratio * self.total_steps)
+        self.scheduler = get_scheduler(config.lr_scheduler_type, self.optimizer, num_warmup_steps=warmup,
+                                       num_training_steps=self.total_steps)
+        self.sampler = PromptSampler(len(prompts), config.seed)
+        self.global_step, self.cycles = 0, 0
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------ rollout
+    def _generation_kwargs(self) -> dict:
+        cfg = self.config
+        kwargs = dict(do_sample=True, max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
+                      top_p=cfg.top_p, top_k=cfg.top_k, repetition_penalty=cfg.repetition_penalty,
+                      eos_token_id=self.tokenizer.eos_token_id)
+        if cfg.min_p is not None:
+            kwargs["min_p"] = cfg.min_p
+        return {**kwargs, **(cfg.generation_kwargs or {})}
+
+    def _encode(self, prompts: list) -> list[torch.Tensor]:
+        """Rendered prompts as token tensors, truncated from the left to ``max_prompt_length`` (as TRL)."""
+        texts = render_prompts(self.tokenizer, prompts)
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        keep = self.config.max_prompt_length
+        device = self.accelerator.device
+        return [torch.tensor(x[-keep:] if keep else x, dtype=torch.long, device=device) for x in ids]
+
+    def _completions(self, prompts: list, responses: list[torch.Tensor]) -> list:
+        texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
+        conversational = bool(prompts) and isinstance(prompts[0], list)
+        return [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
+
+    @torch.no_grad()
+    def _sample(self, prompts: list, columns: dict, G: int):
+        """Generate G completions per prompt and score them: (queries, responses, rewards, per_func, texts)."""
+        queries = [q for q in self._encode(prompts) for _ in range(G)]
+        policy = self.accelerator.unwrap_model(self.model)
+        responses = generate_responses(policy, queries, pad_token_id=self.tokenizer.pad_token_id,
+                                       eos_token_id=self.tokenizer.eos_token_id, batch_size=len(queries),
+                                       return_prompt=False, generation_kwargs=self._generation_kwargs())
+        responses = [r if len(r) else r.new_full((1,), self.tokenizer.eos_token_id) for r in responses]
+        repeated = [p for p in prompts for _ in range(G)]
+        completions = self._completions(repeated, responses)
+        cols = {k: [v for v in vals for _ in range(G)] for k, vals in columns.items()}
+        cols["completion_ids"] = [r.tolist() for r in responses]  # as TRL passes them (token-level rules)
+        rewards, per_func = self.score_fn(self.reward_funcs, self.config.reward_weights, repeated, completions, cols)
+        return queries, responses, rewards.to(self.accelerator.device).float(), per_func, completions
+
+    def _forward_logprobs(self, model, batch, chunk: int) -> torch.Tensor:
+        """No-grad response log-probs (N, R) in chunks of ``chunk`` rows, eval mode."""
+        was = model.training
+        model.eval()
+        try:
+            R = batch.response_length
+            out = torch.zeros(batch.response_ids.shape, dtype=torch.float32, device=batch.response_ids.device)
+            for start in range(0, batch.response_ids.shape[0], chunk):
+                idx = torch.arange(start, min(start + chunk, batch.response_ids.shape[0]), device=out.device)
+                sub = batch.rows(idx)
+                with self.mechanics.autocast():
+                    lp = response_logprobs(model, sub, temperature=self.config.temperature)
+                out[idx, :sub.response_length] = lp.float()
+            return out[:, :R]
+        finally:
+            model.train(was)
+
+    def _needs_old(self) -> bool:
+        """Old log-probs are computed when the ratio is off-policy, a KL sits in the reward, or on logging cycles."""
+        cfg = self.config
+        off_policy = cfg.num_iterations > 1 or cfg.steps_per_generation > cfg.gradient_accumulation_steps
+        logging_cycle = (self.global_step // cfg.logging_steps) != ((self.global_step + self.steps_per_cycle)
+                                                                    // cfg.logging_steps)
+        return off_policy or self.method.old_logprobs or logging_cycle or cfg.recompute_old_logprobs
+
+    @torch.no_grad()
+    def rollout(self) -> Rollout:
+        cfg, G = self.config, self.config.num_generations
+        idx = self.sampler.take(self.prompts_per_cycle)
+        prompts = [self.prompts[i] for i in idx]
+        columns = {k: [v[i] for i in idx] for k, v in self.columns.items()}
+        queries, responses, rewards, per_func, _ = self._sample(prompts, columns, G)
+        eos = self.tokenizer.eos_token_id
+        truncated = torch.tensor([int(r[-1]) != eos for r in responses], device=rewards.device)  # (N,)
+        masks = [torch.full((len(r),), 0.0 if (cfg.mask_truncated_completions and t) else 1.0, device=r.device)
+                 for r, t in zip(responses, truncated.tolist())]
+        batch = build_batch(queries, responses, masks, self.tokenizer.pad_token_id)
+        chunk = cfg.per_device_train_batch_size
+        old = self._forward_logprobs(self.model, batch, chunk) if self._needs_old() else None
+        ref = None
+        if self.method.reference:
+            with reference_context(self.accelerator.unwrap_model(self.model), self.ref_model):
+                ref = self._forward_logprobs(self.ref_model or self.model, batch, chunk)
+        advantages, adv_metrics = self.method.advantages(rewards, old, ref, batch.mask)
+        lengths = torch.tensor([float(len(r)) for r in responses])
+        done = lengths[~truncated.cpu()]
+        metrics = {"reward": rewards.mean(), "reward_std": rewards.std() if len(rewards) > 1 else rewards.new_zeros(()),
+                   "completions/mean_length": lengths.mean(), "completions/min_length": lengths.min(),
+                   "completions/max_length": lengths.max(), "completions/clipped_ratio": truncated.float().mean(),
+                   "completions/mean_terminated_length": done.mean() if len(done) else lengths.new_zeros(()),
+                   **adv_metrics}
+        for j, func in enumerate(self.reward_funcs):
+            values = per_func[:, j].float()
+            metrics[f"rewards/{reward_name(func, j)}/mean"] = torch.nanmean(values)
+        self.cycles += 1
+        return Rollout(batch, advantages, old, ref, {k: torch.as_tensor(v).detach().float().cpu()
+                                                     for k, v in metrics.items()})
+
+    # ------------------------------------------------------------------ updates
+    def _chunks(self, n_rows: int) -> list[torch.Tensor]:
+        """The rollout's rows shuffled once (seeded by the global RNG) and cut into steps_per_generation chunks."""
+        order = torch.randperm(n_rows).to(self.accelerator.device)
+        B = self.config.per_device_train_batch_size
+        return [order[i:i + B] for i in range(0, n_rows, B)]
+
+    def _update(self, model, part: dict, num_items: float, first_pass: bool) -> tuple[torch.Tensor, dict]:
+        cfg = self.config
+        batch = part["batch"]
+        with self.mechanics.autocast():
+            logprobs, logits = response_logprobs(model, batch, temperature=cfg.temperature, with_logits=True)
+        logprobs = logprobs.float()  # (B, R)
+        mask = batch.mask  # (B, R)
+        old = part["old"] if part["old"] is not None else logprobs.detach()
+        loss, metrics = self.method.loss(logprobs, old, part["ref"], part["advantages"], mask, num_items)
+        n = mask.sum().clamp_min(1)
+        with torch.no_grad():
+            metrics = dict(metrics)
+            metrics["entropy"] = (entropy_from_logits(logits.float()) * mask).sum() / n
+            metrics["num_tokens"] = mask.sum()
+            if first_pass and part["old"] is not None:  # sampling-time vs training-time log-probs, same weights
+                diff = (part["old"] - logprobs).abs() * mask
+                metrics["sampling/logprob_diff_mean"] = diff.sum() / n
+                metrics["sampling/logprob_diff_max"] = diff.max()
+        return loss, metrics
+
+    def _num_items(self, rollout: Rollout) -> float:
+        """DAPO's normaliser as TRL 1.x: the real tokens of the whole generation (all processes) / processes.
+
+        Divided by gradient_accumulation_steps too, because ``Mechanics.backward`` divides every
+        micro-batch's loss by it again (TRL does not).
+        """
+        tokens = self.accelerator.reduce(rollout.batch.mask.sum().detach(), "sum")
+        return float(tokens) / (self.config.gradient_accumulation_steps * self.accelerator.num_processes)
+
+    def _cycle(self, bar) -> None:
+        cfg = self.config
+        rollout = self.rollout()
+        chunks = self._chunks(rollout.batch.response_ids.shape[0])
+        self.model.train()
+        window: list[dict] = []
+        num_items = self._num_items(rollout)
+        for iteration in range(cfg.num_iterations):
+            for idx in chunks:
+                loss, metrics = self._update(self.model, rollout.chunk(idx), num_items, iteration == 0)
+                self.mechanics.backward(loss)
+                window.append({"loss": loss.detach(), **{k: v.detach() for k, v in metrics.items()}})
+                grad_norm = self.mechanics.optimizer_step(self.optimizer, self.params, self.scheduler)
+                if self.mechanics.pending:
+                    continue
+                self.global_step += 1
+                bar.update(1)
+                self._after_step(window, rollout.metrics, grad_norm, bar)
+                window = []
+                if self.global_step >= self.total_steps:
+                    return
+
+    def _after_step(self, window: list[dict], cycle_metrics: dict, grad_norm, bar) -> None:
+        cfg, step = self.config, self.global_step
+        self._window.append(({k: torch.stack([w[k].float() for w in window if k in w]).mean()
+                              for k in {k for w in window for k in w}}, cycle_metrics, grad_norm))
+        if step % cfg.logging_steps == 0 or step == self.total_steps:
+            row = self._log(time.time() - self._t_last)
+            self._t_last = time.time()
+            bar.set_postfix(reward=f"{row.get('train/reward', float('nan')):.3f}",
+                            loss=f"{row.get('train/loss', float('nan')):.4f}")
+        if cfg.eval_steps and step % cfg.eval_steps == 0:
+            self.evaluate()
+
+    def _log(self, seconds: float) -> dict:
+        keys = {k for steps in self._window for part in steps[:2] for k in part}
+        row = {}
+        for k in sorted(keys):
+            values = [part[k].to(self.accelerator.device) for steps in self._window for part in steps[:2] if k in part]
+            value = torch.stack(values).float().mean()
+            row[f"train/{k}"] = self.accelerator.reduce(value, "mean").item()
+        norms = [float(g) for _, _, g in self._window if g is not None]
+        if norms:
+            row["train/grad_norm"] = sum(norms) / len(norms)
+        row["train/learning_rate"] = self.scheduler.get_last_lr()[0]
+        row["train/seconds_per_step"] = seconds / max(1, len(self._window))
+        self._window = []
+        self.mechanics.log(row, step=self.global_step)
+        self.history.append({"step": self.global_step, **row})
+        return row
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, resume_from_checkpoint: str | None = None) -> list[dict]:
+        """Run to ``total_steps``; returns this call's logged rows. Writes the final model to ``output_dir``."""
+        cfg = self.config
+        resume = resume_from_checkpoint or cfg.resume_from_checkpoint
+        if self.accelerator.is_main_process:
+            checkpoint.clean_stale(self.output_dir)
+        self.accelerator.wait_for_everyone()
+        if resume:
+            self.load_checkpoint(checkpoint.resolve(self.output_dir, resume))
+        elif self.accelerator.is_main_process:
+            checkpoint.truncate_metrics(self.mechanics.metrics_path, None, self.global_step)
+        bar = tqdm(total=self.total_steps, initial=self.global_step, desc=self.method.name,
+                   disable=cfg.disable_tqdm or not self.accelerator.is_main_process, dynamic_ncols=True)
+        self._window, self._t_last = [], time.time()
+        try:
+            while self.global_step < self.total_steps:
+                before = self.global_step
+                self._cycle(bar)
+                if cfg.save_steps and before // cfg.save_steps != self.global_step // cfg.save_steps:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        if self.eval_prompts and not (cfg.eval_steps and self.global_step % cfg.eval_steps == 0):
+            self.evaluate()
+        self.save_model(self.output_dir)
+        self.mechanics.end()
+        return self.history
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Sample num_generations completions for every eval prompt and log their rewards (``eval/*``)."""
+        if not self.eval_prompts:
+            return {}
+        cfg, G = self.config, self.config.num_generations
+        per_call = max(1, cfg.per_device_eval_batch_size // G)
+        rewards, lengths, per = [], [], []
+        for start in range(0, len(self.eval_prompts), per_call):
+            prompts = self.eval_prompts[start:start + per_call]
+            cols = {k: v[start:start + per_call] for k, v in self.eval_columns.items()}
+            _, responses, r, per_func, _ = self._sample(prompts, cols, G)
+            rewards.append(r.cpu())
+            per.append(per_func.float().cpu())
+            lengths += [len(x) for x in responses]
+        rewards, per = torch.cat(rewards), torch.cat(per)
+        groups = rewards.view(-1, G)
+        row = {"eval/reward": rewards.mean().item(), "eval/reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
+               "eval/frac_reward_zero_std": groups.std(-1).lt(1e-8).float().mean().item(),
+               "eval/completions/mean_length": sum(lengths) / len(lengths)}
+        for j, func in enumerate(self.reward_funcs):
+            row[f"eval/rewards/{reward_name(func, j)}/mean"] = torch.nanmean(per[:, j]).item()
+        self.mechanics.log(row, step=self.global_step)
+        self.history.append({"step": self.global_step, **row})
+        return row
+
+    # ------------------------------------------------------------------ saving and resuming
+    def save_model(self, path) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            self._write_model(Path(path))
+
+    def _write_model(self, path: Path) -> None:
+        self.accelerator.unwrap_model(self.model).save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+
+    def save_checkpoint(self) -> Path:
+        """``checkpoint-<step>`` (layout in ``checkpoint``) at a cycle boundary, atomically."""
+        self.accelerator.wait_for_everyone()
+        rngs = checkpoint.rng_states_of_all_ranks(self.accelerator)
+        path = self.output_dir / f"checkpoint-{self.global_step}"
+        if self.accelerator.is_main_process:
+            state = {"online": {"global_step": self.global_step, "cycles": self.cycles,
+                                "sampler": self.sampler.state_dict(), "prompt_count": len(self.prompts)},
+                     "rng": rngs, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "mechanics": self.mechanics.state_dict(),
+                     "metrics_offset": checkpoint.metrics_size(self.mechanics.metrics_path)}
+            summary = {"trainer": self.method.name, "global_step": self.global_step, "config": self.config.to_dict()}
+            checkpoint.save(self.output_dir, self.global_step, self._write_model, state, summary,
+                            self.config.save_total_limit)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        path = Path(path)
+        state = checkpoint.load(path, self.method.name)
+        if "online" not in state:
+            raise ValueError(f"{path} is not a {self.method.name} checkpoint (it was written by another trainer); "
+                             f"resume it with the trainer that wrote it")
+        online = state["online"]
+        if online["prompt_count"] != len(self.prompts):
+            raise ValueError(f"the checkpoint {path} was trained on {online['prompt_count']} prompts, this run has "
+                             f"{len(self.prompts)}; use the same dataset to resume (or start a new output_dir)")
+        load_weights(self.accelerator.unwrap_model(self.model), path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.mechanics.load_state_dict(state["mechanics"])
+        self.global_step, self.cycles = online["global_step"], online["cycles"]
+        self.sampler.load_state_dict(online["sampler"])
+        if self.accelerator.is_main_process:
+            checkpoint.truncate_metrics(self.mechanics.metrics_path, state["metrics_offset"], self.global_step)
+        checkpoint.set_rank_rng_state(self.accelerator, state["rng"])  # last: nothing above may draw from it
+
+
+def reward_name(func, index: int) -> str:
+    """A reward function's name in the logs: its ``name``, ``__name__``, else ``func<index>``."""
+    name = getattr(func, "name", None) or getattr(func, "__name__", None)
+    return str(name) if name and name != "<lambda>" else f"func{index}"

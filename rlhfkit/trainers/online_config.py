@@ -1,0 +1,163 @@
+"""Fields and set-up shared by the online trainers (GRPO, RLOO): TRL 1.x names and defaults.
+
+``OnlineConfig`` holds what every critic-free method has (generation, the group of
+``num_generations`` completions per prompt, clipping, the reward functions); ``GRPOConfig``
+and ``RLOOConfig`` list these fields (dataclass field inheritance: data only) plus their own.
+``prepare`` turns (model, reward_funcs, datasets, tokenizer, peft_config) as TRL takes them
+into the pieces ``online.OnlineRun`` needs, checking everything before the model loads.
+
+Batch sizes count completions, as in TRL: one generation cycle samples
+``per_device_train_batch_size * steps_per_generation`` completions per process, that is
+``/ num_generations`` prompts, and trains on them in ``steps_per_generation`` chunks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from ..models.loading import check_push
+from .config import Checks, ConfigError, LoopConfig, f
+from .online_data import load_prompts, split_prompts
+from .sft import check_output_dir, load_model_and_tokenizer
+
+
+@dataclass
+class OnlineConfig(LoopConfig):
+    learning_rate: float = f(1e-6, "Peak AdamW learning rate (TRL's GRPO/RLOO default).")
+    max_length: int = f(512, "Unused by the online trainers: see max_prompt_length and max_completion_length.")
+    # ---- rewards ----
+    reward_funcs: list[str] | None = f(None, "Reward functions: dotted paths 'package.module:function' (called as "
+                                             "f(prompts, completions, **columns) -> list[float]) or reward-model "
+                                             "folders; several are summed with reward_weights.")
+    reward_weights: list[float] | None = f(None, "Weight of each reward function (default: 1.0 each).")
+    # ---- generation ----
+    num_generations: int = f(8, "Completions sampled per prompt (the group); at least 2.")
+    max_prompt_length: int | None = f(512, "Keep the last this many prompt tokens (none: the whole prompt).")
+    max_completion_length: int = f(256, "Longest completion in tokens; longer ones are cut (truncated).")
+    temperature: float = f(1.0, "Sampling temperature; the training log-probs use the same temperature.")
+    top_p: float = f(1.0, "Nucleus sampling: keep the smallest token set with this much probability (1.0: all).")
+    top_k: int = f(0, "Keep the k most likely tokens when sampling (0: all).")
+    min_p: float | None = f(None, "Drop tokens below min_p times the top token's probability (none: off).")
+    repetition_penalty: float = f(1.0, "Penalty for tokens already in the prompt or completion (1.0: none).")
+    generation_kwargs: dict | None = f(None, "More keyword arguments for model.generate (they override the ones above).")
+    steps_per_generation: int | None = f(None, "Chunks of per_device_train_batch_size completions trained per "
+                                               "generation (default: gradient_accumulation_steps: one generation "
+                                               "per optimiser step).")
+    generation_batch_size: int | None = f(None, "Completions per generation across processes (instead of "
+                                                "steps_per_generation: it is this / (per_device_train_batch_size "
+                                                "* processes)).")
+    # ---- optimisation ----
+    num_iterations: int = f(1, "Passes over each generation's completions (mu in the GRPO paper); > 1 reuses "
+                               "samples off-policy under the clipped ratio.")
+    epsilon: float = f(0.2, "Clip range of the probability ratio: [1 - epsilon, 1 + epsilon_high].")
+    epsilon_high: float | None = f(None, "Upper clip range (default: epsilon; DAPO recommends 0.28).")
+    mask_truncated_completions: bool = f(False, "Leave completions cut at max_completion_length out of the loss "
+                                                "(DAPO's overlong filtering).")
+    recompute_old_logprobs: bool = f(False, "Score every generation once more before training (the sampling "
+                                            "log-probs) even when the update is on-policy; by default that is "
+                                            "done when needed (num_iterations > 1, steps_per_generation > "
+                                            "gradient_accumulation_steps, a KL in the reward) and on logging steps, "
+                                            "where sampling/logprob_diff_* is logged.")
+
+    def __post_init__(self):
+        if self.steps_per_generation is None and self.generation_batch_size is None:
+            self.steps_per_generation = self.gradient_accumulation_steps
+        super().__post_init__()
+        c = Checks(self)
+        if self.steps_per_generation is not None and self.generation_batch_size is not None:
+            if self.generation_batch_size != self.per_device_train_batch_size * self.steps_per_generation:
+                c.fail("generation_batch_size", "set generation_batch_size or steps_per_generation, not both")
+        if self.generation_batch_size is not None:
+            c.at_least(1, "generation_batch_size")
+            if self.generation_batch_size % self.per_device_train_batch_size:
+                c.fail("generation_batch_size", f"must be a multiple of per_device_train_batch_size="
+                                                f"{self.per_device_train_batch_size}, got {self.generation_batch_size}")
+            self.steps_per_generation = self.generation_batch_size // self.per_device_train_batch_size
+        c.at_least(2, "num_generations")
+        c.at_least(1, "max_prompt_length", "max_completion_length", "steps_per_generation", "num_iterations")
+        c.at_least(0, "top_k", "epsilon_high")
+        c.positive("temperature", "epsilon", "repetition_penalty")
+        c.within("top_p", 0.0, 1.0)
+        c.within("min_p", 0.0, 1.0)
+        if self.top_p == 0:
+            c.fail("top_p", "must be in (0, 1], got 0")
+        completions = self.per_device_train_batch_size * self.steps_per_generation
+        if completions % self.num_generations:
+            c.fail("num_generations", f"must divide the completions of one generation, per_device_train_batch_size "
+                                      f"* steps_per_generation = {self.per_device_train_batch_size} * "
+                                      f"{self.steps_per_generation} = {completions}, got {self.num_generations}")
+        if (self.steps_per_generation * self.num_iterations) % self.gradient_accumulation_steps:
+            c.fail("steps_per_generation", f"steps_per_generation * num_iterations = {self.steps_per_generation} * "
+                                           f"{self.num_iterations} must be a multiple of gradient_accumulation_steps="
+                                           f"{self.gradient_accumulation_steps}, so no optimiser step mixes generations")
+        if self.reward_weights is not None:
+            if not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in self.reward_weights):
+                c.fail("reward_weights", f"must be a list of numbers, got {self.reward_weights!r}")
+            if self.reward_funcs is not None and len(self.reward_weights) != len(self.reward_funcs):
+                c.fail("reward_weights", f"has {len(self.reward_weights)} weights for {len(self.reward_funcs)} "
+                                         f"reward_funcs; give one weight per function")
+        if self.reward_funcs is not None and not all(isinstance(s, str) and s.strip() for s in self.reward_funcs):
+            c.fail("reward_funcs", f"must be a list of dotted paths or reward-model folders, got {self.reward_funcs!r}")
+
+    @property
+    def epsilon_low(self) -> float:
+        return self.epsilon
+
+    @property
+    def epsilon_upper(self) -> float:
+        return self.epsilon if self.epsilon_high is None else self.epsilon_high
+
+
+def _device():
+    """Where reward models run: this process's GPU when there is one (as Accelerate will pick), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return None
+
+
+def prepare(model, reward_funcs, args: OnlineConfig, train_dataset, eval_dataset, processing_class, peft_config):
+    """(model, tokenizer, reward_funcs, (prompts, columns), (eval_prompts, eval_columns) or None), checked.
+
+    ``reward_funcs``: a callable, a dotted path, a reward-model folder, or a list of them
+    (default: ``args.reward_funcs``). Data and reward functions are checked before the model loads.
+    """
+    from .reward_funcs import load_reward_funcs
+
+    owner = type(args).__name__
+    check_output_dir(args)
+    check_push(args)
+    specs = reward_funcs if reward_funcs is not None else args.reward_funcs
+    if specs is None or (isinstance(specs, (list, tuple)) and not specs):
+        raise ConfigError(owner, "reward_funcs", "no reward function: pass reward_funcs=... (a callable, a dotted "
+                                                 "path 'module:function' or a reward-model folder) or set "
+                                                 "reward_funcs in the config")
+    specs = list(specs) if isinstance(specs, (list, tuple)) else [specs]
+    if args.reward_weights is not None and len(args.reward_weights) != len(specs):
+        raise ConfigError(owner, "reward_weights", f"has {len(args.reward_weights)} weights for {len(specs)} reward "
+                                                   f"functions; give one weight per function")
+    if train_dataset is None and not args.dataset_name:
+        raise ConfigError(owner, "dataset_name", "no prompts: pass train_dataset=... or set dataset_name")
+    source = train_dataset if train_dataset is not None else args.dataset_name
+    train = load_prompts(source, args.dataset_split)
+    if eval_dataset is not None or args.eval_dataset_name:
+        evals = load_prompts(eval_dataset if eval_dataset is not None else args.eval_dataset_name,
+                             args.eval_dataset_split or args.dataset_split)
+    elif args.eval_dataset_split is not None:
+        evals = load_prompts(source, args.eval_dataset_split)
+    else:
+        train, evals = split_prompts(*train, args.eval_fraction, args.seed)
+    funcs = load_reward_funcs(specs, tokenizer=processing_class, device=_device())  # a bad path fails before the model loads
+    model, tokenizer = load_model_and_tokenizer(model, processing_class, args)
+    if peft_config is not None:
+        from peft import get_peft_model
+
+        from ..models.reference import is_peft_model
+        if is_peft_model(model):
+            raise ValueError("peft_config was given but the model already has adapters; pass one or the other")
+        model = get_peft_model(model, peft_config)
+        if args.gradient_checkpointing:
+            model.enable_input_require_grads()
+    return model, tokenizer, funcs, train, evals

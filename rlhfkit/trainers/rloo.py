@@ -1,0 +1,131 @@
+"""REINFORCE leave-one-out (RLOO) with TRL 1.x's API: ``RLOOConfig`` / ``RLOOTrainer``.
+
+    trainer = RLOOTrainer(model="runs/sft", reward_funcs="runs/rm", train_dataset="data/prompts.jsonl",
+                          args=RLOOConfig(output_dir="runs/rloo", num_generations=4, beta=0.05))
+    trainer.train()
+
+As TRL 1.x's ``RLOOTrainer`` (Ahmadian et al. 2024, arXiv:2402.14740):
+
+    r_i   = clip(sum_f w_f reward_f, reward_clip_range) - beta * sum_t (logp_old - logp_ref)_t   # KL in the reward
+    A_i   = r_i - mean_{j != i in the group} r_j              (whitened over the batch if normalize_advantages)
+    loss  = mean_i -min(rho_i A_i, clip(rho_i, 1 - epsilon, 1 + epsilon_high) A_i),
+            rho_i = exp(sum_t logp_t - sum_t logp_old_t)      (one ratio per sequence, summed log-probs)
+
+It runs on the same loop as GRPO (``online.OnlineRun``); only the advantages and the loss differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..algos.advantages import group_stats, rloo_advantages
+from .config import Checks, f
+from .online import Method, OnlineRun
+from .online_config import OnlineConfig, prepare
+from .reward_funcs import score
+from .sft import finish_training
+
+
+@dataclass
+class RLOOConfig(OnlineConfig):
+    output_dir: str = f("runs/rloo", "Folder for the final model, checkpoints and metrics.jsonl.")
+    num_generations: int = f(2, "Completions sampled per prompt (the group); at least 2.")
+    beta: float = f(0.05, "KL coefficient: beta times the summed per-token log-ratio to the frozen reference is "
+                          "subtracted from each reward (0: no reference model is kept).")
+    normalize_advantages: bool = f(False, "Whiten the advantages over the generation (mean 0, std 1).")
+    reward_clip_range: list[float] | None = f(None, "Clip the summed reward to [min, max] before the KL penalty "
+                                                    "(none: no clipping).")
+
+    def __post_init__(self):
+        super().__post_init__()
+        c = Checks(self)
+        c.at_least(0.0, "beta")
+        r = self.reward_clip_range
+        if r is not None and (len(r) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                     for x in r) or r[0] > r[1]):
+            c.fail("reward_clip_range", f"must be two numbers [min, max] with min <= max, got {r!r}")
+
+
+def rloo_sequence_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                       mask: torch.Tensor, epsilon_low: float, epsilon_high: float):
+    """TRL 1.x RLOO's clipped surrogate with one ratio per sequence.
+
+        rho_i = exp(sum_t m_it (logp_it - old_it))
+        loss  = mean_i -min(rho_i A_i, clip(rho_i, 1 - eps_low, 1 + eps_high) A_i)
+
+    Unlike GSPO (``grpo_loss(importance_sampling_level="sequence")``), the log-ratio is summed,
+    not averaged, over the tokens, and the loss is a plain mean over sequences.
+    Shapes: logprobs, old_logprobs, mask (B, T); advantages (B,) -> (loss (), metrics of
+    detached clip fractions over sequences: clip_ratio/low_mean, high_mean, region_mean).
+    Source: TRL 1.x ``RLOOTrainer._compute_loss`` (same formula and clip metrics).
+    """
+    mask = mask.to(logprobs.dtype)
+    log_ratio = ((logprobs - old_logprobs) * mask).sum(-1)  # (B,)
+    coef_1 = torch.exp(log_ratio)  # (B,)
+    coef_2 = torch.clamp(coef_1, 1 - epsilon_low, 1 + epsilon_high)  # (B,)
+    loss = -torch.min(coef_1 * advantages, coef_2 * advantages).mean()
+    with torch.no_grad():
+        low = ((coef_1 < 1 - epsilon_low) & (advantages < 0)).float()
+        high = ((coef_1 > 1 + epsilon_high) & (advantages > 0)).float()
+        metrics = {"clip_ratio/low_mean": low.mean(), "clip_ratio/high_mean": high.mean(),
+                   "clip_ratio/region_mean": torch.maximum(low, high).mean()}
+    return loss, metrics
+
+
+def rloo_method(cfg: RLOOConfig) -> Method:
+    """RLOO's advantages (KL in the reward, leave-one-out baseline) and its sequence-level loss."""
+    G = cfg.num_generations
+
+    def advantages(rewards, old, ref, mask):
+        if cfg.reward_clip_range is not None:
+            rewards = rewards.clamp(min=cfg.reward_clip_range[0], max=cfg.reward_clip_range[1])
+        metrics = {}
+        if cfg.beta > 0:
+            per_token = (old - ref) * mask  # (N, R) k1, summed per sequence below
+            rewards = rewards - cfg.beta * per_token.sum(-1)
+            metrics["kl"] = per_token.sum() / mask.sum().clamp_min(1)
+        stats = group_stats(rewards, G)
+        metrics.update({"reward_std_group": stats["std"].mean(), "frac_reward_zero_std": stats["frac_zero_std"]})
+        adv = rloo_advantages(rewards, G)  # (N,)
+        if cfg.normalize_advantages:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-4)
+        return adv, metrics
+
+    def loss(logprobs, old, ref, adv, mask, num_items):
+        return rloo_sequence_loss(logprobs, old, adv, mask, cfg.epsilon_low, cfg.epsilon_upper)
+
+    return Method("RLOO", advantages, loss, reference=cfg.beta > 0, old_logprobs=cfg.beta > 0)
+
+
+class RLOOTrainer:
+    """``RLOOTrainer(model, reward_funcs, args, train_dataset, eval_dataset, processing_class, peft_config)``, TRL 1.x style.
+
+    Arguments as ``GRPOTrainer``; ``RLOOTrainer(args=config)`` builds everything from the config.
+    """
+
+    method_name = "rloo"
+
+    def __init__(self, model=None, reward_funcs=None, args: RLOOConfig | None = None, train_dataset=None,
+                 eval_dataset=None, processing_class=None, peft_config=None):
+        self.args = args = args or RLOOConfig()
+        model, self.tokenizer, self.reward_funcs, train, evals = prepare(
+            model, reward_funcs, args, train_dataset, eval_dataset, processing_class, peft_config)
+        self.model = model
+        self.loop = OnlineRun(args, model, self.tokenizer, rloo_method(args), self.reward_funcs, score, *train,
+                              *(evals or (None, None)))
+        self.ref_model = self.loop.ref_model
+
+    @property
+    def processing_class(self):
+        return self.tokenizer
+
+    def train(self, resume_from_checkpoint: str | None = None) -> list[dict]:
+        return finish_training(self, self.method_name, self.loop.train(resume_from_checkpoint))
+
+    def evaluate(self) -> dict:
+        return self.loop.evaluate()
+
+    def save_model(self, path=None) -> None:
+        self.loop.save_model(path or self.args.output_dir)

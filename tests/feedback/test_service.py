@@ -154,7 +154,7 @@ def test_gold_items_are_mixed_in_unseen_and_display_order_is_shuffled(s):
     while (a := sv.next_assignment(s, project, ann)) is not None:
         view = sv.assignment_view(s, ann, a.id)
         assert set(view) == {"assignment_id", "item_id", "project", "kind", "status", "prompt", "prompt_meta",
-                             "responses", "scale", "instructions", "judgement", "assigned_at", "done_at"}
+                             "responses", "scale", "instructions", "judgement", "comment", "assigned_at", "done_at"}
         assert all(set(r) == {"id", "text", "position"} for r in view["responses"])
         kinds.append(a.item.is_gold)
         lefts.append(a.shown[0] == a.item.response_ids[0])

@@ -23,19 +23,18 @@ def done_count(s: Session, project: Project, user: Annotator) -> int:
 
 
 def projects_for(s: Session, user: Annotator) -> list[dict[str, Any]]:
-    """Every project with this annotator's done count (projects are open to every annotator)."""
-    done = dict(s.execute(select(Item.project_id, func.count(Assignment.id))
-                          .join(Assignment, Assignment.item_id == Item.id)
-                          .where(Assignment.annotator_id == user.id, Assignment.status == "done")
-                          .group_by(Item.project_id)).all())
-    return [{"id": p.id, "name": p.name, "done": done.get(p.id, 0)}
-            for p in s.scalars(select(Project).order_by(Project.name))]
+    """The projects this annotator may judge (``team.visible_projects``) with their own "x of N"."""
+    from ..judging import queue_position
+    from ..team import visible_projects
+
+    return [{"id": p.id, "name": p.name, **queue_position(s, p, user)} for p in visible_projects(s, user)]
 
 
 def project_rows(s: Session) -> list[dict[str, Any]]:
-    """Admin list: every project with its item count."""
+    """Admin list: every project with its item count (archived ones flagged)."""
     counts = dict(s.execute(select(Item.project_id, func.count(Item.id)).group_by(Item.project_id)).all())
     prompts = dict(s.execute(select(Prompt.project_id, func.count(Prompt.id)).group_by(Prompt.project_id)).all())
     return [{"id": p.id, "name": p.name, "n_items": counts.get(p.id, 0), "n_prompts": prompts.get(p.id, 0),
-             "scale": f"{p.scale_min}–{p.scale_max}", "per_item": p.per_item}
+             "scale": f"{p.scale_min}–{p.scale_max}", "per_item": p.per_item, "archived": p.archived,
+             "members_only": p.members_only}
             for p in s.scalars(select(Project).order_by(Project.created_at.desc(), Project.id.desc()))]

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from .. import service
+from ..base import check_access
 from ..errors import FeedbackError
 from ..store import Annotator, Project
 from . import auth, queries
@@ -59,22 +60,28 @@ def projects(request: Request, user: Annotator = Depends(page_user), s: Session 
     return render(request, "projects.html", {"projects": queries.projects_for(s, user)})
 
 
-def _project(s: Session, project: int) -> Project:
-    return service.get_project(s, project)
+def _project(s: Session, project: int, user: Annotator | None = None) -> Project:
+    """The project; with ``user``, 403/409 unless they may judge it (members only, archived)."""
+    found = service.get_project(s, project)
+    if user is not None:
+        check_access(s, found, user)
+    return found
 
 
-def _queue_context(request: Request, s: Session, project: Project, user: Annotator) -> dict:
+def _queue_context(request: Request, s: Session, project: Project, user: Annotator, notice: str = "") -> dict:
     assignment = service.next_assignment(s, project, user)
     job = None
     if assignment is not None:
         url = path_for(request, "submit", project=project.id, assignment=assignment.id)
-        job = job_from_view(service.assignment_view(s, user, assignment), submit_url=url)
-    return {"project": project, "job": job, "done": queries.done_count(s, project, user)}
+        skip = path_for(request, "skip", project=project.id, assignment=assignment.id)
+        job = job_from_view(service.assignment_view(s, user, assignment), submit_url=url, skip_url=skip)
+    return {"project": project, "job": job, "done": queries.done_count(s, project, user),
+            "position": service.queue_position(s, project, user), "notice": notice}
 
 
 @router.get("/p/{project}", name="queue")
 def queue(request: Request, project: RowId, user: Annotator = Depends(page_user), s: Session = Depends(db)) -> Response:
-    proj = _project(s, project)
+    proj = _project(s, project, user)
     ctx = _queue_context(request, s, proj, user)
     return render(request, "_work.html" if is_htmx(request) else "queue.html", ctx)
 
@@ -89,13 +96,15 @@ def _own_view(s: Session, project: Project, user: Annotator, assignment_id: int)
 
 def _save(s: Session, user: Annotator, view: dict, form, resubmit: bool) -> None:
     kind, aid = view["kind"], view["assignment_id"]
+    comment = form.get("comment")
+    comment = comment if isinstance(comment, str) else None
     if kind == "rating":
-        service.submit_rating(s, user, aid, parse_rating(form), resubmit=resubmit)
+        service.submit_rating(s, user, aid, parse_rating(form), resubmit=resubmit, comment=comment)
     elif kind == "pair":
         winner, strength = parse_pair(form)
-        service.submit_comparison(s, user, aid, winner, strength, resubmit=resubmit)
+        service.submit_comparison(s, user, aid, winner, strength, resubmit=resubmit, comment=comment)
     else:
-        service.submit_ranking(s, user, aid, parse_ranking(form), resubmit=resubmit)
+        service.submit_ranking(s, user, aid, parse_ranking(form), resubmit=resubmit, comment=comment)
 
 
 @router.post("/p/{project}/a/{assignment}", name="submit")
@@ -116,9 +125,13 @@ def _submit_sync(request: Request, s: Session, user: Annotator, project: int, as
             raise
         # Show the same form again with the message and what was entered.
         url = path_for(request, "submit", project=proj.id, assignment=assignment)
+        skip = "" if resubmit else path_for(request, "skip", project=proj.id, assignment=assignment)
+        comment = form.get("comment")
         job = job_from_view(view, submit_url=url, values=form_values(view["kind"], form), error=err.message,
-                            resubmit=resubmit, htmx=not resubmit)
-        ctx = {"project": proj, "job": job, "done": queries.done_count(s, proj, user)}
+                            resubmit=resubmit, htmx=not resubmit, skip_url=skip,
+                            comment=comment if isinstance(comment, str) else "")
+        ctx = {"project": proj, "job": job, "done": queries.done_count(s, proj, user),
+               "position": service.queue_position(s, proj, user)}
         if resubmit:
             return render(request, "edit.html", ctx, status=err.status)
         return render(request, "_work.html" if is_htmx(request) else "queue.html", ctx, status=err.status)
@@ -126,6 +139,34 @@ def _submit_sync(request: Request, s: Session, user: Annotator, project: int, as
         return see_other(request, "mine", project=proj.id)
     if is_htmx(request):
         return render(request, "_work.html", _queue_context(request, s, proj, user))
+    return see_other(request, "queue", project=proj.id)
+
+
+@router.post("/p/{project}/a/{assignment}/skip", name="skip")
+async def skip(request: Request, project: RowId, assignment: RowId, user: Annotator = Depends(page_user),
+               s: Session = Depends(db)) -> Response:
+    form = await request.form()
+    return await run_in_threadpool(_skip_sync, request, s, user, project, assignment, form)
+
+
+def _skip_sync(request: Request, s: Session, user: Annotator, project: int, assignment: int, form) -> Response:
+    """Skip (``kind=skip``) or discard with a reason (``kind=discard``); the answer is the next item."""
+    proj = _project(s, project, user)
+    view = _own_view(s, proj, user, assignment)
+    kind = form.get("kind") if form.get("kind") in ("skip", "discard") else "skip"
+    reason = form.get("reason") if isinstance(form.get("reason"), str) else ""
+    try:
+        service.skip_assignment(s, user, view["assignment_id"], kind, reason if kind == "discard" else "")
+    except FeedbackError as err:
+        if err.status not in (400, 409, 422):
+            raise
+        ctx = _queue_context(request, s, proj, user)  # the same item again, with the message
+        if ctx["job"] is not None:
+            ctx["job"].error = err.message
+        return render(request, "_work.html" if is_htmx(request) else "queue.html", ctx, status=err.status)
+    notice = "Skipped: it goes to someone else." if kind == "skip" else "Discarded: the admins will see your reason."
+    if is_htmx(request):
+        return render(request, "_work.html", _queue_context(request, s, proj, user, notice=notice))
     return see_other(request, "queue", project=proj.id)
 
 
@@ -143,7 +184,38 @@ def edit(request: Request, project: RowId, assignment: RowId, user: Annotator = 
 
 @router.get("/p/{project}/mine", name="mine")
 def mine(request: Request, project: RowId, user: Annotator = Depends(page_user), s: Session = Depends(db)) -> Response:
-    proj = _project(s, project)
-    rows = [{"assignment_id": v["assignment_id"], "kind": v["kind"], "prompt": v["prompt"], "answer": answer_text(v)}
+    """The annotator's own judgements with the texts they judged, in the order they were shown."""
+    proj = _project(s, project, user)
+    rows = [{"assignment_id": v["assignment_id"], "kind": v["kind"], "prompt": v["prompt"],
+             "prompt_meta": v["prompt_meta"], "responses": v["responses"], "answer": answer_text(v),
+             "comment": v["comment"], "done_at": (v["done_at"] or "")[:16].replace("T", " ")}
             for v in service.my_judgements(s, proj, user)]
     return render(request, "mine.html", {"project": proj, "rows": rows})
+
+
+# ---------------------------------------------------------------------------------------------- invite links
+
+@router.get("/join/{code}", name="join")
+def join_form(request: Request, code: str, user: Optional[Annotator] = Depends(optional_user),
+              s: Session = Depends(db)) -> Response:
+    invite = service.find_invite(s, code)
+    return render(request, "join.html", {"project": invite.project, "code": code})
+
+
+@router.post("/join/{code}")
+def join(request: Request, code: str, name: str = Form(""), user: Optional[Annotator] = Depends(optional_user),
+         s: Session = Depends(db)) -> Response:
+    """A signed-in annotator joins; a newcomer gets an account (token shown once, on this page) and is signed in."""
+    try:
+        person, token, project = service.redeem_invite(s, code, annotator=user, name=None if user else name)
+    except FeedbackError as err:
+        if err.status not in (409, 422):
+            raise
+        invite = service.find_invite(s, code)
+        return render(request, "join.html", {"project": invite.project, "code": code, "error": err.message},
+                      status=err.status)
+    if token is None:
+        return see_other(request, "queue", project=project.id)
+    auth.sign_in(request, person.id, person.token_hash)
+    request.state.user = person
+    return render(request, "joined.html", {"project": project, "token": token, "person": person})

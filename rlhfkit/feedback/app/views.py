@@ -32,6 +32,9 @@ class Job:
     resubmit: bool = False
     error: Optional[str] = None
     htmx: bool = True
+    prompt_meta: dict[str, Any] = field(default_factory=dict)  # {"messages": [...]} for a chat prompt
+    comment: str = ""       # the annotator's note (pre-filled when editing)
+    skip_url: str = ""      # where Skip / Discard post ("" on the edit page: a submitted item is not skipped)
 
     def as_json(self) -> dict[str, Any]:
         out = {"assignment_id": self.assignment_id, "kind": self.kind, "prompt": self.prompt,
@@ -45,8 +48,9 @@ def job_from_view(view: Mapping[str, Any], **kw: Any) -> Job:
     """A :class:`Job` from ``service.assignment_view`` (which already hides gold status and policies)."""
     low, high = view["scale"]
     responses = [{"id": r["id"], "text": r["text"]} for r in view["responses"]]
+    kw.setdefault("comment", view.get("comment") or "")
     return Job(assignment_id=view["assignment_id"], kind=view["kind"], prompt=view["prompt"], responses=responses,
-               scale_min=low, scale_max=high, **kw)
+               scale_min=low, scale_max=high, prompt_meta=view.get("prompt_meta") or {}, **kw)
 
 
 def saved_values(view: Mapping[str, Any]) -> dict[Any, Any]:

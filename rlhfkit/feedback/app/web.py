@@ -208,7 +208,11 @@ def _template_url_for(context: dict, name: str, /, **params: Any) -> str:
 
 
 def install_templates(templates) -> None:
+    from .markdown import chat_turns, render_markdown
+
     templates.env.globals["url_for"] = _template_url_for
+    templates.env.filters["md"] = render_markdown
+    templates.env.filters["chat_turns"] = chat_turns
 
 
 def see_other(request: Request, route: str, /, **params: Any) -> Response:

@@ -7,6 +7,7 @@ Commands:
   sft           supervised fine-tuning (SFTConfig fields as flags)
   reward        train a reward model from preferences, rankings or ratings (RewardConfig fields)
   dpo           preference optimisation without a reward model (DPOConfig fields)
+  ppo           PPO with a reward model and/or reward functions on a prompt dataset (PPOConfig fields + run fields)
   ppo-example   train a tiny model offline with PPO on a rule reward and show the reward rising
   tiny-model    write a tiny random-init model + locally trained tokenizer to a folder
   control       PPO on Gymnasium control tasks (CartPole, Pendulum) with the same algos
@@ -89,13 +90,17 @@ def _config_classes() -> dict:
     classes = {name: getattr(trainers, cls) for name, (cls, _) in TRAINERS.items()}
     from .control.config import ControlConfig
 
-    return {**classes, "eval": EvalConfig, "compare": CompareConfig, "demo": PipelineConfig,
+    from .pipeline.ppo_run import PPORunConfig
+
+    return {**classes, "ppo": PPORunConfig, "eval": EvalConfig, "compare": CompareConfig, "demo": PipelineConfig,
             "tiny-model": TinyModelArgs, "ppo-example": PPOExampleArgs, "control": ControlConfig}
 
 
 DESCRIPTIONS = {
     "sft": "supervised fine-tuning", "reward": "reward model",
     "dpo": "DPO and its family (IPO, hinge, robust, SimPO, ORPO)",
+    "ppo": "PPO on a policy folder with a reward model and/or reward functions, prompts from any dataset, held-out "
+           "evaluation, checkpoints and resume (docs/online.md)",
     "demo": "Pre-train a tiny model from scratch, SFT, simulated annotators, calibration, reward model, PPO and DPO, "
             "evaluation and report (about 5-10 min on 2 CPU cores)",
     "compare": "Train PPO (against reward_model) and DPO (on pairs) from one SFT policy with the same budget, evaluate "
@@ -306,6 +311,21 @@ def _tiny_model(args, overrides) -> int:
     return 0
 
 
+def _ppo(args, overrides) -> int:
+    from .pipeline.ppo_run import PPORunConfig, run_ppo
+
+    config, origins = build_config(PPORunConfig, args, overrides)
+    for name in ("model_name_or_path", "dataset_name"):
+        if not getattr(config, name):
+            raise UsageError(f"--{name} is required (a flag, a key of --config or {name}=...)")
+    if not config.reward_sources():
+        raise UsageError("--reward_model_path and/or --reward_funcs is required: PPO needs a reward")
+    check_output_dir(config.output_dir, _origin(origins, "output_dir"))
+    summary = run_ppo(config, on_loaded=lambda: write_resolved_config(config, config.output_dir))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _ppo_example(args, overrides) -> int:
     """Flags are PPOExampleArgs; the --config YAML and key=value overrides are PPOConfig fields."""
     from .demo import ppo_example
@@ -346,7 +366,7 @@ def _control(args, overrides) -> int:
     return 0
 
 
-RUN = {"sft": _train, "reward": _train, "dpo": _train, "demo": _demo, "compare": _compare, "eval": _eval,
+RUN = {"sft": _train, "reward": _train, "dpo": _train, "ppo": _ppo, "demo": _demo, "compare": _compare, "eval": _eval,
        "tiny-model": _tiny_model, "ppo-example": _ppo_example, "control": _control}
 
 

@@ -32,14 +32,20 @@ STATE_FILE = checkpoint.STATE_FILE
 def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: int | None = None,
               generation_kwargs: dict | None = None, output_dir: str | None = None, save_steps: int | None = None,
               resume_from_checkpoint: str | None = None, save_total_limit: int | None = None,
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, columns: dict[str, Sequence] | None = None,
+              max_prompt_length: int | None = None, add_special_tokens: bool = True,
+              eval_fn: Callable[[object], dict] | None = None, eval_steps: int = 0) -> list[dict]:
     """Run until ``trainer.current_step == steps`` (default ``config.steps``); returns this call's log rows.
 
     ``reward_fn(prompts, responses) -> scores`` gets decoded text, one score per response:
-    a reward model's scorer, a rule, or a human queue. Checkpoints go to
-    ``output_dir/checkpoint-<step>`` every ``save_steps`` steps and at the end (keeping the
-    newest ``save_total_limit``); Ctrl-C writes one before stopping. ``resume_from_checkpoint``:
-    a checkpoint folder or ``'latest'`` (the newest in ``output_dir``).
+    a reward model's scorer, a rule, or a human queue. With ``columns`` (one list per
+    column, aligned with ``prompts``) it is called ``reward_fn(prompts, responses,
+    **batch_columns)``, as TRL 1.x calls reward functions. ``max_prompt_length`` keeps the
+    last that many prompt tokens. Checkpoints go to ``output_dir/checkpoint-<step>`` every
+    ``save_steps`` steps and at the end (keeping the newest ``save_total_limit``); Ctrl-C
+    writes one before stopping. ``resume_from_checkpoint``: a checkpoint folder or
+    ``'latest'`` (the newest in ``output_dir``). ``eval_fn(trainer) -> metrics`` runs every
+    ``eval_steps`` steps and at the end; its metrics are logged and join the history.
     """
     cfg = trainer.config
     if not prompts:
@@ -68,12 +74,26 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
         save_checkpoint(trainer, output_dir / f"checkpoint-{trainer.current_step}", save_total_limit)
         saved = trainer.current_step
 
+    encode = _encoder(trainer.tokenizer, max_prompt_length, add_special_tokens)
+    evaluated = None
+
+    def evaluate():
+        nonlocal evaluated
+        metrics = eval_fn(trainer)
+        trainer.mechanics.log(metrics, step=trainer.current_step)
+        history.append({"step": trainer.current_step, **metrics})
+        evaluated = trainer.current_step
+
     try:
         while trainer.current_step < steps:
-            batch_prompts = [prompts[rng.randrange(len(prompts))] for _ in range(cfg.batch_size)]
-            history.append(_ppo_iteration(trainer, reward_fn, batch_prompts, generation_kwargs))
+            idx = [rng.randrange(len(prompts)) for _ in range(cfg.batch_size)]
+            batch_columns = {k: [v[i] for i in idx] for k, v in (columns or {}).items()}
+            history.append(_ppo_iteration(trainer, reward_fn, [prompts[i] for i in idx], generation_kwargs, encode,
+                                          batch_columns if columns else None))
             bar.update(1)
             bar.set_postfix(reward=f"{history[-1]['reward']:.3f}", kl=f"{history[-1]['kl']:.3f}")
+            if eval_fn is not None and eval_steps and trainer.current_step % eval_steps == 0:
+                evaluate()
             if save_steps and trainer.current_step % save_steps == 0:
                 save()
     except KeyboardInterrupt:
@@ -82,6 +102,8 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
         raise
     finally:
         bar.close()
+    if eval_fn is not None and evaluated != trainer.current_step:
+        evaluate()
     if saved != trainer.current_step:
         save()
     if trainer.accelerator.is_main_process:
@@ -90,12 +112,24 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
     return history
 
 
-def _ppo_iteration(trainer, reward_fn, batch_prompts: list[str], generation_kwargs: dict) -> dict:
+def _encoder(tokenizer, max_prompt_length: int | None, add_special_tokens: bool):
+    """prompt text -> 1-D token tensor, keeping the last ``max_prompt_length`` tokens."""
+    def encode(text: str) -> torch.Tensor:
+        ids = tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+        return torch.tensor(ids[-max_prompt_length:] if max_prompt_length else ids, dtype=torch.long)
+    return encode
+
+
+def _ppo_iteration(trainer, reward_fn, batch_prompts: list[str], generation_kwargs: dict, encode=None,
+                   batch_columns: dict | None = None) -> dict:
     """generate -> score -> step -> log for one batch of prompts; returns the history row."""
-    queries = [torch.tensor(trainer.tokenizer(p)["input_ids"], dtype=torch.long) for p in batch_prompts]
+    encode = encode or _encoder(trainer.tokenizer, None, True)
+    queries = [encode(p) for p in batch_prompts]
     responses = trainer.generate(queries, return_prompt=False, batch_size=len(queries), **generation_kwargs)
     texts = trainer.tokenizer.batch_decode(responses, skip_special_tokens=True)
-    scores = [float(s) for s in reward_fn(batch_prompts, texts)]
+    raw = reward_fn(batch_prompts, texts, **batch_columns) if batch_columns is not None else \
+        reward_fn(batch_prompts, texts)
+    scores = [float(s) for s in raw]
     if len(scores) != len(texts):
         raise ValueError(f"reward_fn returned {len(scores)} scores for {len(texts)} responses")
     stats = trainer.step(queries, responses, scores)

@@ -1,0 +1,289 @@
+"""``rlhfkit ppo``: PPO from a config file, with the classic PPOTrainer underneath.
+
+One run: a policy folder (an SFT model) gets a value head; rewards come from a reward-model
+folder and/or reward functions (TRL's ``(prompts, completions, **columns) -> scores``
+contract, several with weights); prompts come from any dataset the data layer reads (chat
+prompts through the tokenizer's template). Optional: a separate critic initialised from the
+reward model (InstructGPT), critic warm-up, PTX data, LoRA, held-out evaluation every
+``eval_steps`` (reward, KL to the reference, length, truncation, samples), checkpoints and
+exact resume. Every ``PPOConfig`` knob is a field here with the same name and meaning.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import algos, rollout
+from ..trainers.config import Checks, ConfigError, f
+from ..trainers.ppo_config import PPOConfig, _f
+
+GENERATION = ("max_new_tokens", "temperature", "top_k", "top_p")
+
+
+@dataclass
+class PPORunConfig(PPOConfig):
+    """PPOConfig (same fields, same defaults) plus what a command-line run needs to load."""
+
+    log_with: str | None = _f("tensorboard", "Tracker: 'tensorboard' (default here), 'wandb', 'jsonl' or None; "
+                                             "metrics.jsonl is always written to output_dir.")
+    model_name_or_path: str | None = f(None, "Policy to train: a causal-LM folder (typically an SFT output) or hub "
+                                             "id; it gets a fresh value head unless the folder has one.")
+    reward_model_path: str | None = f(None, "Reward-model folder (AutoModelForSequenceClassification, 1 label) "
+                                            "scoring prompt + response.")
+    reward_funcs: str | None = f(None, "Reward functions, comma-separated: 'package.module:function' "
+                                       "(called (prompts, completions, **columns) -> scores, as TRL) or "
+                                       "reward-model folders.", comma_list=True)
+    reward_weights: str | None = f(None, "Comma-separated weights, one per reward source: the reward model first "
+                                         "(if any), then reward_funcs in order (default: all 1).", comma_list=True)
+    dataset_name: str | None = f(None, "Prompts: a .jsonl/.json/.csv/.parquet file, a folder or a saved/hub "
+                                       "dataset in any format the data layer reads (prompt, preference, "
+                                       "conversational, ...); other columns reach the reward functions.")
+    dataset_split: str = f("train", "Split to read when the dataset has several.")
+    eval_dataset_name: str | None = f(None, "Held-out prompts in the same forms (default: eval_fraction of "
+                                            "dataset_name).")
+    eval_fraction: float = f(0.0, "Fraction of the prompts held out for evaluation when no eval dataset is given.")
+    eval_steps: int = f(0, "Evaluate on the held-out prompts every this many PPO steps (0: only at the end, when "
+                           "there are held-out prompts).")
+    eval_prompts: int = f(64, "Held-out prompts per evaluation (the first ones, the same every time).")
+    eval_samples_to_log: int = f(4, "Prompt/response/reward samples written to eval_samples.jsonl per evaluation.")
+    max_prompt_length: int = f(256, "Keep the last this many prompt tokens.")
+    max_new_tokens: int = f(32, "Longest sampled response, in tokens.")
+    temperature: float = f(1.0, "Sampling temperature of the rollouts.")
+    top_k: int = f(0, "Sample from the top k tokens only (0: all).")
+    top_p: float = f(1.0, "Nucleus sampling mass (1.0: off).")
+    critic_from_reward_model: bool = f(False, "Train a separate critic initialised from reward_model_path "
+                                              "(InstructGPT) instead of the value head on the policy.")
+    ptx_dataset_name: str | None = f(None, "SFT data (texts or prompt/completion rows) for the ptx loss; needs "
+                                           "ptx_coef > 0.")
+    dtype: str = f("float32", "Weights dtype when loading: float32, bfloat16 or float16.")
+    use_peft: bool = f(False, "Train LoRA adapters on the policy; the reference is then the adapter-disabled "
+                              "base (no second copy).")
+    lora_r: int = f(16, "LoRA rank.")
+    lora_alpha: int = f(32, "LoRA alpha.")
+    lora_dropout: float = f(0.05, "LoRA dropout.")
+    lora_target_modules: str | None = f(None, "Modules that get adapters (comma-separated; default: PEFT's choice "
+                                              "for the architecture).", comma_list=True)
+    resume_from_checkpoint: str | None = f(None, "A checkpoint-<step> folder in output_dir, or 'latest'.")
+    save_total_limit: int | None = f(None, "Keep at most this many checkpoints.")
+
+    def __post_init__(self):
+        super().__post_init__()
+        c = Checks(self)
+        c.non_empty("model_name_or_path", "dataset_name", "reward_model_path", "reward_funcs", "eval_dataset_name",
+                    "ptx_dataset_name", "resume_from_checkpoint", "output_dir")
+        c.at_least(1, "eval_prompts", "max_new_tokens", "max_prompt_length", "steps")
+        c.at_least(0, "eval_steps", "eval_samples_to_log", "top_k")
+        c.within("eval_fraction", 0.0, 1.0, high_open=True)
+        c.within("top_p", 0.0, 1.0)
+        c.choice("dtype", ("float32", "bfloat16", "float16"))
+        if self.temperature <= 0:
+            c.fail("temperature", f"must be > 0, got {self.temperature}")
+        if self.critic_from_reward_model and not self.reward_model_path:
+            c.fail("critic_from_reward_model", "needs reward_model_path (the critic starts from that reward model)")
+        if self.eval_dataset_name and self.eval_fraction:
+            c.fail("eval_fraction", "set eval_dataset_name or eval_fraction, not both")
+        if self.ptx_coef > 0 and not self.ptx_dataset_name:
+            c.fail("ptx_coef", "> 0 needs ptx_dataset_name (the SFT data mixed into each minibatch)")
+        n = len(self.reward_sources())
+        if self.reward_weights is not None:
+            try:
+                weights = [float(w) for w in self.reward_weights.split(",")]
+            except ValueError:
+                c.fail("reward_weights", f"must be comma-separated numbers, got {self.reward_weights!r}")
+            if len(weights) != n:
+                c.fail("reward_weights", f"has {len(weights)} weights for {n} reward sources "
+                                         f"({', '.join(self.reward_sources()) or 'none'})")
+
+    def reward_sources(self) -> list[str]:
+        """The reward model (if any) then each reward function, in order."""
+        funcs = [s.strip() for s in (self.reward_funcs or "").split(",") if s.strip()]
+        return ([self.reward_model_path] if self.reward_model_path else []) + funcs
+
+    def weights(self) -> list[float] | None:
+        return [float(w) for w in self.reward_weights.split(",")] if self.reward_weights else None
+
+    def generation_kwargs(self) -> dict:
+        return dict(do_sample=True, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                    top_k=self.top_k, top_p=self.top_p)
+
+
+def check_run_inputs(config: PPORunConfig):
+    """Everything that can be checked before a model loads: sources, reward functions, data (every row).
+
+    Returns the loaded ``((prompts, columns), eval or None)`` so the data is read once.
+    """
+    from ..models.loading import check_model_source
+    from ..trainers.online_data import load_prompts, split_prompts
+
+    if not config.model_name_or_path:
+        raise ValueError("model_name_or_path is required: the policy to train (an SFT folder)")
+    if not config.dataset_name:
+        raise ValueError("dataset_name is required: the prompts to train on")
+    if not config.reward_sources():
+        raise ValueError("give reward_model_path and/or reward_funcs: PPO needs a reward")
+    check_model_source(config.model_name_or_path, "model_name_or_path")
+    if config.reward_model_path:
+        check_model_source(config.reward_model_path, "reward_model_path")
+    train = load_prompts(config.dataset_name, config.dataset_split)
+    if config.eval_dataset_name:
+        return train, load_prompts(config.eval_dataset_name, config.dataset_split)
+    return split_prompts(*train, config.eval_fraction, config.seed)
+
+
+def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict:
+    """Load everything, train with ``PPOTrainer.train``, evaluate; returns a summary dict.
+
+    ``on_loaded()`` is called once data, reward sources and models have loaded, before training
+    (the CLI writes the resolved config then, so a failed load leaves no new files).
+    """
+    from .. import data
+    from ..models import AutoModelForCausalLMWithValueHead, CriticModel
+    from ..models.loading import load_tokenizer
+    from ..trainers import PPOTrainer
+    from ..trainers.online_data import render_prompts
+    from ..trainers.ppo_train import train_ppo
+    from ..trainers.reward_funcs import load_reward_funcs
+
+    (prompts, columns), held = check_run_inputs(config)
+    tokenizer = load_tokenizer(config.model_name_or_path, "model_name_or_path")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    try:
+        reward_funcs = load_reward_funcs(config.reward_sources(), tokenizer=tokenizer)
+    except ValueError as err:  # a dotted path that does not import, a folder that is no reward model
+        field = "reward_model_path" if config.reward_model_path and "reward_funcs[0]" in str(err) else "reward_funcs"
+        raise ConfigError("PPORunConfig", field, str(err)) from None
+    dtype = getattr(torch, config.dtype)
+    peft_config = _lora(config) if config.use_peft else None
+    policy = AutoModelForCausalLMWithValueHead.from_pretrained(config.model_name_or_path, dtype=dtype,
+                                                               peft_config=peft_config)
+    critic = CriticModel.from_pretrained(config.reward_model_path, dtype=dtype) \
+        if config.critic_from_reward_model else None
+    ptx = _ptx_texts(config.ptx_dataset_name, tokenizer) if config.ptx_dataset_name else None
+    if not config.project_kwargs.get("logging_dir"):
+        config.project_kwargs = {**config.project_kwargs, "logging_dir": config.output_dir}
+    with warnings.catch_warnings():  # prompts come from dataset_name; the classic "no dataset" warning is noise
+        warnings.filterwarnings("ignore", message="No dataset is provided")
+        trainer = PPOTrainer(config, policy, None, tokenizer, critic=critic, ptx_dataset=ptx)
+    chat = bool(prompts) and data.is_conversational(prompts[0])
+    reward_fn = _reward_fn(reward_funcs, config.weights(), prompts, chat)
+    eval_fn = _evaluator(trainer, config, held, reward_funcs, chat) if held is not None else None
+    if on_loaded is not None:
+        on_loaded()
+    history = train_ppo(trainer, reward_fn, render_prompts(tokenizer, prompts), steps=config.steps,
+                        generation_kwargs=config.generation_kwargs(), output_dir=config.output_dir,
+                        save_steps=config.save_steps, resume_from_checkpoint=config.resume_from_checkpoint,
+                        save_total_limit=config.save_total_limit, progress=progress,
+                        columns={"_index": list(range(len(prompts))), **columns},
+                        max_prompt_length=config.max_prompt_length, add_special_tokens=not chat,
+                        eval_fn=eval_fn, eval_steps=config.eval_steps)
+    train_rows = [r for r in history if "reward" in r]
+    evals = [r for r in history if "eval/reward_mean" in r]
+    return {"output_dir": config.output_dir, "final": str(Path(config.output_dir) / "final"),
+            "steps": trainer.current_step, "reward_first": train_rows[0]["reward"] if train_rows else None,
+            "reward_last": train_rows[-1]["reward"] if train_rows else None, "evals": evals}
+
+
+def _lora(config: PPORunConfig):
+    from peft import LoraConfig
+
+    targets = config.lora_target_modules
+    if targets is not None and targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+
+
+def _ptx_texts(source, tokenizer) -> list[str]:
+    """SFT rows of any format as whole training texts for the ptx loss (conversations rendered)."""
+    from .. import data
+
+    rows = data.to_sft(data.load_records(source))
+    if "messages" in rows.column_names:
+        return [data.render_messages(tokenizer, m, add_generation_prompt=False) for m in rows["messages"]]
+    return [p + c for p, c in zip(rows["prompt"], rows["completion"])]
+
+
+def _completions(texts: list[str], chat: bool) -> list:
+    """TRL's form: chat prompts get completions as one assistant message each."""
+    return [[{"role": "assistant", "content": t}] for t in texts] if chat else list(texts)
+
+
+def _reward_fn(reward_funcs, weights, prompts: list, chat: bool):
+    """train_ppo's ``reward_fn(rendered_prompts, texts, _index=..., **columns)`` over the reward sources."""
+    from ..trainers.reward_funcs import score
+
+    def reward(_rendered, texts, _index, **columns):
+        rewards, _ = score(reward_funcs, weights, [prompts[i] for i in _index], _completions(texts, chat), columns)
+        return rewards.tolist()
+
+    return reward
+
+
+def _evaluator(trainer, config: PPORunConfig, held, reward_funcs, chat: bool):
+    """Held-out evaluation: sampled responses' reward, KL to the reference, length, truncation, samples."""
+    from ..models import reference_context
+    from ..trainers.online_data import render_prompts
+    from ..trainers.reward_funcs import score
+
+    prompts, columns = held
+    n = min(config.eval_prompts, len(prompts))
+    prompts, columns = prompts[:n], {k: v[:n] for k, v in columns.items()}
+    tokenizer = trainer.tokenizer
+    encoded = [tokenizer(t, add_special_tokens=not chat)["input_ids"][-config.max_prompt_length:]
+               for t in render_prompts(tokenizer, prompts)]
+    samples_path = Path(config.output_dir) / "eval_samples.jsonl"
+    eos = tokenizer.eos_token_id
+
+    @torch.no_grad()
+    def evaluate(trainer) -> dict:
+        model = trainer.accelerator.unwrap_model(trainer._train_model)
+        device = trainer.accelerator.device
+        queries = [torch.tensor(q, dtype=torch.long, device=device) for q in encoded]
+        with torch.random.fork_rng(devices=[]):  # evaluation never moves the training RNG (exact resume)
+            torch.manual_seed(config.seed)
+            responses = rollout.generate_responses(model, queries, pad_token_id=trainer.pad_token_id,
+                                                   eos_token_id=eos, batch_size=config.mini_batch_size,
+                                                   return_prompt=False, generation_kwargs=config.generation_kwargs())
+        texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
+        rewards, per_func = score(reward_funcs, config.weights(), prompts, _completions(texts, chat), columns)
+        safe = [r if len(r) else torch.tensor([trainer.pad_token_id], device=device) for r in responses]
+        batch = rollout.build_batch(queries, safe, None, trainer.pad_token_id)
+        was_training = model.training
+        model.eval()
+        try:
+            logprobs = rollout.response_logprobs(model, batch)  # (N, R)
+            with reference_context(trainer.model, trainer.ref_model):
+                ref = trainer.ref_model if trainer.ref_model is not None else model
+                ref_logprobs = rollout.response_logprobs(ref, batch)  # (N, R)
+        finally:
+            model.train(was_training)
+        kl = (algos.kl_penalty(logprobs, ref_logprobs, "k3") * batch.mask).sum(-1)  # (N,)
+        lengths = np.array([len(r) for r in responses])
+        truncated = np.mean([not (len(r) and int(r[-1]) == eos) for r in responses])
+        _write_samples(samples_path, trainer.current_step, prompts, texts, rewards.tolist(),
+                       config.eval_samples_to_log, trainer.accelerator.is_main_process)
+        metrics = {"eval/reward_mean": float(rewards.mean()), "eval/reward_std": float(rewards.std(correction=0)),
+                   "eval/kl": float(kl.mean()), "eval/length_mean": float(lengths.mean()),
+                   "eval/truncated": float(truncated), "eval/prompts": n}
+        if per_func.shape[1] > 1:
+            for j, src in enumerate(config.reward_sources()):
+                metrics[f"eval/rewards/{Path(src).name or src}"] = float(torch.nanmean(per_func[:, j]))
+        return metrics
+
+    return evaluate
+
+
+def _write_samples(path: Path, step: int, prompts, texts, rewards, k: int, main: bool) -> None:
+    if not main or not k:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as out:
+        for p, t, r in list(zip(prompts, texts, rewards))[:k]:
+            out.write(json.dumps({"step": step, "prompt": p, "response": t, "reward": r}, ensure_ascii=False) + "\n")

@@ -41,8 +41,8 @@ class PPORunConfig(PPOConfig):
                                        "reward-model folders.", comma_list=True)
     reward_weights: str | None = f(None, "Comma-separated weights, one per reward source: the reward model first "
                                          "(if any), then reward_funcs in order (default: all 1).", comma_list=True)
-    dataset_name: str | None = f(None, "Prompts: a .jsonl/.json/.csv/.parquet file, a folder or a saved/hub "
-                                       "dataset in any format the data layer reads (prompt, preference, "
+    dataset_name: str | None = f(None, "Prompts: a .txt file (one per line), a .jsonl/.json/.csv/.parquet file, a "
+                                       "folder or a saved/hub dataset in any format the data layer reads (prompt, preference, "
                                        "conversational, ...); other columns reach the reward functions.")
     dataset_split: str = f("train", "Split to read when the dataset has several.")
     eval_dataset_name: str | None = f(None, "Held-out prompts in the same forms (default: eval_fraction of "
@@ -119,7 +119,7 @@ def check_run_inputs(config: PPORunConfig):
     Returns the loaded ``((prompts, columns), eval or None)`` so the data is read once.
     """
     from ..models.loading import check_model_source
-    from ..trainers.online_data import load_prompts, split_prompts
+    from ..trainers.online_data import split_prompts
 
     if not config.model_name_or_path:
         raise ValueError("model_name_or_path is required: the policy to train (an SFT folder)")
@@ -130,10 +130,20 @@ def check_run_inputs(config: PPORunConfig):
     check_model_source(config.model_name_or_path, "model_name_or_path")
     if config.reward_model_path:
         check_model_source(config.reward_model_path, "reward_model_path")
-    train = load_prompts(config.dataset_name, config.dataset_split)
+    train = _load_prompts(config.dataset_name, config.dataset_split)
     if config.eval_dataset_name:
-        return train, load_prompts(config.eval_dataset_name, config.dataset_split)
+        return train, _load_prompts(config.eval_dataset_name, config.dataset_split)
     return split_prompts(*train, config.eval_fraction, config.seed)
+
+
+def _load_prompts(source, split: str) -> tuple[list, dict]:
+    """A .txt file (one prompt per line, as ``rlhfkit eval`` reads) or any dataset the data layer reads."""
+    from ..eval.evaluate import load_prompts as load_text_prompts
+    from ..trainers.online_data import load_prompts
+
+    if str(source).endswith(".txt"):
+        return load_text_prompts(source), {}
+    return load_prompts(source, split)
 
 
 def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict:

@@ -103,7 +103,8 @@ def grpo_method(cfg: GRPOConfig) -> Method:
 
 
 class GRPOTrainer:
-    """``GRPOTrainer(model, reward_funcs, args, train_dataset, eval_dataset, processing_class, peft_config)``, TRL 1.x style.
+    """``GRPOTrainer(model, reward_funcs, args, train_dataset, eval_dataset, processing_class,
+    reward_processing_classes, peft_config)``, TRL 1.x style.
 
     ``model``: a path / hub id or a ``PreTrainedModel`` (default ``args.model_name_or_path``);
     ``reward_funcs``: a callable ``(prompts, completions, **columns) -> list[float]``, a dotted
@@ -115,10 +116,11 @@ class GRPOTrainer:
     method_name = "grpo"
 
     def __init__(self, model=None, reward_funcs=None, args: GRPOConfig | None = None, train_dataset=None,
-                 eval_dataset=None, processing_class=None, peft_config=None):
+                 eval_dataset=None, processing_class=None, reward_processing_classes=None, peft_config=None):
         self.args = args = args or GRPOConfig()
         model, self.tokenizer, self.reward_funcs, train, evals = prepare(
-            model, reward_funcs, args, train_dataset, eval_dataset, processing_class, peft_config)
+            model, reward_funcs, args, train_dataset, eval_dataset, processing_class, peft_config,
+            reward_processing_classes)
         self.model = model
         self.loop = OnlineRun(args, model, self.tokenizer, grpo_method(args), self.reward_funcs, score, *train,
                               *(evals or (None, None)))

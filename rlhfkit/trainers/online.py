@@ -252,7 +252,7 @@ class OnlineRun:
         micro-batch's loss by it again (TRL does not).
         """
         tokens = self.accelerator.reduce(rollout.batch.mask.sum().detach(), "sum")
-        return float(tokens) / (self.config.gradient_accumulation_steps * self.accelerator.num_processes)
+        return max(float(tokens), 1.0) / (self.config.gradient_accumulation_steps * self.accelerator.num_processes)
 
     def _cycle(self, bar) -> None:
         cfg = self.config
@@ -397,7 +397,14 @@ class OnlineRun:
         if online["prompt_count"] != len(self.prompts):
             raise ValueError(f"the checkpoint {path} was trained on {online['prompt_count']} prompts, this run has "
                              f"{len(self.prompts)}; use the same dataset to resume (or start a new output_dir)")
-        load_weights(self.accelerator.unwrap_model(self.model), path)
+        target = self.accelerator.unwrap_model(self.model)
+        if is_peft_model(target):  # the checkpoint holds the adapter only
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(target, load_file(path / "adapter_model.safetensors"))
+        else:
+            load_weights(target, path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.mechanics.load_state_dict(state["mechanics"])

@@ -118,7 +118,8 @@ def _device():
     return None
 
 
-def prepare(model, reward_funcs, args: OnlineConfig, train_dataset, eval_dataset, processing_class, peft_config):
+def prepare(model, reward_funcs, args: OnlineConfig, train_dataset, eval_dataset, processing_class, peft_config,
+            reward_processing_classes=None):
     """(model, tokenizer, reward_funcs, (prompts, columns), (eval_prompts, eval_columns) or None), checked.
 
     ``reward_funcs``: a callable, a dotted path, a reward-model folder, or a list of them
@@ -149,7 +150,13 @@ def prepare(model, reward_funcs, args: OnlineConfig, train_dataset, eval_dataset
         evals = load_prompts(source, args.eval_dataset_split)
     else:
         train, evals = split_prompts(*train, args.eval_fraction, args.seed)
-    funcs = load_reward_funcs(specs, tokenizer=processing_class, device=_device())  # a bad path fails before the model loads
+    tokenizers = reward_processing_classes if isinstance(reward_processing_classes, (list, tuple)) \
+        else [reward_processing_classes] * len(specs)
+    if len(tokenizers) != len(specs):
+        raise ValueError(f"reward_processing_classes has {len(tokenizers)} entries for {len(specs)} reward functions; "
+                         f"give one per function (None where a function needs none)")
+    # a bad dotted path or reward-model folder fails here, before the policy loads
+    funcs = [func for spec, tok in zip(specs, tokenizers) for func in load_reward_funcs([spec], tok, _device())]
     model, tokenizer = load_model_and_tokenizer(model, processing_class, args)
     if peft_config is not None:
         from peft import get_peft_model

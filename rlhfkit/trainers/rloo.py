@@ -100,7 +100,8 @@ def rloo_method(cfg: RLOOConfig) -> Method:
 
 
 class RLOOTrainer:
-    """``RLOOTrainer(model, reward_funcs, args, train_dataset, eval_dataset, processing_class, peft_config)``, TRL 1.x style.
+    """``RLOOTrainer(model, reward_funcs, args, train_dataset, eval_dataset, processing_class,
+    reward_processing_classes, peft_config)``, TRL 1.x style.
 
     Arguments as ``GRPOTrainer``; ``RLOOTrainer(args=config)`` builds everything from the config.
     """
@@ -108,10 +109,11 @@ class RLOOTrainer:
     method_name = "rloo"
 
     def __init__(self, model=None, reward_funcs=None, args: RLOOConfig | None = None, train_dataset=None,
-                 eval_dataset=None, processing_class=None, peft_config=None):
+                 eval_dataset=None, processing_class=None, reward_processing_classes=None, peft_config=None):
         self.args = args = args or RLOOConfig()
         model, self.tokenizer, self.reward_funcs, train, evals = prepare(
-            model, reward_funcs, args, train_dataset, eval_dataset, processing_class, peft_config)
+            model, reward_funcs, args, train_dataset, eval_dataset, processing_class, peft_config,
+            reward_processing_classes)
         self.model = model
         self.loop = OnlineRun(args, model, self.tokenizer, rloo_method(args), self.reward_funcs, score, *train,
                               *(evals or (None, None)))

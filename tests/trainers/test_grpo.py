@@ -1,0 +1,188 @@
+"""GRPOTrainer on a tiny model: smoke, every loss type and ratio level, data formats, checkpoints, bad configs."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from rlhfkit.testing import tiny_causal_lm
+from rlhfkit.trainers.config import ConfigError
+from rlhfkit.trainers.grpo import GRPOConfig, GRPOTrainer, grpo_method
+from tests.trainers.online_helpers import in_target, params_of, prompt_rows, small
+
+
+def make(tokenizer, tmp_path, model=None, reward=in_target, rows=None, **overrides):
+    model = model if model is not None else tiny_causal_lm("gpt2", tokenizer, hidden_size=32)
+    return GRPOTrainer(model=model, reward_funcs=reward, args=GRPOConfig(**small(tmp_path, **overrides)),
+                       train_dataset=rows if rows is not None else prompt_rows(), processing_class=tokenizer)
+
+
+def test_smoke_params_change_reference_frozen_and_round_trip(tokenizer, tmp_path):
+    trainer = make(tokenizer, tmp_path, beta=0.1)
+    before, ref_before = params_of(trainer.model), params_of(trainer.ref_model)
+    history = trainer.train()
+    losses = [row["train/loss"] for row in history if "train/loss" in row]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    after = params_of(trainer.model)
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+    assert all(torch.equal(ref_before[n], p) for n, p in trainer.ref_model.named_parameters())
+    assert all(row.get("train/kl", 0.0) >= 0.0 for row in history)  # k3 is never negative
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert all(torch.equal(after[n], p) for n, p in loaded.named_parameters())
+    assert (tmp_path / "README.md").exists()  # the model card
+
+
+def test_logs_what_practitioners_watch(tokenizer, tmp_path):
+    trainer = make(tokenizer, tmp_path, beta=0.05)
+    trainer.train()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    keys = set().union(*rows)
+    for key in ("reward", "reward_std", "reward_std_group", "frac_reward_zero_std", "rewards/in_target/mean",
+                "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "kl", "entropy",
+                "completions/mean_length", "completions/min_length", "completions/max_length",
+                "completions/clipped_ratio", "sampling/logprob_diff_mean", "loss", "grad_norm", "learning_rate"):
+        assert f"train/{key}" in keys, key
+    # same weights, same inputs: the eval-mode scoring and the first training forward agree
+    assert all(r["train/sampling/logprob_diff_mean"] < 1e-4 for r in rows if "train/sampling/logprob_diff_mean" in r)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_each_loss_type_and_level_trains(tokenizer, tmp_path, loss_type, level):
+    trainer = make(tokenizer, tmp_path, loss_type=loss_type, importance_sampling_level=level, max_steps=1,
+                   num_iterations=2, epsilon_high=0.28)
+    before = params_of(trainer.model)
+    history = trainer.train()
+    assert torch.isfinite(torch.tensor(history[0]["train/loss"]))
+    assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
+
+
+@pytest.mark.parametrize("estimator", ["rloo", "reinforce++", "reinforce++_baseline"])
+def test_other_advantage_estimators_train(tokenizer, tmp_path, estimator):
+    trainer = make(tokenizer, tmp_path, advantage_estimator=estimator, beta=0.05, max_steps=1)
+    assert trainer.ref_model is not None  # reinforce++ puts beta * KL in the reward: it needs the reference
+    history = trainer.train()
+    assert torch.isfinite(torch.tensor(history[0]["train/loss"]))
+    if estimator.startswith("reinforce++"):
+        assert "train/kl_reward" in history[0] and "train/kl" not in history[0]  # KL in the reward, not the loss
+
+
+def test_no_reference_without_beta(tokenizer, tmp_path):
+    assert make(tokenizer, tmp_path).ref_model is None
+
+
+def test_advantage_estimators_against_hand_values():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 2.0])
+    mask = torch.ones(8, 3)
+    cfg = dict(output_dir="x", num_generations=4, per_device_train_batch_size=8)
+    adv, metrics = grpo_method(GRPOConfig(**cfg, scale_rewards="none")).advantages(rewards, None, None, mask)
+    torch.testing.assert_close(adv, torch.tensor([0.75, -0.25, -0.25, -0.25, 0, 0, 0, 0]))
+    assert metrics["frac_reward_zero_std"].item() == 0.5
+    adv, _ = grpo_method(GRPOConfig(**cfg, advantage_estimator="rloo")).advantages(rewards, None, None, mask)
+    torch.testing.assert_close(adv, torch.tensor([1.0, -1 / 3, -1 / 3, -1 / 3, 0, 0, 0, 0]))
+    adv, _ = grpo_method(GRPOConfig(**cfg, advantage_estimator="reinforce++")).advantages(rewards, None, None, mask)
+    assert adv.shape == (8, 3)  # token-level, whitened over the batch
+    torch.testing.assert_close(adv.mean(), torch.tensor(0.0), atol=1e-6, rtol=0)
+
+
+def test_mask_truncated_completions_leaves_them_out(tokenizer, tmp_path):
+    # min_new_tokens = max_completion_length: every completion is cut, so nothing is trained
+    trainer = make(tokenizer, tmp_path, mask_truncated_completions=True, max_steps=1,
+                   generation_kwargs={"min_new_tokens": 4})
+    before = params_of(trainer.model)
+    history = trainer.train()
+    assert history[0]["train/completions/clipped_ratio"] == 1.0 and history[0]["train/num_tokens"] == 0.0
+    assert history[0]["train/loss"] == 0.0
+    assert all(torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
+
+
+def test_prompt_formats_and_columns_reach_the_reward(tokenizer, tmp_path):
+    seen = {}
+
+    def reward(prompts, completions, solution, completion_ids, **columns):
+        seen.update(prompt=prompts[0], completion=completions[0], solution=solution[:4])
+        return [0.0] * len(completions)
+
+    rows = [{"prompt": [{"role": "user", "content": f"say {w}"}], "solution": w} for w in ("a", "b", "c", "d")]
+    make(tokenizer, tmp_path, reward=reward, rows=rows, max_steps=1).train()
+    assert seen["prompt"][0]["role"] == "user"
+    assert isinstance(seen["completion"], list) and seen["completion"][0]["role"] == "assistant"
+    assert seen["solution"] == [seen["solution"][0]] * 4  # one prompt's value for each of its 4 completions
+
+
+@pytest.mark.parametrize("rows", [
+    [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}] * 2,
+    [{"prompt": "the cat", "chosen": " sings", "rejected": " sleeps"}] * 2,
+    [{"text": "the cat sings"}] * 2,
+])
+def test_every_prompt_format_trains(tokenizer, tmp_path, rows):
+    assert len(make(tokenizer, tmp_path, rows=rows, max_steps=1).train()) == 1
+
+
+def test_resume_is_exact(tokenizer, tmp_path):
+    full = make(tokenizer, tmp_path / "full", max_steps=4, save_steps=2)
+    full.train()
+    assert (tmp_path / "full" / "checkpoint-2").is_dir() and (tmp_path / "full" / "checkpoint-4").is_dir()
+    resumed = make(tokenizer, tmp_path / "full", max_steps=4)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-2"))
+    assert all(torch.equal(p, q) for p, q in zip(full.model.parameters(), resumed.model.parameters()))
+    steps = [json.loads(line)["step"] for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_lora_reference_is_the_disabled_adapter(tokenizer, tmp_path):
+    from peft import LoraConfig
+
+    trainer = GRPOTrainer(model=tiny_causal_lm("gpt2", tokenizer, hidden_size=32), reward_funcs=in_target,
+                          args=GRPOConfig(**small(tmp_path, beta=0.1, max_steps=1)), train_dataset=prompt_rows(),
+                          processing_class=tokenizer,
+                          peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], init_lora_weights=False))
+    assert trainer.ref_model is None  # the base weights with the adapter off
+    base = {n: p.clone() for n, p in trainer.model.named_parameters() if "lora" not in n}
+    history = trainer.train()
+    assert history[0]["train/kl"] > 0  # the adapter (random init here) moves the policy away from the base
+    assert all(torch.equal(base[n], p) for n, p in trainer.model.named_parameters() if "lora" not in n)
+    assert (tmp_path / "adapter_model.safetensors").exists()
+
+
+def test_steps_per_generation_and_iterations_count_optimizer_steps(tokenizer, tmp_path):
+    trainer = make(tokenizer, tmp_path, steps_per_generation=2, num_iterations=2, max_steps=4)
+    assert trainer.loop.steps_per_cycle == 4 and trainer.loop.prompts_per_cycle == 4
+    trainer.train()
+    assert trainer.loop.cycles == 1 and trainer.loop.global_step == 4
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (dict(num_generations=1), "num_generations"),
+    (dict(num_generations=3), "num_generations"),  # does not divide 8 completions
+    (dict(loss_type="ppo"), "loss_type"),
+    (dict(scale_rewards="std"), "scale_rewards"),
+    (dict(importance_sampling_level="word"), "importance_sampling_level"),
+    (dict(advantage_estimator="gae"), "advantage_estimator"),
+    (dict(delta=1.1), "delta"),
+    (dict(beta=-1.0), "beta"),
+    (dict(temperature=0.0), "temperature"),
+    (dict(reward_funcs=["a:b"], reward_weights=[1.0, 2.0]), "reward_weights"),
+    (dict(gradient_accumulation_steps=2, steps_per_generation=3, per_device_train_batch_size=4), "steps_per_generation"),
+    (dict(generation_batch_size=6), "generation_batch_size"),
+])
+def test_bad_config_names_the_field(overrides, field):
+    with pytest.raises(ConfigError) as err:
+        GRPOConfig(**small("out", **overrides))
+    assert err.value.field == field
+
+
+def test_scale_rewards_takes_trl_booleans():
+    assert GRPOConfig(scale_rewards=True).scale_rewards == "group"
+    assert GRPOConfig(scale_rewards="false").scale_rewards == "none"
+
+
+def test_missing_reward_funcs_is_a_clear_error(tokenizer, tmp_path):
+    with pytest.raises(ConfigError, match="reward_funcs"):
+        make(tokenizer, tmp_path, reward=None)
+
+
+def test_reward_weights_must_match_the_functions(tokenizer, tmp_path):
+    with pytest.raises(ConfigError, match="reward_weights"):
+        make(tokenizer, tmp_path, reward=[in_target, in_target], reward_weights=[1.0])

@@ -36,11 +36,24 @@ def _grouped(rewards: torch.Tensor, group_size: int, name: str = "rewards") -> t
     return rewards.view(-1, group_size)
 
 
+def _nanstd(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Unbiased std ignoring NaN (TRL 1.16 ``nanstd``): NaN where fewer than 2 values are not NaN."""
+    valid = ~torch.isnan(x)
+    if dim is None:
+        mean, count = torch.nanmean(x), valid.sum().to(x.dtype)
+        var = torch.nanmean((x - mean) ** 2)
+    else:
+        mean, count = torch.nanmean(x, dim=dim, keepdim=True), valid.sum(dim).to(x.dtype)
+        var = torch.nanmean((x - mean) ** 2, dim=dim)
+    bessel = torch.where(count > 1, count / (count - 1), torch.full_like(count, float("nan")))
+    return (var * bessel).sqrt()
+
+
 def _group_std(grouped: torch.Tensor) -> torch.Tensor:
-    """Unbiased std of each group (K, G) -> (K,); 0 for groups of one (TRL's eval-time rule)."""
+    """Unbiased std of each group (K, G) -> (K,), NaN ignored; 0 for groups of one (TRL's eval-time rule)."""
     if grouped.shape[1] < 2:
         return torch.zeros(grouped.shape[0], dtype=grouped.dtype, device=grouped.device)
-    return grouped.std(dim=1)  # (K,)
+    return _nanstd(grouped, dim=1)  # (K,)
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group",
@@ -54,6 +67,10 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
 
     std is the unbiased (Bessel) standard deviation, as ``torch.std``; a group (or batch) of
     one has std 0. ``scale`` also takes TRL's old booleans (True = "group", False = "none").
+    A NaN reward marks an unscorable completion (every reward function returned None; see
+    ``trainers.reward_funcs.score(..., keep_nan=True)``): as in TRL 1.16 it is left out of the
+    group mean and std, and every advantage that comes out NaN (that row, or a group with fewer
+    than two scorable rows when scaling by std) is set to 0.
     Shapes: rewards (N,) -> advantages (N,), N = num_prompts * group_size.
     Papers: Shao et al. 2024, "DeepSeekMath" (arXiv:2402.03300), GRPO; Liu et al. 2025,
     "Understanding R1-Zero-Like Training: A Critical Perspective" (arXiv:2503.20783), Dr. GRPO
@@ -67,21 +84,21 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
     if scale not in GROUP_SCALES:
         raise ValueError(f"scale must be one of {GROUP_SCALES} (TRL's scale_rewards), got {scale!r}")
     grouped = _grouped(rewards, group_size)  # (K, G)
-    advantages = (grouped - grouped.mean(dim=1, keepdim=True)).reshape(-1)  # (N,)
+    advantages = (grouped - torch.nanmean(grouped, dim=1, keepdim=True)).reshape(-1)  # (N,)
     if scale == "group":
-        std = _group_std(grouped).repeat_interleave(group_size)  # (N,)
+        advantages = advantages / (_group_std(grouped).repeat_interleave(group_size) + eps)  # (N,)
     elif scale == "batch":
-        std = rewards.std() if rewards.numel() > 1 else torch.zeros((), dtype=rewards.dtype, device=rewards.device)
-    else:
-        return advantages
-    return advantages / (std + eps)
+        std = _nanstd(rewards) if rewards.numel() > 1 else torch.zeros((), dtype=rewards.dtype, device=rewards.device)
+        advantages = advantages / (std + eps)  # (N,)
+    # unscorable rows carry no signal (TRL's nan_to_num(nan=0); +-inf is left alone here)
+    return torch.where(torch.isnan(advantages), torch.zeros_like(advantages), advantages)
 
 
 def group_stats(rewards: torch.Tensor, group_size: int) -> dict[str, torch.Tensor]:
     """What practitioners watch on group rewards, detached.
 
-        mean          (K,)  mean reward of each prompt's G completions
-        std           (K,)  unbiased std of each group (0 for G = 1)
+        mean          (K,)  mean reward of each prompt's G completions (NaN rewards left out)
+        std           (K,)  unbiased std of each group (0 for G = 1; NaN with < 2 scorable rows)
         frac_zero_std ()    share of groups whose std is ~0 (``torch.isclose(std, 0)``):
                             with scale="group" or "none" those groups carry no gradient
 
@@ -93,7 +110,7 @@ def group_stats(rewards: torch.Tensor, group_size: int) -> dict[str, torch.Tenso
     grouped = _grouped(rewards.detach(), group_size)  # (K, G)
     std = _group_std(grouped)  # (K,)
     zero = torch.isclose(std, torch.zeros_like(std))  # (K,)
-    return {"mean": grouped.mean(dim=1), "std": std, "frac_zero_std": zero.to(grouped.dtype).mean()}
+    return {"mean": torch.nanmean(grouped, dim=1), "std": std, "frac_zero_std": zero.to(grouped.dtype).mean()}
 
 
 def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -101,7 +118,9 @@ def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
 
         A_i = r_i - (sum_{j in group(i)} r_j - r_i) / (G - 1)     ( = G/(G-1) * (r_i - mean) )
 
-    Shapes: rewards (N,) -> advantages (N,). Needs G >= 2.
+    Shapes: rewards (N,) -> advantages (N,). Needs G >= 2. NaN rewards (unscorable rows) are
+    left out as in TRL 1.16: the baseline averages the scorable others, (nansum - r_i) / (n_k - 1),
+    and NaN advantages (that row, or a group with one scorable row) become 0.
     Paper: Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style Optimization for
     Learning from Human Feedback in LLMs" (arXiv:2402.14740); Kool et al. 2019, "Buy 4 REINFORCE
     Samples, Get a Baseline for Free!". Source: TRL 1.x ``RLOOTrainer`` and OpenRLHF
@@ -111,8 +130,10 @@ def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     if group_size < 2:
         raise ValueError(f"RLOO needs group_size >= 2 (a baseline from the other completions), got {group_size}")
     grouped = _grouped(rewards, group_size)  # (K, G)
-    baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (group_size - 1)  # (K, G)
-    return (grouped - baseline).reshape(-1)  # (N,)
+    scorable = (~torch.isnan(grouped)).sum(dim=1, keepdim=True).to(grouped.dtype)  # (K, 1)
+    baseline = (torch.nansum(grouped, dim=1, keepdim=True) - grouped) / (scorable - 1)  # (K, G)
+    advantages = (grouped - baseline).reshape(-1)  # (N,)
+    return torch.where(torch.isnan(advantages), torch.zeros_like(advantages), advantages)
 
 
 REINFORCE_BASELINES = (None, "group")
@@ -254,12 +275,14 @@ def grpo_loss(
     clip-higher and token-level loss; Liu et al. 2025 (arXiv:2503.20783) Dr. GRPO.
     Source: TRL 1.x ``GRPOTrainer._compute_loss``: same ratio, clip, delta, k3 and the four
     aggregations. Differences: TRL divides grpo/bnpo/dr_grpo by the gradient-accumulation steps
-    and dapo by ``num_items_in_batch / num_processes`` (the global token count); here that is
-    the loop's job. For TRL's dapo pass ``num_items`` = the real-token count of the whole
-    generation batch (every accumulation micro-batch, every process) / number of processes, and
-    do not divide by the accumulation steps again. TRL's sequence-level clip metrics average over
-    all rows, including rows whose mask is all 0 (masked truncated completions); here those rows
-    are left out.
+    and dapo by ``num_items_in_batch / num_processes * grad_accum_steps / steps_per_generation``
+    (TRL 1.16; num_items_in_batch = real tokens of the whole generation batch, all processes);
+    here that is the loop's job: pass that value as ``num_items`` for TRL's dapo, and do not
+    divide the dapo loss by the accumulation steps again. Not implemented: TRL's
+    ``use_bias_correction_kl`` (k3 times the ratio), ``top_entropy_quantile``, the off-policy
+    mask, vLLM importance-sampling correction and the cispo/sapo/luspo/vespo loss types. TRL's
+    sequence-level clip metrics average over all rows, including rows whose mask is all 0
+    (masked truncated completions); here those rows are left out.
     """
     if loss_type not in LOSS_AGGREGATIONS:
         raise ValueError(f"loss_type must be one of {sorted(LOSS_AGGREGATIONS)}, got {loss_type!r}")

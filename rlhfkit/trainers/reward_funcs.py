@@ -166,12 +166,16 @@ def _as_float(value, func: RewardFunc, row: int) -> float:
 
 
 def score(reward_funcs: list, weights: list[float] | None, prompts: list, completions: list,
-          columns: dict[str, list] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+          columns: dict[str, list] | None = None, *, keep_nan: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Call every reward function on the batch and combine them as TRL does.
 
         per_func[i, f] = score of completion i by function f   (None -> NaN = not applicable)
         rewards[i]     = nansum_f(weights[f] * per_func[i, f])  (a row with no score at all: 0, warned)
 
+    ``keep_nan=True`` leaves an unscorable row (every function returned None) NaN in ``rewards``
+    instead of 0, as TRL 1.16 does: ``algos.group_advantages`` / ``rloo_advantages`` then leave it
+    out of its group's baseline and give it advantage 0 (a 0 would bias the baseline and hand the
+    row a made-up advantage); log such rewards with ``nanmean``.
     Shapes: N prompts (one per completion), N completions, each column N values ->
     (rewards (N,) float32, per_func (N, F) float32), on the CPU. ``weights`` None = all 1.
     Source: TRL 1.x ``GRPOTrainer._calculate_rewards`` and the weighted ``nansum`` after it.
@@ -210,7 +214,10 @@ def score(reward_funcs: list, weights: list[float] | None, prompts: list, comple
         first = rows[0]
         warnings.warn(f"all reward functions returned None for {len(rows)} row(s) (first: row {first}, prompt "
                       f"{str(prompts[first])[:80]!r}, completion {str(completions[first])[:80]!r}); their reward is "
-                      "0. Make sure at least one reward function applies to every row.", stacklevel=2)
+                      f"{'NaN (no advantage)' if keep_nan else '0'}. Make sure at least one reward function applies "
+                      "to every row.", stacklevel=2)
     w = torch.tensor([float(x) for x in weights], dtype=torch.float32)  # (F,)
     rewards = (per_func * w).nansum(dim=1)  # (N,)
+    if keep_nan:
+        rewards = torch.where(empty, torch.full_like(rewards, float("nan")), rewards)
     return rewards, per_func

@@ -64,18 +64,43 @@ def test_group_advantages_match_loop(seed, scale):
     G, K = 4, 5
     r = torch.randn(K * G, generator=g, dtype=torch.float64)
     r[:G] = 0.5  # a zero-std group
+    r[G + seed] = NAN  # an unscorable row
     values = r.tolist()
+    scorable = [x for x in values if not math.isnan(x)]
     expected = []
     for k in range(K):
         group = values[k * G:(k + 1) * G]
-        mean = sum(group) / G
-        std = {"group": naive_std(group), "batch": naive_std(values), "none": None}[scale]
-        expected += [(x - mean) / (std + EPS) if std is not None else x - mean for x in group]
+        valid = [x for x in group if not math.isnan(x)]
+        mean = sum(valid) / len(valid)
+        std = {"group": naive_std(valid), "batch": naive_std(scorable), "none": None}[scale]
+        expected += [0.0 if math.isnan(x) else (x - mean) / (std + EPS) if std is not None else x - mean
+                     for x in group]
     assert_close(group_advantages(r, G, scale), t64(expected), **TIGHT)
     stats = group_stats(r, G)
-    groups = [values[k * G:(k + 1) * G] for k in range(K)]
+    groups = [[x for x in values[k * G:(k + 1) * G] if not math.isnan(x)] for k in range(K)]
     assert_close(stats["std"], t64([naive_std(x) for x in groups]), **TIGHT)
+    assert_close(stats["mean"], t64([sum(x) / len(x) for x in groups]), **TIGHT)
     assert_close(stats["frac_zero_std"], t64(1 / K), **TIGHT)
+
+
+NAN = math.nan
+
+
+def test_unscorable_rows_hand():
+    # TRL 1.16: NaN rewards are left out of the group mean / std and get advantage 0
+    r = t64([1.0, NAN, 3.0, 5.0, NAN, NAN])  # group 0: scorable 1 and 3; group 1: only 5
+    std = math.sqrt(2.0)  # of [1, 3]
+    assert_close(group_advantages(r, 3), t64([-1 / (std + EPS), 0.0, 1 / (std + EPS), 0.0, 0.0, 0.0]), **TIGHT)
+    assert_close(group_advantages(r, 3, "none"), t64([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0]), **TIGHT)
+    # batch std of the scorable 1, 3, 5 is 2
+    assert_close(group_advantages(r, 3, "batch"), t64([-1 / (2 + EPS), 0.0, 1 / (2 + EPS), 0.0, 0.0, 0.0]), **TIGHT)
+    # RLOO: baselines from the scorable others: 3 and 1; group 1 has no other scorable row -> 0
+    assert_close(rloo_advantages(r, 3), t64([-2.0, 0.0, 2.0, 0.0, 0.0, 0.0]), **TIGHT)
+    stats = group_stats(r, 3)
+    assert_close(stats["mean"], t64([2.0, 5.0]), **TIGHT)
+    assert_close(stats["std"][0], t64(std), **TIGHT)
+    assert math.isnan(stats["std"][1].item())  # one scorable row: no std
+    assert_close(stats["frac_zero_std"], t64(0.0), **TIGHT)
 
 
 def test_group_advantages_errors():
@@ -101,13 +126,14 @@ def test_rloo_matches_loop(seed):
     g = torch.Generator().manual_seed(seed)
     G, K = 3, 4
     r = torch.randn(K * G, generator=g, dtype=torch.float64)
+    r[seed] = NAN  # an unscorable row
     v = r.tolist()
     expected = []
     for k in range(K):
         group = v[k * G:(k + 1) * G]
         for i, x in enumerate(group):
-            others = [y for j, y in enumerate(group) if j != i]
-            expected.append(x - sum(others) / len(others))
+            others = [y for j, y in enumerate(group) if j != i and not math.isnan(y)]
+            expected.append(0.0 if math.isnan(x) else x - sum(others) / len(others))
     assert_close(rloo_advantages(r, G), t64(expected), **TIGHT)
 
 

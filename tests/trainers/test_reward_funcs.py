@@ -173,6 +173,9 @@ def test_score_row_without_any_reward_warns_and_is_zero():
         rewards, per_func = score([only_first], [2.0], PROMPTS, COMPLETIONS)
     assert rewards.tolist() == [3.0, 0.0, 0.0]
     assert torch.isnan(per_func[1:]).all()
+    with pytest.warns(UserWarning, match=r"their reward is NaN \(no advantage\)"):
+        rewards, _ = score([only_first], [2.0], PROMPTS, COMPLETIONS, keep_nan=True)
+    assert rewards[0].item() == 3.0 and torch.isnan(rewards[1:]).all()
 
 
 def test_score_accepts_numbers_of_every_kind():

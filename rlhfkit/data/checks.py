@@ -95,6 +95,15 @@ class RowCheck:
             self.fail(field, f"must be a finite number, found {value!r}")
         return number
 
+    def boolean(self, field: str, value) -> bool:
+        """True/False, or the texts "true"/"false" in any case (CSV cells are text); nothing else."""
+        self.present(field, value)
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        self.fail(field, f"must be true or false, found {describe(value)}")
+
     def same_kind(self, first: str, a, second: str, b) -> None:
         """Both texts or both message lists (a text prompt cannot take a message completion)."""
         if is_conversational(a) != is_conversational(b):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .tokenize import IGNORE_INDEX
+from .tokenize import IGNORE_INDEX, truncate_pair
 
 _SIDES = ("right", "left")
 
@@ -119,6 +119,51 @@ def split_prompt_batch(seqs: list[list[int]], prompt_lengths: list[int], pad_tok
         "completion_input_ids": pad(completions, pad_token_id, "right"),  # (2B, C)
         "completion_attention_mask": pad([[1] * len(c) for c in completions], 0, "right"),  # (2B, C)
     }
+
+
+@dataclass(frozen=True)
+class UnpairedCollator:
+    """Rows from ``tokenize_unpaired`` -> a KTO batch: each row's own sequence and a mismatched one.
+
+    Returns ``input_ids``, ``attention_mask``, ``labels`` (B, T) (labels -100 on prompt and
+    padding), ``prompt_lengths`` (B,) and ``label`` (B,) bool. With ``kl=True`` also
+    ``kl_input_ids``, ``kl_attention_mask``, ``kl_labels`` (B, T') and ``kl_prompt_lengths`` (B,):
+    prompt i joined with the completion of row i - 1 (row 0 takes the last row's), TRL's
+    shift by one, so the mismatched completions are the batch's own completions on other
+    prompts. Rows that carry ``kl_completion_ids`` (a pairing fixed over the whole dataset, for
+    precomputed reference log-probs) use those instead. A mismatched sequence longer than
+    ``max_length`` is cut by ``truncate_pair``.
+    """
+
+    pad_token_id: int
+    max_length: int
+    kl: bool = True
+    padding_side: str = "right"
+
+    def _sequences(self, prompts: list[list[int]], completions: list[list[int]], prefix: str) -> dict:
+        seqs = [p + c for p, c in zip(prompts, completions)]
+        side = self.padding_side
+        return {
+            f"{prefix}input_ids": pad(seqs, self.pad_token_id, side),  # (B, T)
+            f"{prefix}attention_mask": pad([[1] * len(s) for s in seqs], 0, side),  # (B, T)
+            f"{prefix}labels": pad([[IGNORE_INDEX] * len(p) + c for p, c in zip(prompts, completions)],
+                                   IGNORE_INDEX, side),  # (B, T)
+            f"{prefix}prompt_lengths": torch.tensor([len(p) for p in prompts], dtype=torch.long),  # (B,)
+        }
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        prompts = [list(r["prompt_ids"]) for r in rows]
+        completions = [list(r["completion_ids"]) for r in rows]
+        batch = self._sequences(prompts, completions, "")
+        batch["label"] = torch.tensor([bool(r["label"]) for r in rows], dtype=torch.bool)  # (B,)
+        if self.kl:
+            if rows and rows[0].get("kl_completion_ids") is not None:  # a pairing fixed beforehand
+                shifted = [list(r["kl_completion_ids"]) for r in rows]
+            else:
+                shifted = completions[-1:] + completions[:-1]  # row i gets row i-1's completion
+            fitted = [truncate_pair(p, [c], self.max_length) for p, c in zip(prompts, shifted)]
+            batch.update(self._sequences([p for p, _ in fitted], [c for _, (c,) in fitted], "kl_"))
+        return batch
 
 
 @dataclass(frozen=True)

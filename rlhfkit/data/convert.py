@@ -119,6 +119,41 @@ def _append_pair(out: dict, prompt, chosen, rejected, margin: float, group: int)
     out["group"].append(group)
 
 
+def to_unpaired_preference(dataset: datasets.Dataset, fmt: str | None = None,
+                           source: str | Source | None = None) -> datasets.Dataset:
+    """Unpaired feedback for KTO: rows ``{prompt, completion, label}``, label True = desirable.
+
+    - ``unpaired_preference``: as is (row for row, line numbers kept); "true"/"false" texts
+      (CSV) become booleans.
+    - ``preference``: each pair gives two rows, (prompt, chosen, True) and (prompt, rejected,
+      False), the prompt resolved as for DPO; all chosen rows first, then all rejected ones,
+      in pair order (TRL's ``unpair_preference_dataset``), plus ``group``: the pair's index, so
+      ``train_eval_split`` keeps both rows of a pair on one side. ``margin`` and ``weight`` are dropped.
+    Other formats raise ``DataError``: rankings and ratings would put one response on both sides.
+    """
+    src = source_of(dataset, source)
+    fmt = fmt or detect_format(dataset, src)
+    out = {"prompt": [], "completion": [], "label": []}
+    if fmt == "unpaired_preference":
+        for _, check, row in _rows(dataset, fmt, src):
+            for key, value in zip(out, parse_row(fmt, row, check)):
+                out[key].append(value)
+        return _build(out, src)
+    if fmt != "preference":
+        raise src.error(None, f"cannot make unpaired (KTO) rows from {fmt!r} data; expected unpaired_preference "
+                              "rows {prompt, completion, label} or preference pairs {prompt, chosen, rejected}")
+    strip = prompt_in_texts(dataset)
+    pairs = [parse_preference(row, check, strip)[:3] for _, check, row in _rows(dataset, fmt, src)]
+    out["group"] = []
+    for side, label in ((1, True), (2, False)):
+        for i, pair in enumerate(pairs):
+            out["prompt"].append(pair[0])
+            out["completion"].append(pair[side])
+            out["label"].append(label)
+            out["group"].append(i)
+    return _build(out, src.without_lines())
+
+
 def to_regression(dataset: datasets.Dataset, source: str | Source | None = None) -> datasets.Dataset:
     """Ratings as regression targets: rows ``{prompt, response, score}`` with a float score.
 
@@ -142,6 +177,7 @@ def to_sft(dataset: datasets.Dataset, fmt: str | None = None,
       ``tokenize_sft``).
     - ``preference``: prompt + chosen (SFT on the preferred response, as before DPO).
     - ``rankings``: prompt + the best response (the first).
+    - ``unpaired_preference``: prompt + completion of the desirable rows (label true) only.
     ``prompt_only`` and ``ratings`` have no single target and raise ``DataError``.
     """
     src = source_of(dataset, source)
@@ -166,8 +202,17 @@ def to_sft(dataset: datasets.Dataset, fmt: str | None = None,
         elif fmt == "rankings":
             prompt, responses = parse_row(fmt, row, check)
             pairs.append((prompt, _as_completion(prompt, responses[0])))
+        elif fmt == "unpaired_preference":
+            prompt, completion, desirable = parse_row(fmt, row, check)
+            if desirable:
+                pairs.append((prompt, completion))
         else:
             pairs.append(parse_row(fmt, row, check))
+    if not pairs:
+        raise src.error(None, "has no desirable row (label true) to imitate; SFT on unpaired feedback trains on "
+                              "the desirable completions")
+    if fmt == "unpaired_preference":
+        src = src.without_lines()  # rows were filtered: no longer the file's rows
     if isinstance(pairs[0][1], list):
         return _build({"messages": [prompt + completion for prompt, completion in pairs]}, src)
     return _build({"prompt": [p for p, _ in pairs], "completion": [c for _, c in pairs]}, src)

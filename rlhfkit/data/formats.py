@@ -10,6 +10,7 @@ decide the format; the format-deciding columns must belong to exactly one format
     conversational     messages                                  [{role, content}, ...]
     prompt_only        prompt                                    text or messages (PPO prompts)
     preference         chosen, rejected [, prompt, margin, weight]
+    unpaired_preference prompt, completion, label                 label true: desirable (KTO)
     ratings            prompt, response, score [, annotator]
     rankings           prompt, responses (best first)
 
@@ -18,7 +19,13 @@ keys whose value is null (Arrow adds them when rows have different keys) are ign
 A conversation must end with an assistant message (there is nothing to learn otherwise).
 
 Numbers (``score``, ``margin``, ``weight``) must be finite ints or floats; text that
-parses as a number is accepted too, because CSV cells are text.
+parses as a number is accepted too, because CSV cells are text. A ``label`` must be a
+boolean (``true``/``false``; the texts "true"/"false" too, for CSV).
+
+``label`` is not a format-deciding column on its own (``{text, label}`` stays language
+modelling): when several formats match, the one whose required columns contain all the
+others' wins, so ``{prompt, completion, label}`` is unpaired preference data (TRL's KTO
+format), not prompt-completion data with a ``label`` carried along.
 """
 
 from __future__ import annotations
@@ -38,9 +45,11 @@ FORMATS: dict[str, tuple[frozenset, frozenset]] = {
     "preference": (frozenset({"chosen", "rejected"}), frozenset({"prompt", "margin", "weight"})),
     "ratings": (frozenset({"prompt", "response", "score"}), frozenset({"annotator"})),
     "rankings": (frozenset({"prompt", "responses"}), frozenset()),
+    "unpaired_preference": (frozenset({"prompt", "completion", "label"}), frozenset()),
 }
-# Columns that decide the format; any other column is metadata carried along.
-_DECIDING = frozenset().union(*(req for req, _ in FORMATS.values())) | {"margin"}
+# Columns that decide the format; any other column is metadata carried along. "label" only
+# decides between formats that match anyway (see the module docstring).
+_DECIDING = (frozenset().union(*(req for req, _ in FORMATS.values())) | {"margin"}) - {"label"}
 
 NEEDS = {
     "language_modeling": "a language_modeling row needs a non-empty string 'text'",
@@ -54,6 +63,9 @@ NEEDS = {
     "ratings": "a ratings row needs a 'prompt', a non-empty text 'response' and a finite numeric 'score'",
     "rankings": "a rankings row needs a 'prompt' and 'responses': a list of at least 2 distinct non-empty "
                 "texts, best first",
+    "unpaired_preference": "an unpaired_preference row needs non-empty 'prompt' and 'completion' (texts, or lists "
+                           "of messages) and a boolean 'label' (true: desirable, false: undesirable); if 'label' is "
+                           "not such a flag, rename the column",
 }
 
 
@@ -72,6 +84,9 @@ def detect_format(dataset: datasets.Dataset, source: str | Source | None = None)
     columns = set(dataset.column_names)
     deciding = columns & _DECIDING
     matches = [fmt for fmt, (req, opt) in FORMATS.items() if req <= columns and deciding <= req | opt]
+    widest = [fmt for fmt in matches if all(FORMATS[other][0] <= FORMATS[fmt][0] for other in matches)]
+    if len(matches) > 1 and len(widest) == 1:  # {prompt, completion, label}: unpaired, not prompt_completion
+        matches = widest
     if len(matches) == 1:
         return matches[0]
     src = source_of(dataset, source)
@@ -103,7 +118,8 @@ def parse_row(fmt: str, row: dict, check: RowCheck):
 
     language_modeling -> text; prompt_completion -> (prompt, completion);
     conversational -> messages; prompt_only -> prompt; ratings -> (prompt, response, score);
-    rankings -> (prompt, responses). Preference rows go through ``prompts.parse_preference``.
+    rankings -> (prompt, responses); unpaired_preference -> (prompt, completion, label: bool).
+    Preference rows go through ``prompts.parse_preference``.
     """
     if fmt == "language_modeling":
         return check.text("text", row.get("text"))
@@ -112,9 +128,11 @@ def parse_row(fmt: str, row: dict, check: RowCheck):
     prompt = check.text_or_messages("prompt", row.get("prompt"))
     if fmt == "prompt_only":
         return prompt
-    if fmt == "prompt_completion":
+    if fmt in ("prompt_completion", "unpaired_preference"):
         completion = check.text_or_messages("completion", row.get("completion"), final_assistant=True)
         check.same_kind("prompt", prompt, "completion", completion)
+        if fmt == "unpaired_preference":
+            return prompt, completion, check.boolean("label", row.get("label"))
         return prompt, completion
     if fmt == "ratings":
         return prompt, check.text("response", row.get("response")), check.number("score", row.get("score"))

@@ -32,7 +32,9 @@ from .chat import render_conversation, render_pair
 from .errors import DataError, Source, source_of
 
 IGNORE_INDEX = -100  # labels with this value are skipped by torch's cross-entropy
-_COMPLETIONS = {"sft": ("completion",), "pair": ("chosen", "rejected"), "rating": ("response",)}
+_COMPLETIONS = {"sft": ("completion",), "pair": ("chosen", "rejected"), "rating": ("response",),
+                "unpaired": ("completion",)}
+TRUNCATION_MODES = ("keep_end", "keep_start")
 
 
 class SeparatorWarning(UserWarning):
@@ -199,11 +201,35 @@ def tokenize_rating(example: dict, tokenizer, max_length: int, *, index: int | N
     return {"input_ids": prompt_ids + response, "score": float(example["score"])}
 
 
-_TOKENIZERS = {"sft": tokenize_sft, "pair": tokenize_pair, "rating": tokenize_rating}
+def tokenize_unpaired(example: dict, tokenizer, max_length: int, max_prompt_length: int | None = None,
+                      truncation_mode: str = "keep_end", *, index: int | None = None,
+                      source: Source | str | None = None) -> dict:
+    """One unpaired (KTO) row -> ``{"prompt_ids", "completion_ids", "label"}``.
+
+    The ids are kept apart so a collator can also join a prompt with ANOTHER row's completion
+    (KTO's mismatched pairs). Rendered like one side of a pair (same eos and chat template).
+    Truncation: a prompt longer than ``max_prompt_length`` keeps its last tokens
+    (``truncation_mode="keep_end"``, TRL's default) or its first ("keep_start"); then
+    ``truncate_pair`` fits prompt + completion into ``max_length``.
+    """
+    if truncation_mode not in TRUNCATION_MODES:
+        raise ValueError(f"truncation_mode must be one of {TRUNCATION_MODES}, got {truncation_mode!r}")
+    try:
+        prompt_ids, (completion,) = _pair_ids(tokenizer, example["prompt"], [example["completion"]])
+    except DataError as err:
+        raise DataError(f"{_where(index, source)}: {err}") from None
+    if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
+        prompt_ids = prompt_ids[-max_prompt_length:] if truncation_mode == "keep_end" else \
+            prompt_ids[:max_prompt_length]
+    prompt_ids, (completion,) = truncate_pair(prompt_ids, [completion], max_length)
+    return {"prompt_ids": prompt_ids, "completion_ids": completion, "label": bool(example["label"])}
+
+
+_TOKENIZERS = {"sft": tokenize_sft, "pair": tokenize_pair, "rating": tokenize_rating, "unpaired": tokenize_unpaired}
 
 
 def tokenize_dataset(dataset, tokenizer, max_length: int, kind: str = "sft", **kwargs):
-    """``dataset.map`` of ``tokenize_{kind}`` (kind: sft, pair, rating) that names rows in errors.
+    """``dataset.map`` of ``tokenize_{kind}`` (kind: sft, pair, rating, unpaired) that names rows in errors.
 
     The input columns are replaced by the tokenized ones; extra ``kwargs`` go to the
     tokenize function (e.g. ``completion_only=False``).

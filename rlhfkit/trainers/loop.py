@@ -75,8 +75,12 @@ class TrainLoop:
             [{"params": decay, "weight_decay": config.weight_decay}, {"params": other, "weight_decay": 0.0}],
             "adamw", config.learning_rate, config.weight_decay, betas=(config.adam_beta1, config.adam_beta2),
             eps=config.adam_epsilon)
+        if self.mechanics.sharded and (config.save_steps or config.resume_from_checkpoint):
+            raise ValueError("save_steps and resume_from_checkpoint are not supported under FSDP or DeepSpeed yet "
+                             "(the optimiser state is sharded across ranks); set save_steps=0: the final model is "
+                             "still saved whole to output_dir (docs/distributed.md)")
         self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
-        self.params = params
+        self.params = self.mechanics.trainable_params(self.model, self.optimizer)  # FSDP2 swaps in sharded parameters
         self.batches_per_epoch = len(self._loader(0))
         if self.batches_per_epoch == 0:
             raise ValueError("the training dataset is empty")
@@ -148,6 +152,8 @@ class TrainLoop:
                     continue
                 break
         except KeyboardInterrupt:
+            if self.mechanics.sharded:  # no exact-resume checkpoint of a sharded optimiser (see __init__)
+                raise
             self.save_checkpoint(self._resume_point)  # the last completed optimiser step; a resume continues from it
             raise
         finally:
@@ -208,16 +214,28 @@ class TrainLoop:
         return row
 
     # ------------------------------------------------------------------ saving and resuming
-    def _save_pretrained(self, model, path: Path) -> None:
-        """Default ``save_fn``: a Transformers checkpoint (plus the tokenizer when given)."""
-        model.save_pretrained(path)
+    def _save_pretrained(self, model, path: Path, state_dict: dict | None = None) -> None:
+        """Default ``save_fn``: a Transformers checkpoint (plus the tokenizer when given).
+
+        ``state_dict``: the gathered full weights when the model is sharded (FSDP2, ZeRO-3);
+        a custom ``save_fn`` gets it as a keyword only then."""
+        model.save_pretrained(path, state_dict=state_dict)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(path)
 
+    def _save_fn(self):
+        """``write(path)`` for the main process; gathers sharded weights first, on every rank."""
+        state = self.mechanics.full_state_dict(self.model)  # a collective under FSDP2 / ZeRO-3
+        model = self.accelerator.unwrap_model(self.model)
+        if state is None:
+            return lambda path: self.save_fn(model, Path(path))
+        return lambda path: self.save_fn(model, Path(path), state_dict=state)
+
     def save_model(self, path) -> None:
         self.accelerator.wait_for_everyone()
+        write = self._save_fn()
         if self.accelerator.is_main_process:
-            self.save_fn(self.accelerator.unwrap_model(self.model), Path(path))
+            write(path)
 
     def save_checkpoint(self, point: dict | None = None) -> Path:
         """Everything a resume needs in ``checkpoint-<step>`` (layout in ``checkpoint``), written atomically.
@@ -230,6 +248,7 @@ class TrainLoop:
         self.accelerator.wait_for_everyone()
         path = self.output_dir / f"checkpoint-{st.global_step}"
         rngs = checkpoint.rng_states_of_all_ranks(self.accelerator, point["rng"])
+        write = self._save_fn()
         if self.accelerator.is_main_process:
             state = {
                 "loop": dict(st.__dict__), "rng": rngs,
@@ -242,7 +261,7 @@ class TrainLoop:
             summary = {"trainer": type(self.config).__name__.replace("Config", ""), **st.__dict__,
                        "config": self.config.to_dict()}
             checkpoint.save(self.output_dir, st.global_step,
-                            lambda tmp: self.save_fn(self.accelerator.unwrap_model(self.model), tmp),
+                            write,
                             state, summary, self.config.save_total_limit)
         self.accelerator.wait_for_everyone()
         return path

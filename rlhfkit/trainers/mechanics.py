@@ -70,6 +70,7 @@ class Mechanics:
             # (gloo). Accelerate would otherwise run each process alone on the same data.
             kwargs.setdefault("cpu", True)
         self.accelerator = Accelerator(log_with=trackers, **kwargs)
+        _fsdp_on_cpu(self.accelerator)
         # Autocast is ours, not Accelerate's: its process-wide state refuses a second
         # trainer with another precision in the same process (a notebook, a test suite).
         self.mixed_precision = mixed_precision
@@ -90,6 +91,40 @@ class Mechanics:
     @property
     def is_main_process(self) -> bool:
         return self.accelerator.is_main_process
+
+    @property
+    def sharded(self) -> bool:
+        """True under FSDP or DeepSpeed: weights or optimiser state live in pieces across ranks."""
+        from accelerate.utils import DistributedType
+
+        return self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+    @staticmethod
+    def trainable_params(model, optimizer) -> list:
+        """The parameters of ``model`` that ``optimizer`` updates, in the model's order, as
+        ``prepare`` left them: FSDP2 replaces each parameter with a sharded one (lists taken
+        before go stale), and Accelerate's FSDP clipping recognises a model's parameters only
+        by comparing the whole list in the model's order."""
+        updated = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        return [p for p in model.parameters() if id(p) in updated]
+
+    def full_state_dict(self, model) -> dict | None:
+        """The full weights of a sharded model, gathered to CPU (on the main process; other ranks
+        get an empty dict); None when every rank holds them whole (one process, DDP).
+
+        A collective under FSDP2 and ZeRO-3: every rank must call it, not only the one that saves.
+        """
+        if not self.sharded:
+            return None
+        state = self.accelerator.get_state_dict(model)
+        # The gather copies each name apart; alias tied weights again (embeddings = LM head) so
+        # save_pretrained drops the duplicate as it does for an unsharded model.
+        first: dict[int, str] = {}
+        for name, param in self.accelerator.unwrap_model(model).named_parameters(remove_duplicate=False):
+            kept = first.setdefault(id(param), name)
+            if kept != name and kept in state and name in state:
+                state[name] = state[kept]
+        return state
 
     @property
     def pending(self) -> bool:
@@ -166,6 +201,32 @@ class Mechanics:
     def end(self) -> None:
         if self.accelerator.trackers:
             self.accelerator.end_training()
+
+
+def _fsdp_on_cpu(accelerator: Accelerator) -> None:
+    """Honour ``accelerate launch --use_fsdp --fsdp_version 2`` on a machine without GPUs.
+
+    Accelerate 1.x selects FSDP only for GPU-like devices: with ``cpu=True`` it reads the
+    FSDP environment, builds the plugin, then silently runs plain data parallel. Torch's
+    ``fully_shard`` itself works on a CPU mesh over gloo, so we switch the shared state to
+    FSDP and the same sharded code path runs (and is tested) on CPU. FSDP1 is refused.
+    """
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = accelerator.state
+    wants_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if not wants_fsdp or state.distributed_type != DistributedType.MULTI_CPU:
+        return
+    plugin = FullyShardedDataParallelPlugin()
+    if plugin.fsdp_version != 2:
+        raise ValueError("FSDP on CPU needs FSDP2: launch with `--fsdp_version 2` (or `fsdp_version: 2` in the "
+                         "accelerate config); FSDP1 needs GPUs")
+    state.distributed_type = DistributedType.FSDP
+    state.fsdp_plugin = plugin
+    # What Accelerate does itself on GPUs: the process-wide state must agree, or the next
+    # AcceleratorState() (inside prepare) copies MULTI_CPU back.
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
 
 
 def _scalar(value):

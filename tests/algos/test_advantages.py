@@ -1,6 +1,9 @@
 """GRPO / Dr. GRPO / RLOO / REINFORCE++ advantages and the GRPO-family loss: hand cases, naive loops, gradients."""
 
+import itertools
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -425,3 +428,43 @@ def test_grpo_loss_errors():
         grpo_loss(logp, old, adv, mask, loss_type="dr_grpo", **CLIP)
     with pytest.raises(ValueError, match="delta must be > 1 \\+ epsilon_high"):
         grpo_loss(logp, old, adv, mask, delta=1.2, **CLIP)
+
+
+# ---------------------------------------------------------------- against TRL 1.16's own _compute_loss
+
+TRL_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "trl_1_16" / "grpo_losses.json"
+TRL_CASES = json.loads(TRL_FIXTURE.read_text())
+METRIC_TOL = dict(rel=1e-6, abs=1e-7)  # TRL counts clip flags in float32
+
+
+def _trl_case_id(case):
+    return f"{case['loss_type']}-{case['importance_sampling_level']}-beta{case['beta']}-delta{case['delta']}"
+
+
+def test_trl_fixture_covers_the_options():
+    # written by tests/fixtures/make_trl116_grpo_reference.py running TRL 1.16.0's GRPOTrainer._compute_loss
+    assert TRL_CASES["trl_version"] == "1.16.0"
+    cases = TRL_CASES["cases"]
+    assert {(c["loss_type"], c["importance_sampling_level"], c["beta"], c["delta"]) for c in cases} == set(
+        itertools.product(sorted(LOSS_AGGREGATIONS), ["token", "sequence"], [0.0, 0.04], [None, 1.5]))
+    for level in ("token", "sequence"):  # both sides of the clip are exercised at both levels
+        assert sum(c["metrics"]["clip_ratio/low_mean"] for c in cases if c["importance_sampling_level"] == level) > 0
+        assert sum(c["metrics"]["clip_ratio/high_mean"] for c in cases if c["importance_sampling_level"] == level) > 0
+
+
+@pytest.mark.parametrize("case", TRL_CASES["cases"], ids=_trl_case_id)
+def test_grpo_loss_matches_trl_116(case):
+    """Loss, gradient wrt the log-probs and logged clip/KL metrics equal TRL 1.16's on the same tensors."""
+    logp = t64(case["logprobs"]).requires_grad_(True)
+    mask = torch.tensor(case["mask"], dtype=torch.float64)
+    loss, m = grpo_loss(logp, t64(case["old_logprobs"]), t64(case["advantages"]), mask,
+                        epsilon_low=case["epsilon_low"], epsilon_high=case["epsilon_high"],
+                        loss_type=case["loss_type"], importance_sampling_level=case["importance_sampling_level"],
+                        ref_logprobs=t64(case["ref_logprobs"]), beta=case["beta"], delta=case["delta"],
+                        max_completion_length=case["max_completion_length"])
+    loss.backward()
+    assert_close(loss, t64(case["loss"]), **TIGHT)
+    assert_close(logp.grad, t64(case["grad"]), **TIGHT)
+    keys = ["clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean"] + (["kl"] if case["beta"] else [])
+    for key in keys:
+        assert m[key].item() == pytest.approx(case["metrics"][key], **METRIC_TOL), key

@@ -1,6 +1,8 @@
 """KTO and unpaired APO-zero losses: hand-computed cases, a naive per-row loop, gradients, bad input."""
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,3 +110,45 @@ def test_dispatch_and_bad_input():
         apo_zero_unpaired_loss(POLICY, REF, LABELS, beta=0.1, undesirable_weight=-1.0)
     with pytest.raises(ValueError, match="same shape"):
         kto_kl(KL_POLICY, KL_REF[:2])
+
+
+# ---------------------------------------------------------------- against TRL 1.16
+
+TRL_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "trl_1_16" / "kto_losses.json"
+
+
+@pytest.fixture(scope="module")
+def trl_reference():
+    """Values TRL 1.16's KTOTrainer._compute_loss computed (tests/fixtures/make_trl116_kto_reference.py)."""
+    return json.loads(TRL_FIXTURE.read_text())
+
+
+def test_fixture_covers_both_losses_and_both_kl_signs(trl_reference):
+    cases = trl_reference["cases"].values()
+    assert trl_reference["trl_version"] == "1.16.0"
+    assert {c["loss_type"] for c in cases} == {"kto", "apo_zero_unpaired"}
+    assert any(c["kl"] > 0 for c in cases) and any(c["loss_type"] == "kto" and c["kl"] == 0 for c in cases)
+
+
+@pytest.mark.parametrize("case", ["kl_positive/kto/beta0.1/dw1.0/uw1.0", "kl_positive/kto/beta0.5/dw1.33/uw0.75",
+                                  "kl_positive/apo_zero_unpaired/beta0.3/dw1.0/uw1.0",
+                                  "kl_positive/apo_zero_unpaired/beta0.5/dw0.8/uw1.2",
+                                  "kl_clamped/kto/beta0.1/dw1.0/uw1.0", "kl_clamped/kto/beta0.5/dw1.33/uw0.75",
+                                  "kl_clamped/apo_zero_unpaired/beta0.3/dw1.0/uw1.0",
+                                  "kl_clamped/apo_zero_unpaired/beta0.5/dw0.8/uw1.2"])
+def test_equals_trl_1_16(trl_reference, case):
+    c = trl_reference["cases"][case]
+    x = {k: t64(v) for k, v in c["inputs"].items()}
+    labels = torch.tensor(trl_reference["labels"])
+    weights = dict(desirable_weight=c["desirable_weight"], undesirable_weight=c["undesirable_weight"])
+    fn = KTO_LOSSES[c["loss_type"]]
+    if c["loss_type"] in USES_KL:
+        kl = kto_kl(x["policy_kl_logps"], x["reference_kl_logps"])
+        losses, rewards, z0 = fn(x["policy_logps"], x["reference_logps"], labels, kl, c["beta"], **weights)
+        assert z0.item() == pytest.approx(c["kl"], rel=1e-6, abs=1e-9)
+    else:
+        losses, rewards = fn(x["policy_logps"], x["reference_logps"], labels, c["beta"], **weights)
+    assert losses.mean().item() == pytest.approx(c["loss"], rel=1e-6)
+    assert rewards[labels].mean().item() == pytest.approx(c["rewards/chosen"], rel=1e-6)
+    assert rewards[~labels].mean().item() == pytest.approx(c["rewards/rejected"], rel=1e-6)
+    assert x["policy_logps"][labels].mean().item() == pytest.approx(c["logps/chosen"], rel=1e-6)

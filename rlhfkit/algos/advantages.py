@@ -102,9 +102,10 @@ def group_stats(rewards: torch.Tensor, group_size: int) -> dict[str, torch.Tenso
         frac_zero_std ()    share of groups whose std is ~0 (``torch.isclose(std, 0)``):
                             with scale="group" or "none" those groups carry no gradient
 
-    TRL logs ``reward`` = mean of ``mean``, ``reward_std`` = mean of ``std`` and
-    ``frac_reward_zero_std`` = ``frac_zero_std`` (with scale_rewards="batch" TRL checks the batch
-    std instead; the per-group fraction here is the one that says how many prompts are wasted).
+    TRL 1.16 logs ``frac_reward_zero_std`` = ``frac_zero_std`` (with scale_rewards="batch" it
+    checks the batch std instead; the per-group fraction here is the one that says how many
+    prompts are wasted), and ``reward`` / ``reward_std`` as the nanmean / nanstd of all rewards
+    (not of these per-group values).
     Shapes: rewards (N,) -> dict of (K,), (K,), () with K = N // group_size.
     """
     grouped = _grouped(rewards.detach(), group_size)  # (K, G)

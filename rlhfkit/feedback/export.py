@@ -65,13 +65,16 @@ SOURCES = ("comparison", "rating", "ranking")
 WEIGHTS = ("reliability", "none")
 
 
+SIGNIFICANT = 6  # significant digits of the floats written to the files (``rounded``)
+
+
 def export(data: FeedbackData, out_dir: str | os.PathLike, *, weight: str = "reliability", min_gap: float = 0.25,
            min_weight: float = 0.0, strength_margin: float = 1 / 3, shrinkage: float = 2.0, scale: bool = False,
            rating_noise: float = 0.5, sources: Iterable[str] = SOURCES, use_gold: bool = True) -> dict[str, Path]:
     """Write ``pairs.jsonl``, ``ratings.jsonl`` and ``rankings.jsonl`` to ``out_dir``; returns ``{name: path}``.
 
-    Options as in ``export_rows``. Only files with rows are written (and returned); raises
-    ``ValueError`` when there is nothing to export.
+    Options as in ``export_rows``; floats are written to ``SIGNIFICANT`` digits (``rounded``). Only files
+    with rows are written (and returned); raises ``ValueError`` when there is nothing to export.
     """
     rows = export_rows(data, weight=weight, min_gap=min_gap, min_weight=min_weight, strength_margin=strength_margin,
                        shrinkage=shrinkage, scale=scale, rating_noise=rating_noise, sources=sources,
@@ -84,8 +87,14 @@ def export(data: FeedbackData, out_dir: str | os.PathLike, *, weight: str = "rel
     written = {}
     for name, table in rows.items():
         if table:
-            written[name] = write_jsonl(out / f"{name}.jsonl", table)
+            written[name] = write_jsonl(out / f"{name}.jsonl", [rounded(row) for row in table])
     return written
+
+
+def rounded(row: dict, digits: int = SIGNIFICANT) -> dict:
+    """``row`` with every float to ``digits`` significant digits (0.7310585786300049 -> 0.731059): what a
+    person reads in the file, still far finer than any judgement; a small positive weight never becomes 0."""
+    return {k: float(f"{v:.{digits}g}") if isinstance(v, float) and math.isfinite(v) else v for k, v in row.items()}
 
 
 def export_rows(data: FeedbackData, *, weight: str = "reliability", min_gap: float = 0.25, min_weight: float = 0.0,

@@ -329,10 +329,12 @@ def project_report(data: FeedbackData, **kw) -> dict:
 
 
 # (column key, header) of the annotator table; formatting in _cell
-COLUMNS = [("annotator", "annotator"), ("n_ratings", "ratings"), ("n_pairs", "pairs"), ("n_rankings", "rankings"),
-           ("offset", "offset"), ("scale", "scale"), ("reliability", "reliability"), ("skill", "skill"),
-           ("gold", "gold acc (n)"), ("left", "left share (p)"), ("pair_agree", "pair agree (κ)"),
-           ("rating_agree", "rating agree (κ)"), ("flags", "flags")]
+# One name per metric, the same on the admin page, in `rlhfkit feedback report` and in docs/feedback.md:
+# a judged pair is a "comparison" everywhere, agreement is "agreement (κ)".
+COLUMNS = [("annotator", "annotator"), ("n_ratings", "ratings"), ("n_pairs", "comparisons"),
+           ("n_rankings", "rankings"), ("offset", "offset"), ("scale", "scale"), ("reliability", "reliability"),
+           ("skill", "skill"), ("gold", "gold accuracy (n)"), ("left", "left share (p)"),
+           ("pair_agree", "comparison agreement (κ)"), ("rating_agree", "rating agreement (κ)"), ("flags", "flags")]
 
 
 def _num(x: Optional[float], digits: int = 2, signed: bool = False) -> str:

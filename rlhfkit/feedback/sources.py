@@ -8,12 +8,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..models.loading import looks_local
+from ..models.loading import ModelSourceError, check_model_source
 from .base import check_text
 from .errors import invalid
-
-# A hub id is "name" or "owner/name"; anything else that looks like a path stays local.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
 def read_records(path: str | Path):
@@ -51,20 +48,17 @@ def at_lines(shown: str, message: str, line_of) -> str:
 
 
 def model_source(model_path: str | Path, what: str = "policy") -> str:
-    """The model folder, or a hub name; a path that is neither is refused naming it (not a hub error)."""
+    """The model folder, or a hub name, checked by the trainers' rule (``models.loading.check_model_source``):
+    a path that is not a model folder, or a name that is neither a folder nor a usable hub id, is a 422
+    naming it and how to make one, never Transformers' "Repo id must be in the form ..."."""
     text = check_text(str(model_path).strip(), what)
     if not text:
         raise invalid(f"give the {what}: a folder holding the model and its tokenizer")
     try:
+        check_model_source(text, what)
         path = Path(text).expanduser()
-        is_dir, exists = path.is_dir(), path.exists()
+        return str(path) if path.is_dir() else text
+    except ModelSourceError as err:
+        raise invalid(str(err)) from None
     except (OSError, RuntimeError) as err:  # e.g. a name too long for the file system, or ~nobody
         raise invalid(f"{what} {text[:80]!r} is not a usable path: {err}") from None
-    if is_dir:
-        return str(path)
-    if exists:
-        raise invalid(f"{what} {text}: is a file; give the folder that holds the model (config.json, weights, "
-                      f"tokenizer)")
-    if looks_local(text) or not _HUB_ID.match(text):  # the trainers' rule for "a path, not a hub id"
-        raise invalid(f"{what} folder {text} does not exist (looked in {Path.cwd()})")
-    return text

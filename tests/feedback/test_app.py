@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 import zipfile
 
 import pytest
 from fastapi.testclient import TestClient
+from markupsafe import escape
 
 from rlhfkit.feedback import service
 from rlhfkit.feedback.app import create_app
@@ -459,21 +461,33 @@ def test_admin_deactivates_an_annotator_and_resets_a_token(env):
 
 
 def test_admin_generates_responses_with_a_policy_folder(env, tiny_dirs):
+    """Generation runs as a background job (issue 15): the POST answers 202 at once, the jobs fragment shows
+    progress until the job is done; a wrong policy path is a 422 naming it, before any job starts."""
     admin, csrf = signed_in(env, "ada")
     pid = env["project"]
     response = admin.post(f"/admin/projects/{pid}/generate",
                           data={"policy": str(tiny_dirs["gpt2"]), "prompts": "the cat\n\nthe dog\n", "n": "2",
                                 "max_new_tokens": "4", "kinds": ["pair"], "csrf_token": csrf})
-    assert response.status_code == 200 and "for 2 prompts" in response.text
-    missing = admin.post(f"/admin/projects/{pid}/generate",
-                         data={"policy": str(tiny_dirs["gpt2"]) + "-missing", "prompts": "x", "n": "1",
-                               "max_new_tokens": "2", "kinds": ["pair"], "csrf_token": csrf})
-    assert missing.status_code == 422 and f"policy folder {tiny_dirs['gpt2']}-missing does not exist" in missing.text
-    not_a_model = admin.post(f"/admin/projects/{pid}/generate",
-                             data={"policy": str(tiny_dirs["gpt2"].parent), "prompts": "x", "n": "1",
-                                   "max_new_tokens": "2", "kinds": ["pair"], "csrf_token": csrf})
-    assert not_a_model.status_code == 422 and f"cannot load a causal LM and tokenizer from {tiny_dirs['gpt2'].parent}" \
-        in not_a_model.text
+    assert response.status_code == 202 and "4 responses for 2 prompts" in response.text
+    job = int(re.search(r"Generation job (\d+) started", response.text).group(1))
+    deadline = time.time() + 60
+    while 'data-job-status="done"' not in (jobs := admin.get(f"/admin/projects/{pid}/jobs").text):
+        assert 'data-job-status="failed"' not in jobs, jobs
+        assert time.time() < deadline, "the generation job did not finish within 60 s"
+        time.sleep(0.2)
+    assert f'data-job="{job}"' in jobs and "for 2 prompts" in jobs and "4 / 4" in jobs
+    assert 'hx-trigger="every 2s"' not in jobs  # polling stops once no job runs
+    with env["app"].state.sessions() as s:
+        assert {p.text for p in service.get_project(s, pid).prompts} >= {"the cat", "the dog"}
+    for policy, expected in [(str(tiny_dirs["gpt2"]) + "-missing", f"policy: no such folder '{tiny_dirs['gpt2']}-missing'"),
+                             (str(tiny_dirs["gpt2"].parent), "is not a model folder (no config.json)"),
+                             ("runs/sft model", "is neither a local folder nor a valid hub id")]:
+        refused = admin.post(f"/admin/projects/{pid}/generate",
+                             data={"policy": policy, "prompts": "x", "n": "1", "max_new_tokens": "2",
+                                   "kinds": ["pair"], "csrf_token": csrf})
+        assert refused.status_code == 422 and str(escape(expected)) in refused.text, policy
+        assert "Repo id must be" not in refused.text
+    assert admin.get(f"/admin/projects/{pid}/jobs").text.count("data-job=") == 1  # no job for a refused form
 
 
 def test_texts_are_html_escaped(env):

@@ -131,7 +131,7 @@ def test_serve_runs_the_app_with_uvicorn(url, monkeypatch):
     assert main(["feedback", "serve", "--db", url, "--host", "0.0.0.0", "--port", "8123", "--secret", "s" * 32]) == 0
     assert isinstance(calls["app"], FastAPI) and calls["host"] == "0.0.0.0" and calls["port"] == 8123
     engine = db.engine_of(calls["app"].state.sessions)
-    assert str(engine.url) == url and db.current_revision(engine) == "0002"  # migrated on start
+    assert str(engine.url) == url and db.current_revision(engine) == "0003"  # migrated on start
     engine.dispose()
 
 
@@ -200,13 +200,13 @@ def test_every_subcommand_refuses_bad_arguments_with_status_2_and_writes_nothing
         (("import", "--project", "nope", prompts), "unknown file extension '.txt'"),
         (("import", "--project", "nope", rows), "project 'nope' not found"),
         (("generate", "--project", "nope", "--policy", str(tmp_path / "no-model"), "--prompts", prompts),
-         f"policy folder {tmp_path / 'no-model'} does not exist"),
+         f"policy: no such folder '{tmp_path / 'no-model'}'"),
         (("generate", "--project", "nope", "--policy", "x", "--prompts", str(tmp_path / "none.txt")), "cannot read"),
         (("progress", "--project", "nope"), "project 'nope' not found"),
         (("report", "--project", "nope"), "project 'nope' not found"),
         (("export", "--project", "nope", "--out", str(tmp_path / "out")), "project 'nope' not found"),
         (("prioritise", "--project", "nope", "--reward-model", str(tmp_path / "no-rm")),
-         f"reward model folder {tmp_path / 'no-rm'} does not exist"),
+         f"reward model: no such folder '{tmp_path / 'no-rm'}'"),
         (("serve", "--port", "70000"), "--port must be 0..65535"),
         (("serve", "--secret", "short"), "at least 16 characters"),
     ]

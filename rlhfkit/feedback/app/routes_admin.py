@@ -83,7 +83,17 @@ def set_active(request: Request, annotator: RowId, active: str = Form(...), user
 
 
 def _project_page(request: Request, s: Session, project: Project, status: int = 200, **extra) -> Response:
-    ctx = {"project": project, "kinds": KINDS, "export_files": EXPORT_FILES, **_progress_context(s, project), **extra}
+    from ..export import export_rows
+    from ..jobs import project_jobs
+
+    progress = _progress_context(s, project)
+    try:  # export links only for the files an export would write, with their row counts
+        rows = export_rows(progress.pop("data"))
+        exportable = {f"{name}.jsonl": len(table) for name, table in rows.items() if table}
+    except ValueError:
+        exportable = {}
+    ctx = {"project": project, "kinds": KINDS, "exportable": exportable, "jobs": project_jobs(s, project),
+           **progress, **extra}
     return render(request, "admin/project.html", ctx, status=status)
 
 
@@ -98,7 +108,7 @@ def _progress_context(s: Session, project: Project) -> dict:
     from ..quality import report_rows  # lazy: numpy/krippendorff only when an admin looks
 
     data = service.collect(s, project)
-    return {"progress": progress, "quality": report_rows(data) if data.annotators else None,
+    return {"progress": progress, "quality": report_rows(data) if data.annotators else None, "data": data,
             "updated": datetime.now(timezone.utc).strftime("%H:%M:%S UTC")}
 
 
@@ -167,16 +177,31 @@ def _summary_text(summary: dict) -> str:
 @router.post("/projects/{project}/generate", name="admin_generate")
 def generate(request: Request, project: RowId, policy: str = Form(...), prompts: str = Form(...), n: int = Form(2),
              max_new_tokens: int = Form(64), kinds: list[str] = Form([]), s: Session = Depends(db)) -> Response:
+    """Check the form now (a wrong policy path is a 422 naming it), then sample in a background job: the page
+    shows its progress (``admin_job``) instead of this request waiting for the model."""
+    from ..jobs import start_generation
+
     proj = service.get_project(s, project)
     lines = [line.strip() for line in prompts.splitlines() if line.strip()]
     try:
         if not lines:
             raise FeedbackError("write at least one prompt (one per line)", 422)
-        responses = service.generate_responses(s, proj, policy.strip(), lines, n=n, max_new_tokens=max_new_tokens,
-                                               kinds=_kinds(kinds))
+        job = start_generation(request.app.state.sessions, proj.id, policy.strip(), lines, n=n,
+                               max_new_tokens=max_new_tokens, kinds=_kinds(kinds))
     except FeedbackError as err:
         return _project_page(request, s, proj, status=err.status, error=err.message)
-    return _project_page(request, s, proj, notice=f"Generated {len(responses)} responses for {len(lines)} prompts.")
+    return _project_page(request, s, proj, status=202,
+                         notice=f"Generation job {job.id} started: {job.total} responses for {len(lines)} prompts. "
+                                "Its progress shows below; you can leave this page.")
+
+
+@router.get("/projects/{project}/jobs", name="admin_jobs")
+def jobs_fragment(request: Request, project: RowId, s: Session = Depends(db)) -> Response:
+    """The latest generation jobs (polled while one runs)."""
+    from ..jobs import project_jobs
+
+    proj = service.get_project(s, project)
+    return render(request, "admin/_jobs.html", {"project": proj, "jobs": project_jobs(s, proj)})
 
 
 def _export_dir(s: Session, project: Project) -> tuple[Path, dict[str, Path]]:
@@ -226,3 +251,11 @@ def export_file(request: Request, project: RowId, name: str, s: Session = Depend
 
 def _safe_name(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:80] or "project"
+
+
+# Review (item browser, disagreements) and team (settings, members, invites) pages live in their own
+# modules; included here so they share this router's /admin prefix, admin check and CSRF guard.
+from . import routes_review, routes_team  # noqa: E402
+
+router.include_router(routes_review.router)
+router.include_router(routes_team.router)

@@ -157,6 +157,7 @@ def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict
     from ..models.loading import load_tokenizer
     from ..trainers import PPOTrainer
     from ..trainers.online_data import render_prompts
+    from ..trainers.mechanics import set_seed
     from ..trainers.ppo_train import train_ppo
     from ..trainers.reward_funcs import load_reward_funcs
 
@@ -170,6 +171,7 @@ def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict
         field = "reward_model_path" if config.reward_model_path and "reward_funcs[0]" in str(err) else "reward_funcs"
         raise ConfigError("PPORunConfig", field, str(err)) from None
     dtype = getattr(torch, config.dtype)
+    set_seed(config.seed)  # the fresh value head (and LoRA) initialise from the seed, not from leftover RNG state
     peft_config = _lora(config) if config.use_peft else None
     policy = AutoModelForCausalLMWithValueHead.from_pretrained(config.model_name_or_path, dtype=dtype,
                                                                peft_config=peft_config)

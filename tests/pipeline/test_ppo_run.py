@@ -191,3 +191,36 @@ def test_example_yaml_runs_on_tiny_folders(folders, tmp_path, capsys):
                  f"output_dir={tmp_path / 'out'}", "steps=1", "batch_size=4", "mini_batch_size=2", "ppo_epochs=1",
                  "max_new_tokens=3", "eval_prompts=2"])
     assert code == 0 and json.loads(capsys.readouterr().out)["evals"][-1]["eval/prompts"] == 2
+
+
+def test_docs_table_lists_every_run_field_with_its_help():
+    """docs/ppo_cli.md's table is the run fields' own help text (PPOConfig's are in docs/ppo_config.md)."""
+    from dataclasses import MISSING, fields
+    from pathlib import Path
+
+    from rlhfkit.trainers.ppo_config import PPOConfig
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "ppo_cli.md").read_text()
+    classic = {x.name for x in fields(PPOConfig)}
+    for x in fields(PPORunConfig):
+        if x.name in classic and x.name != "log_with":
+            continue
+        default = x.default_factory() if x.default_factory is not MISSING else x.default
+        row = f"| `{x.name}` | `{default!r}` | {x.metadata['help']} |"
+        assert row in page, f"docs/ppo_cli.md: the row of {x.name} should read {row}"
+
+
+def test_evaluation_does_not_move_the_training_rng(folders, tmp_path):
+    """Evaluating every step or only at the end trains the same weights, bit for bit (docs/ppo_cli.md)."""
+    from safetensors.torch import load_file
+
+    def final(eval_steps, name):
+        config = PPORunConfig(model_name_or_path=str(folders["policy"]), dataset_name=str(folders["prompts"]),
+                              reward_model_path=str(folders["rm"]), output_dir=str(tmp_path / name), batch_size=4,
+                              mini_batch_size=2, ppo_epochs=1, steps=2, max_new_tokens=4, eval_fraction=0.25,
+                              eval_steps=eval_steps, log_with=None, learning_rate=1e-3)
+        run_ppo(config, progress=False)
+        return load_file(tmp_path / name / "final" / "model.safetensors")
+
+    every, end = final(1, "every"), final(0, "end")
+    assert every.keys() == end.keys() and all(torch.equal(every[k], end[k]) for k in every)

@@ -213,7 +213,7 @@ class KTOTrainer:
     def _forward(self, model, batch):
         """(loss, per-row rewards / logps / mean logits (B,), labels (B,), z0 ())."""
         cfg = self.args
-        seq, _, _, _, mean_logits = completion_logps(model, batch)  # (B,) summed over each completion
+        seq, n_tokens, _, _, mean_logits = completion_logps(model, batch)  # (B,) summed over each completion
         labels = batch["label"]  # (B,) bool
         ref, ref_kl = batch.get("ref_logps"), batch.get("ref_kl_logps")
         if ref is None:
@@ -234,42 +234,39 @@ class KTOTrainer:
         else:
             losses, rewards = loss_fn(seq, ref.to(seq.dtype), labels, cfg.beta, **weights)
             z0 = seq.new_zeros(())  # TRL logs kl = 0 for losses without a reference point
-        return losses.mean(), rewards, seq.detach(), mean_logits, labels, z0
+        return losses.mean(), rewards, seq.detach(), mean_logits * n_tokens, n_tokens, labels, z0
 
-    def _step(self, model, batch):
-        loss, rewards, logps, logits, labels, z0 = self._forward(model, batch)
+    def _losses(self, model, batch):
+        """Loss and TRL 1.16's per-batch metrics: class means of rewards and logps, token means of logits."""
+        loss, rewards, logps, logit_sums, n_tokens, labels, z0 = self._forward(model, batch)
         metrics = {"kl": z0}
         for side, flag in SIDES.items():
             mask = labels == flag
             metrics[f"rewards/{side}"] = _masked_mean(rewards, mask)
             metrics[f"logps/{side}"] = _masked_mean(logps, mask)
-            metrics[f"logits/{side}"] = _masked_mean(logits, mask)
+            metrics[f"logits/{side}"] = logit_sums[mask].sum() / n_tokens[mask].sum() if mask.any() else \
+                logit_sums.new_tensor(math.nan)
         metrics["rewards/margins"] = metrics["rewards/chosen"] - metrics["rewards/rejected"]
         return loss, metrics
 
+    def _step(self, model, batch):
+        return self._losses(model, batch)
+
     def _evaluate(self, model, loader, accelerator) -> dict:
-        """Loss and kl averaged over batches; rewards, logps and logits pooled over every row of a class (TRL)."""
-        device = accelerator.device
-        sums = torch.zeros(2 + 2 * 4, dtype=torch.float64, device=device)  # loss, kl, then per side: n, r, lp, lg
-        batches = 0
+        """Every metric averaged over the batches that have it (a class-less batch has no rewards/<class>), as TRL."""
+        sums, counts = {}, {}
         for batch in loader:
-            loss, rewards, logps, logits, labels, z0 = self._forward(model, batch)
-            parts = [loss.detach(), z0]
-            for flag in SIDES.values():
-                mask = labels == flag
-                parts += [mask.sum(), rewards[mask].sum(), logps[mask].sum(), logits[mask].sum()]
-            sums += torch.stack([p.double() for p in parts])
-            batches += 1
-        sums = accelerator.reduce(sums, "sum")
-        batches = accelerator.reduce(torch.tensor(float(batches), device=device), "sum").item()
-        values = sums.tolist()
-        out = {"loss": values[0] / max(batches, 1), "kl": values[1] / max(batches, 1)}
-        for k, side in enumerate(SIDES):
-            n, r, lp, lg = values[2 + 4 * k: 6 + 4 * k]
+            loss, metrics = self._losses(model, batch)
+            for k, v in {"loss": loss, **metrics}.items():
+                v = v.detach().double()
+                finite = torch.isfinite(v)
+                sums[k] = sums.get(k, 0.0) + torch.where(finite, v, 0.0)
+                counts[k] = counts.get(k, 0.0) + finite.double()
+        out = {}
+        for k in sums:
+            total, n = accelerator.reduce(sums[k], "sum").item(), accelerator.reduce(counts[k], "sum").item()
             if n:
-                out.update({f"rewards/{side}": r / n, f"logps/{side}": lp / n, f"logits/{side}": lg / n})
-        if "rewards/chosen" in out and "rewards/rejected" in out:
-            out["rewards/margins"] = out["rewards/chosen"] - out["rewards/rejected"]
+                out[k] = total / n
         return out
 
     # ------------------------------------------------------------------ public face

@@ -13,6 +13,7 @@ import rlhfkit.cli
 from rlhfkit.algos.kto import kto_kl, kto_loss
 from rlhfkit.data import DataError
 from rlhfkit.testing import hidden_rule_preferences, tiny_causal_lm
+from rlhfkit.trainers.dpo import completion_logps
 from rlhfkit.trainers.kto import KTOConfig, KTOTrainer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +77,7 @@ def test_loss_equals_kto_on_naive_log_probs(tokenizer, tmp_path):
     rows = [trainer.train_dataset[i] for i in (0, 1, 2, 5, 7)]  # 3 desirable, 2 undesirable
     model, ref = trainer.model.eval(), trainer.ref_model
     with torch.no_grad():
-        loss, rewards, logps, _, labels, z0 = trainer._forward(model, trainer._collate(rows))
+        loss, rewards, logps, _, _, labels, z0 = trainer._forward(model, trainer._collate(rows))
         prompts, completions = [r["prompt_ids"] for r in rows], [r["completion_ids"] for r in rows]
         shifted = completions[-1:] + completions[:-1]  # prompt i with the completion of row i - 1
         pol = torch.stack([naive_logps(model, p, c) for p, c in zip(prompts, completions)])
@@ -91,6 +92,19 @@ def test_loss_equals_kto_on_naive_log_probs(tokenizer, tmp_path):
     torch.testing.assert_close(rewards.double(), exp_rewards, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(loss.double(), expected.mean(), rtol=1e-5, atol=1e-6)
     assert labels.tolist() == [True, False, True, False, False]
+
+
+def test_a_batch_without_one_class_has_no_metric_for_it(tokenizer, tmp_path):
+    trainer = KTOTrainer(model=tiny_causal_lm("gpt2", tokenizer), args=_cfg(tmp_path), train_dataset=unpaired(4),
+                         processing_class=tokenizer)
+    good = [r for r in (trainer.train_dataset[i] for i in range(8)) if r["label"]]
+    loss, metrics = trainer._losses(trainer.model, trainer._collate(good))
+    assert torch.isfinite(loss) and torch.isfinite(metrics["rewards/chosen"])
+    assert torch.isnan(metrics["rewards/rejected"]) and torch.isnan(metrics["rewards/margins"])  # dropped from logs
+    batch = trainer._collate(good)
+    with torch.no_grad():  # logits/<class>: the mean logit over the class's completion tokens, as TRL 1.16
+        seq, n, _, _, mean_logits = completion_logps(trainer.model, batch)
+    assert metrics["logits/chosen"].item() == pytest.approx(((mean_logits * n).sum() / n.sum()).item(), rel=1e-5)
 
 
 def test_precomputed_reference_is_cached_and_gives_the_live_loss(tokenizer, tmp_path):
@@ -133,16 +147,17 @@ def test_peft_reference_is_the_adapter_disabled_base(tokenizer, tmp_path):
 
 def test_kto_learns_to_prefer_the_desirable_completions(tokenizer, tmp_path):
     trainer = KTOTrainer(model=tiny_causal_lm("gpt2", tokenizer, hidden_size=32),
-                         args=_cfg(tmp_path, max_steps=40, per_device_train_batch_size=16, learning_rate=2e-3,
-                                   beta=0.5, logging_steps=10),
-                         train_dataset=unpaired(160, 0), eval_dataset=unpaired(32, 1), processing_class=tokenizer)
+                         args=_cfg(tmp_path, max_steps=16, per_device_train_batch_size=16, learning_rate=3e-3,
+                                   beta=0.5, logging_steps=4),
+                         train_dataset=unpaired(96, 0), eval_dataset=unpaired(32, 1), processing_class=tokenizer)
     before = trainer.evaluate()["eval/rewards/margins"]
     history = trainer.train()
     after = [r for r in history if "eval/rewards/margins" in r][-1]
     assert before == 0.0
-    # held-out desirable completions' log-ratio rises above the undesirable ones'
-    assert after["eval/rewards/margins"] > 2.0, after
-    assert after["eval/rewards/chosen"] > after["eval/rewards/rejected"]
+    # held-out desirable completions' log-ratio rises, the undesirable ones' falls (measured: +1.36 / -1.56)
+    assert after["eval/rewards/margins"] > 1.5, after
+    assert after["eval/rewards/chosen"] > 0.5 and after["eval/rewards/rejected"] < -0.5, after
+    assert max(r["train/kl"] for r in history if "train/kl" in r) > 0  # the reference point was in play
 
 
 @pytest.mark.parametrize("name", ["preference_explicit.jsonl", "preference_chat.jsonl"])

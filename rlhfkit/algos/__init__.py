@@ -1,10 +1,21 @@
-"""Pure tensor math for RLHF: masked statistics, log-probs, KL, PPO losses.
+"""Pure tensor math for RLHF: masked statistics, log-probs, KL, PPO, group-advantage and preference losses.
 
 Imports torch only; no config objects, no ``.item()``, no I/O. Each function takes
 tensors and plain numbers and returns tensors (a loss plus a dict of detached metrics
 where useful). Docstrings give the formula, the shapes and the paper or source.
 """
 
+from rlhfkit.algos.advantages import (
+    GROUP_SCALES,
+    IMPORTANCE_SAMPLING_LEVELS,
+    LOSS_AGGREGATIONS,
+    REINFORCE_BASELINES,
+    group_advantages,
+    group_stats,
+    grpo_loss,
+    reinforce_pp_advantages,
+    rloo_advantages,
+)
 from rlhfkit.algos.dpo import (
     DPO_LOSSES,
     LENGTH_NORMALISED,
@@ -44,15 +55,22 @@ __all__ = [
     "AdaptiveKLController",
     "DPO_LOSSES",
     "FixedKLController",
+    "GROUP_SCALES",
+    "IMPORTANCE_SAMPLING_LEVELS",
     "KL_ESTIMATORS",
     "LENGTH_NORMALISED",
+    "LOSS_AGGREGATIONS",
     "REFERENCE_FREE",
+    "REINFORCE_BASELINES",
     "RunningMoments",
     "bradley_terry_loss",
     "dpo_sigmoid_loss",
     "entropy_bonus",
     "entropy_from_logits",
     "gae",
+    "group_advantages",
+    "group_stats",
+    "grpo_loss",
     "hinge_loss",
     "ipo_loss",
     "kl_abs",
@@ -70,6 +88,8 @@ __all__ = [
     "orpo_log_odds",
     "orpo_odds_ratio_loss",
     "policy_loss",
+    "reinforce_pp_advantages",
+    "rloo_advantages",
     "robust_dpo_loss",
     "sequence_logprobs",
     "simpo_loss",

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from .. import algos
 from ..models import create_reference_model, is_peft_model, reference_context
 from ..models.compat import enable_checkpointing
+from ..models.fused import cpu_fp32_attention, fuse_activations
 from ..core import PPODecorators
 from ..rollout import build_batch, build_seq2seq_batch, forward_batch, generate_responses
 from . import ppo_classic
@@ -39,12 +40,14 @@ class PPOTrainer:
     ``lr_scheduler`` become Accelerate's wrappers (``trainer.optimizer.optimizer`` is yours).
     rlhfkit extras (keyword-only): ``critic`` (a ``CriticModel`` used instead of the shared
     value head, trained with ``config.critic_learning_rate``) and ``ptx_dataset`` (texts or
-    ``input_ids`` for the SFT loss mixed in with ``config.ptx_coef``).
+    ``input_ids`` for the SFT loss mixed in with ``config.ptx_coef``) and ``rollout_engine`` (a
+    ``rlhfkit.rollout.vllm.VLLMRollout``: ``generate`` samples with it, and every ``step`` pushes the
+    updated weights into it; untested on GPU hardware, see docs/ppo.md).
     """
 
     def __init__(self, config: PPOConfig | None = None, model=None, ref_model=None, tokenizer=None, dataset=None,
                  optimizer=None, data_collator=None, num_shared_layers: int | None = None, lr_scheduler=None,
-                 training_data_collator=None, *, critic=None, ptx_dataset=None):
+                 training_data_collator=None, *, critic=None, ptx_dataset=None, rollout_engine=None):
         self.config = config = config if config is not None else PPOConfig()
         model, ref_model = check_trainer_inputs(config, model, ref_model, tokenizer, dataset, lr_scheduler,
                                                 num_shared_layers)
@@ -98,6 +101,9 @@ class PPOTrainer:
         self.current_step = 0
         self.max_length = max_positions(model.config)
         self.vocab_size = vocab_size(model)
+        self.rollout_engine = rollout_engine
+        if rollout_engine is not None:  # the engine may have loaded other weights than this policy's
+            rollout_engine.sync_weights(self.accelerator.unwrap_model(self._train_model))
 
     def _setup_models(self, model, ref_model, critic, num_shared_layers) -> None:
         """Policy, frozen reference (or None under PEFT), optional critic, and their parameter lists."""
@@ -111,6 +117,11 @@ class PPOTrainer:
         if config.disable_dropout:
             for m in (model, ref_model, critic):
                 _disable_dropout(m)
+        if getattr(config, "fuse_activations", True):  # same function, fewer kernels (models/fused.py)
+            for m in (model, ref_model, critic):
+                if m is not None:
+                    fuse_activations(m)
+                    cpu_fp32_attention(m)
         if config.gradient_checkpointing:
             enable_checkpointing(model.pretrained_model)
         self.policy_params = [p for p in (model.pretrained_model if critic is not None else model).parameters()
@@ -158,6 +169,11 @@ class PPOTrainer:
                       batch_size=batch_size, return_prompt=return_prompt, remove_padding=remove_padding and not single,
                       length_sampler=length_sampler)
         model = self.accelerator.unwrap_model(self._train_model)
+        if self.rollout_engine is not None and not generate_ref_response and length_sampler is None:
+            from ..rollout.vllm import engine_generate_responses
+            out = engine_generate_responses(self.rollout_engine, queries, generation_kwargs,
+                                            eos_token_id=self.tokenizer.eos_token_id, return_prompt=return_prompt)
+            return out[0].unsqueeze(0) if single else out
         with self.mechanics.autocast():
             out = generate_responses(model, queries, **kwargs, generation_kwargs=generation_kwargs)
             ref = None
@@ -200,6 +216,10 @@ class PPOTrainer:
         rollout = dict(logprobs=logprobs, values=values * mask, advantages=advantages, returns=returns)
         minibatch_stats = self._optimize(batch, rollout)
         timing["time/ppo/optimize_step"] = time.time() - t
+        if self.rollout_engine is not None:  # the next rollouts must come from the updated policy
+            t = time.time()
+            self.rollout_engine.sync_weights(self.accelerator.unwrap_model(self._train_model))
+            timing["time/ppo/weight_sync"] = time.time() - t
 
         t = time.time()
         train_stats = summarise_minibatches(minibatch_stats)

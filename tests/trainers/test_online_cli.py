@@ -52,3 +52,12 @@ def test_cli_runs_the_example(tiny, tmp_path, monkeypatch, capsys, command, name
     assert '"train/loss"' in capsys.readouterr().out  # the summary names the last training row
     assert (tmp_path / "out" / "metrics.jsonl").exists()
     AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+
+
+@pytest.mark.parametrize("config_cls", [GRPOConfig, RLOOConfig])
+def test_docs_list_every_field_with_its_current_help(config_cls):
+    from rlhfkit.trainers.config import config_markdown
+
+    assert all(text.strip() for text in config_cls.field_help().values())
+    assert config_markdown(config_cls) in (ROOT / "docs" / "online.md").read_text(), \
+        "regenerate the tables at the end of docs/online.md (command in its 'Config fields' section)"

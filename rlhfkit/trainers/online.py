@@ -188,7 +188,10 @@ class OnlineRun:
     @torch.no_grad()
     def rollout(self) -> Rollout:
         cfg, G = self.config, self.config.num_generations
-        idx = self.sampler.take(self.prompts_per_cycle)
+        # every process draws the same global order and keeps its own slice: whole groups stay on one process
+        local = self.prompts_per_cycle // self.accelerator.num_processes
+        rank = self.accelerator.process_index
+        idx = self.sampler.take(self.prompts_per_cycle)[rank * local:(rank + 1) * local]
         prompts = [self.prompts[i] for i in idx]
         columns = {k: [v[i] for i in idx] for k, v in self.columns.items()}
         queries, responses, rewards, per_func, _ = self._sample(prompts, columns, G)

@@ -48,6 +48,20 @@ all parameters except the token/position embeddings and the LM head):
                 (no-grad forward of policy and reference, then ppo_epochs passes of
                 forward + backward = 3x forward over all B sequences)
 
+Generation bounds (reported as ``generate_bounds``): generation reads every weight of the
+model body and LM head once per forward call (prefill + G-1 cached steps, per generate
+chunk), so ``weight_read_s = G * (Nb + d*V) * bytes_per_weight / read_bandwidth`` with the
+read bandwidth measured on the spot (``read_bandwidth_gbs``: best of a few sums over a
+256 MB float32 array) and 4 bytes per weight (fp32 weights; under bf16 autocast the casts
+still read the fp32 master weights); ``compute_s = generate FLOPs / matmul peak``. The
+bound is the larger of the two; ``generate_vs_bound`` = measured generate time / bound.
+
+Phases: ``generate`` and ``step`` are timed outside; inside the step both implementations
+report ``time/ppo/forward_pass`` (the no-grad rollout forward of policy and reference) and
+``time/ppo/optimize_step`` (the ppo_epochs minibatch updates). ``--table`` groups many
+result files by (vocabulary, dtype, implementation), takes medians over every timed
+iteration of every repeat, and prints TRL / rlhfkit ratios side by side.
+
 MFU = FLOPs / measured seconds / matmul peak (fp32 or bf16 peak from ``--peak``, a JSON
 written by benchmarks/matmul_peak.py; measured on the spot if not given).
 """
@@ -148,8 +162,28 @@ def usage_delta(a, b) -> dict:
     return {"user_s": b[0] - a[0], "sys_s": b[1] - a[1], "minor_faults": b[2] - a[2]}
 
 
+def median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
 def summarise_times(xs: list[float]) -> dict:
-    return {"mean_s": sum(xs) / len(xs), "min_s": min(xs), "max_s": max(xs), "all_s": xs}
+    return {"mean_s": sum(xs) / len(xs), "median_s": median(xs), "min_s": min(xs), "max_s": max(xs), "all_s": xs}
+
+
+def read_bandwidth_gbs(mb: int = 256, repeats: int = 5) -> float:
+    """Best-of-``repeats`` read bandwidth (GB/s) of a float32 sum over ``mb`` MB."""
+    import torch
+
+    x = torch.ones(mb * 2**20 // 4)
+    x.sum()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        x.sum()
+        best = min(best, time.perf_counter() - t0)
+    return x.numel() * 4 / best / 1e9
 
 
 # ----------------------------------------------------------------------------- run
@@ -205,6 +239,7 @@ def run(args) -> dict:
     reset_ok = reset_peak()
     gen_t, step_t, gen_peak, step_peak, resp_lens, speed, usage = [], [], [], [], [], [], []
     step_stats_t: dict[str, list[float]] = {}
+    bandwidth = read_bandwidth_gbs()
     for it in range(args.warmup + args.iters):
         queries = [torch.randint(allowed_low, args.vocab, (args.query_len,), generator=g)
                    for _ in range(args.batch_size)]
@@ -255,6 +290,14 @@ def run(args) -> dict:
     peak, peak_src = peak_gflops(args, peak_dtype)
     gen_mean, step_mean = sum(gen_t) / len(gen_t), sum(step_t) / len(step_t)
     timing_stats = {k: sum(v) / len(v) for k, v in step_stats_t.items()}
+    phases = {"generate": summarise_times(gen_t), "step": summarise_times(step_t),
+              "iteration": summarise_times([a + b for a, b in zip(gen_t, step_t)])}
+    for key, name in (("time/ppo/forward_pass", "rollout_forward"), ("time/ppo/optimize_step", "optimise")):
+        if len(step_stats_t.get(key, [])) == len(step_t):
+            phases[name] = summarise_times(step_stats_t[key])
+    weight_bytes = (n_block + args.n_embd * args.vocab) * 4
+    chunks = -(-args.batch_size // args.batch_size)  # generate(batch_size=B): one chunk
+    weight_read_s = chunks * args.new_tokens * weight_bytes / (bandwidth * 1e9)
     opt = timing_stats.get("time/ppo/optimize_step")
     tot = timing_stats.get("time/ppo/total")
 
@@ -275,6 +318,12 @@ def run(args) -> dict:
         "generate": summarise_times(gen_t),
         "step": summarise_times(step_t),
         "iteration_mean_s": gen_mean + step_mean,
+        "phases": phases,
+        "read_bandwidth_gbs": bandwidth,
+        "generate_bounds": {"weight_read_s": weight_read_s, "compute_s": flops["generate"] / (peak * 1e9),
+                            "bound_s": max(weight_read_s, flops["generate"] / (peak * 1e9)),
+                            "generate_vs_bound": phases["generate"]["median_s"]
+                            / max(weight_read_s, flops["generate"] / (peak * 1e9))},
         "step_time_stats_mean": timing_stats,
         "cpu_probe_gflops": speed,
         "process_usage": usage,
@@ -348,6 +397,57 @@ def summarise(paths: list[str]) -> str:
     return "\n".join(lines)
 
 
+def table(paths: list[str]) -> str:
+    """Medians over every timed iteration of every repeat, per (vocab, dtype, impl); TRL / rlhfkit ratios."""
+    groups: dict[tuple, list[dict]] = {}
+    for p in paths:
+        with open(p) as f:
+            r = json.load(f)
+        groups.setdefault((r["workload"]["vocab"], r["dtype"], r["impl"]), []).append(r)
+
+    def cpu(u, phase):  # user + sys CPU seconds of a phase (robust to other processes on a shared machine)
+        parts = ("generate", "step") if phase == "iteration CPU" else (phase.split()[0],)
+        return sum(u[p]["user_s"] + u[p]["sys_s"] for p in parts)
+
+    def med(runs, phase):
+        if phase.endswith(" CPU"):
+            xs = [cpu(u, phase) for r in runs for u in r.get("process_usage", [])]
+        else:
+            xs = [x for r in runs for x in r.get("phases", {}).get(phase, {}).get("all_s", [])]
+        return median(xs) if xs else None
+
+    cols = ["iteration", "generate", "rollout_forward", "optimise", "step", "iteration CPU", "generate CPU",
+            "step CPU"]
+    hdr = ["vocab", "dtype", "impl", "runs"] + [f"{c} (s)" for c in cols] + ["peak RSS (MB)", "gen / bound"]
+    rows, ratios = [], []
+    for (vocab, dtype, impl), runs in sorted(groups.items()):
+        peak = median([r["memory_mb"]["peak_rss_total"] for r in runs])
+        bound = median([r["generate_bounds"]["generate_vs_bound"] for r in runs if "generate_bounds" in r] or [0])
+        vals = [med(runs, c) for c in cols]
+        rows.append([str(vocab), dtype, impl, str(len(runs))] + [f"{v:.2f}" if v is not None else "-" for v in vals]
+                    + [f"{peak:.0f}", f"{bound:.1f}x"])
+        groups[(vocab, dtype, impl)] = [dict(vals=vals, peak=peak)]
+    for (vocab, dtype, impl), (g,) in sorted(groups.items()):
+        if impl != "rlhfkit":
+            continue
+        for base_dtype in ("fp32", dtype) if dtype != "fp32" else ("fp32",):
+            base = groups.get((vocab, base_dtype, "trl"))
+            if not base:
+                continue
+            b = base[0]
+            cells = [f"{bv / v:.2f}x" if bv and v else "-" for bv, v in zip(b["vals"], g["vals"])]
+            ratios.append([str(vocab), f"TRL {base_dtype} / rlhfkit {dtype}", "", ""] + cells
+                          + [f"{b['peak'] / g['peak']:.2f}x", ""])
+    allrows = [hdr] + rows + ([["", "ratios (> 1: rlhfkit faster / smaller)", "", ""] + [""] * (len(hdr) - 4)]
+                              + ratios if ratios else [])
+    widths = [max(len(r[i]) for r in allrows) for i in range(len(hdr))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in allrows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("medians over every timed iteration of every run; gen / bound = generate time over "
+                 "max(weight-read, compute) bound (see the docstring)")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--impl", choices=["trl", "rlhfkit"])
@@ -370,6 +470,8 @@ def main(argv=None) -> None:
     p.add_argument("--n-positions", dest="n_positions", type=int, default=1024)
     p.add_argument("--summarise", nargs="+", metavar="RESULT_JSON",
                    help="print a side-by-side table of result files (the first is the baseline) and exit")
+    p.add_argument("--table", nargs="+", metavar="RESULT_JSON",
+                   help="medians per (vocab, dtype, impl) over many result files, with TRL / rlhfkit ratios, and exit")
     p.add_argument("--save-base-model", dest="save_base_model", help=argparse.SUPPRESS)
     p.add_argument("--eos-id", dest="eos_id", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -378,6 +480,9 @@ def main(argv=None) -> None:
         return
     if args.summarise:
         print(summarise(args.summarise))
+        return
+    if args.table:
+        print(table(args.table))
         return
     if not args.impl:
         p.error("--impl is required (or use --summarise)")

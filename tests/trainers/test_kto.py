@@ -2,6 +2,9 @@
 learning, data shapes and bad input, the CLI command."""
 
 import json
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -222,6 +225,46 @@ def test_bad_config():
         KTOConfig(truncation_mode="middle")
     with pytest.raises(ValueError, match="both 0"):
         KTOConfig(desirable_weight=0.0, undesirable_weight=0.0)
+
+
+TWO_PROCESS_SCRIPT = """
+import json, os, sys
+from rlhfkit.testing import hidden_rule_preferences, tiny_causal_lm, tiny_tokenizer
+from rlhfkit.trainers.kto import KTOConfig, KTOTrainer
+tok = tiny_tokenizer()
+rows = []
+for p in hidden_rule_preferences(16, 0):
+    rows += [dict(prompt=p["prompt"], completion=p["chosen"], label=True),
+             dict(prompt=p["prompt"], completion=p["rejected"], label=False)]
+args = KTOConfig(output_dir=sys.argv[1], max_steps=3, per_device_train_batch_size=4, learning_rate=1e-2,
+                 report_to="none", disable_tqdm=True, max_length=64, max_prompt_length=32, seed=3)
+trainer = KTOTrainer(model=tiny_causal_lm("gpt2", tok, hidden_size=32), args=args, train_dataset=rows,
+                     processing_class=tok)
+seen, losses = [], trainer._losses
+def spy(model, batch):
+    loss, metrics = losses(model, batch)
+    seen.append([metrics["kl"].item(), batch["input_ids"].tolist()])
+    return loss, metrics
+trainer.loop.step_fn = spy
+trainer.train()
+rank = trainer.loop.accelerator.process_index
+open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w").write(json.dumps(seen))
+"""
+
+
+def test_two_processes_share_one_reference_point(tmp_path):
+    """Under `accelerate launch` each rank scores its own batch, but z0 is the mean over ranks (TRL's gather)."""
+    script = tmp_path / "train.py"
+    script.write_text(TWO_PROCESS_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29541"]
+    run = subprocess.run(launcher + [str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    a, b = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert len(a) == len(b) == 3
+    assert all(x[1] != y[1] for x, y in zip(a, b))  # different rows on the two ranks
+    assert [x[0] for x in a] == [y[0] for y in b] and max(x[0] for x in a) > 0  # one z0, and not only 0
 
 
 @pytest.mark.skipif("kto" not in rlhfkit.cli.TRAINERS, reason='rlhfkit.cli.TRAINERS["kto"] is not wired yet')

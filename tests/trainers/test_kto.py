@@ -214,6 +214,7 @@ def test_bad_input(tokenizer, tmp_path):
 
 
 def test_bad_config():
+    assert all(text.strip() for text in KTOConfig.field_help().values())  # the --help text of every field
     with pytest.raises(ValueError, match="loss_type"):
         KTOConfig(loss_type="sigmoid")
     with pytest.raises(ValueError, match="per_device_train_batch_size: must be >= 2"):

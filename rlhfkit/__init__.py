@@ -8,8 +8,10 @@ __version__ = "0.1.0"
 
 from .models import (AutoModelForCausalLMWithValueHead, AutoModelForSeq2SeqLMWithValueHead, CriticModel, RewardModel,
                      create_reference_model)
-from .trainers import DPOConfig, DPOTrainer, PPOConfig, PPOTrainer, RewardConfig, RewardTrainer, SFTConfig, SFTTrainer, set_seed
+from .trainers import (DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, KTOConfig, KTOTrainer, PPOConfig, PPOTrainer,
+                       RewardConfig, RewardTrainer, RLOOConfig, RLOOTrainer, SFTConfig, SFTTrainer, set_seed)
 
 __all__ = ["AutoModelForCausalLMWithValueHead", "AutoModelForSeq2SeqLMWithValueHead", "CriticModel", "DPOConfig",
-           "DPOTrainer", "PPOConfig", "PPOTrainer", "RewardConfig", "RewardModel", "RewardTrainer", "SFTConfig",
-           "SFTTrainer", "__version__", "create_reference_model", "set_seed"]
+           "DPOTrainer", "GRPOConfig", "GRPOTrainer", "KTOConfig", "KTOTrainer", "PPOConfig", "PPOTrainer",
+           "RLOOConfig", "RLOOTrainer", "RewardConfig", "RewardModel", "RewardTrainer", "SFTConfig", "SFTTrainer",
+           "__version__", "create_reference_model", "set_seed"]

@@ -7,6 +7,9 @@ Commands:
   sft           supervised fine-tuning (SFTConfig fields as flags)
   reward        train a reward model from preferences, rankings or ratings (RewardConfig fields)
   dpo           preference optimisation without a reward model (DPOConfig fields)
+  kto           KTO on unpaired desirable/undesirable data (KTOConfig fields)
+  grpo          GRPO / Dr. GRPO / DAPO / GSPO / REINFORCE++ on prompts with reward functions (GRPOConfig fields)
+  rloo          RLOO on prompts with reward functions (RLOOConfig fields)
   ppo           PPO with a reward model and/or reward functions on a prompt dataset (PPOConfig fields + run fields)
   ppo-example   train a tiny model offline with PPO on a rule reward and show the reward rising
   tiny-model    write a tiny random-init model + locally trained tokenizer to a folder
@@ -33,7 +36,8 @@ from .cli_args import UsageError, add_config_arguments, build_config, write_reso
 from .trainers.config import ConfigError, f, output_dir_problem
 
 TRAINERS = {"sft": ("SFTConfig", "SFTTrainer"), "reward": ("RewardConfig", "RewardTrainer"),
-            "dpo": ("DPOConfig", "DPOTrainer")}
+            "dpo": ("DPOConfig", "DPOTrainer"), "kto": ("KTOConfig", "KTOTrainer"),
+            "grpo": ("GRPOConfig", "GRPOTrainer"), "rloo": ("RLOOConfig", "RLOOTrainer")}
 
 
 class UsageExit(SystemExit):
@@ -99,6 +103,11 @@ def _config_classes() -> dict:
 DESCRIPTIONS = {
     "sft": "supervised fine-tuning", "reward": "reward model",
     "dpo": "DPO and its family (IPO, hinge, robust, SimPO, ORPO)",
+    "kto": "KTO on unpaired desirable/undesirable completions (or preference pairs, unpaired)",
+    "grpo": "GRPO (and Dr. GRPO, DAPO, GSPO, REINFORCE++ via advantage_estimator) with reward functions and/or reward "
+            "models on a prompt dataset (docs/online.md)",
+    "rloo": "RLOO (leave-one-out baseline) with reward functions and/or reward models on a prompt dataset "
+            "(docs/online.md)",
     "ppo": "PPO on a policy folder with a reward model and/or reward functions, prompts from any dataset, held-out "
            "evaluation, checkpoints and resume (docs/online.md)",
     "demo": "Pre-train a tiny model from scratch, SFT, simulated annotators, calibration, reward model, PPO and DPO, "
@@ -366,7 +375,7 @@ def _control(args, overrides) -> int:
     return 0
 
 
-RUN = {"sft": _train, "reward": _train, "dpo": _train, "ppo": _ppo, "demo": _demo, "compare": _compare, "eval": _eval,
+RUN = {**{name: _train for name in TRAINERS}, "ppo": _ppo, "demo": _demo, "compare": _compare, "eval": _eval,
        "tiny-model": _tiny_model, "ppo-example": _ppo_example, "control": _control}
 
 

@@ -2,12 +2,18 @@
 
 from .config import LoopConfig
 from .dpo import DPOConfig, DPOTrainer
+from .grpo import GRPOConfig, GRPOTrainer
+from .kto import KTOConfig, KTOTrainer
 from .loop import TrainLoop
 from .mechanics import Mechanics, atomic_save_dir, build_optimizer, set_seed
 from .ppo import PPOTrainer
 from .ppo_config import PPOConfig
 from .reward import RewardConfig, RewardTrainer
+from .reward_funcs import RewardFunc, load_reward_funcs
+from .rloo import RLOOConfig, RLOOTrainer
 from .sft import SFTConfig, SFTTrainer
 
-__all__ = ["DPOConfig", "DPOTrainer", "LoopConfig", "Mechanics", "PPOConfig", "PPOTrainer", "RewardConfig", "RewardTrainer", "SFTConfig",
-           "SFTTrainer", "TrainLoop", "atomic_save_dir", "build_optimizer", "set_seed"]
+__all__ = ["DPOConfig", "DPOTrainer", "GRPOConfig", "GRPOTrainer", "KTOConfig", "KTOTrainer", "LoopConfig", "Mechanics",
+           "PPOConfig", "PPOTrainer", "RLOOConfig", "RLOOTrainer", "RewardConfig", "RewardFunc", "RewardTrainer",
+           "SFTConfig", "SFTTrainer", "TrainLoop", "atomic_save_dir", "build_optimizer", "load_reward_funcs",
+           "set_seed"]

@@ -186,3 +186,46 @@ def test_missing_reward_funcs_is_a_clear_error(tokenizer, tmp_path):
 def test_reward_weights_must_match_the_functions(tokenizer, tmp_path):
     with pytest.raises(ConfigError, match="reward_weights"):
         make(tokenizer, tmp_path, reward=[in_target, in_target], reward_weights=[1.0])
+
+
+TWO_PROCESS_SCRIPT = r'''
+import json, os, sys
+os.environ["HF_HUB_OFFLINE"] = "1"
+from rlhfkit.testing import tiny_causal_lm, tiny_tokenizer
+from rlhfkit.trainers.grpo import GRPOConfig, GRPOTrainer
+out = sys.argv[1]
+seen = []
+def reward(prompts, completions, completion_ids, **columns):
+    seen.extend(prompts)
+    return [sum(i % 4 == 0 for i in ids) / len(ids) for ids in completion_ids]
+tok = tiny_tokenizer()
+rows = [{"prompt": f"p{i} x"} for i in range(16)]
+cfg = GRPOConfig(output_dir=out, max_steps=2, num_generations=4, per_device_train_batch_size=8, max_completion_length=4,
+                 learning_rate=1e-3, beta=0.1, report_to="none", disable_tqdm=True, seed=5)
+trainer = GRPOTrainer(model=tiny_causal_lm("gpt2", tok, hidden_size=32), reward_funcs=reward, args=cfg,
+                      train_dataset=rows, processing_class=tok)
+trainer.train()
+rank = trainer.loop.accelerator.process_index
+os.makedirs(out, exist_ok=True)
+with open(os.path.join(out, f"prompts-{rank}.json"), "w") as fh:
+    json.dump(seen, fh)
+'''
+
+
+@pytest.mark.slow
+def test_two_processes_train_disjoint_prompts(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(TWO_PROCESS_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29531"]
+    run = subprocess.run(launcher + [str(script), str(tmp_path / "out")], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    a, b = (json.loads((tmp_path / "out" / f"prompts-{r}.json").read_text()) for r in (0, 1))
+    assert len(a) == len(b) == 16 and not set(a) & set(b)  # 2 steps x 2 prompts x 4 completions each, no overlap
+    AutoModelForCausalLM.from_pretrained(tmp_path / "out")

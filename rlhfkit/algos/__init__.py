@@ -40,6 +40,7 @@ from rlhfkit.algos.kl import (
     kl_penalized_rewards,
     kl_penalty,
 )
+from rlhfkit.algos.kto import KTO_LOSSES, USES_KL, apo_zero_unpaired_loss, kto_kl, kto_loss
 from rlhfkit.algos.logprobs import entropy_from_logits, logprobs_from_logits, sequence_logprobs
 from rlhfkit.algos.preference import bradley_terry_loss
 from rlhfkit.algos.ppo import entropy_bonus, gae, policy_loss, value_loss
@@ -58,11 +59,14 @@ __all__ = [
     "GROUP_SCALES",
     "IMPORTANCE_SAMPLING_LEVELS",
     "KL_ESTIMATORS",
+    "KTO_LOSSES",
     "LENGTH_NORMALISED",
     "LOSS_AGGREGATIONS",
     "REFERENCE_FREE",
     "REINFORCE_BASELINES",
     "RunningMoments",
+    "USES_KL",
+    "apo_zero_unpaired_loss",
     "bradley_terry_loss",
     "dpo_sigmoid_loss",
     "entropy_bonus",
@@ -80,6 +84,8 @@ __all__ = [
     "kl_k3",
     "kl_penalized_rewards",
     "kl_penalty",
+    "kto_kl",
+    "kto_loss",
     "logprobs_from_logits",
     "masked_mean",
     "masked_sum",

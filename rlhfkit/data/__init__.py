@@ -15,8 +15,8 @@ Modules: ``errors`` (DataError, source names), ``load`` (readers, split), ``form
 
 from .chat import render_conversation, render_messages, render_pair, render_prompt
 from .checks import ROLES, is_conversational
-from .collate import PairCollator, RatingCollator, SFTCollator
-from .convert import to_preference_pairs, to_regression, to_sft
+from .collate import PairCollator, RatingCollator, SFTCollator, UnpairedCollator
+from .convert import to_preference_pairs, to_regression, to_sft, to_unpaired_preference
 from .errors import DataError, Source, source_name
 from .formats import FORMATS, detect_format, validate
 from .folders import split_of
@@ -24,8 +24,8 @@ from .load import SUPPORTED_EXTENSIONS, load_records, read_text, train_eval_spli
 from .pack import pack_sequences
 from .prompts import common_prefix_at_word
 from .sampler import GroupedPairSampler
-from .tokenize import IGNORE_INDEX, SeparatorWarning, check_separators, tokenize_dataset, tokenize_pair, \
-    tokenize_rating, tokenize_sft, truncate_pair
+from .tokenize import IGNORE_INDEX, TRUNCATION_MODES, SeparatorWarning, check_separators, tokenize_dataset, tokenize_pair, \
+    tokenize_rating, tokenize_sft, tokenize_unpaired, truncate_pair
 
 __all__ = [
     "FORMATS", "IGNORE_INDEX", "ROLES", "SUPPORTED_EXTENSIONS", "DataError", "GroupedPairSampler", "PairCollator",
@@ -33,5 +33,6 @@ __all__ = [
     "detect_format", "is_conversational", "load_records", "pack_sequences", "read_text", "render_conversation",
     "render_messages", "render_pair", "render_prompt", "source_name", "split_of", "to_preference_pairs",
     "to_regression", "to_sft", "tokenize_dataset", "tokenize_pair", "tokenize_rating", "tokenize_sft",
-    "train_eval_split", "truncate_pair", "validate",
+    "train_eval_split", "truncate_pair", "validate", "TRUNCATION_MODES", "UnpairedCollator", "to_unpaired_preference",
+    "tokenize_unpaired",
 ]

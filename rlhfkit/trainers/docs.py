@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .config import config_markdown
 from .dpo import DPOConfig
+from .kto import KTOConfig
 from .ppo_config import PPOConfig
 from .reward import RewardConfig
 from .sft import SFTConfig
@@ -13,7 +14,7 @@ PAGES = {
                       "(also shown by `rlhfkit ppo-example --help`). Classic fields keep TRL 0.11.4's names and "
                       "defaults.\n\n", [PPOConfig]),
     "configs.md": ("# Training configs reference\n\nGenerated from the field help in `rlhfkit/trainers/` (the same "
-                   "text as `rlhfkit sft|reward|dpo --help`). Every field can be set in a YAML file passed with "
+                   "text as `rlhfkit sft|reward|dpo|kto --help`). Every field can be set in a YAML file passed with "
                    "`--config`, as a `field=value` override, or as a flag; flags beat overrides, overrides beat the "
                    "file (`rlhfkit/cli_args.py`). Flags follow TRL's `HfArgumentParser`: `--learning_rate` and "
                    "`--learning-rate` are one flag, a bare `--packing` is true and `--no_packing` false, "
@@ -22,7 +23,7 @@ PAGES = {
                    "the flag, override or YAML line that set it, with exit code 2, and the previous run's "
                    "`output_dir/config.yaml` is left as it was (the resolved config is written once the model and "
                    "data have loaded). Every training run also writes a `README.md` model card to output_dir.\n\n",
-                   [SFTConfig, RewardConfig, DPOConfig]),
+                   [SFTConfig, RewardConfig, DPOConfig, KTOConfig]),
 }
 
 

@@ -320,3 +320,41 @@ def run_upgrade_from_0001(url: str) -> None:
         db.engine_of(Session).dispose()
     finally:
         engine.dispose()
+
+
+def run_team(Session) -> None:
+    """Issue 15's store features on one backend: members-only access, an invite, skip and discard, a comment,
+    "x of N", the item browser and review, archiving, and a generation job row marked interrupted."""
+    from datetime import timedelta
+
+    from rlhfkit.feedback import jobs
+    from rlhfkit.feedback.store import GenerationJob
+
+    with Session() as s:
+        project = sv.create_project(s, "team", per_item=2, gold_rate=0.0, members_only=True)
+        sv.import_records(s, project, [{"prompt": f"q{i}", "responses": [f"a{i}", f"b{i}"]} for i in range(3)],
+                          kinds=("pair",))
+        ann, bob = sv.add_annotator(s, "ann")[0], sv.add_annotator(s, "bob")[0]
+        assert status_of(lambda: sv.next_assignment(s, project, ann)) == 403
+        _, code = sv.create_invite(s, project, max_uses=5)
+        sv.redeem_invite(s, code, annotator=ann)
+        sv.add_member(s, project, bob)
+        assert sv.queue_position(s, project, ann) == {"done": 0, "total": 3}
+        first = sv.next_assignment(s, project, ann)
+        sv.skip_assignment(s, ann, first.id, "discard", "broken")
+        for who, winner in ((ann, "a"), (bob, "b")):
+            while (a := sv.next_assignment(s, project, who)) is not None:
+                sv.submit_comparison(s, who, a.id, winner, comment=f"{who.name} here")
+        assert sv.queue_position(s, project, ann) == {"done": 2, "total": 2}
+        split = sv.browse_items(s, project, agreement="disagree")
+        assert split["total"] == 2 and sv.browse_items(s, project, status="discarded")["total"] == 1
+        assert sv.browse_items(s, project, status="partial")["total"] == 1  # the discarded one: bob only
+        review = sv.item_review(s, split["rows"][0].item_id)
+        assert {j["comment"] for j in review["judgements"]} == {"ann here", "bob here"}
+        sv.set_archived(s, project, True)
+        assert sv.visible_projects(s, bob) == []
+        with sv.atomic(s):
+            s.add(GenerationJob(project_id=project.id, policy="p", status="running", done=1, total=4, message="",
+                                created_at=jobs.STARTED - timedelta(minutes=1)))
+        assert jobs.mark_interrupted(s, project) == 1
+        assert jobs.project_jobs(s, project)[0].status == "failed"

@@ -25,7 +25,7 @@ from rlhfkit.feedback import service as sv
 
 from .pg import postgres_server, scratch_database
 from .scenario import (MIGRATE, PACKAGE, run_failed_writes_leave_nothing, run_kill, run_races, run_scenario,
-                       run_upgrade_from_0001, schema_diff)
+                       run_team, run_upgrade_from_0001, schema_diff)
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,10 @@ def test_concurrent_first_migrations_take_turns(url):
 
 def test_scenario(Session):
     run_scenario(Session)
+
+
+def test_team_features(Session):
+    run_team(Session)
 
 
 def test_failed_writes_leave_no_partial_rows(Session):

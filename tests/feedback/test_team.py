@@ -12,7 +12,7 @@ from rlhfkit.feedback import team
 from rlhfkit.feedback.errors import FeedbackError
 from rlhfkit.feedback.review import item_agreement, letter
 
-from .scenario import status_of
+from .scenario import run_team, status_of
 
 ROWS = [{"prompt": f"prompt {i}", "responses": [f"answer {i}a", f"answer {i}b", f"answer {i}c"]} for i in range(4)]
 
@@ -226,3 +226,7 @@ def test_browse_filters_and_the_review_names_responses_by_letter_for_everyone(s,
     for j in review["judgements"]:
         assert sorted(j["shown"].split()) == labels  # the order each one saw, in the same letters
     assert status_of(lambda: sv.item_review(s, split["rows"][0].item_id, sv.create_project(s, "x"))) == 404
+
+
+def test_the_team_scenario_on_sqlite(Session):
+    run_team(Session)  # test_postgres.py runs it on PostgreSQL

@@ -190,6 +190,7 @@ def generate(request: Request, project: RowId, policy: str = Form(...), prompts:
                                max_new_tokens=max_new_tokens, kinds=_kinds(kinds))
     except FeedbackError as err:
         return _project_page(request, s, proj, status=err.status, error=err.message)
+    s.commit()  # end this request's read snapshot (SQLite WAL), which began before the job's row existed
     return _project_page(request, s, proj, status=202,
                          notice=f"Generation job {job.id} started: {job.total} responses for {len(lines)} prompts. "
                                 "Its progress shows below; you can leave this page.")

@@ -62,7 +62,8 @@ class TrainLoop:
         self.mechanics = Mechanics(
             mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
             max_grad_norm=config.max_grad_norm, log_with=trackers, logging_dir=str(self.output_dir),
-            tracker_project_name="rlhfkit", tracker_config=config.to_dict(), jsonl="jsonl" in reporters)
+            tracker_project_name="rlhfkit", tracker_config=config.to_dict(), jsonl="jsonl" in reporters,
+            micro_batch_size=config.per_device_train_batch_size)
         self.accelerator = self.mechanics.accelerator
         if config.gradient_checkpointing:
             enable_checkpointing(model)
@@ -136,9 +137,9 @@ class TrainLoop:
                 for i, batch in enumerate(loader, start=skip + 1):
                     with self.mechanics.autocast():
                         loss, metrics = self.step_fn(self.model, batch)
-                    self.mechanics.backward(loss)
-                    self._window.append({"loss": loss.detach(), **{k: v.detach() for k, v in metrics.items()}})
                     last = i == skip + len(loader)
+                    self.mechanics.backward(loss, last=last)
+                    self._window.append({"loss": loss.detach(), **{k: v.detach() for k, v in metrics.items()}})
                     grad_norm = self.mechanics.optimizer_step(self.optimizer, self.params, self.scheduler, force=last)
                     if self.mechanics.pending:
                         continue

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration
+from accelerate.utils import DistributedType, InitProcessGroupKwargs, ProjectConfiguration
 
 
 def set_seed(seed: int) -> None:
@@ -56,21 +56,33 @@ class Mechanics:
                  max_grad_norm: float | None = None, log_with: str | list | None = None,
                  logging_dir: str | None = None, accelerator_kwargs: dict | None = None,
                  tracker_project_name: str = "rlhfkit", tracker_config: dict | None = None,
-                 tracker_kwargs: dict | None = None, jsonl: bool = True):
+                 tracker_kwargs: dict | None = None, jsonl: bool = True, micro_batch_size: int | None = None):
         """``log_with``: Accelerate tracker name(s) ('tensorboard', 'wandb'); 'jsonl' or None for none.
-        ``jsonl``: also append every log call to ``logging_dir/metrics.jsonl``."""
+        ``jsonl``: also append every log call to ``logging_dir/metrics.jsonl``.
+        ``micro_batch_size``: rows per backward on one process; DeepSpeed's config needs it
+        (its ``train_micro_batch_size_per_gpu``), other modes ignore it."""
         kwargs = dict(accelerator_kwargs or {})
         names = [log_with] if isinstance(log_with, str) else list(log_with or [])
         trackers = [n for n in names if n != "jsonl"] or None
         if trackers is not None or logging_dir:
             kwargs.setdefault("project_config", ProjectConfiguration(project_dir=logging_dir or "runs",
                                                                      logging_dir=logging_dir or "runs"))
+        deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+        if deepspeed:  # DeepSpeed applies the accumulation (and its boundary) itself: it must know it
+            kwargs.setdefault("gradient_accumulation_steps", gradient_accumulation_steps)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
             # Launched as several processes on a machine without GPUs: distributed CPU
             # (gloo). Accelerate would otherwise run each process alone on the same data.
-            kwargs.setdefault("cpu", True)
+            # Its cpu=True also drops DeepSpeed, whose CPU accelerator runs on gloo instead.
+            if deepspeed:
+                os.environ.setdefault("DS_ACCELERATOR", "cpu")
+                kwargs["kwargs_handlers"] = [*kwargs.get("kwargs_handlers", []), InitProcessGroupKwargs(backend="gloo")]
+            else:
+                kwargs.setdefault("cpu", True)
         self.accelerator = Accelerator(log_with=trackers, **kwargs)
         _fsdp_on_cpu(self.accelerator)
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            _fill_deepspeed_config(self.accelerator, micro_batch_size, gradient_accumulation_steps, max_grad_norm)
         # Autocast is ours, not Accelerate's: its process-wide state refuses a second
         # trainer with another precision in the same process (a notebook, a test suite).
         self.mixed_precision = mixed_precision
@@ -95,8 +107,6 @@ class Mechanics:
     @property
     def sharded(self) -> bool:
         """True under FSDP or DeepSpeed: weights or optimiser state live in pieces across ranks."""
-        from accelerate.utils import DistributedType
-
         return self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
     @staticmethod
@@ -106,7 +116,9 @@ class Mechanics:
         before go stale), and Accelerate's FSDP clipping recognises a model's parameters only
         by comparing the whole list in the model's order."""
         updated = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        return [p for p in model.parameters() if id(p) in updated]
+        found = [p for p in model.parameters() if id(p) in updated]
+        # DeepSpeed's optimiser holds flat partitions instead of the model's parameters
+        return found or [p for p in model.parameters() if p.requires_grad]
 
     def full_state_dict(self, model) -> dict | None:
         """The full weights of a sharded model, gathered to CPU (on the main process; other ranks
@@ -116,7 +128,7 @@ class Mechanics:
         """
         if not self.sharded:
             return None
-        state = self.accelerator.get_state_dict(model)
+        state = self.accelerator.get_state_dict(model) or {}  # ZeRO-3 gives None off the main process
         # The gather copies each name apart; alias tied weights again (embeddings = LM head) so
         # save_pretrained drops the duplicate as it does for an unsharded model.
         first: dict[int, str] = {}
@@ -137,10 +149,24 @@ class Mechanics:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def backward(self, loss: torch.Tensor) -> None:
-        """Backward of ``loss / gradient_accumulation_steps`` (loss-scaled under fp16)."""
-        loss = loss / self.gradient_accumulation_steps
-        self.accelerator.backward(self.scaler.scale(loss) if self.scaler is not None else loss)
+    @property
+    def deepspeed(self) -> bool:
+        return self.accelerator.distributed_type == DistributedType.DEEPSPEED
+
+    def backward(self, loss: torch.Tensor, last: bool = False) -> None:
+        """Backward of ``loss / gradient_accumulation_steps`` (loss-scaled under fp16).
+
+        ``last``: this micro-batch ends an accumulation window early (the end of an epoch).
+        DeepSpeed divides by the accumulation steps and steps its engine inside backward, at
+        the boundary we tell it here; the later ``optimizer_step`` then only moves the schedule.
+        """
+        if self.deepspeed:
+            boundary = last or (self._micro + 1) % self.gradient_accumulation_steps == 0
+            self.accelerator.gradient_state._set_sync_gradients(boundary)
+            self.accelerator.backward(loss)
+        else:
+            loss = loss / self.gradient_accumulation_steps
+            self.accelerator.backward(self.scaler.scale(loss) if self.scaler is not None else loss)
         self._micro += 1
 
     def optimizer_step(self, optimizer, params, scheduler=None, force: bool = False,
@@ -155,6 +181,12 @@ class Mechanics:
         self._micro += int(skip_backward)
         if self._micro % self.gradient_accumulation_steps and not force:
             return None
+        if self.deepspeed:  # the engine clipped, stepped and zeroed inside backward (see there)
+            if scheduler is not None:
+                scheduler.step()
+            self._micro = 0
+            norm = self.accelerator.deepspeed_engine_wrapped.get_global_grad_norm()
+            return torch.tensor(float(norm)) if norm is not None and self.max_grad_norm is not None else None
         if all(p.grad is None for p in params):  # every micro-batch was skipped: nothing to apply
             self._micro = 0
             return None
@@ -203,6 +235,50 @@ class Mechanics:
             self.accelerator.end_training()
 
 
+def shards_parameters() -> bool:
+    """True when this process was launched to shard parameters: FSDP, or DeepSpeed ZeRO-3.
+
+    Known before any ``Accelerator`` exists (from ``accelerate launch``'s environment), so a
+    trainer can turn off a forward that hooks cannot follow: the prompt-once KV-cache forward
+    feeds one forward's keys/values into a second one, and the gradient reaching the first
+    forward's weights arrives after FSDP has freed their gathered copy.
+    """
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        return True
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+        return False
+    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    path = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if path and os.path.exists(path):
+        stage = json.loads(Path(path).read_text()).get("zero_optimization", {}).get("stage", stage)
+    return str(stage) == "3"
+
+
+def _fill_deepspeed_config(accelerator: Accelerator, micro_batch_size, gradient_accumulation_steps: int,
+                           max_grad_norm) -> None:
+    """Fill the DeepSpeed config's ``"auto"`` fields from the trainer's own settings, and refuse
+    a config file that contradicts them (Accelerate would silently keep the file's values, and
+    fills an "auto" clipping with 1.0 whatever the trainer says)."""
+    plugin = accelerator.state.deepspeed_plugin
+    ds = plugin.deepspeed_config
+    wanted = {"gradient_accumulation_steps": gradient_accumulation_steps,
+              "gradient_clipping": float(max_grad_norm) if max_grad_norm else 0.0}
+    if micro_batch_size is not None:
+        wanted["train_micro_batch_size_per_gpu"] = micro_batch_size
+        wanted["train_batch_size"] = micro_batch_size * gradient_accumulation_steps * accelerator.num_processes
+    source = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE") or "the DeepSpeed config"
+    for key, value in wanted.items():
+        have = ds.get(key, "auto")
+        if have == "auto":
+            ds[key] = value
+        elif float(have) != float(value):
+            raise ValueError(f"{source}: {key} is {have} but the trainer's config gives {value}; "
+                             f'set it to "auto" in the DeepSpeed config (rlhfkit fills it) or change the trainer\'s')
+    zero = ds.get("zero_optimization", {})
+    if zero.get("stage") == 3 and zero.get("stage3_gather_16bit_weights_on_model_save", "auto") == "auto":
+        zero["stage3_gather_16bit_weights_on_model_save"] = True  # save_pretrained needs the whole weights
+
+
 def _fsdp_on_cpu(accelerator: Accelerator) -> None:
     """Honour ``accelerate launch --use_fsdp --fsdp_version 2`` on a machine without GPUs.
 
@@ -212,7 +288,7 @@ def _fsdp_on_cpu(accelerator: Accelerator) -> None:
     FSDP and the same sharded code path runs (and is tested) on CPU. FSDP1 is refused.
     """
     from accelerate.state import PartialState
-    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+    from accelerate.utils import FullyShardedDataParallelPlugin
 
     state = accelerator.state
     wants_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"

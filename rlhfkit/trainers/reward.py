@@ -21,6 +21,7 @@ from ..models.loading import ModelSourceError, check_push
 from ..models.shared_prompt import shared_prompt_forward, supports_shared_prompt
 from .config import Checks, LoopConfig, f
 from .loop import TrainLoop
+from .mechanics import shards_parameters
 from .sft import check_output_dir, finish_training, load_model_and_tokenizer, load_split
 
 
@@ -91,8 +92,9 @@ class RewardTrainer:
         self.train_dataset = self._prepare(train)
         self.eval_dataset = self._prepare(evals) if evals is not None else None
         pad = self.tokenizer.pad_token_id
+        # (off under FSDP / ZeRO-3: their hooks cannot follow the KV cache between two forwards)
         self.share_prompt = (self.objective == "pairwise" and args.share_prompt and not args.gradient_checkpointing
-                             and supports_shared_prompt(self.model))
+                             and not shards_parameters() and supports_shared_prompt(self.model))
         collator = data.RatingCollator(pad) if self.objective == "regression" else \
             data.PairCollator(pad, split_prompt=self.share_prompt)
         sampler_fn = None

@@ -107,9 +107,9 @@ def test_bad_arguments_and_reward_outputs(s, tmp_path):
         active.prioritise_uncertain(s, project, lambda p, r: [0.0], batch_size=2)
     with pytest.raises(ValueError, match="non-finite"):
         active.prioritise_uncertain(s, project, lambda p, r: [float("nan")] * len(r))
-    with pytest.raises(FeedbackError, match="reward model folder .*nothing-here does not exist"):
+    with pytest.raises(FeedbackError, match="reward model: no such folder .*nothing-here"):
         active.prioritise_uncertain(s, project, tmp_path / "nothing-here")
-    with pytest.raises(FeedbackError, match="cannot load a reward model from"):
+    with pytest.raises(FeedbackError, match="reward model: folder .* is not a model folder"):
         active.prioritise_uncertain(s, project, tmp_path)  # a folder, but no model in it
     with pytest.raises(FeedbackError, match="not found"):
         active.prioritise_uncertain(s, "no-such-project", fake_reward())

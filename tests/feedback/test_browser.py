@@ -151,6 +151,7 @@ def test_admin_and_annotator_in_a_browser_then_train_on_the_export(sync_api, ser
             admin.wait_for_selector('[data-stat="items_complete"]:text-is("6")', timeout=12_000)
             assert admin.locator('[data-done-by="bob"]').inner_text() == "6"
 
+            admin.reload()  # the export links appear once there is something to export (not polled)
             with admin.expect_download() as info:
                 admin.get_by_role("link", name="all files (.zip)").click()
             archive = tmp_path / "export.zip"

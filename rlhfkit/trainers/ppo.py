@@ -22,6 +22,7 @@ from ..models.compat import enable_checkpointing
 from ..models.fused import cpu_fp32_attention, fuse_activations
 from ..core import PPODecorators
 from ..rollout import build_batch, build_seq2seq_batch, forward_batch, generate_responses
+from ..rollout.decode import RolloutCache, generate_with_logprobs, lean_settings
 from . import ppo_classic
 from .mechanics import Mechanics, build_optimizer, set_seed
 from .ppo_batch import check_step_inputs, check_train_inputs, check_trainer_inputs, max_positions, vocab_size
@@ -102,6 +103,9 @@ class PPOTrainer:
         self.max_length = max_positions(model.config)
         self.vocab_size = vocab_size(model)
         self.rollout_engine = rollout_engine
+        # sampling-time log-probs/values reused as the old policy's (docs/ppo.md, detail 27)
+        self._rollout_cache, self._policy_version, self._reuse_verified = RolloutCache(), 0, False
+        self._reuse_rollouts = bool(getattr(config, "reuse_rollout_logprobs", True))
         if rollout_engine is not None:  # the engine may have loaded other weights than this policy's
             rollout_engine.sync_weights(self.accelerator.unwrap_model(self._train_model))
 
@@ -174,8 +178,15 @@ class PPOTrainer:
             out = engine_generate_responses(self.rollout_engine, queries, generation_kwargs,
                                             eos_token_id=self.tokenizer.eos_token_id, return_prompt=return_prompt)
             return out[0].unsqueeze(0) if single else out
+        lean = self._lean_generation(model, generation_kwargs, length_sampler, remove_padding and not single)
         with self.mechanics.autocast():
-            out = generate_responses(model, queries, **kwargs, generation_kwargs=generation_kwargs)
+            if lean is not None:
+                out, records = generate_with_logprobs(model, queries, lean, pad_token_id=self.pad_token_id,
+                                                      eos_token_id=self.tokenizer.eos_token_id,
+                                                      batch_size=batch_size, return_prompt=return_prompt)
+                self._rollout_cache.store(self._policy_version, records)
+            else:
+                out = generate_responses(model, queries, **kwargs, generation_kwargs=generation_kwargs)
             ref = None
             if generate_ref_response:
                 ref_model = self.ref_model if self.ref_model is not None else model
@@ -201,7 +212,9 @@ class PPOTrainer:
         mask = batch.mask
 
         t = time.time()
-        logprobs, values, ref_logprobs, full_kl = self._rollout_forward(batch)
+        cached = (self._rollout_cache.lookup(self._policy_version, queries, responses, batch.response_length)
+                  if self._reuse_rollouts and not self.is_encoder_decoder else None)
+        logprobs, values, ref_logprobs, full_kl = self._rollout_forward(batch, cached)
         timing["time/ppo/forward_pass"] = time.time() - t
         t = time.time()
         kl = full_kl if full_kl is not None else algos.kl_penalty(logprobs, ref_logprobs, cfg.kl_penalty)  # (B, R)
@@ -215,6 +228,7 @@ class PPOTrainer:
         t = time.time()
         rollout = dict(logprobs=logprobs, values=values * mask, advantages=advantages, returns=returns)
         minibatch_stats = self._optimize(batch, rollout)
+        self._policy_version += 1  # rollouts sampled before this update are stale
         timing["time/ppo/optimize_step"] = time.time() - t
         if self.rollout_engine is not None:  # the next rollouts must come from the updated policy
             t = time.time()
@@ -250,29 +264,57 @@ class PPOTrainer:
             scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
         return scores
 
+    def _lean_generation(self, model, generation_kwargs, length_sampler, remove_padding: bool):
+        """The generation config when ``generate`` may sample with ``rollout.decode`` and keep the
+        sampled tokens' log-probs and values for ``step``; None to use Hugging Face generate."""
+        cfg = self.config
+        if (not self._reuse_rollouts or cfg.mixed_precision != "no" or self.is_encoder_decoder
+                or self.critic is not None or self.is_peft_model or length_sampler is not None or not remove_padding
+                or cfg.kl_penalty == "full"):
+            return None  # bf16 numerics differ between cached decode and full forward; the others need more
+        return lean_settings(model, dict(generation_kwargs, pad_token_id=generation_kwargs.get(
+            "pad_token_id", self.pad_token_id)))
+
     @torch.no_grad()
-    def _rollout_forward(self, batch):
+    def _rollout_forward(self, batch, cached=None):
         """Old log-probs and values of the policy, reference log-probs, full KL or None; (B, R) each.
 
         Runs in chunks of ``mini_batch_size`` rows so at most two chunks of logits
-        (policy and reference) are alive at once.
+        (policy and reference) are alive at once. ``cached`` (logprobs, values) from sampling
+        replace the policy's pass once one step has shown they agree with it (else: recompute).
         """
         full = self.config.kl_penalty == "full"
         ref_model = self.ref_model if self.ref_model is not None else self._train_model
+        skip_policy = cached is not None and self._reuse_verified
         self._set_train(False)
         R, parts = batch.response_length, []
         for start in range(0, len(batch.input_ids), self.config.mini_batch_size):
             chunk = batch.rows(torch.arange(start, min(start + self.config.mini_batch_size, len(batch.input_ids))))
             with self.mechanics.autocast():
-                logprobs, values, logits = forward_batch(self._train_model, chunk, self._train_critic)
                 with reference_context(self.model, self.ref_model):
                     ref_logprobs, _, ref_logits = forward_batch(ref_model, chunk)
+                logprobs, values, logits = ((ref_logprobs, ref_logprobs, None) if skip_policy
+                                            else forward_batch(self._train_model, chunk, self._train_critic))
             full_kl = algos.kl_full(logits, ref_logits) if full else torch.zeros_like(logprobs)
             del logits, ref_logits
             # chunks may be narrower than the batch (trimmed padding): pad back to R with zeros
             parts.append([F.pad(t, (0, R - t.shape[1])) for t in (logprobs, values, ref_logprobs, full_kl)])
         logprobs, values, ref_logprobs, full_kl = (torch.cat(ts) for ts in zip(*parts))
+        if cached is not None and not skip_policy:
+            self._check_cached(cached, logprobs, values, batch.mask)
+        elif skip_policy:
+            logprobs, values = cached
         return logprobs, values, ref_logprobs, (full_kl if full else None)
+
+    def _check_cached(self, cached, logprobs, values, mask, tol: float = 1e-4) -> None:
+        """First reuse: the sampled log-probs/values must equal the recomputed ones within ``tol``."""
+        valid = mask.bool()
+        gap = max(float((cached[0] - logprobs)[valid].abs().max()), float((cached[1] - values)[valid].abs().max()))
+        self._reuse_verified = gap <= tol
+        if not self._reuse_verified:
+            self._reuse_rollouts = False
+            warnings.warn(f"sampling-time log-probs/values differ from the recomputed ones by {gap:.2e} (> {tol}); "
+                          "PPOTrainer recomputes them from now on", stacklevel=3)
 
     def _optimize(self, batch, rollout) -> list[dict]:
         cfg = self.config

@@ -49,14 +49,14 @@ def get_item(s: Session, item_id: int) -> Item:
 
 def item_judgements(s: Session, item_id: int) -> dict:
     """Everything about one item (admin only): prompt, responses with their policies, gold answer,
-    and every assignment with its annotator, display order and judgement."""
+    and every assignment with its annotator, display order, judgement and comment."""
     item = get_item(s, item_id)
     responses = s.scalars(select(Response).where(Response.id.in_(item.response_ids)).order_by(Response.id))
     return {"item_id": item.id, "project": item.project.name, "kind": item.kind, "prompt": item.prompt.text,
             "responses": [{"id": r.id, "text": r.text, "policy": r.policy} for r in responses],
             "is_gold": item.is_gold, "gold_answer": item.gold_answer, "priority": item.priority,
             "judgements": [{"assignment_id": a.id, "annotator": a.annotator.name, "status": a.status,
-                            "shown": list(a.shown), "judgement": judgement_of(a),
+                            "shown": list(a.shown), "judgement": judgement_of(a), "comment": a.comment or "",
                             "done_at": a.done_at.isoformat() if a.done_at else None}
                            for a in sorted(item.assignments, key=lambda a: a.id)]}
 

@@ -275,3 +275,32 @@ def test_item_browser_filters_and_the_disagreement_queue_shows_texts_and_judgeme
             assert len(number.lstrip("-").replace(".", "").lstrip("0")) <= 6, number  # 6 significant digits
     assert "comparison agreement (κ)" in project_page or "comparisons" in project_page
     assert "pair agree" not in project_page
+
+
+def test_the_json_api_reports_x_of_n_chat_turns_skips_and_comments(env):
+    with env["app"].state.sessions() as s:
+        project = service.create_project(s, "api", per_item=1, gold_rate=0.0)
+        service.import_records(s, project, [
+            {"prompt": [{"role": "user", "content": "Hi?"}], "responses": ["Hello.", "Hey."]},
+            {"prompt": "Bye?", "responses": ["Bye.", "Later."]}], kinds=("pair",))
+    api = TestClient(env["app"], headers={"Authorization": f"Bearer {env['tokens']['bob']}"})
+    first = api.get("/api/projects/api/next").json()
+    assert first["position"] == {"done": 0, "total": 2}
+    assert first["assignment"]["messages"] == [{"role": "user", "content": "Hi?"}]
+    aid = first["assignment"]["assignment_id"]
+    assert api.post(f"/api/assignments/{aid}/skip", json={"kind": "discard"}).status_code == 422  # no reason
+    assert api.post(f"/api/assignments/{aid}/skip", json={"kind": "nope"}).status_code == 422
+    assert api.post(f"/api/assignments/{aid}/skip", json={"kind": "discard", "reason": "odd"}).json()["kind"] == \
+        "discard"
+    second = api.get("/api/projects/api/next").json()
+    assert second["position"] == {"done": 0, "total": 1} and "messages" not in second["assignment"]
+    aid = second["assignment"]["assignment_id"]
+    assert api.post(f"/api/assignments/{aid}", json={"winner": "tie", "comment": "same"}).status_code == 200
+    assert api.post(f"/api/assignments/{aid}/skip", json={}).status_code == 409  # submitted: edit instead
+    assert api.get("/api/projects/api/next").json() == {"assignment": None, "done": 1,
+                                                        "position": {"done": 1, "total": 1}}
+    with env["app"].state.sessions() as s:
+        item_id = service.assignment_view(s, service.get_annotator(s, "bob"), aid)["item_id"]
+    judged = TestClient(env["app"], headers={"Authorization": f"Bearer {env['tokens']['ada']}"}) \
+        .get(f"/api/items/{item_id}/judgements").json()
+    assert [j["comment"] for j in judged["judgements"]] == ["same"]

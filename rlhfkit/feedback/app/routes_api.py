@@ -7,6 +7,7 @@ browser, the session cookie plus the ``X-CSRF-Token`` header on POST. Errors are
     GET  /api/me                          who the token belongs to
     GET  /api/projects/{p}/next           the next item to judge ({"assignment": null} when none)
     POST /api/assignments/{id}            submit (or, with "resubmit": true, change) a judgement
+    POST /api/assignments/{id}/skip       skip, or discard with a reason, an open assignment
     GET  /api/projects/{p}/progress       admin: counts per project and annotator
     POST /api/projects/{p}/items          admin: add a prompt, its responses and items
     GET  /api/items/{id}/judgements       admin: every judgement of one item
@@ -43,9 +44,25 @@ def next_item(project: ProjectRef, user: Annotator = Depends(api_user), s: Sessi
     proj = service.get_project(s, project)
     assignment = service.next_assignment(s, proj, user)
     done = queries.done_count(s, proj, user)
+    position = service.queue_position(s, proj, user)  # {"done", "total"}: "item x of N"
     if assignment is None:
-        return {"assignment": None, "done": done}
-    return {"assignment": job_from_view(service.assignment_view(s, user, assignment)).as_json(), "done": done}
+        return {"assignment": None, "done": done, "position": position}
+    return {"assignment": job_from_view(service.assignment_view(s, user, assignment)).as_json(), "done": done,
+            "position": position}
+
+
+class SkipIn(BaseModel):
+    kind: Literal["skip", "discard"] = "skip"
+    reason: str = Field("", max_length=2000)
+
+
+@router.post("/assignments/{assignment_id}/skip")
+def skip(assignment_id: RowId, body: SkipIn, user: Annotator = Depends(api_user),
+         s: Session = Depends(db)) -> dict[str, Any]:
+    """Give an open assignment back: ``{"kind": "skip"}`` or ``{"kind": "discard", "reason": "..."}`` (a reason is
+    required to discard). The item is not served to this annotator again. 409 if already submitted."""
+    done = service.skip_assignment(s, user, assignment_id, body.kind, body.reason)
+    return {"item_id": done.item_id, "kind": done.kind}
 
 
 @router.post("/assignments/{assignment_id}")

@@ -41,6 +41,8 @@ class Job:
                "responses": self.responses, "scale": [self.scale_min, self.scale_max]}
         if self.kind == "pair":
             out["left"], out["right"] = self.responses[0]["id"], self.responses[1]["id"]
+        if self.prompt_meta.get("messages"):
+            out["messages"] = self.prompt_meta["messages"]  # a chat prompt's turns
         return out
 
 

@@ -436,13 +436,18 @@ def table(paths: list[str]) -> str:
                 continue
             b = base[0]
             cells = [f"{bv / v:.2f}x" if bv and v else "-" for bv, v in zip(b["vals"], g["vals"])]
-            ratios.append([str(vocab), f"TRL {base_dtype} / rlhfkit {dtype}", "", ""] + cells
-                          + [f"{b['peak'] / g['peak']:.2f}x", ""])
-    allrows = [hdr] + rows + ([["", "ratios (> 1: rlhfkit faster / smaller)", "", ""] + [""] * (len(hdr) - 4)]
-                              + ratios if ratios else [])
-    widths = [max(len(r[i]) for r in allrows) for i in range(len(hdr))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in allrows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+            ratios.append([str(vocab), f"TRL {base_dtype} / rlhfkit {dtype}"] + cells + [f"{b['peak'] / g['peak']:.2f}x"])
+
+    def render(rows_):
+        widths = [max(len(r[i]) for r in rows_) for i in range(len(rows_[0]))]
+        out = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows_]
+        out.insert(1, "  ".join("-" * w for w in widths))
+        return out
+
+    lines = render([hdr] + rows)
+    if ratios:
+        lines += ["", "ratios, TRL / rlhfkit (> 1: rlhfkit faster / smaller):"]
+        lines += render([["vocab", "ratio"] + [f"{c} (s)" for c in cols] + ["peak RSS"]] + ratios)
     lines.append("medians over every timed iteration of every run; gen / bound = generate time over "
                  "max(weight-read, compute) bound (see the docstring)")
     return "\n".join(lines)

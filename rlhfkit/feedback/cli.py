@@ -10,6 +10,8 @@
     rlhfkit feedback report --project helpful              # agreement, calibration, per annotator
     rlhfkit feedback export --project helpful --out data/helpful
     rlhfkit feedback prioritise --project helpful --reward-model runs/reward   # active selection
+    rlhfkit feedback project edit|archive|restore, member add|remove|list, invite create|list|revoke
+                                                           # running it as a team (cli_team.py)
 
 Every command takes ``--db URL`` (a SQLite path, ``sqlite:///...`` or
 ``postgresql+psycopg://user:pass@host/db``); the default is ``$RLHFKIT_FEEDBACK_DB`` or
@@ -29,6 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .cli_team import COMMANDS as TEAM_COMMANDS
 from .errors import FeedbackError
 
 USAGE_ERROR = 2  # the exit status of every refusal (argparse's for a bad command line)
@@ -58,7 +61,7 @@ def add_feedback_parser(subparsers) -> argparse.ArgumentParser:
     sub = fb.add_subparsers(dest="feedback_command", required=True)
 
     sub.add_parser("init", parents=[db], help="create or upgrade the database schema (Alembic)")
-    project = sub.add_parser("project", help="create or list projects")
+    project = sub.add_parser("project", help="create, list, edit, archive or restore projects")
     psub = project.add_subparsers(dest="action", required=True)
     create = psub.add_parser("create", parents=[db], help="a new project")
     create.add_argument("name")
@@ -113,9 +116,11 @@ def add_feedback_parser(subparsers) -> argparse.ArgumentParser:
     export.add_argument("--min-gap", type=float, default=0.25,
                         help="smallest calibrated rating gap that makes a preference pair (default 0.25)")
     from .active import add_active_arguments
+    from .cli_team import add_team_parsers
 
     add_active_arguments(sub.add_parser("prioritise", parents=[on],
                                         help="queue first the pairs a reward model is least sure about"))
+    add_team_parsers(psub, sub, db, on)  # project edit/archive/restore, member, invite
     return fb
 
 
@@ -373,6 +378,7 @@ _COMMANDS = {
     "annotator_reset_token": _annotator_reset_token, "import": _import, "generate": _generate, "serve": _serve,
     "progress": _progress, "report": _report, "export": _export,
 }
+_COMMANDS.update(TEAM_COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -239,3 +239,31 @@ def test_import_names_the_file_and_line_of_bad_input(url, tmp_path, capsys):
         capsys, "generate", "--project", "files", "--policy", "x", "--prompts", str(tmp_path / "latin1.txt"),
         "--db", url)
     assert json.loads(run(capsys, "progress", "--project", "files", "--db", url))["items"] == 0  # nothing imported
+
+
+def test_team_commands_edit_archive_members_and_invites(url, capsys):
+    run(capsys, "project", "create", "team", "--db", url)
+    assert "members only" in run(capsys, "project", "edit", "team", "--members-only", "yes", "--per-item", "3",
+                                 "--db", url)
+    run(capsys, "annotator", "add", "bob", "--db", url)
+    assert "is now a member of" in run(capsys, "member", "add", "--project", "team", "bob", "--db", url)
+    assert "was already a member" in run(capsys, "member", "add", "--project", "team", "bob", "--db", url)
+    assert run(capsys, "member", "list", "--project", "team", "--db", url).split() == ["bob"]
+    out = run(capsys, "invite", "create", "--project", "team", "--max-uses", "2", "--note", "interns", "--db", url)
+    code = out.strip().splitlines()[-1].removeprefix("/join/")
+    listing = run(capsys, "invite", "list", "--project", "team", "--db", url)
+    assert "active" in listing and "used 0/2" in listing and "interns" in listing and code not in listing
+    Session = db.connect(url)
+    with Session() as s:
+        _, token, project = sv.redeem_invite(s, code, name="dee")
+        assert project.name == "team" and token
+        assert sv.get_project(s, "team").per_item == 3
+    db.engine_of(Session).dispose()
+    assert "revoked" in run(capsys, "invite", "revoke", "--project", "team", "1", "--db", url)
+    assert "revoked" in run(capsys, "invite", "list", "--project", "team", "--db", url)
+    assert "archived" in run(capsys, "project", "archive", "team", "--db", url)
+    assert "restored" in run(capsys, "project", "restore", "team", "--db", url)
+    assert "no longer a member" in run(capsys, "member", "remove", "--project", "team", "bob", "--db", url)
+    assert "per_item must be between 1" in refused(capsys, "project", "edit", "team", "--per-item", "0", "--db", url)
+    assert "an invite works for 1 to 365 days" in refused(capsys, "invite", "create", "--project", "team",
+                                                            "--days", "999", "--db", url)

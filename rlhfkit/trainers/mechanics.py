@@ -129,10 +129,18 @@ class Mechanics:
         if not self.sharded:
             return None
         state = self.accelerator.get_state_dict(model) or {}  # ZeRO-3 gives None off the main process
-        # The gather copies each name apart; alias tied weights again (embeddings = LM head) so
-        # save_pretrained drops the duplicate as it does for an unsharded model.
+        return self.alias_tied(state, self.accelerator.unwrap_model(model))
+
+    @staticmethod
+    def alias_tied(state: dict, module: torch.nn.Module) -> dict:
+        """Make the entries of tied parameters (embeddings = LM head) one tensor again, in place.
+
+        A gather copies each name apart, and save_pretrained drops a duplicate only when the
+        tensors are shared, so it would write the embeddings twice. ``state``'s names are
+        ``module``'s (pass the submodule whose names they are, e.g. a value-head model's
+        ``pretrained_model``)."""
         first: dict[int, str] = {}
-        for name, param in self.accelerator.unwrap_model(model).named_parameters(remove_duplicate=False):
+        for name, param in module.named_parameters(remove_duplicate=False):
             kept = first.setdefault(id(param), name)
             if kept != name and kept in state and name in state:
                 state[name] = state[kept]

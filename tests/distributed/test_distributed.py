@@ -37,8 +37,9 @@ _PORT = iter(range(29700, 29800))
 
 
 def _env():
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)  # this checkout's rlhfkit
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "DS_ACCELERATOR": "cpu"}
+            "DS_ACCELERATOR": "cpu", "PYTHONPATH": path}
 
 
 def _run(cmd, what):
@@ -121,7 +122,8 @@ def test_ddp_ppo_value_head_two_processes_equal_one(tmp_path, one_process):
 PPO_XFAIL = {
     ("fsdp2.yaml", "ppo"): "PPOTrainer keeps the parameter lists it took before prepare(): FSDP2 swaps in sharded "
                            "parameters, so the optimiser step sees no gradients and never runs; save_pretrained "
-                           "runs on the main process only, but the FSDP2 gather is a collective",
+                           "runs on the main process only, but the FSDP2 gather is a collective (fix: "
+                           "docs/distributed.md, 'Known limits'; measured 6e-8 with it)",
     ("fsdp2.yaml", "ppo_critic"): "PPOTrainer prepares policy and critic in one prepare() call: 'Only one model is "
                                   "supported when using FSDP2'",
     ("ddp.yaml", "ppo_critic"): "with a separate critic the policy's value head gets no gradient, and DDP refuses "

@@ -302,7 +302,7 @@ class PPOTrainer:
         logprobs, values, ref_logprobs, full_kl = (torch.cat(ts) for ts in zip(*parts))
         if cached is not None and not skip_policy:
             self._check_cached(cached, logprobs, values, batch.mask)
-        elif skip_policy:
+        if cached is not None and self._reuse_verified:  # the verifying step too: a resumed run computes the same
             logprobs, values = cached
         return logprobs, values, ref_logprobs, (full_kl if full else None)
 

@@ -40,6 +40,14 @@ ID_ROUTES = [
     ("GET", "/admin/projects/{id}/export.zip", "ada"), ("GET", "/admin/projects/{id}/export/pairs.jsonl", "ada"),
     ("POST", "/admin/projects/{id}/import", "ada"), ("POST", "/admin/projects/{id}/generate", "ada"),
     ("POST", "/admin/annotators/{id}/token", "ada"), ("POST", "/admin/annotators/{id}/active", "ada"),
+    # issue 15: skip/discard, the item browser and review, team and settings, jobs
+    ("POST", "/api/assignments/{id}/skip", "bob"), ("POST", "/p/1/a/{id}/skip", "bob"),
+    ("GET", "/admin/projects/{id}/items", "ada"), ("GET", "/admin/projects/1/items/{id}", "ada"),
+    ("GET", "/admin/projects/{id}/disagreements", "ada"), ("GET", "/admin/projects/{id}/team", "ada"),
+    ("GET", "/admin/projects/{id}/jobs", "ada"), ("POST", "/admin/projects/{id}/settings", "ada"),
+    ("POST", "/admin/projects/{id}/archive", "ada"), ("POST", "/admin/projects/{id}/members", "ada"),
+    ("POST", "/admin/projects/1/members/{id}/remove", "ada"), ("POST", "/admin/projects/{id}/invites", "ada"),
+    ("POST", "/admin/projects/1/invites/{id}/revoke", "ada"),
 ]
 
 
@@ -178,14 +186,19 @@ def _request(draw, users: set[int]):
     seg = lambda: draw(_segment)  # noqa: E731 - a short local helper reads best here
     kind = draw(st.sampled_from(["api_next", "api_submit", "api_progress", "api_items", "api_item", "queue", "mine",
                                  "edit", "submit", "admin_project", "admin_progress", "admin_export", "admin_file",
-                                 "create_project", "add_annotator", "token", "active", "generate", "import"]))
+                                 "create_project", "add_annotator", "token", "active", "generate", "import",
+                                 "api_skip", "skip", "items", "item", "disagreements", "team", "jobs", "invite",
+                                 "join"]))
     real = st.sampled_from(["1", "2", "3"])  # half the time a row that exists, so the real work runs too
     pid = draw(st.one_of(real, st.just("demo"), _ints.map(str), st.builds(seg)))
     aid = draw(st.one_of(real, real, _ints.map(str), st.builds(seg)))
     form = {draw(st.sampled_from(["score_", "rank_", "x"])) + draw(_form_value): draw(_form_value) for _ in range(3)}
     form.update({k: draw(_form_value) for k in draw(st.sets(st.sampled_from(
         ["winner", "strength", "resubmit", "name", "scale_min", "scale_max", "per_item", "gold_rate", "instructions",
-         "active", "policy", "prompts", "n", "max_new_tokens", "kinds", "admin"])))})
+         "active", "policy", "prompts", "n", "max_new_tokens", "kinds", "admin", "kind", "reason", "comment",
+         "note", "max_uses", "days"])))})
+    query = "&".join(f"{k}={seg()}" for k in draw(st.sets(st.sampled_from(
+        ["kind", "status", "agreement", "annotator", "gold", "page"]))))
     table = {
         "api_next": ("bob", "GET", f"/api/projects/{pid}/next"),
         "api_submit": ("bob", "POST", f"/api/assignments/{aid}"),
@@ -203,6 +216,13 @@ def _request(draw, users: set[int]):
         "active": ("ada", "POST", f"/admin/annotators/{aid}/active"),
         "generate": ("ada", "POST", f"/admin/projects/{pid}/generate"),
         "import": ("ada", "POST", f"/admin/projects/{pid}/import"),
+        "api_skip": ("bob", "POST", f"/api/assignments/{aid}/skip"),
+        "skip": ("bob", "POST", f"/p/{pid}/a/{aid}/skip"),
+        "items": ("ada", "GET", f"/admin/projects/{pid}/items?{query}"),
+        "item": ("ada", "GET", f"/admin/projects/{pid}/items/{aid}"),
+        "disagreements": ("ada", "GET", f"/admin/projects/{pid}/disagreements?{query}"),
+        "team": ("ada", "GET", f"/admin/projects/{pid}/team"), "jobs": ("ada", "GET", f"/admin/projects/{pid}/jobs"),
+        "invite": ("ada", "POST", f"/admin/projects/{pid}/invites"), "join": ("bob", "GET", f"/join/{seg()}"),
     }
     who, method, path = table[kind]
     if kind in ("token", "active") and aid.isdigit() and int(aid) in users:

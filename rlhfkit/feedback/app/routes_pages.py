@@ -21,7 +21,8 @@ from ..errors import FeedbackError
 from ..store import Annotator, Project
 from . import auth, queries
 from .views import answer_text, form_values, job_from_view, parse_pair, parse_rating, parse_ranking, saved_values
-from .web import RowId, csrf_guard, db, is_htmx, optional_user, page_user, path_for, render, safe_next, see_other
+from .web import (RowId, csrf_guard, db, is_htmx, optional_user, page_user, path_for, render, safe_next, see_other,
+                  shown)
 
 router = APIRouter(dependencies=[Depends(csrf_guard)])
 
@@ -217,5 +218,5 @@ def join(request: Request, code: str, name: str = Form(""), user: Optional[Annot
     if token is None:
         return see_other(request, "queue", project=project.id)
     auth.sign_in(request, person.id, person.token_hash)
-    request.state.user = person
+    request.state.user = shown(person)
     return render(request, "joined.html", {"project": project, "token": token, "person": person})

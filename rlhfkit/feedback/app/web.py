@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.cookies import SimpleCookie
 from typing import Annotated, Any, Iterator, Optional
@@ -108,6 +109,20 @@ def db(request: Request) -> Iterator[Session]:
         yield session
 
 
+@dataclass(frozen=True)
+class ShownUser:
+    """What pages show of the signed-in person, as plain values: an error page rendered after a write was
+    rolled back (which expires every ORM object of the request's session, closed by then) must not need
+    the database to print the header."""
+    id: int
+    name: str
+    is_admin: bool
+
+
+def shown(user: Optional[Annotator]) -> Optional[ShownUser]:
+    return None if user is None else ShownUser(user.id, user.name, user.is_admin)
+
+
 class SignInRequired(Exception):
     """Raised by page dependencies; the handler redirects to the sign-in form (or answers 401)."""
 
@@ -126,7 +141,7 @@ def _session_user(request: Request, s: Session) -> Optional[Annotator]:
 
 def optional_user(request: Request, s: Session = Depends(db)) -> Optional[Annotator]:
     user = _session_user(request, s)
-    request.state.user = user
+    request.state.user = shown(user)
     return user
 
 
@@ -165,14 +180,14 @@ def api_user(request: Request, s: Session = Depends(db)) -> Annotator:
         user = service.authenticate(s, token)
         if user is None:
             raise FeedbackError("unknown or inactive token in the Authorization header", 401)
-        request.state.user = user
+        request.state.user = shown(user)
         return user
     user = _session_user(request, s)
     if user is None:
         raise FeedbackError("sign in first: send 'Authorization: Bearer <your token>'", 401)
     if request.method == "POST" and not auth.csrf_ok(request, request.headers.get(auth.CSRF_HEADER)):
         raise FeedbackError(f"cookie-authenticated API calls must send the {auth.CSRF_HEADER} header", 403)
-    request.state.user = user
+    request.state.user = shown(user)
     return user
 
 

@@ -103,8 +103,9 @@ def test_the_annotator_pages_and_actions(sync_api, team_project, tmp_path):
                     page.wait_for_selector("text=say why the item is discarded")
                     form = page.locator("form.judge")
                     form.locator("details.discard summary").click()
-                    form.get_by_label("Why can this item not be judged?").fill("the answers are cut off")
-                    form.get_by_role("button", name="Discard item").click()
+                    reason = form.get_by_label("Why can this item not be judged?")
+                    reason.fill("the answers are cut off")
+                    reason.press("Enter")  # Enter in the reason discards (not the form's first button, Submit)
                     page.wait_for_selector("text=Discarded: the admins will see your reason.")
                     continue
                 if kind == "rating":

@@ -128,6 +128,12 @@
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.metaKey || event.defaultPrevented) return;
     const target = event.target;
+    // Enter in the discard reason discards (the browser's implicit submission would press Submit instead)
+    if (event.key === "Enter" && target.matches && target.matches(".discard-box input[name=reason]")) {
+      const discard = target.closest(".discard-box").querySelector('button[value="discard"]');
+      if (discard) { event.preventDefault(); discard.click(); }
+      return;
+    }
     if (event.key === "?" && !typingInText(target)) { toggleHelp(); event.preventDefault(); return; }
     const form = judgeForm();
     if (!form) return;

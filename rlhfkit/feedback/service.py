@@ -22,9 +22,11 @@ that act for an annotator check ownership themselves; admin-only functions (``pr
 check ``require_admin`` first. Identifiers may be passed as objects or ids; a project also
 by name.
 
-Where the code lives: projects, annotators and content here; the queue and judgements in
-``judging``; admin reads (``progress``, ``collect``) in ``readout``; imports and generation
-in ``ingest``; ``atomic`` and the argument checks in ``base``. Import them all from here.
+Where the code lives: projects, annotators and content here; the queue, judgements, skips and
+"x of N" in ``judging``; admin reads (``progress``, ``collect``) in ``readout``; the item browser
+and disagreement review in ``review``; membership, invite links and archiving in ``team``;
+imports and generation in ``ingest`` (background jobs in ``jobs``); ``atomic``, the access rule
+and the argument checks in ``base``. Import them all from here.
 """
 
 

@@ -22,8 +22,9 @@ Workload
   Config (both): num_generations=4, per_device_train_batch_size=8 (2 prompts x 4 completions
   per optimiser step), gradient_accumulation_steps=1, max_completion_length=32 with
   ``generation_kwargs={"min_new_tokens": 32}`` (every completion is exactly 32 tokens: equal
-  work), temperature 1, top_p 1, top_k 0, learning_rate 1e-6, bf16 off, logging_steps=1,
-  report_to none, seed 0. GRPO: beta=0 (TRL's default: no reference), loss_type dapo; RLOO:
+  work), temperature 1, top_p 1, top_k 0, learning_rate 1e-6, bf16 off, logging_steps=10
+  (TRL's default; ``--logging-steps``: on logging steps rlhfkit scores the generation once more
+  in eval mode for ``sampling/logprob_diff_*``, one no-grad forward), report_to none, seed 0. GRPO: beta=0 (TRL's default: no reference), loss_type dapo; RLOO:
   beta=0.05 (TRL's default: a frozen reference and the KL in the reward). TRL also
   ``save_strategy="no"``; its default ``gradient_checkpointing=True`` is kept unless
   ``--gradient-checkpointing on|off`` (the effective setting is recorded). A field one
@@ -37,7 +38,9 @@ Timing and memory
   cores other work took during each phase (``others_cores``; a busy machine inflates times);
   a pair where that exceeded ``--max-others`` is redone (up to ``--max-retries`` times; the
   last attempt is kept and flagged ``disturbed``).
-  Peak RSS (VmHWM, reset per phase) minus the RSS before the trainer is built: the warm-up
+  The process's own CPU time (user + sys) is differenced the same way (``cpu_step_s``): on
+  a shared machine, with ``--threads 1``, it measures the work done even when wall time is
+  inflated by other processes. Peak RSS (VmHWM, reset per phase) minus the RSS before the trainer is built: the warm-up
   phase (a fresh process) is the headline.
 """
 
@@ -93,7 +96,7 @@ def make_config(ConfigCls, args, output_dir: str, max_steps: int):
     fields = dict(output_dir=output_dir, num_generations=4, per_device_train_batch_size=8,
                   gradient_accumulation_steps=1, max_completion_length=args.completion_len,
                   generation_kwargs={"min_new_tokens": args.completion_len}, temperature=1.0, top_p=1.0, top_k=0,
-                  learning_rate=1e-6, bf16=False, logging_steps=1, report_to="none", seed=args.seed,
+                  learning_rate=1e-6, bf16=False, logging_steps=args.logging_steps, report_to="none", seed=args.seed,
                   max_steps=max_steps, disable_tqdm=True, beta=0.0 if args.algo == "grpo" else 0.05)
     if args.algo == "grpo":
         fields["loss_type"] = "dapo"
@@ -162,7 +165,8 @@ def run(args) -> dict:
             others = max(a["others_cores"], b["others_cores"])
             if others <= args.max_others or attempt == args.max_retries:
                 break
-        pairs.append({"step_s": (b["train_s"] - a["train_s"]) / (args.k2 - args.k1), "others_cores": others,
+        pairs.append({"step_s": (b["train_s"] - a["train_s"]) / (args.k2 - args.k1),
+                      "cpu_step_s": (b["own_cpu_s"] - a["own_cpu_s"]) / (args.k2 - args.k1), "others_cores": others,
                       "attempts": attempt + 1, "disturbed": others > args.max_others})
     shutil.rmtree(work, ignore_errors=True)
     import transformers
@@ -173,6 +177,7 @@ def run(args) -> dict:
     steps = [p["step_s"] for p in pairs]
     return {"impl": args.impl, "algo": args.algo, "shape": args.shape, "vocab": SHAPES[args.shape],
             "step_s_min": min(steps), "step_s_mean": sum(steps) / len(steps), "pairs": pairs,
+            "cpu_step_s_min": min(p["cpu_step_s"] for p in pairs),
             "peak_delta_mb": phases[0]["peak_delta_mb"], "peak_delta_any_phase_max": max(p["peak_delta_mb"] for p in phases),
             "gradient_checkpointing": phases[0]["gradient_checkpointing"], "phases": phases, "versions": versions,
             "cpu_probe_gflops": cpu_speed_gflops(), "args": vars(args)}
@@ -180,8 +185,9 @@ def run(args) -> dict:
 
 def summarise(paths: list[str]) -> str:
     results = [json.loads(Path(p).read_text()) for p in paths]
-    lines = ["| algo | vocab | run | rlhfkit step (s) | TRL 1.16 step (s) | speed-up | rlhfkit peak +MB | "
-             "TRL peak +MB | memory ratio | others (cores) |", "|" + " --- |" * 10]
+    lines = ["| algo | vocab | run | rlhfkit step (s) | TRL 1.16 step (s) | speed-up | rlhfkit CPU s/step | "
+             "TRL CPU s/step | CPU ratio | rlhfkit peak +MB | TRL peak +MB | memory ratio | others (cores) |",
+             "|" + " --- |" * 13]
     groups: dict = {}
     for r in results:
         groups.setdefault((r["algo"], r["vocab"]), {"rlhfkit": [], "trl": []})[r["impl"]].append(r)
@@ -189,12 +195,16 @@ def summarise(paths: list[str]) -> str:
         for i, (ours, trl) in enumerate(zip(g["rlhfkit"], g["trl"])):
             others = max(p["others_cores"] for p in ours["pairs"] + trl["pairs"])
             lines.append(f"| {algo} | {vocab} | {i + 1} | {ours['step_s_min']:.3f} | {trl['step_s_min']:.3f} | "
-                         f"{trl['step_s_min'] / ours['step_s_min']:.2f}x | {ours['peak_delta_mb']:.0f} | "
+                         f"{trl['step_s_min'] / ours['step_s_min']:.2f}x | {ours['cpu_step_s_min']:.3f} | "
+                         f"{trl['cpu_step_s_min']:.3f} | {trl['cpu_step_s_min'] / ours['cpu_step_s_min']:.2f}x | "
+                         f"{ours['peak_delta_mb']:.0f} | "
                          f"{trl['peak_delta_mb']:.0f} | {trl['peak_delta_mb'] / max(ours['peak_delta_mb'], 1):.2f} | "
                          f"{others:.2f} |")
     lines.append("")
     lines.append("speed-up = TRL step / rlhfkit step (> 1: rlhfkit faster); memory ratio = TRL peak / rlhfkit peak "
-                 "(> 1: rlhfkit smaller); step = min over pairs of (t(K2) - t(K1)) / (K2 - K1).")
+                 "(> 1: rlhfkit smaller); step = min over pairs of (t(K2) - t(K1)) / (K2 - K1); CPU s/step: the "
+                 "same difference of the process's own CPU time (user + sys), which a busy machine disturbs less "
+                 "than wall time (with --threads 1 it is the work done).")
     return "\n".join(lines)
 
 
@@ -208,6 +218,7 @@ def main(argv=None) -> None:
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--completion-len", type=int, default=32)
+    p.add_argument("--logging-steps", type=int, default=10)
     p.add_argument("--k1", type=int, default=2)
     p.add_argument("--k2", type=int, default=6)
     p.add_argument("--repeats", type=int, default=1)

@@ -5,6 +5,8 @@
 #   bash benchmarks/run_online_bench.sh
 #   ROUNDS=3 REPEATS=2 bash benchmarks/run_online_bench.sh
 #   ALGOS=grpo SHAPES=large bash benchmarks/run_online_bench.sh
+#   THREADS=1 bash benchmarks/run_online_bench.sh   # one thread: CPU s/step is the work done (busy machine)
+#   LOGGING_STEPS=1 bash benchmarks/run_online_bench.sh   # log (and score the sampling log-probs) every step
 #   TRL_GC=off bash benchmarks/run_online_bench.sh   # TRL with gradient checkpointing off (its default is on)
 #
 # 1. sets up benchmarks/.trl116-env if needed (setup_trl116_env.sh),
@@ -23,7 +25,7 @@ OUT=benchmarks/results
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 bash benchmarks/setup_trl116_env.sh || exit 1
-common=(--repeats "${REPEATS:-1}" --k1 "${K1:-2}" --k2 "${K2:-6}" --wait-max "${WAIT_MAX:-120}")
+common=(--threads "${THREADS:-2}" --logging-steps "${LOGGING_STEPS:-10}" --repeats "${REPEATS:-1}" --k1 "${K1:-2}" --k2 "${K2:-6}" --wait-max "${WAIT_MAX:-120}")
 files=()
 status=0
 for algo in ${ALGOS:-grpo rloo}; do
@@ -32,7 +34,7 @@ for algo in ${ALGOS:-grpo rloo}; do
       for impl in rlhfkit trl; do
         py="$PY"; extra=()
         if [[ "$impl" == trl ]]; then py="$TRL_PY"; extra=(--gradient-checkpointing "${TRL_GC:-default}"); fi
-        out="$OUT/online_${algo}_${shape}_${impl}_${round}.json"
+        out="$OUT/online_${algo}_${shape}_${impl}_${round}${TAG:-}.json"
         echo "== $algo $shape $impl round $round"
         if "$py" benchmarks/online_bench.py --impl "$impl" --algo "$algo" --shape "$shape" "${extra[@]}" \
              "${common[@]}" --out "$out" 2>&1 | grep -E '^\[online_bench\]|^\{"impl"|Error|error'; then

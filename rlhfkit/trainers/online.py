@@ -240,7 +240,8 @@ class OnlineRun:
         n = mask.sum().clamp_min(1)
         with torch.no_grad():
             metrics = dict(metrics)
-            metrics["entropy"] = (entropy_from_logits(logits.float()) * mask).sum() / n
+            # in blocks of 64 positions: no (B, R, V) temporaries beside the logits (large vocabularies)
+            metrics["entropy"] = (entropy_from_logits(logits.detach(), chunk_size=64) * mask).sum() / n
             metrics["num_tokens"] = mask.sum()
             if first_pass and part["old"] is not None:  # sampling-time vs training-time log-probs, same weights
                 diff = (part["old"] - logprobs).abs() * mask

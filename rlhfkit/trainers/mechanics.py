@@ -132,6 +132,20 @@ class Mechanics:
         return self.alias_tied(state, self.accelerator.unwrap_model(model))
 
     @staticmethod
+    def register_generate(model: torch.nn.Module) -> None:
+        """Let ``model.generate`` run under FSDP2, as ``forward`` does.
+
+        ``generate`` calls the wrapped model's inner modules, never the root's forward, so FSDP2
+        neither gathers the root's own weights nor finds its root ("FSDP requires a single root
+        module"); registered as a forward method, it gets the root's pre/post-forward hooks.
+        A no-op for a model that is not FSDP2-sharded.
+        """
+        from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
+
+        if isinstance(model, FSDPModule) and hasattr(model, "generate"):
+            register_fsdp_forward_method(model, "generate")
+
+    @staticmethod
     def alias_tied(state: dict, module: torch.nn.Module) -> dict:
         """Make the entries of tied parameters (embeddings = LM head) one tensor again, in place.
 

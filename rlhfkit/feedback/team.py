@@ -136,11 +136,16 @@ def invite_state(invite: Invite, now: datetime | None = None) -> str:
     return "active"
 
 
-def find_invite(s: Session, code: str, *, usable: bool = True) -> Invite:
-    """The invite with this code; 404 if unknown, and with ``usable`` 410 if revoked, expired or used up."""
+def find_invite(s: Session, code: str, *, usable: bool = True, lock: bool = False) -> Invite:
+    """The invite with this code; 404 if unknown, and with ``usable`` 410 if revoked, expired or used up.
+    ``lock``: hold its row until the transaction ends (PostgreSQL), so two people using the last use of a
+    link at once cannot both get in."""
     if not isinstance(code, str) or not 8 <= len(code) <= 100:
         raise not_found("invite link")
-    invite = s.scalar(select(Invite).where(Invite.code_hash == _code_hash(code)))
+    query = select(Invite).where(Invite.code_hash == _code_hash(code))
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    invite = s.scalar(query)
     if invite is None:
         raise not_found("invite link (check that the whole link was copied)")
     state = invite_state(invite)
@@ -158,11 +163,11 @@ def redeem_invite(s: Session, code: str, *, annotator: Annotator | None = None,
     from .service import add_annotator
 
     with atomic(s):
-        invite = find_invite(s, code, usable=False)
+        invite = find_invite(s, code, usable=False, lock=True)
         project = invite.project
         if annotator is not None and is_member(s, project, annotator):
             return annotator, None, project  # following the link again changes nothing
-        invite = find_invite(s, code)
+        invite = find_invite(s, code)  # now also usable (the locked row, as this transaction sees it)
         if project.archived:
             raise conflict(f"project {project.name!r} is archived; it takes no new members")
         token = None

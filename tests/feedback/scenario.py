@@ -358,3 +358,29 @@ def run_team(Session) -> None:
                                 created_at=jobs.STARTED - timedelta(minutes=1)))
         assert jobs.mark_interrupted(s, project) == 1
         assert jobs.project_jobs(s, project)[0].status == "failed"
+
+
+def run_invite_race(Session, n: int = 6) -> None:
+    """``n`` newcomers use a one-use invite link at the same moment: exactly one gets in."""
+    with Session() as s:
+        project = sv.create_project(s, "race-invite", members_only=True)
+        _, code = sv.create_invite(s, project, max_uses=1)
+    barrier, outcomes = threading.Barrier(n), []
+
+    def join(i: int) -> None:
+        with Session() as s:
+            barrier.wait()
+            try:
+                sv.redeem_invite(s, code, name=f"new{i}")
+                outcomes.append("in")
+            except FeedbackError as err:
+                outcomes.append(err.status)
+
+    threads = [threading.Thread(target=join, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes, key=str) == sorted(["in"] + [410] * (n - 1), key=str), outcomes
+    with Session() as s:
+        assert len(sv.members(s, "race-invite")) == 1 and sv.list_invites(s, "race-invite")[0].uses == 1

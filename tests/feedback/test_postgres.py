@@ -25,7 +25,7 @@ from rlhfkit.feedback import service as sv
 
 from .pg import postgres_server, scratch_database
 from .scenario import (MIGRATE, PACKAGE, run_failed_writes_leave_nothing, run_kill, run_races, run_scenario,
-                       run_team, run_upgrade_from_0001, schema_diff)
+                       run_invite_race, run_team, run_upgrade_from_0001, schema_diff)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,10 @@ def test_scenario(Session):
 
 def test_team_features(Session):
     run_team(Session)
+
+
+def test_a_one_use_invite_link_admits_one_of_many_at_once(Session):
+    run_invite_race(Session)
 
 
 def test_failed_writes_leave_no_partial_rows(Session):

@@ -12,7 +12,7 @@ from rlhfkit.feedback import team
 from rlhfkit.feedback.errors import FeedbackError
 from rlhfkit.feedback.review import item_agreement, letter
 
-from .scenario import run_team, status_of
+from .scenario import run_invite_race, run_team, status_of
 
 ROWS = [{"prompt": f"prompt {i}", "responses": [f"answer {i}a", f"answer {i}b", f"answer {i}c"]} for i in range(4)]
 
@@ -230,3 +230,7 @@ def test_browse_filters_and_the_review_names_responses_by_letter_for_everyone(s,
 
 def test_the_team_scenario_on_sqlite(Session):
     run_team(Session)  # test_postgres.py runs it on PostgreSQL
+
+
+def test_a_one_use_invite_link_admits_one_of_many_at_once(Session):
+    run_invite_race(Session)

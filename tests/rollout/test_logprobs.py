@@ -97,7 +97,9 @@ def test_value_head_values_come_back_for_the_region():
 
 
 def test_a_model_without_logits_to_keep_gives_the_same_numbers_and_says_so(caplog):
-    class NoKeep(torch.nn.Module):  # forward without logits_to_keep: computes every position
+    # its own class name: the message is logged once per class name per process, and
+    # tests/models/test_compat.py checks that with a class called NoKeep
+    class NoKeepRollout(torch.nn.Module):  # forward without logits_to_keep: computes every position
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
@@ -108,10 +110,10 @@ def test_a_model_without_logits_to_keep_gives_the_same_numbers_and_says_so(caplo
     inner = tiny_causal_lm(vocab_size=V).eval()
     batch = _rollout(3)
     with caplog.at_level(logging.WARNING, logger="rlhfkit"), torch.no_grad():
-        slow = response_logprobs(NoKeep(inner), batch)
+        slow = response_logprobs(NoKeepRollout(inner), batch)
         fast = response_logprobs(inner, batch)
     torch.testing.assert_close(slow, fast)
-    assert "NoKeep.forward takes no `logits_to_keep`" in caplog.text
+    assert "NoKeepRollout.forward takes no `logits_to_keep`" in caplog.text
 
 
 @pytest.mark.parametrize("kind", ["plain", "lora"])

@@ -6,9 +6,9 @@
 #   VOCABS="4096" DTYPES="bf16" bash benchmarks/run_ppo_bench.sh
 #   THREADS=1 bash benchmarks/run_ppo_bench.sh  # one thread: less sensitive to other processes
 #
-# Runtime on the 2-core development machine when it is quiet, defaults (REPEATS=2, ITERS=3,
-# WARMUP=1, both vocabularies, fp32 and bf16, both implementations = 16 runs): about 20 minutes
-# (a 50257-vocabulary run ~70-80 s, a 4096 one ~30 s, incl. start-up). A loaded machine is slower.
+# Runtime on the 2-core development machine, defaults (REPEATS=2, ITERS=3,
+# WARMUP=1, both vocabularies, fp32 and bf16, both implementations = 16 runs): ~15 min estimated when
+# quiet (a 50257-vocabulary run ~60 s, a 4096 one ~30 s); measured 44 min with THREADS=1 under load 7-9.
 #
 # 1. sets up benchmarks/.trl-env if needed (setup_trl_env.sh),
 # 2. measures the matmul peak once (matmul_peak.py -> results/peak.json),

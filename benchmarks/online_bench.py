@@ -52,6 +52,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -183,20 +184,33 @@ def run(args) -> dict:
             "cpu_probe_gflops": cpu_speed_gflops(), "args": vars(args)}
 
 
+def cpu_steps(result: dict) -> list[float]:
+    """Own CPU seconds per step of every (K1, K2) pair run, retries included (the wall time of a
+    disturbed pair is not comparable, its CPU time at one thread nearly is)."""
+    ph = [p for p in result["phases"] if p["name"] != "warmup"]
+    k = result["args"]["k2"] - result["args"]["k1"]
+    return [(b["own_cpu_s"] - a["own_cpu_s"]) / k for a, b in zip(ph[::2], ph[1::2])]
+
+
 def summarise(paths: list[str]) -> str:
     results = [json.loads(Path(p).read_text()) for p in paths]
-    lines = ["| algo | vocab | run | rlhfkit step (s) | TRL 1.16 step (s) | speed-up | rlhfkit CPU s/step | "
-             "TRL CPU s/step | CPU ratio | rlhfkit peak +MB | TRL peak +MB | memory ratio | others (cores) |",
+    lines = ["| algo | vocab | run | rlhfkit step (s) | TRL 1.16 step (s) | speed-up | rlhfkit CPU s/step (min / "
+             "median) | TRL CPU s/step (min / median) | CPU ratio (min / median) | rlhfkit peak +MB | TRL peak +MB | memory ratio | others (cores) |",
              "|" + " --- |" * 13]
     groups: dict = {}
+
+    def cpu(r):
+        return f"{min(cpu_steps(r)):.3f} / {statistics.median(cpu_steps(r)):.3f}"
+
     for r in results:
         groups.setdefault((r["algo"], r["vocab"]), {"rlhfkit": [], "trl": []})[r["impl"]].append(r)
     for (algo, vocab), g in sorted(groups.items()):
         for i, (ours, trl) in enumerate(zip(g["rlhfkit"], g["trl"])):
             others = max(p["others_cores"] for p in ours["pairs"] + trl["pairs"])
             lines.append(f"| {algo} | {vocab} | {i + 1} | {ours['step_s_min']:.3f} | {trl['step_s_min']:.3f} | "
-                         f"{trl['step_s_min'] / ours['step_s_min']:.2f}x | {ours['cpu_step_s_min']:.3f} | "
-                         f"{trl['cpu_step_s_min']:.3f} | {trl['cpu_step_s_min'] / ours['cpu_step_s_min']:.2f}x | "
+                         f"{trl['step_s_min'] / ours['step_s_min']:.2f}x | {cpu(ours)} | {cpu(trl)} | "
+                         f"{min(cpu_steps(trl)) / min(cpu_steps(ours)):.2f}x / "
+                         f"{statistics.median(cpu_steps(trl)) / statistics.median(cpu_steps(ours)):.2f}x | "
                          f"{ours['peak_delta_mb']:.0f} | "
                          f"{trl['peak_delta_mb']:.0f} | {trl['peak_delta_mb'] / max(ours['peak_delta_mb'], 1):.2f} | "
                          f"{others:.2f} |")

@@ -15,6 +15,7 @@ from rlhfkit.algos.advantages import (
     grpo_loss,
     reinforce_pp_advantages,
     rloo_advantages,
+    rloo_sequence_loss,
 )
 from rlhfkit.algos.dpo import (
     DPO_LOSSES,
@@ -96,6 +97,7 @@ __all__ = [
     "policy_loss",
     "reinforce_pp_advantages",
     "rloo_advantages",
+    "rloo_sequence_loss",
     "robust_dpo_loss",
     "sequence_logprobs",
     "simpo_loss",

@@ -328,3 +328,30 @@ def grpo_loss(
         if beta != 0.0:
             metrics["kl"] = _token_mean(per_token_kl, mask)
     return loss, metrics
+
+
+def rloo_sequence_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                       mask: torch.Tensor, epsilon_low: float, epsilon_high: float):
+    """TRL 1.x RLOO's clipped surrogate with one ratio per sequence.
+
+        rho_i = exp(sum_t m_it (logp_it - old_it))
+        loss  = mean_i -min(rho_i A_i, clip(rho_i, 1 - eps_low, 1 + eps_high) A_i)
+
+    Unlike GSPO (``grpo_loss(importance_sampling_level="sequence")``), the log-ratio is summed,
+    not averaged, over the tokens, and the loss is a plain mean over sequences.
+    Shapes: logprobs, old_logprobs, mask (B, T); advantages (B,) -> (loss (), metrics of
+    detached clip fractions over sequences: clip_ratio/low_mean, high_mean, region_mean).
+    Paper: Ahmadian et al. 2024, arXiv:2402.14740. Source: TRL 1.x ``RLOOTrainer._compute_loss`` (same formula
+    and clip metrics).
+    """
+    mask = mask.to(logprobs.dtype)
+    log_ratio = ((logprobs - old_logprobs) * mask).sum(-1)  # (B,)
+    coef_1 = torch.exp(log_ratio)  # (B,)
+    coef_2 = torch.clamp(coef_1, 1 - epsilon_low, 1 + epsilon_high)  # (B,)
+    loss = -torch.min(coef_1 * advantages, coef_2 * advantages).mean()
+    with torch.no_grad():
+        low = ((coef_1 < 1 - epsilon_low) & (advantages < 0)).float()
+        high = ((coef_1 > 1 + epsilon_high) & (advantages > 0)).float()
+        metrics = {"clip_ratio/low_mean": low.mean(), "clip_ratio/high_mean": high.mean(),
+                   "clip_ratio/region_mean": torch.maximum(low, high).mean()}
+    return loss, metrics

@@ -30,11 +30,10 @@ from dataclasses import dataclass
 from ..algos.advantages import (GROUP_SCALES, IMPORTANCE_SAMPLING_LEVELS, LOSS_AGGREGATIONS, group_advantages,
                                 group_stats, grpo_loss, reinforce_pp_advantages, rloo_advantages)
 from ..algos.kl import kl_k1
+from . import online_face
 from .config import Checks, f
-from .online import Method, OnlineRun
-from .online_config import OnlineConfig, prepare
-from .reward_funcs import score
-from .sft import finish_training
+from .online import Method
+from .online_config import OnlineConfig
 
 ADVANTAGE_ESTIMATORS = ("grpo", "rloo", "reinforce++", "reinforce++_baseline")
 _SCALE_ALIASES = {True: "group", False: "none", "true": "group", "false": "none"}
@@ -117,24 +116,10 @@ class GRPOTrainer:
 
     def __init__(self, model=None, reward_funcs=None, args: GRPOConfig | None = None, train_dataset=None,
                  eval_dataset=None, processing_class=None, reward_processing_classes=None, peft_config=None):
-        self.args = args = args or GRPOConfig()
-        model, self.tokenizer, self.reward_funcs, train, evals = prepare(
-            model, reward_funcs, args, train_dataset, eval_dataset, processing_class, peft_config,
-            reward_processing_classes)
-        self.model = model
-        self.loop = OnlineRun(args, model, self.tokenizer, grpo_method(args), self.reward_funcs, score, *train,
-                              *(evals or (None, None)))
-        self.ref_model = self.loop.ref_model
+        online_face.build(self, args or GRPOConfig(), grpo_method, model, reward_funcs, train_dataset, eval_dataset,
+                          processing_class, reward_processing_classes, peft_config)
 
-    @property
-    def processing_class(self):
-        return self.tokenizer
-
-    def train(self, resume_from_checkpoint: str | None = None) -> list[dict]:
-        return finish_training(self, self.method_name, self.loop.train(resume_from_checkpoint))
-
-    def evaluate(self) -> dict:
-        return self.loop.evaluate()
-
-    def save_model(self, path=None) -> None:
-        self.loop.save_model(path or self.args.output_dir)
+    processing_class = property(online_face.processing_class)
+    train = online_face.train
+    evaluate = online_face.evaluate
+    save_model = online_face.save_model

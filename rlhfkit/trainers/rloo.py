@@ -18,14 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from ..algos.advantages import group_stats, rloo_advantages
+from ..algos.advantages import group_stats, rloo_advantages, rloo_sequence_loss
+from . import online_face
 from .config import Checks, f
-from .online import Method, OnlineRun
-from .online_config import OnlineConfig, prepare
-from .reward_funcs import score
-from .sft import finish_training
+from .online import Method
+from .online_config import OnlineConfig
 
 
 @dataclass
@@ -46,32 +43,6 @@ class RLOOConfig(OnlineConfig):
         if r is not None and (len(r) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
                                                      for x in r) or r[0] > r[1]):
             c.fail("reward_clip_range", f"must be two numbers [min, max] with min <= max, got {r!r}")
-
-
-def rloo_sequence_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                       mask: torch.Tensor, epsilon_low: float, epsilon_high: float):
-    """TRL 1.x RLOO's clipped surrogate with one ratio per sequence.
-
-        rho_i = exp(sum_t m_it (logp_it - old_it))
-        loss  = mean_i -min(rho_i A_i, clip(rho_i, 1 - eps_low, 1 + eps_high) A_i)
-
-    Unlike GSPO (``grpo_loss(importance_sampling_level="sequence")``), the log-ratio is summed,
-    not averaged, over the tokens, and the loss is a plain mean over sequences.
-    Shapes: logprobs, old_logprobs, mask (B, T); advantages (B,) -> (loss (), metrics of
-    detached clip fractions over sequences: clip_ratio/low_mean, high_mean, region_mean).
-    Source: TRL 1.x ``RLOOTrainer._compute_loss`` (same formula and clip metrics).
-    """
-    mask = mask.to(logprobs.dtype)
-    log_ratio = ((logprobs - old_logprobs) * mask).sum(-1)  # (B,)
-    coef_1 = torch.exp(log_ratio)  # (B,)
-    coef_2 = torch.clamp(coef_1, 1 - epsilon_low, 1 + epsilon_high)  # (B,)
-    loss = -torch.min(coef_1 * advantages, coef_2 * advantages).mean()
-    with torch.no_grad():
-        low = ((coef_1 < 1 - epsilon_low) & (advantages < 0)).float()
-        high = ((coef_1 > 1 + epsilon_high) & (advantages > 0)).float()
-        metrics = {"clip_ratio/low_mean": low.mean(), "clip_ratio/high_mean": high.mean(),
-                   "clip_ratio/region_mean": torch.maximum(low, high).mean()}
-    return loss, metrics
 
 
 def rloo_method(cfg: RLOOConfig) -> Method:
@@ -110,24 +81,10 @@ class RLOOTrainer:
 
     def __init__(self, model=None, reward_funcs=None, args: RLOOConfig | None = None, train_dataset=None,
                  eval_dataset=None, processing_class=None, reward_processing_classes=None, peft_config=None):
-        self.args = args = args or RLOOConfig()
-        model, self.tokenizer, self.reward_funcs, train, evals = prepare(
-            model, reward_funcs, args, train_dataset, eval_dataset, processing_class, peft_config,
-            reward_processing_classes)
-        self.model = model
-        self.loop = OnlineRun(args, model, self.tokenizer, rloo_method(args), self.reward_funcs, score, *train,
-                              *(evals or (None, None)))
-        self.ref_model = self.loop.ref_model
+        online_face.build(self, args or RLOOConfig(), rloo_method, model, reward_funcs, train_dataset, eval_dataset,
+                          processing_class, reward_processing_classes, peft_config)
 
-    @property
-    def processing_class(self):
-        return self.tokenizer
-
-    def train(self, resume_from_checkpoint: str | None = None) -> list[dict]:
-        return finish_training(self, self.method_name, self.loop.train(resume_from_checkpoint))
-
-    def evaluate(self) -> dict:
-        return self.loop.evaluate()
-
-    def save_model(self, path=None) -> None:
-        self.loop.save_model(path or self.args.output_dir)
+    processing_class = property(online_face.processing_class)
+    train = online_face.train
+    evaluate = online_face.evaluate
+    save_model = online_face.save_model

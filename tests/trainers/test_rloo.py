@@ -8,7 +8,8 @@ from transformers import AutoModelForCausalLM
 
 from rlhfkit.testing import tiny_causal_lm
 from rlhfkit.trainers.config import ConfigError
-from rlhfkit.trainers.rloo import RLOOConfig, RLOOTrainer, rloo_method, rloo_sequence_loss
+from rlhfkit.algos.advantages import rloo_sequence_loss
+from rlhfkit.trainers.rloo import RLOOConfig, RLOOTrainer, rloo_method
 from tests.trainers.online_helpers import in_target, params_of, prompt_rows, small
 
 

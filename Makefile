@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 LOCK := requirements.lock
 
-.PHONY: setup demo test test-slow test-latest lock bench clean
+.PHONY: setup demo test test-slow test-latest lock bench gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ test-slow: setup
 
 bench: setup
 	bash benchmarks/run_ppo_bench.sh
+
+# On a machine with an NVIDIA GPU (and `pip install vllm` for the vLLM rows): CUDA tests, HF generate
+# vs vLLM, the weight-read bound, one weight sync, PPO fp32 vs bf16 (benchmarks/gpu_check.sh).
+gpu-check: setup
+	bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) .venv-latest .venv-lock-tools runs build *.egg-info

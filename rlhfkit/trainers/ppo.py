@@ -84,6 +84,8 @@ class PPOTrainer:
         prepared = self.accelerator.prepare(*(m for m in (model, critic, optimizer) if m is not None))
         self._train_model = prepared[0]
         self._train_critic = prepared[1] if critic is not None else None
+        self._collect_params()  # FSDP2 swapped in sharded parameters: the lists taken above are stale
+        self.mechanics.register_generate(self._train_model)  # generate() through FSDP2's root hooks
         # Accelerate's wrappers, as TRL: `trainer.optimizer.optimizer` is the user's optimiser
         self.optimizer = prepared[-1]
         self.lr_scheduler = self.accelerator.prepare(lr_scheduler) if lr_scheduler is not None else None
@@ -105,7 +107,7 @@ class PPOTrainer:
         self.rollout_engine = rollout_engine
         # sampling-time log-probs/values reused as the old policy's (docs/ppo.md, detail 27)
         self._rollout_cache, self._policy_version, self._reuse_verified = RolloutCache(), 0, False
-        self._reuse_rollouts = bool(getattr(config, "reuse_rollout_logprobs", True))
+        self._reuse_rollouts = bool(config.reuse_rollout_logprobs)
         if rollout_engine is not None:  # the engine may have loaded other weights than this policy's
             rollout_engine.sync_weights(self.accelerator.unwrap_model(self._train_model))
 
@@ -118,16 +120,24 @@ class PPOTrainer:
         self.ref_model = ref_model
         if self.ref_model is not None:
             self.ref_model.eval().requires_grad_(False)
+        if critic is not None:  # the shared head is unused: DDP refuses trainable parameters without a gradient
+            model.v_head.requires_grad_(False)
         if config.disable_dropout:
             for m in (model, ref_model, critic):
                 _disable_dropout(m)
-        if getattr(config, "fuse_activations", True):  # same function, fewer kernels (models/fused.py)
+        if config.fuse_activations:  # same function, fewer kernels (models/fused.py)
             for m in (model, ref_model, critic):
                 if m is not None:
                     fuse_activations(m)
                     cpu_fp32_attention(m)
         if config.gradient_checkpointing:
             enable_checkpointing(model.pretrained_model)
+        self._collect_params()
+
+    def _collect_params(self) -> None:
+        """Policy, value and (for the optimiser step) all trained parameter lists. Called again
+        after prepare(): FSDP2 replaces every parameter with a sharded one in place."""
+        model, critic = self.model, self.critic
         self.policy_params = [p for p in (model.pretrained_model if critic is not None else model).parameters()
                               if p.requires_grad]
         self.value_params = [p for p in (critic if critic is not None else model.v_head).parameters() if p.requires_grad]
@@ -425,13 +435,29 @@ class PPOTrainer:
         return train_ppo(self, reward_fn, prompts, **kwargs)
 
     def save_pretrained(self, save_directory) -> None:
-        """Save the policy (Transformers checkpoint + value head), the tokenizer and a separate critic."""
+        """Save the policy (Transformers checkpoint + value head), the tokenizer and a separate critic.
+
+        Under FSDP2 / ZeRO-3 every process must call it: the sharded weights are gathered first."""
+        full = self.mechanics.full_state_dict(self._train_model)  # None unless sharded; a collective then
+        critic_full = self.mechanics.full_state_dict(self._train_critic) if self._train_critic is not None else None
         if not self.accelerator.is_main_process:
             return
-        self.accelerator.unwrap_model(self._train_model).save_pretrained(save_directory)
+        model = self.accelerator.unwrap_model(self._train_model)
+        if full is None:
+            model.save_pretrained(save_directory)
+        else:
+            from safetensors.torch import save_file
+
+            body = {k: v for k, v in full.items() if not k.startswith("v_head.")}
+            head = {k.removeprefix("v_head."): v.contiguous() for k, v in full.items() if k.startswith("v_head.")}
+            self.mechanics.alias_tied(body, model.pretrained_model)  # embeddings = LM head saved once
+            model.pretrained_model.save_pretrained(save_directory, state_dict=body)
+            save_file(head, f"{save_directory}/value_head.safetensors", metadata={"format": "pt"})
         self.tokenizer.save_pretrained(save_directory)
         if self.critic is not None:
-            self.critic.save_pretrained(f"{save_directory}/critic")
+            inner = None if critic_full is None else {k.removeprefix("model."): v for k, v in critic_full.items()
+                                                      if k.startswith("model.")}  # CriticModel wraps .model
+            self.critic.save_pretrained(f"{save_directory}/critic", **({"state_dict": inner} if inner else {}))
 
 
 def _disable_dropout(model) -> None:

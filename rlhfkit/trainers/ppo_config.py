@@ -92,6 +92,8 @@ class PPOConfig:
     ptx_batch_size: int = _f(4, "Sequences of ptx data per minibatch.")
     optimizer: str = _f("adam", "Optimiser when none is passed: 'adam' (classic) or 'adamw'.")
     weight_decay: float = _f(0.0, "Weight decay for 'adamw'.")
+    fuse_activations: bool = _f(True, "Run GPT-2's composed gelu_new as PyTorch's fused kernel and, under CPU autocast, attention in float32 (same function; models/fused.py).")
+    reuse_rollout_logprobs: bool = _f(True, "Reuse the log-probs/values computed while sampling (fp32, plain sampling) as the old policy's, after the first step verified them against a recompute; False: always recompute.")
     output_dir: str = _f("runs/ppo", "Where train() writes checkpoints and metrics.")
     save_steps: int = _f(0, "train(): save a checkpoint every this many steps (0: only at the end).")
 

@@ -119,15 +119,19 @@ def test_ddp_ppo_value_head_two_processes_equal_one(tmp_path, one_process):
     assert (tmp_path / "two" / "value_head.safetensors").exists()  # the public save_pretrained ran
 
 
+@pytest.mark.parametrize("config,method", [("fsdp2.yaml", "ppo"), pytest.param("ddp.yaml", "ppo_critic", marks=slow)])
+def test_ppo_two_processes_equal_one(tmp_path, one_process, config, method):
+    """PPO takes its parameter lists after prepare() (FSDP2 swaps in sharded ones), gathers on every
+    rank before saving, and freezes the unused shared head when a separate critic trains (DDP)."""
+    _launch(config, method, tmp_path / "two")
+    one, two = _ppo_weights(one_process(method)), _ppo_weights(tmp_path / "two")
+    _assert_trained(one, "ppo")
+    _assert_same(one, two)
+
+
 PPO_XFAIL = {
-    ("fsdp2.yaml", "ppo"): "PPOTrainer keeps the parameter lists it took before prepare(): FSDP2 swaps in sharded "
-                           "parameters, so the optimiser step sees no gradients and never runs; save_pretrained "
-                           "runs on the main process only, but the FSDP2 gather is a collective (fix: "
-                           "docs/distributed.md, 'Known limits'; measured 6e-8 with it)",
     ("fsdp2.yaml", "ppo_critic"): "PPOTrainer prepares policy and critic in one prepare() call: 'Only one model is "
                                   "supported when using FSDP2'",
-    ("ddp.yaml", "ppo_critic"): "with a separate critic the policy's value head gets no gradient, and DDP refuses "
-                                "parameters that did not receive grad (indices of v_head.summary)",
     ("deepspeed_zero2.yaml", "ppo"): "PPOTrainer gives Mechanics no micro_batch_size (DeepSpeed's "
                                      "train_micro_batch_size_per_gpu), skips backward() past ratio_threshold "
                                      "(DeepSpeed counts micro-steps itself) and saves on the main process only",
@@ -137,7 +141,7 @@ PPO_XFAIL = {
 def _xfail_marks(config: str, method: str, reason: str) -> list:
     marks = [pytest.mark.xfail(strict=True, reason=reason)]
     marks += [needs_deepspeed] if "deepspeed" in config else []
-    return marks + ([] if (config, method) == ("fsdp2.yaml", "ppo") else [slow])
+    return marks + [slow]
 
 
 @pytest.mark.parametrize("config,method", [pytest.param(c, m, marks=_xfail_marks(c, m, r))

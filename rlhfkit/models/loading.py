@@ -102,19 +102,26 @@ def load_tokenizer(name, flag: str):
     return load_pretrained(AutoTokenizer, name, flag)
 
 
+def lora_config(config, task_type: str):
+    """A ``peft.LoraConfig`` from ``config``'s lora_* fields (comma-separated target modules or 'all-linear')."""
+    from peft import LoraConfig
+
+    targets = config.lora_target_modules
+    if targets is not None and targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, task_type=task_type)
+
+
 def apply_lora(model, config, task_type: str):
     """Wrap ``model`` with LoRA adapters from ``config``'s lora_* fields (``task_type``: CAUSAL_LM or SEQ_CLS).
 
     Under gradient checkpointing the input embeddings are made to require grad, or a frozen
     base would leave nothing to backpropagate through the checkpointed blocks.
     """
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    targets = config.lora_target_modules
-    if targets is not None and targets != "all-linear":
-        targets = [t.strip() for t in targets.split(",") if t.strip()]
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=targets, task_type=task_type)
+    lora = lora_config(config, task_type)
     try:
         model = get_peft_model(model, lora)
     except ValueError as err:  # PEFT: target modules not found / no default for this architecture

@@ -154,7 +154,7 @@ def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict
     """
     from .. import data
     from ..models import AutoModelForCausalLMWithValueHead, CriticModel
-    from ..models.loading import load_tokenizer
+    from ..models.loading import load_tokenizer, lora_config
     from ..trainers import PPOTrainer
     from ..trainers.online_data import render_prompts
     from ..trainers.mechanics import set_seed
@@ -172,7 +172,7 @@ def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict
         raise ConfigError("PPORunConfig", field, str(err)) from None
     dtype = getattr(torch, config.dtype)
     set_seed(config.seed)  # the fresh value head (and LoRA) initialise from the seed, not from leftover RNG state
-    peft_config = _lora(config) if config.use_peft else None
+    peft_config = lora_config(config, "CAUSAL_LM") if config.use_peft else None
     policy = AutoModelForCausalLMWithValueHead.from_pretrained(config.model_name_or_path, dtype=dtype,
                                                                peft_config=peft_config)
     critic = CriticModel.from_pretrained(config.reward_model_path, dtype=dtype) \
@@ -200,16 +200,6 @@ def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict
     return {"output_dir": config.output_dir, "final": str(Path(config.output_dir) / "final"),
             "steps": trainer.current_step, "reward_first": train_rows[0]["reward"] if train_rows else None,
             "reward_last": train_rows[-1]["reward"] if train_rows else None, "evals": evals}
-
-
-def _lora(config: PPORunConfig):
-    from peft import LoraConfig
-
-    targets = config.lora_target_modules
-    if targets is not None and targets != "all-linear":
-        targets = [t.strip() for t in targets.split(",") if t.strip()]
-    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
 
 
 def _ptx_texts(source, tokenizer) -> list[str]:

@@ -21,9 +21,19 @@ from rlhfkit.feedback.store import Assignment, Base, Comparison, Item, Rating
 
 PACKAGE = Path(__file__).resolve().parents[2] / "rlhfkit"
 
-# A script that migrates the database sys.argv[1] with the package folder sys.argv[2].
+# A script that migrates the database sys.argv[1] with the package folder sys.argv[2]. It waits
+# 0.2 s before each migration's step, which widens the window a concurrent process could slip
+# into if the lock were released between migrations (it was, on SQLite, until the whole upgrade
+# became one locked transaction: 3 of 3 runs of three processes then failed with "duplicate column").
 MIGRATE = """
-import sys, types
+import sys, time, types
+from alembic.runtime.migration import MigrationContext
+_begin = MigrationContext.begin_transaction
+def _slow_begin(self, _per_migration=False):
+    if _per_migration:
+        time.sleep(0.2)
+    return _begin(self, _per_migration)
+MigrationContext.begin_transaction = _slow_begin
 sys.modules["rlhfkit"] = types.ModuleType("rlhfkit")  # skip rlhfkit/__init__ (torch): seconds per process
 sys.modules["rlhfkit"].__path__ = [sys.argv[2]]
 from rlhfkit.feedback import db

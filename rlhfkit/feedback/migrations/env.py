@@ -4,9 +4,12 @@
 is run by hand (``alembic -c ... upgrade head``), the URL comes from ``sqlalchemy.url`` or
 ``$RLHFKIT_FEEDBACK_DB``. Offline (``--sql``) mode is supported for reviewing the DDL.
 
-Concurrent upgrades (two app processes starting on a fresh database) are serialised: on
-SQLite the migration transaction takes the write lock (BEGIN IMMEDIATE), on PostgreSQL a
-transaction-scoped advisory lock; the second process then finds the schema at head.
+Concurrent upgrades (two app processes starting on a fresh database) are serialised: the whole
+upgrade is one transaction, begun before Alembic reads the current revision, that holds the
+SQLite write lock (BEGIN IMMEDIATE) or, on PostgreSQL, a transaction-scoped advisory lock; the
+second process then reads the revision the first one committed and finds the schema at head.
+(Alembic alone would read the revision first and, on SQLite, commit after every migration, so
+a process that read "0002" could wait for the lock and then apply 0003 a second time.)
 """
 
 from __future__ import annotations
@@ -35,11 +38,17 @@ def run_offline() -> None:
 
 
 def _run(connection) -> None:
+    """Run the migrations in one locked transaction that the caller commits."""
     connection = connection.execution_options(**{db.WRITE_OPTION: True})
+    if connection.in_transaction():
+        connection.rollback()  # a read begun earlier would not hold the write lock
+    connection.begin()  # SQLite: BEGIN IMMEDIATE (the write lock), see db._sqlite_events
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_LOCK_KEY})")
+    # Configured inside the transaction, Alembic treats it as external: it reads the current
+    # revision under the lock and neither begins nor commits transactions of its own.
     _configure(connection)
     with context.begin_transaction():
-        if connection.dialect.name == "postgresql":
-            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_LOCK_KEY})")
         context.run_migrations()
 
 

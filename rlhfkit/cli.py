@@ -177,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         if type(err).__name__ in ("DataError", "ModelSourceError"):
             return _usage(f"rlhfkit {command}", str(err))
         raise
+    except ImportError as err:  # an optional dependency the config asks for (use_vllm: vLLM), with the fix
+        if "pip install" in str(err):
+            return _usage(f"rlhfkit {command}", str(err))
+        raise
 
 
 def _usage(prog: str, message: str) -> int:

@@ -69,6 +69,12 @@ class PPORunConfig(PPOConfig):
     lora_dropout: float = f(0.05, "LoRA dropout.")
     lora_target_modules: str | None = f(None, "Modules that get adapters (comma-separated; default: PEFT's choice "
                                               "for the architecture).", comma_list=True)
+    use_vllm: bool = f(False, "Sample the rollouts with a colocated vLLM engine (needs `pip install vllm` and a CUDA "
+                              "GPU; untested on hardware); the policy (a LoRA policy: its adapter) is pushed into it "
+                              "after every PPO step.")
+    vllm_gpu_memory_utilization: float = f(0.3, "Share of the GPU's memory the vLLM engine may take.")
+    vllm_sync_timeout_s: float = f(300.0, "Seconds a weight push into vLLM may take before the run stops with a "
+                                          "TimeoutError.")
     resume_from_checkpoint: str | None = f(None, "A checkpoint-<step> folder in output_dir, or 'latest'.")
     save_total_limit: int | None = f(None, "Keep at most this many checkpoints.")
 
@@ -84,6 +90,9 @@ class PPORunConfig(PPOConfig):
         c.choice("dtype", ("float32", "bfloat16", "float16"))
         if self.temperature <= 0:
             c.fail("temperature", f"must be > 0, got {self.temperature}")
+        c.positive("vllm_sync_timeout_s")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            c.fail("vllm_gpu_memory_utilization", f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
         if self.critic_from_reward_model and not self.reward_model_path:
             c.fail("critic_from_reward_model", "needs reward_model_path (the critic starts from that reward model)")
         if self.eval_dataset_name and self.eval_fraction:
@@ -127,6 +136,9 @@ def check_run_inputs(config: PPORunConfig):
         raise ValueError("dataset_name is required: the prompts to train on")
     if not config.reward_sources():
         raise ValueError("give reward_model_path and/or reward_funcs: PPO needs a reward")
+    if config.use_vllm:
+        from ..rollout.vllm import require_vllm
+        require_vllm()
     check_model_source(config.model_name_or_path, "model_name_or_path")
     if config.reward_model_path:
         check_model_source(config.reward_model_path, "reward_model_path")
@@ -180,9 +192,15 @@ def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict
     ptx = _ptx_texts(config.ptx_dataset_name, tokenizer) if config.ptx_dataset_name else None
     if not config.project_kwargs.get("logging_dir"):
         config.project_kwargs = {**config.project_kwargs, "logging_dir": config.output_dir}
+    engine = None
+    if config.use_vllm:
+        from ..rollout.vllm import VLLMRollout
+        engine = VLLMRollout.from_pretrained(config.model_name_or_path, dtype=config.dtype,
+                                             gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+                                             enable_lora=config.use_peft, sync_timeout_s=config.vllm_sync_timeout_s)
     with warnings.catch_warnings():  # prompts come from dataset_name; the classic "no dataset" warning is noise
         warnings.filterwarnings("ignore", message="No dataset is provided")
-        trainer = PPOTrainer(config, policy, None, tokenizer, critic=critic, ptx_dataset=ptx)
+        trainer = PPOTrainer(config, policy, None, tokenizer, critic=critic, ptx_dataset=ptx, rollout_engine=engine)
     chat = bool(prompts) and data.is_conversational(prompts[0])
     reward_fn = _reward_fn(reward_funcs, config.weights(), prompts, chat)
     eval_fn = _evaluator(trainer, config, held, reward_funcs, chat) if held is not None else None

@@ -1,4 +1,4 @@
-"""vLLM as an optional rollout engine for PPO (and GRPO later): colocated, weights synced from the trainer.
+"""vLLM as an optional rollout engine for PPO, GRPO and RLOO: colocated, weights synced from the trainer.
 
 UNTESTED ON HARDWARE. rlhfkit's development machine has no GPU and vLLM cannot be installed
 there; this module's glue is unit-tested against a fake engine object
@@ -13,6 +13,9 @@ The interface does not know PPOConfig:
     out.logprobs       # list of 1-D float32 tensors: the engine's log-prob of each sampled token
     ...one trainer update...
     engine.sync_weights(policy)   # every update; raises TimeoutError after sync_timeout_s
+
+``PPOTrainer(..., rollout_engine=engine)`` and ``GRPOTrainer``/``RLOOTrainer`` (``use_vllm=True``
+or ``rollout_engine=engine``) drive it; ``rlhfkit ppo|grpo|rloo use_vllm=true`` from the CLI.
 
 Weight sync. A full-weight policy is pushed with vLLM's native in-place loader: the
 ``load_weights(iterable of (name, tensor))`` of the model inside the engine, reached through
@@ -40,7 +43,8 @@ from typing import Any, Callable, Iterable
 import torch
 
 INSTALL_HINT = ("vLLM is not installed: `pip install vllm` on a machine with a CUDA GPU (it is not a dependency "
-                "of rlhfkit). Without it, PPOTrainer.generate uses Hugging Face generate, which needs nothing else.")
+                "of rlhfkit). Without it, PPOTrainer.generate and GRPO/RLOO (use_vllm=false) use Hugging Face "
+                "generate, which needs nothing else.")
 
 
 def require_vllm():
@@ -62,6 +66,8 @@ class SamplingSettings:
     top_k: int = 0                    # 0 or None: off (vLLM's -1)
     stop_token_ids: tuple[int, ...] = ()
     seed: int | None = None
+    repetition_penalty: float = 1.0   # 1.0: off
+    min_p: float = 0.0                # 0.0: off
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -73,12 +79,16 @@ class SamplingSettings:
             raise ValueError(f"SamplingSettings.temperature must be > 0 (PPO needs sampling), got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"SamplingSettings.top_p must be in (0, 1], got {self.top_p}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"SamplingSettings.repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if not 0 <= self.min_p <= 1:
+            raise ValueError(f"SamplingSettings.min_p must be in [0, 1], got {self.min_p}")
 
     @classmethod
     def from_generation_kwargs(cls, kwargs: dict, eos_token_id=None) -> "SamplingSettings":
         """The subset of Hugging Face ``generate`` kwargs PPO scripts pass; anything else is refused by name."""
         known = {"max_new_tokens", "min_new_tokens", "temperature", "top_p", "top_k", "do_sample", "pad_token_id",
-                 "eos_token_id"}
+                 "eos_token_id", "repetition_penalty", "min_p"}
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise ValueError(f"the vLLM rollout engine does not take generation kwargs {unknown}; supported: "
@@ -90,14 +100,17 @@ class SamplingSettings:
         return cls(max_new_tokens=int(kwargs.get("max_new_tokens", 32)),
                    min_new_tokens=int(kwargs.get("min_new_tokens") or 0),
                    temperature=float(kwargs.get("temperature", 1.0)), top_p=float(kwargs.get("top_p", 1.0)),
-                   top_k=int(kwargs.get("top_k") or 0), stop_token_ids=stops)
+                   top_k=int(kwargs.get("top_k") or 0), stop_token_ids=stops,
+                   repetition_penalty=float(kwargs.get("repetition_penalty") or 1.0),
+                   min_p=float(kwargs.get("min_p") or 0.0))
 
     def to_vllm(self, sampling_params_cls) -> Any:
         """vLLM ``SamplingParams`` (one sample per prompt, the sampled token's log-prob returned)."""
         return sampling_params_cls(n=1, max_tokens=self.max_new_tokens, min_tokens=self.min_new_tokens,
                                    temperature=self.temperature, top_p=self.top_p,
                                    top_k=self.top_k if self.top_k else -1, seed=self.seed,
-                                   stop_token_ids=list(self.stop_token_ids), logprobs=0, detokenize=False)
+                                   stop_token_ids=list(self.stop_token_ids), logprobs=0, detokenize=False,
+                                   repetition_penalty=self.repetition_penalty, min_p=self.min_p)
 
 
 @dataclass

@@ -110,14 +110,17 @@ class GRPOTrainer:
     path, a reward-model folder, or a list of them (default ``args.reward_funcs``);
     ``train_dataset``: a path, ``datasets.Dataset`` or list of rows in any prompt format
     (default ``args.dataset_name``). ``GRPOTrainer(args=config)`` builds everything from the config.
+    ``rollout_engine`` (keyword, rlhfkit extension): a ``rlhfkit.rollout.vllm.VLLMRollout`` to sample
+    with; ``args.use_vllm=True`` starts one on the policy's folder instead.
     """
 
     method_name = "grpo"
 
     def __init__(self, model=None, reward_funcs=None, args: GRPOConfig | None = None, train_dataset=None,
-                 eval_dataset=None, processing_class=None, reward_processing_classes=None, peft_config=None):
+                 eval_dataset=None, processing_class=None, reward_processing_classes=None, peft_config=None, *,
+                 rollout_engine=None):
         online_face.build(self, args or GRPOConfig(), grpo_method, model, reward_funcs, train_dataset, eval_dataset,
-                          processing_class, reward_processing_classes, peft_config)
+                          processing_class, reward_processing_classes, peft_config, rollout_engine)
 
     processing_class = property(online_face.processing_class)
     train = online_face.train

@@ -35,10 +35,11 @@ from ..algos import entropy_from_logits
 from ..models.compat import enable_checkpointing
 from ..models.fused import fuse_activations
 from ..models.reference import create_reference_model, is_peft_model, reference_context
-from ..rollout import build_batch, generate_responses, response_logprobs
+from ..rollout import build_batch, response_logprobs
 from . import checkpoint
 from .mechanics import Mechanics, build_optimizer, load_weights, set_seed
 from .online_data import PromptSampler, render_prompts
+from .online_engine import Completions, build_engine
 
 
 @dataclass
@@ -79,7 +80,7 @@ class OnlineRun:
 
     def __init__(self, config, model, tokenizer, method: Method, reward_funcs: list, score_fn: Callable,
                  prompts: list, columns: dict, eval_prompts: list | None = None, eval_columns: dict | None = None,
-                 ref_model=None):
+                 ref_model=None, rollout_engine=None):
         self.config, self.method, self.tokenizer = config, method, tokenizer
         self.reward_funcs, self.score_fn = reward_funcs, score_fn
         self.prompts, self.columns = prompts, columns
@@ -120,6 +121,10 @@ class OnlineRun:
         self.sampler = PromptSampler(len(prompts), config.seed)
         self.global_step, self.cycles = 0, 0
         self.history: list[dict] = []
+        if rollout_engine is None and config.use_vllm:
+            rollout_engine = build_engine(config, self.accelerator.unwrap_model(self.model))
+        self.completions = Completions(tokenizer, self._generation_kwargs(), rollout_engine)
+        self.completions.sync(self.accelerator.unwrap_model(self.model), self.global_step)
 
     # ------------------------------------------------------------------ rollout
     def _generation_kwargs(self) -> dict:
@@ -146,19 +151,21 @@ class OnlineRun:
 
     @torch.no_grad()
     def _sample(self, prompts: list, columns: dict, G: int):
-        """Generate G completions per prompt and score them: (queries, responses, rewards, per_func, texts)."""
+        """G completions per prompt, scored: (queries, responses, rewards, per_func, engine log-probs or None)."""
         queries = [q for q in self._encode(prompts) for _ in range(G)]
         policy = self.accelerator.unwrap_model(self.model)
-        responses = generate_responses(policy, queries, pad_token_id=self.tokenizer.pad_token_id,
-                                       eos_token_id=self.tokenizer.eos_token_id, batch_size=len(queries),
-                                       return_prompt=False, generation_kwargs=self._generation_kwargs())
-        responses = [r if len(r) else r.new_full((1,), self.tokenizer.eos_token_id) for r in responses]
+        self.completions.sync(policy, self.global_step)  # an engine samples from the weights being trained
+        responses, engine_lps = self.completions.sample(policy, queries)
+        eos = self.tokenizer.eos_token_id
+        if engine_lps is not None:  # an empty response becomes one EOS below; its engine log-prob is unknown
+            engine_lps = [lp if len(lp) else lp.new_full((1,), float("nan")) for lp in engine_lps]
+        responses = [r if len(r) else r.new_full((1,), eos) for r in responses]
         repeated = [p for p in prompts for _ in range(G)]
         completions = self._completions(repeated, responses)
         cols = {k: [v for v in vals for _ in range(G)] for k, vals in columns.items()}
         cols["completion_ids"] = [r.tolist() for r in responses]  # as TRL passes them (token-level rules)
         rewards, per_func = self.score_fn(self.reward_funcs, self.config.reward_weights, repeated, completions, cols)
-        return queries, responses, rewards.to(self.accelerator.device).float(), per_func, completions
+        return queries, responses, rewards.to(self.accelerator.device).float(), per_func, engine_lps
 
     def _forward_logprobs(self, model, batch, chunk: int) -> torch.Tensor:
         """No-grad response log-probs (N, R) in chunks of ``chunk`` rows, eval mode."""
@@ -194,7 +201,7 @@ class OnlineRun:
         idx = self.sampler.take(self.prompts_per_cycle)[rank * local:(rank + 1) * local]
         prompts = [self.prompts[i] for i in idx]
         columns = {k: [v[i] for i in idx] for k, v in self.columns.items()}
-        queries, responses, rewards, per_func, _ = self._sample(prompts, columns, G)
+        queries, responses, rewards, per_func, engine_lps = self._sample(prompts, columns, G)
         eos = self.tokenizer.eos_token_id
         truncated = torch.tensor([int(r[-1]) != eos for r in responses], device=rewards.device)  # (N,)
         masks = [torch.full((len(r),), 0.0 if (cfg.mask_truncated_completions and t) else 1.0, device=r.device)
@@ -217,6 +224,8 @@ class OnlineRun:
         for j, func in enumerate(self.reward_funcs):
             values = per_func[:, j].float()
             metrics[f"rewards/{reward_name(func, j)}/mean"] = torch.nanmean(values)
+        if engine_lps is not None and old is not None:
+            metrics.update(engine_gap(old, engine_lps, batch.mask))
         self.cycles += 1
         return Rollout(batch, advantages, old, ref, {k: torch.as_tensor(v).detach().float().cpu()
                                                      for k, v in metrics.items()})
@@ -417,6 +426,22 @@ class OnlineRun:
         if self.accelerator.is_main_process:
             checkpoint.truncate_metrics(self.mechanics.metrics_path, state["metrics_offset"], self.global_step)
         checkpoint.set_rank_rng_state(self.accelerator, state["rng"])  # last: nothing above may draw from it
+
+
+def engine_gap(old: torch.Tensor, engine_lps: list[torch.Tensor], mask: torch.Tensor) -> dict:
+    """|trainer - engine| log-prob of the sampled tokens (TRL's ``sampling/sampling_logp_difference``).
+
+    ``old`` (N, R) from the trainer's forward, ``engine_lps`` N rows of the engine's own; positions
+    the engine gave no number for (NaN) and masked ones are left out.
+    """
+    engine = torch.full_like(old, float("nan"))  # (N, R)
+    for i, lp in enumerate(engine_lps):
+        engine[i, :len(lp)] = lp.to(old)[:old.shape[1]]
+    keep = mask.bool() & ~engine.isnan()
+    diff = (old - engine).abs()[keep]
+    if diff.numel() == 0:
+        return {}
+    return {"sampling/sampling_logp_difference/mean": diff.mean(), "sampling/sampling_logp_difference/max": diff.max()}
 
 
 def reward_name(func, index: int) -> str:

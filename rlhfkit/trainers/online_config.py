@@ -49,6 +49,16 @@ class OnlineConfig(LoopConfig):
     generation_batch_size: int | None = f(None, "Completions per generation across processes (instead of "
                                                 "steps_per_generation: it is this / (per_device_train_batch_size "
                                                 "* processes)).")
+    # ---- vLLM (optional; needs `pip install vllm` and a CUDA GPU; untested on hardware) ----
+    use_vllm: bool = f(False, "Sample completions with a colocated vLLM engine instead of Hugging Face generate; "
+                              "the policy's weights (a LoRA policy: its adapter) are pushed into it before every "
+                              "generation that follows an update. See docs/online.md.")
+    vllm_mode: str = f("colocate", "Where the vLLM engine runs: colocate (in this process, on the trainer's GPU; "
+                                   "the only mode rlhfkit supports).")
+    vllm_gpu_memory_utilization: float = f(0.3, "Share of the GPU's memory the colocated vLLM engine may take "
+                                                "(the trainer keeps the rest).")
+    vllm_sync_timeout_s: float = f(300.0, "Seconds a weight sync into vLLM may take before the run stops with a "
+                                          "TimeoutError (a wedged engine must not hang training).")
     # ---- optimisation ----
     num_iterations: int = f(1, "Passes over each generation's completions (mu in the GRPO paper); > 1 reuses "
                                "samples off-policy under the clipped ratio.")
@@ -82,6 +92,12 @@ class OnlineConfig(LoopConfig):
         c.positive("temperature", "epsilon", "repetition_penalty")
         c.within("top_p", 0.0, 1.0)
         c.within("min_p", 0.0, 1.0)
+        if self.vllm_mode != "colocate":
+            c.fail("vllm_mode", f"must be colocate, got {self.vllm_mode!r} (TRL's server mode, `trl vllm-serve`, is "
+                                "not supported: run the engine in this process)")
+        c.positive("vllm_sync_timeout_s")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            c.fail("vllm_gpu_memory_utilization", f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
         if self.top_p == 0:
             c.fail("top_p", "must be in (0, 1], got 0")
         completions = self.per_device_train_batch_size * self.steps_per_generation
@@ -119,7 +135,7 @@ def _device():
 
 
 def prepare(model, reward_funcs, args: OnlineConfig, train_dataset, eval_dataset, processing_class, peft_config,
-            reward_processing_classes=None):
+            reward_processing_classes=None, rollout_engine=None):
     """(model, tokenizer, reward_funcs, (prompts, columns), (eval_prompts, eval_columns) or None), checked.
 
     ``reward_funcs``: a callable, a dotted path, a reward-model folder, or a list of them
@@ -128,6 +144,9 @@ def prepare(model, reward_funcs, args: OnlineConfig, train_dataset, eval_dataset
     from .reward_funcs import load_reward_funcs
 
     owner = type(args).__name__
+    if args.use_vllm and rollout_engine is None:
+        from ..rollout.vllm import require_vllm
+        require_vllm()  # before any model loads
     check_output_dir(args)
     check_push(args)
     specs = reward_funcs if reward_funcs is not None else args.reward_funcs

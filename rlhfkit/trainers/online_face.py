@@ -14,15 +14,19 @@ from .sft import finish_training
 
 
 def build(trainer, args, method_fn, model, reward_funcs, train_dataset, eval_dataset, processing_class,
-          reward_processing_classes, peft_config) -> None:
-    """Fill ``trainer`` (args, model, tokenizer, reward_funcs, loop, ref_model) for ``method_fn(args)``."""
+          reward_processing_classes, peft_config, rollout_engine=None) -> None:
+    """Fill ``trainer`` (args, model, tokenizer, reward_funcs, loop, ref_model) for ``method_fn(args)``.
+
+    ``rollout_engine``: a ``rlhfkit.rollout.vllm.VLLMRollout`` you built (rlhfkit extension);
+    ``args.use_vllm`` starts one on the policy's folder instead.
+    """
     trainer.args = args
     model, trainer.tokenizer, trainer.reward_funcs, train, evals = prepare(
         model, reward_funcs, args, train_dataset, eval_dataset, processing_class, peft_config,
-        reward_processing_classes)
+        reward_processing_classes, rollout_engine)
     trainer.model = model
     trainer.loop = OnlineRun(args, model, trainer.tokenizer, method_fn(args), trainer.reward_funcs, score, *train,
-                             *(evals or (None, None)))
+                             *(evals or (None, None)), rollout_engine=rollout_engine)
     trainer.ref_model = trainer.loop.ref_model
 
 

@@ -80,9 +80,10 @@ class RLOOTrainer:
     method_name = "rloo"
 
     def __init__(self, model=None, reward_funcs=None, args: RLOOConfig | None = None, train_dataset=None,
-                 eval_dataset=None, processing_class=None, reward_processing_classes=None, peft_config=None):
+                 eval_dataset=None, processing_class=None, reward_processing_classes=None, peft_config=None, *,
+                 rollout_engine=None):
         online_face.build(self, args or RLOOConfig(), rloo_method, model, reward_funcs, train_dataset, eval_dataset,
-                          processing_class, reward_processing_classes, peft_config)
+                          processing_class, reward_processing_classes, peft_config, rollout_engine)
 
     processing_class = property(online_face.processing_class)
     train = online_face.train

@@ -224,3 +224,40 @@ def test_evaluation_does_not_move_the_training_rng(folders, tmp_path):
 
     every, end = final(1, "every"), final(0, "end")
     assert every.keys() == end.keys() and all(torch.equal(every[k], end[k]) for k in every)
+
+
+def test_use_vllm_samples_with_the_engine_and_pushes_every_step(folders, tmp_path, monkeypatch):
+    """`use_vllm=true` wires a VLLMRollout into the run (vLLM faked: it is not installed here)."""
+    from rlhfkit.models import AutoModelForCausalLMWithValueHead
+    from rlhfkit.rollout import vllm as rv
+    from tests.rollout.test_vllm import FakeLLM, engine
+
+    made = {}
+
+    def fake_from_pretrained(path, **kwargs):
+        made.update(path=path, **kwargs)
+        made["llm"] = FakeLLM(hf_model=AutoModelForCausalLMWithValueHead.from_pretrained(path).pretrained_model)
+        return engine(made["llm"], sync_timeout_s=kwargs["sync_timeout_s"])
+
+    monkeypatch.setattr(rv, "require_vllm", lambda: None)
+    monkeypatch.setattr(rv.VLLMRollout, "from_pretrained", staticmethod(fake_from_pretrained))
+    config = PPORunConfig(model_name_or_path=str(folders["policy"]), dataset_name=str(folders["prompts"]),
+                          reward_model_path=str(folders["rm"]), output_dir=str(tmp_path / "v"), batch_size=4,
+                          mini_batch_size=2, ppo_epochs=1, steps=2, max_new_tokens=3, log_with=None,
+                          use_vllm=True, vllm_gpu_memory_utilization=0.4, vllm_sync_timeout_s=60)
+    assert run_ppo(config, progress=False)["steps"] == 2
+    llm = made["llm"]
+    assert (made["path"], made["gpu_memory_utilization"], made["enable_lora"]) == (str(folders["policy"]), 0.4, False)
+    assert len(llm.calls) == 2 and all(len(prompts) == 4 for prompts, _p, _l in llm.calls)
+    assert llm.calls[0][1].max_tokens == 3
+    assert len(llm.inner.loaded) == 3  # at construction, then after each of the 2 steps
+
+
+def test_use_vllm_without_vllm_is_one_line_before_loading(folders, tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    with pytest.raises(SystemExit) as err:
+        main(_args(folders, tmp_path / "nv", f"reward_model_path={folders['rm']}", "use_vllm=true"))
+    assert err.value.code == 2 and "pip install vllm" in capsys.readouterr().err

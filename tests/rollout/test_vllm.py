@@ -98,8 +98,14 @@ def test_settings_from_generation_kwargs_refuse_what_they_cannot_honour():
     s = rv.SamplingSettings.from_generation_kwargs(dict(max_new_tokens=5, min_new_tokens=5, top_k=0, top_p=1.0,
                                                         do_sample=True, pad_token_id=0), eos_token_id=2)
     assert (s.max_new_tokens, s.min_new_tokens, s.top_k, s.stop_token_ids) == (5, 5, 0, (2,))
-    with pytest.raises(ValueError, match=r"\['repetition_penalty'\]"):
-        rv.SamplingSettings.from_generation_kwargs(dict(repetition_penalty=1.2))
+    s = rv.SamplingSettings.from_generation_kwargs(dict(repetition_penalty=1.2, min_p=0.05))
+    assert (s.repetition_penalty, s.min_p) == (1.2, 0.05)
+    params = s.to_vllm(FakeParams)
+    assert (params.repetition_penalty, params.min_p) == (1.2, 0.05)
+    with pytest.raises(ValueError, match=r"\['num_beams'\]"):
+        rv.SamplingSettings.from_generation_kwargs(dict(num_beams=2))
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        rv.SamplingSettings(repetition_penalty=0)
     with pytest.raises(ValueError, match="greedy"):
         rv.SamplingSettings.from_generation_kwargs(dict(do_sample=False))
     with pytest.raises(ValueError, match="min_new_tokens"):

@@ -1,0 +1,60 @@
+"""Where the online trainers' completions come from: Hugging Face ``generate``, or a vLLM engine.
+
+``Completions`` hides the choice from ``online.OnlineRun``: ``sample(model, queries)`` returns
+the responses (the stop token kept) and, from an engine, the engine's log-probability of each
+sampled token (``None`` from ``generate``); ``sync(model, step)`` pushes the policy into the
+engine once per optimiser step that changed it, so every generation samples from the weights
+being trained. The engine is ``rlhfkit.rollout.vllm.VLLMRollout`` (colocated; untested on GPU
+hardware, see that module) or anything with its ``generate``/``sync_weights`` surface.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..models.reference import is_peft_model
+from ..rollout import generate_responses
+
+
+def build_engine(config, model):
+    """A colocated ``VLLMRollout`` on the policy's folder or hub id (``use_vllm=True``)."""
+    from ..rollout.vllm import VLLMRollout
+
+    path = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
+    if not path:
+        raise ValueError("use_vllm=True needs the policy's folder or hub id to start vLLM, but this model was built "
+                         "in memory (model.config._name_or_path is empty): save_pretrained it and pass the folder, "
+                         "or pass rollout_engine=VLLMRollout(...) yourself")
+    return VLLMRollout.from_pretrained(path, gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+                                       enable_lora=is_peft_model(model), sync_timeout_s=config.vllm_sync_timeout_s)
+
+
+class Completions:
+    """``sample(model, queries) -> (responses, engine_logprobs | None)`` and ``sync(model, step)``."""
+
+    def __init__(self, tokenizer, generation_kwargs: dict, engine=None):
+        self.tokenizer, self.generation_kwargs, self.engine = tokenizer, generation_kwargs, engine
+        self.settings = None
+        self.synced_at: int | None = None
+        if engine is not None:
+            from ..rollout.vllm import SamplingSettings
+            # a generation kwarg the engine cannot honour is refused by name here, before training starts
+            self.settings = SamplingSettings.from_generation_kwargs(
+                {k: v for k, v in generation_kwargs.items() if v is not None}, tokenizer.eos_token_id)
+
+    def sync(self, model, step: int) -> None:
+        """Push ``model`` into the engine unless it already holds the weights of optimiser step ``step``."""
+        if self.engine is not None and self.synced_at != step:
+            self.engine.sync_weights(model)
+            self.synced_at = step
+
+    def sample(self, model, queries: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        eos = self.tokenizer.eos_token_id
+        if self.engine is None:
+            responses = generate_responses(model, queries, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos,
+                                           batch_size=len(queries), return_prompt=False,
+                                           generation_kwargs=self.generation_kwargs)
+            return responses, None
+        out = self.engine.generate([q.tolist() for q in queries], self.settings)
+        device = queries[0].device
+        return [r.to(device) for r in out.response_ids], [lp.to(device) for lp in out.logprobs]

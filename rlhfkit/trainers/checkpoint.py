@@ -17,11 +17,15 @@ complete checkpoint or none, plus at most a ``.tmp-checkpoint-*`` folder that
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import re
 import shutil
+import signal
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +55,51 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def rng_preserved():
+    """Run a block (an evaluation) without moving any global RNG, even when it ends in an exception.
+
+    Training then draws the same dropout masks and samples whether or not, and how often, it is
+    evaluated, and a Ctrl-C inside an evaluation leaves the RNG where training had it.
+    """
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+
+
+@contextlib.contextmanager
+def sigint_deferred(notice: str | None = None):
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block has finished.
+
+    For statements that must happen together (an optimiser step's counter and its log row; a
+    whole PPO update), so that an interrupt never lands between them. ``notice`` is printed
+    when a Ctrl-C is held; a second Ctrl-C stops at once. Only on the main thread and only while
+    Python's default handler is installed; anywhere else the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    caught = []
+
+    def hold(_signum, _frame):
+        if caught:  # the second Ctrl-C: the user does not want to wait
+            raise KeyboardInterrupt
+        caught.append(True)
+        if notice:
+            print(notice, file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def rng_states_of_all_ranks(accelerator, state: dict | None = None) -> list[dict]:

@@ -143,9 +143,11 @@ class TrainLoop:
                     grad_norm = self.mechanics.optimizer_step(self.optimizer, self.params, self.scheduler, force=last)
                     if self.mechanics.pending:
                         continue
-                    st.global_step, st.batches_in_epoch = st.global_step + 1, i
-                    bar.update(1)
-                    self._after_step(grad_norm, bar)
+                    with checkpoint.sigint_deferred():  # a Ctrl-C lands before this step or after its snapshot
+                        st.global_step, st.batches_in_epoch = st.global_step + 1, i
+                        bar.update(1)
+                        self._log_step(grad_norm, bar)
+                    self._after_step()
                     if st.global_step >= self.total_steps:
                         break
                 else:
@@ -155,7 +157,8 @@ class TrainLoop:
         except KeyboardInterrupt:
             if self.mechanics.sharded:  # no exact-resume checkpoint of a sharded optimiser (see __init__)
                 raise
-            self.save_checkpoint(self._resume_point)  # the last completed optimiser step; a resume continues from it
+            if self._resume_point["step"] == st.global_step:  # else a second Ctrl-C cut the step's bookkeeping
+                self.save_checkpoint(self._resume_point)  # the last completed optimiser step; a resume continues from it
             raise
         finally:
             bar.close()
@@ -166,18 +169,22 @@ class TrainLoop:
         self.mechanics.end()
         return self.history
 
-    def _after_step(self, grad_norm, bar) -> None:
-        """Log, evaluate and checkpoint after optimiser step ``state.global_step``."""
+    def _log_step(self, grad_norm, bar) -> None:
+        """Log optimiser step ``state.global_step`` (when due) and record it as the point a Ctrl-C saves."""
         cfg, step = self.config, self.state.global_step
         if step % cfg.logging_steps == 0 or step == self.total_steps:
             row = self._log(self._window, grad_norm, time.time() - self._t_last)
             self._window, self._t_last = [], time.time()
             bar.set_postfix(loss=f"{row['train/loss']:.4f}")
+        self._resume_point = self._snapshot()
+
+    def _after_step(self) -> None:
+        """Evaluate and checkpoint after optimiser step ``state.global_step`` (neither moves the RNG)."""
+        cfg, step = self.config, self.state.global_step
         if cfg.eval_steps and step % cfg.eval_steps == 0:
             self.evaluate()
         if cfg.save_steps and step % cfg.save_steps == 0:
             self.save_checkpoint()
-        self._resume_point = self._snapshot()
 
     def _snapshot(self) -> dict:
         """What changes between optimiser steps: RNG (dropout, sampling) and the log window."""
@@ -201,17 +208,23 @@ class TrainLoop:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Run ``eval_fn(model, loader)`` on the eval dataset; logs ``eval/*`` metrics."""
+        """Run ``eval_fn(model, loader)`` on the eval dataset; logs ``eval/*`` metrics.
+
+        No global RNG moves (``checkpoint.rng_preserved``): training is the same with or without it.
+        """
         if self.eval_dataset is None or self.eval_fn is None:
             return {}
         self.model.eval()
-        loader = self._loader(0, self.eval_dataset, self.config.per_device_eval_batch_size, shuffle=False)
-        with self.mechanics.autocast():
-            metrics = self.eval_fn(self.model, loader, self.accelerator)
+        try:
+            with checkpoint.rng_preserved():
+                loader = self._loader(0, self.eval_dataset, self.config.per_device_eval_batch_size, shuffle=False)
+                with self.mechanics.autocast():
+                    metrics = self.eval_fn(self.model, loader, self.accelerator)
+        finally:
+            self.model.train()
         row = {f"eval/{k}": float(v) for k, v in metrics.items()}
         self.mechanics.log(row, step=self.state.global_step)
         self.history.append({"step": self.state.global_step, **row})
-        self.model.train()
         return row
 
     # ------------------------------------------------------------------ saving and resuming

@@ -16,12 +16,16 @@ A method (``grpo.py``, ``rloo.py``) supplies ``advantages`` and ``loss`` through
 (``Mechanics``), the progress bar, evaluation and checkpoints (``checkpoint``). It is used by
 composition, never subclassed. Checkpoints are written at the end of a generation cycle (the
 first one at or after each ``save_steps`` multiple): a cycle's rollout is not saved, so a
-resumed run regenerates from the restored RNG exactly as the uninterrupted run did.
+resumed run regenerates from the restored RNG exactly as the uninterrupted run did. Ctrl-C
+writes a checkpoint of the last cycle boundary when no optimiser step has happened since (with
+the default one step per generation, always); in the middle of a multi-step cycle it writes
+none and says which checkpoint to resume from.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +124,7 @@ class OnlineRun:
                                        num_training_steps=self.total_steps)
         self.sampler = PromptSampler(len(prompts), config.seed)
         self.global_step, self.cycles = 0, 0
+        self._cycle_done = False  # every optimiser step of the current generation has happened
         self.history: list[dict] = []
         if rollout_engine is None and config.use_vllm:
             rollout_engine = build_engine(config, self.accelerator.unwrap_model(self.model))
@@ -269,23 +274,29 @@ class OnlineRun:
 
     def _cycle(self, bar) -> None:
         cfg = self.config
+        self._cycle_done = False
         rollout = self.rollout()
         chunks = self._chunks(rollout.batch.response_ids.shape[0])
         self.model.train()
         window: list[dict] = []
         num_items = self._num_items(rollout)
         for iteration in range(cfg.num_iterations):
-            for idx in chunks:
+            for n, idx in enumerate(chunks):
                 loss, metrics = self._update(self.model, rollout.chunk(idx), num_items, iteration == 0)
                 self.mechanics.backward(loss)
                 window.append({"loss": loss.detach(), **{k: v.detach() for k, v in metrics.items()}})
                 grad_norm = self.mechanics.optimizer_step(self.optimizer, self.params, self.scheduler)
                 if self.mechanics.pending:
                     continue
-                self.global_step += 1
-                bar.update(1)
-                self._after_step(window, rollout.metrics, grad_norm, bar)
+                with checkpoint.sigint_deferred():  # a Ctrl-C lands before this step or after its log row
+                    self.global_step += 1
+                    bar.update(1)
+                    self._after_step(window, rollout.metrics, grad_norm, bar)
+                    self._cycle_done = self.global_step >= self.total_steps or \
+                        (iteration == cfg.num_iterations - 1 and n == len(chunks) - 1)
                 window = []
+                if cfg.eval_steps and self.global_step % cfg.eval_steps == 0:
+                    self.evaluate()
                 if self.global_step >= self.total_steps:
                     return
 
@@ -298,8 +309,6 @@ class OnlineRun:
             self._t_last = time.time()
             bar.set_postfix(reward=f"{row.get('train/reward', float('nan')):.3f}",
                             loss=f"{row.get('train/loss', float('nan')):.4f}")
-        if cfg.eval_steps and step % cfg.eval_steps == 0:
-            self.evaluate()
 
     def _log(self, seconds: float) -> dict:
         keys = {k for steps in self._window for part in steps[:2] for k in part}
@@ -333,12 +342,17 @@ class OnlineRun:
         bar = tqdm(total=self.total_steps, initial=self.global_step, desc=self.method.name,
                    disable=cfg.disable_tqdm or not self.accelerator.is_main_process, dynamic_ncols=True)
         self._window, self._t_last = [], time.time()
+        boundary = self._boundary()
         try:
             while self.global_step < self.total_steps:
                 before = self.global_step
                 self._cycle(bar)
+                boundary = self._boundary()
                 if cfg.save_steps and before // cfg.save_steps != self.global_step // cfg.save_steps:
                     self.save_checkpoint()
+        except KeyboardInterrupt:
+            self._save_on_interrupt(boundary)
+            raise
         finally:
             bar.close()
         if self.eval_prompts and not (cfg.eval_steps and self.global_step % cfg.eval_steps == 0):
@@ -349,9 +363,16 @@ class OnlineRun:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Sample num_generations completions for every eval prompt and log their rewards (``eval/*``)."""
+        """Sample num_generations completions for every eval prompt and log their rewards (``eval/*``).
+
+        No global RNG moves (``checkpoint.rng_preserved``): training is the same with or without it.
+        """
         if not self.eval_prompts:
             return {}
+        with checkpoint.rng_preserved():
+            return self._evaluate()
+
+    def _evaluate(self) -> dict:
         cfg, G = self.config, self.config.num_generations
         per_call = max(1, cfg.per_device_eval_batch_size // G)
         rewards, lengths, per = [], [], []
@@ -383,17 +404,41 @@ class OnlineRun:
         self.accelerator.unwrap_model(self.model).save_pretrained(path)
         self.tokenizer.save_pretrained(path)
 
-    def save_checkpoint(self) -> Path:
-        """``checkpoint-<step>`` (layout in ``checkpoint``) at a cycle boundary, atomically."""
+    def _boundary(self) -> dict:
+        """What a checkpoint records at the end of a generation cycle (the state ``rollout`` starts from)."""
+        return {"global_step": self.global_step, "cycles": self.cycles, "sampler": self.sampler.state_dict(),
+                "rng": checkpoint.rng_state(), "mechanics": self.mechanics.state_dict(),
+                "metrics_offset": checkpoint.metrics_size(self.mechanics.metrics_path)}
+
+    def _save_on_interrupt(self, boundary: dict) -> None:
+        """Ctrl-C: checkpoint the cycle boundary the weights belong to, when there is one.
+
+        Before a cycle's first optimiser step that is the last boundary; after its last one, the
+        state now (an interrupted evaluation has put the RNG back, nothing else draws from it).
+        """
+        last = checkpoint.checkpoints(self.output_dir)
+        if self.global_step != boundary["global_step"] and self._cycle_done:
+            boundary = self._boundary()
+        if self.global_step != boundary["global_step"]:
+            where = f"resume from {last[-1]}" if last else "no checkpoint was written yet"
+            print(f"interrupted inside a generation cycle, {self.global_step - boundary['global_step']} optimiser "
+                  f"step(s) past its start: no exact checkpoint can be written here; {where}", file=sys.stderr)
+            return
+        if not last or last[-1].name != f"checkpoint-{self.global_step}":
+            self.save_checkpoint(boundary)
+
+    def save_checkpoint(self, point: dict | None = None) -> Path:
+        """``checkpoint-<step>`` (layout in ``checkpoint``) at a cycle boundary (``point``: a past one), atomically."""
+        point = point or self._boundary()
         self.accelerator.wait_for_everyone()
-        rngs = checkpoint.rng_states_of_all_ranks(self.accelerator)
+        rngs = checkpoint.rng_states_of_all_ranks(self.accelerator, point["rng"])
         path = self.output_dir / f"checkpoint-{self.global_step}"
         if self.accelerator.is_main_process:
-            state = {"online": {"global_step": self.global_step, "cycles": self.cycles,
-                                "sampler": self.sampler.state_dict(), "prompt_count": len(self.prompts)},
+            state = {"online": {"global_step": self.global_step, "cycles": point["cycles"],
+                                "sampler": point["sampler"], "prompt_count": len(self.prompts)},
                      "rng": rngs, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                     "mechanics": self.mechanics.state_dict(),
-                     "metrics_offset": checkpoint.metrics_size(self.mechanics.metrics_path)}
+                     "mechanics": {**point["mechanics"], "micro": 0},
+                     "metrics_offset": point["metrics_offset"]}
             summary = {"trainer": self.method.name, "global_step": self.global_step, "config": self.config.to_dict()}
             checkpoint.save(self.output_dir, self.global_step, self._write_model, state, summary,
                             self.config.save_total_limit)

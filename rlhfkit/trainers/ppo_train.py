@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -69,9 +70,9 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
                dynamic_ncols=True)
     saved = None
 
-    def save():
+    def save(point=None):
         nonlocal saved
-        save_checkpoint(trainer, output_dir / f"checkpoint-{trainer.current_step}", save_total_limit)
+        save_checkpoint(trainer, output_dir / f"checkpoint-{trainer.current_step}", save_total_limit, point)
         saved = trainer.current_step
 
     encode = _encoder(trainer.tokenizer, max_prompt_length, add_special_tokens)
@@ -84,21 +85,28 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
         history.append({"step": trainer.current_step, **metrics})
         evaluated = trainer.current_step
 
+    boundary = _boundary(trainer)
     try:
         while trainer.current_step < steps:
             idx = [rng.randrange(len(prompts)) for _ in range(cfg.batch_size)]
             batch_columns = {k: [v[i] for i in idx] for k, v in (columns or {}).items()}
             history.append(_ppo_iteration(trainer, reward_fn, [prompts[i] for i in idx], generation_kwargs, encode,
                                           batch_columns if columns else None))
+            boundary = _boundary(trainer)
             bar.update(1)
             bar.set_postfix(reward=f"{history[-1]['reward']:.3f}", kl=f"{history[-1]['kl']:.3f}")
             if eval_fn is not None and eval_steps and trainer.current_step % eval_steps == 0:
-                evaluate()
+                with checkpoint.rng_preserved():  # training is the same with or without evaluations
+                    evaluate()
             if save_steps and trainer.current_step % save_steps == 0:
                 save()
     except KeyboardInterrupt:
-        if saved != trainer.current_step:
-            save()
+        # Before an update (generating, scoring) the weights are still the boundary's; right after
+        # one, now is a boundary. An update is cut only by a second Ctrl-C: then nothing is saved.
+        if getattr(trainer, "_in_update", False):
+            print("stopped inside a PPO update: no checkpoint of this step; resume from the last one", file=sys.stderr)
+        elif saved != trainer.current_step:
+            save(boundary if boundary["current_step"] == trainer.current_step else None)
         raise
     finally:
         bar.close()
@@ -132,8 +140,12 @@ def _ppo_iteration(trainer, reward_fn, batch_prompts: list[str], generation_kwar
     scores = [float(s) for s in raw]
     if len(scores) != len(texts):
         raise ValueError(f"reward_fn returned {len(scores)} scores for {len(texts)} responses")
-    stats = trainer.step(queries, responses, scores)
-    trainer.log_stats(stats, {"query": batch_prompts, "response": texts}, scores)
+    with checkpoint.sigint_deferred("Ctrl-C: finishing this PPO update, then saving a checkpoint "
+                                    "(Ctrl-C again to stop at once, without one)"):
+        trainer._in_update = True
+        stats = trainer.step(queries, responses, scores)
+        trainer.log_stats(stats, {"query": batch_prompts, "response": texts}, scores)
+        trainer._in_update = False
     return {"step": trainer.current_step, "reward": float(np.mean(scores)), "kl": stats["objective/kl"],
             "kl_coef": stats["objective/kl_coef"], "loss": stats["ppo/loss/total"],
             "response_len": stats["tokens/responses_len_mean"]}
@@ -191,11 +203,24 @@ def _restore_ptx(trainer, consumed: int | None) -> None:
     stream.consumed, stream.batches = consumed, itertools.islice(stream.batches, consumed - now, None)
 
 
-def save_checkpoint(trainer, path, save_total_limit: int | None = None) -> Path:
-    """Policy, tokenizer, critic and the full trainer state, in the shared checkpoint layout, atomically."""
+def _boundary(trainer) -> dict:
+    """What moves between PPO updates without touching the weights: the RNG (sampling) and the prompt
+    sampler; a Ctrl-C before the next update checkpoints these as they were after the last one."""
+    return {"current_step": trainer.current_step, "rng": checkpoint.rng_state(),
+            "prompt_rng": _prompt_sampler(trainer).getstate(),
+            "metrics_offset": checkpoint.metrics_size(trainer.mechanics.metrics_path)}
+
+
+def save_checkpoint(trainer, path, save_total_limit: int | None = None, point: dict | None = None) -> Path:
+    """Policy, tokenizer, critic and the full trainer state, in the shared checkpoint layout, atomically.
+
+    ``point``: the RNG, prompt-sampler and metrics position of a past moment of this same step
+    (``_boundary``), instead of now.
+    """
     path = Path(path)
     _ptx_position(trainer)  # start counting before the first save at the latest
-    rngs = checkpoint.rng_states_of_all_ranks(trainer.accelerator)
+    point = point or _boundary(trainer)
+    rngs = checkpoint.rng_states_of_all_ranks(trainer.accelerator, point["rng"])
     if not trainer.accelerator.is_main_process:
         return path
     if path.name != f"checkpoint-{trainer.current_step}":
@@ -203,13 +228,13 @@ def save_checkpoint(trainer, path, save_total_limit: int | None = None) -> Path:
     state = {
         "ppo": {"current_step": trainer.current_step, "kl_ctl": trainer.kl_ctl.state_dict(),
                 "running": trainer.running.state_dict(), "shuffle_rng": trainer._shuffle.get_state(),
-                "prompt_rng": _prompt_sampler(trainer).getstate(),
+                "prompt_rng": point["prompt_rng"],
                 "prompt_count": getattr(trainer, "_prompt_count", None), "ptx_consumed": _ptx_position(trainer)},
         "rng": rngs,
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.lr_scheduler.state_dict() if trainer.lr_scheduler is not None else None,
         "mechanics": trainer.mechanics.state_dict(),
-        "metrics_offset": checkpoint.metrics_size(trainer.mechanics.metrics_path),
+        "metrics_offset": point["metrics_offset"],
     }
     summary = {"trainer": "PPO", "current_step": trainer.current_step, "config": trainer.config.to_dict()}
     return checkpoint.save(path.parent, trainer.current_step, trainer.save_pretrained, state, summary,

@@ -229,3 +229,33 @@ def test_two_processes_train_disjoint_prompts(tmp_path):
     a, b = (json.loads((tmp_path / "out" / f"prompts-{r}.json").read_text()) for r in (0, 1))
     assert len(a) == len(b) == 16 and not set(a) & set(b)  # 2 steps x 2 prompts x 4 completions each, no overlap
     AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+
+
+def test_ctrl_c_checkpoints_a_cycle_boundary_and_never_a_half_cycle(tokenizer, tmp_path, capsys):
+    """Two optimiser steps per generation: a Ctrl-C before a cycle's first update writes the
+    boundary's checkpoint, one between its two updates writes none and names the last one."""
+    def cut_at(call_no):
+        trainer = make(tokenizer, tmp_path / f"cut{call_no}", max_steps=6, steps_per_generation=2,
+                       per_device_train_batch_size=4)
+        real, calls = trainer.loop._update, []
+
+        def update(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == call_no:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        trainer.loop._update = update
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train()
+        return sorted(p.name for p in (tmp_path / f"cut{call_no}").glob("checkpoint-*"))
+
+    assert cut_at(5) == ["checkpoint-4"]  # the 3rd cycle's first update: the weights are those of step 4
+    full = make(tokenizer, tmp_path / "full", max_steps=6, steps_per_generation=2, per_device_train_batch_size=4)
+    full.train()
+    resumed = make(tokenizer, tmp_path / "cut5", max_steps=6, steps_per_generation=2, per_device_train_batch_size=4)
+    resumed.train(resume_from_checkpoint="latest")
+    assert all(torch.equal(p, q) for p, q in zip(full.model.parameters(), resumed.model.parameters()))
+    capsys.readouterr()
+    assert cut_at(4) == []  # between the 2nd cycle's two updates: no exact state to save
+    assert "inside a generation cycle" in capsys.readouterr().err

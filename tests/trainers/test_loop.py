@@ -169,3 +169,32 @@ def test_two_processes_equal_one_process_with_double_accumulation(tmp_path):
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_rng_preserved_and_sigint_deferred():
+    import os
+    import random
+    import signal
+
+    from rlhfkit.trainers import checkpoint
+
+    torch.manual_seed(3)
+    expected = torch.rand(2)
+    torch.manual_seed(3)
+    with pytest.raises(RuntimeError):
+        with checkpoint.rng_preserved():
+            torch.rand(5), random.random()
+            raise RuntimeError("an evaluation that fails half way")
+    assert torch.equal(torch.rand(2), expected)  # put back, even after an exception
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with checkpoint.sigint_deferred():
+            os.kill(os.getpid(), signal.SIGINT)  # held ...
+            done.append("after the signal")     # ... until the block has finished
+    assert done == ["after the signal"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+        with checkpoint.sigint_deferred("held"):
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # the second one stops at once
+            done.append("never")
+    assert done == ["after the signal"]

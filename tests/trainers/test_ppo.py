@@ -1,5 +1,6 @@
 """PPOTrainer: smoke, invariants, bad input, opt-in tricks."""
 
+import json
 import math
 
 import pytest
@@ -204,6 +205,58 @@ def test_train_entry_point_checkpoints_and_resumes(tiny_dirs, tmp_path):
     assert [row["step"] for row in more] == [3]
     with pytest.raises(ValueError, match="not a PPO checkpoint"):
         load_checkpoint(fresh, tmp_path)
+
+
+def test_ctrl_c_while_scoring_checkpoints_the_last_update_and_resumes_exactly(tiny_dirs, tmp_path):
+    """Ctrl-C in the reward function (after generation drew from the RNG): checkpoint-2 is the state
+    right after update 2, and a resume from it ends with the weights of an uninterrupted run."""
+    prompts = ["the cat", "a dog", "we walk", "my friend", "the river"]
+    calls = []
+
+    def reward_fn(prompts, responses, interrupt_at=None):
+        calls.append(1)
+        if len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return [float(len(r)) / 10 for r in responses]
+
+    gen = dict(max_new_tokens=4)
+    kw = dict(log_with="jsonl", disable_dropout=False)
+    torch.manual_seed(0)  # the fresh value heads start equal
+    full, _ = _make(tiny_dirs, output_dir=str(tmp_path / "full"), project_kwargs={"logging_dir": str(tmp_path / "full")},
+                    **kw)
+    full.train(reward_fn, prompts, steps=4, generation_kwargs=gen, progress=False)
+    calls.clear()
+    torch.manual_seed(0)
+    cut, _ = _make(tiny_dirs, output_dir=str(tmp_path / "cut"), project_kwargs={"logging_dir": str(tmp_path / "cut")},
+                   **kw)
+    with pytest.raises(KeyboardInterrupt):
+        cut.train(lambda p, r: reward_fn(p, r, interrupt_at=3), prompts, steps=4, generation_kwargs=gen,
+                  progress=False)
+    assert (tmp_path / "cut" / "checkpoint-2" / "trainer_state.pt").exists()
+    torch.manual_seed(0)
+    resumed, _ = _make(tiny_dirs, output_dir=str(tmp_path / "cut"), project_kwargs={"logging_dir": str(tmp_path / "cut")},
+                       **kw)
+    resumed.train(reward_fn, prompts, steps=4, generation_kwargs=gen, progress=False, resume_from_checkpoint="latest")
+    for (k, v), v2 in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(v, v2), k
+    steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_a_second_ctrl_c_inside_an_update_saves_nothing(tiny_dirs, tmp_path):
+    trainer, _ = _make(tiny_dirs, output_dir=str(tmp_path / "run"))
+    real_step = trainer.step
+
+    def cut_step(*args, **kwargs):
+        if trainer.current_step == 1:
+            raise KeyboardInterrupt  # as the second Ctrl-C does, in the middle of an update
+        return real_step(*args, **kwargs)
+
+    trainer.step = cut_step
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(lambda p, r: [1.0] * len(r), ["the cat", "a dog"], steps=3,
+                      generation_kwargs=dict(max_new_tokens=3), progress=False)
+    assert not list((tmp_path / "run").glob("checkpoint-*"))
 
 
 def test_peft_policy_uses_adapter_disabled_base_as_reference(tiny_dirs):

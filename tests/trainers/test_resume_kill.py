@@ -1,8 +1,9 @@
-"""Exact resume after kill -9, for every trainer, in real subprocesses with dropout on.
+"""Exact resume after kill -9 or Ctrl-C, for every trainer, in real subprocesses with dropout on.
 
 Each trial runs a trainer uninterrupted, and again with SIGKILLs: inside a checkpoint write
 (the process kills itself there: after the model files, or after the whole folder but
-before its rename) or at a random moment from outside. Each restart resumes from
+before its rename) or at a random moment from outside; or with a SIGINT (Ctrl-C) from outside
+at a random moment, after which the trainer must have written a checkpoint of where it was. Each restart resumes from
 ``latest`` (or starts over when no checkpoint was complete). The final weights and every logged metric (timings aside)
 must equal the uninterrupted run's, with exactly one metrics row per step.
 
@@ -99,7 +100,8 @@ def make_inputs(folder: Path) -> dict:
     save_tiny(folder / "rm", "gpt2", "reward", hidden_size=32, **DROPOUT)
     words = ["the cat", "a dog", "we", "they", "the band", "a robot", "my friend", "the river"]
     sft = [{"prompt": f"{w} number {i}", "completion": f" sings {w} all night."} for i, w in enumerate(words * 4)]
-    for name, rows in (("sft.jsonl", sft), ("pairs.jsonl", hidden_rule_preferences(32))):
+    prompts = [{"prompt": f"{w} number {i}"} for i, w in enumerate(words * 2)]
+    for name, rows in (("sft.jsonl", sft), ("pairs.jsonl", hidden_rule_preferences(32)), ("prompts.jsonl", prompts)):
         (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "driver.py").write_text(DRIVER)
     return {"dir": folder, "driver": folder / "driver.py"}
@@ -112,7 +114,13 @@ def command(inputs: dict, trainer: str, out: Path, resume: bool) -> list[str]:
         return base + ["ppo", str(d / "lm"), str(d / "rm"), str(out), str(STEPS)] + (["latest"] if resume else [])
     model, data, extra = {"sft": ("lm", "sft.jsonl", []), "dpo": ("lm", "pairs.jsonl", ["--beta", "0.1"]),
                           # reward: accumulation, so a checkpoint also records a position inside an epoch of 4 steps
-                          "reward": ("rm", "pairs.jsonl", ["--gradient_accumulation_steps", "2"])}[trainer]
+                          "reward": ("rm", "pairs.jsonl", ["--gradient_accumulation_steps", "2"]),
+                          # grpo: 2 prompts x 2 completions per step, a KL to the reference, sampling RNG; few
+                          # periodic checkpoints (the last --save_steps wins), so a Ctrl-C must write its own
+                          "grpo": ("lm", "prompts.jsonl", ["--num_generations", "2", "--max_completion_length", "4",
+                                                           "--beta", "0.1", "--save_steps", "5",
+                                                           'reward_funcs=["tests.trainers.online_helpers:in_target"]'])
+                          }[trainer]
     args = [trainer, "--model_name_or_path", str(d / model), "--dataset_name", str(d / data), "--output_dir", str(out),
             "--max_steps", str(STEPS), "--save_steps", "2", "--logging_steps", "1", "--learning_rate", "1e-3",
             "--per_device_train_batch_size", "4", "--report_to", "jsonl", "--disable_tqdm", "true", "--seed", "11",
@@ -145,7 +153,7 @@ def start(inputs: dict, trainer: str, out: Path, kill: str | None = None) -> sub
 
 def finish(proc: subprocess.Popen, out: Path, timeout: float = 300) -> int:
     rc = proc.wait(timeout=timeout)
-    if rc not in (0, -signal.SIGKILL):
+    if rc not in (0, -signal.SIGKILL, -signal.SIGINT):  # Python dies of SIGINT after a KeyboardInterrupt
         log = (out.parent / f"{out.name}.log").read_text(errors="replace")
         raise AssertionError(f"run in {out} failed with exit code {rc}:\n{log[-4000:]}")
     return rc
@@ -156,7 +164,8 @@ def interrupted_run(inputs: dict, trainer: str, out: Path, rng: random.Random, k
 
     ``"write"``: the process kills itself in its 1st-3rd checkpoint write (after the model
     files, or after the whole folder but before its rename). ``"random"``: killed from
-    outside a random time after it has logged 1-4 more steps.
+    outside a random time after it has logged 1-4 more steps. ``"sigint"``: the same moment,
+    but Ctrl-C (SIGINT) instead of SIGKILL; the process must checkpoint the step it was at.
     """
     events = []
     for kind in kills:
@@ -170,9 +179,15 @@ def interrupted_run(inputs: dict, trainer: str, out: Path, rng: random.Random, k
             time.sleep(0.02)
         delay = rng.uniform(0.0, 0.3)
         time.sleep(delay)
+        sig = signal.SIGINT if kind == "sigint" else signal.SIGKILL
         if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        events.append(f"kill {delay:.2f} s after {more} more rows: rc={finish(proc, out)}")
+            proc.send_signal(sig)
+        rc = finish(proc, out)
+        events.append(f"{sig.name} {delay:.2f} s after {more} more rows: rc={rc}")
+        if kind == "sigint" and rc == -signal.SIGINT:  # Ctrl-C checkpoints every step logged so far
+            steps = [int(json.loads(line)["step"]) for line in (out / "metrics.jsonl").read_text().splitlines()]
+            latest = checkpoint.checkpoints(out)
+            assert latest and latest[-1].name == f"checkpoint-{max(steps)}", (events, latest, steps)
     events.append(f"resume to the end: rc={finish(start(inputs, trainer, out), out)}")
     return events
 
@@ -207,7 +222,8 @@ def inputs(tmp_path_factory):
 
 # One kill each keeps the file near a minute on 2 cores (each process spends ~7 s importing
 # torch and Transformers); PPO, with the most state, gets both kinds. The sweep is benchmarks/resume_trials.py.
-KILLS = {"sft": ["random"], "reward": ["write"], "dpo": ["random"], "ppo": ["write", "random"]}
+KILLS = {"sft": ["sigint"], "reward": ["write"], "dpo": ["random"], "ppo": ["write", "random"],
+         "grpo": ["sigint", "random"]}
 
 
 @pytest.mark.parametrize("trainer", list(KILLS))

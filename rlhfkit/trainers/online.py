@@ -13,7 +13,7 @@ One generation cycle (TRL 1.x's layout; ``B = per_device_train_batch_size`` comp
 
 A method (``grpo.py``, ``rloo.py``) supplies ``advantages`` and ``loss`` through :class:`Method`;
 ``OnlineRun`` owns generation, scoring, the reference, Accelerate/optimiser/logging
-(``Mechanics``), the progress bar, evaluation and checkpoints (``checkpoint``). It is used by
+(``Mechanics``), the progress bar, evaluation and checkpoints (``online_ckpt``). It is used by
 composition, never subclassed. Checkpoints are written at the end of a generation cycle (the
 first one at or after each ``save_steps`` multiple): a cycle's rollout is not saved, so a
 resumed run regenerates from the restored RNG exactly as the uninterrupted run did. Ctrl-C
@@ -25,7 +25,6 @@ none and says which checkpoint to resume from.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +40,10 @@ from ..models.fused import fuse_activations
 from ..models.reference import create_reference_model, is_peft_model, reference_context
 from ..rollout import build_batch, response_logprobs
 from . import checkpoint
-from .mechanics import Mechanics, build_optimizer, load_weights, set_seed
+from .mechanics import Mechanics, build_optimizer, set_seed
 from .online_data import PromptSampler, render_prompts
-from .online_engine import Completions, build_engine
+from . import online_ckpt
+from .online_engine import Completions, build_engine, engine_gap
 
 
 @dataclass
@@ -342,16 +342,16 @@ class OnlineRun:
         bar = tqdm(total=self.total_steps, initial=self.global_step, desc=self.method.name,
                    disable=cfg.disable_tqdm or not self.accelerator.is_main_process, dynamic_ncols=True)
         self._window, self._t_last = [], time.time()
-        boundary = self._boundary()
+        boundary = online_ckpt.boundary(self)
         try:
             while self.global_step < self.total_steps:
                 before = self.global_step
                 self._cycle(bar)
-                boundary = self._boundary()
+                boundary = online_ckpt.boundary(self)
                 if cfg.save_steps and before // cfg.save_steps != self.global_step // cfg.save_steps:
                     self.save_checkpoint()
         except KeyboardInterrupt:
-            self._save_on_interrupt(boundary)
+            online_ckpt.save_on_interrupt(self, boundary)
             raise
         finally:
             bar.close()
@@ -394,99 +394,10 @@ class OnlineRun:
         self.history.append({"step": self.global_step, **row})
         return row
 
-    # ------------------------------------------------------------------ saving and resuming
-    def save_model(self, path) -> None:
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            self._write_model(Path(path))
-
-    def _write_model(self, path: Path) -> None:
-        self.accelerator.unwrap_model(self.model).save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-
-    def _boundary(self) -> dict:
-        """What a checkpoint records at the end of a generation cycle (the state ``rollout`` starts from)."""
-        return {"global_step": self.global_step, "cycles": self.cycles, "sampler": self.sampler.state_dict(),
-                "rng": checkpoint.rng_state(), "mechanics": self.mechanics.state_dict(),
-                "metrics_offset": checkpoint.metrics_size(self.mechanics.metrics_path)}
-
-    def _save_on_interrupt(self, boundary: dict) -> None:
-        """Ctrl-C: checkpoint the cycle boundary the weights belong to, when there is one.
-
-        Before a cycle's first optimiser step that is the last boundary; after its last one, the
-        state now (an interrupted evaluation has put the RNG back, nothing else draws from it).
-        """
-        last = checkpoint.checkpoints(self.output_dir)
-        if self.global_step != boundary["global_step"] and self._cycle_done:
-            boundary = self._boundary()
-        if self.global_step != boundary["global_step"]:
-            where = f"resume from {last[-1]}" if last else "no checkpoint was written yet"
-            print(f"interrupted inside a generation cycle, {self.global_step - boundary['global_step']} optimiser "
-                  f"step(s) past its start: no exact checkpoint can be written here; {where}", file=sys.stderr)
-            return
-        if not last or last[-1].name != f"checkpoint-{self.global_step}":
-            self.save_checkpoint(boundary)
-
-    def save_checkpoint(self, point: dict | None = None) -> Path:
-        """``checkpoint-<step>`` (layout in ``checkpoint``) at a cycle boundary (``point``: a past one), atomically."""
-        point = point or self._boundary()
-        self.accelerator.wait_for_everyone()
-        rngs = checkpoint.rng_states_of_all_ranks(self.accelerator, point["rng"])
-        path = self.output_dir / f"checkpoint-{self.global_step}"
-        if self.accelerator.is_main_process:
-            state = {"online": {"global_step": self.global_step, "cycles": point["cycles"],
-                                "sampler": point["sampler"], "prompt_count": len(self.prompts)},
-                     "rng": rngs, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                     "mechanics": {**point["mechanics"], "micro": 0},
-                     "metrics_offset": point["metrics_offset"]}
-            summary = {"trainer": self.method.name, "global_step": self.global_step, "config": self.config.to_dict()}
-            checkpoint.save(self.output_dir, self.global_step, self._write_model, state, summary,
-                            self.config.save_total_limit)
-        self.accelerator.wait_for_everyone()
-        return path
-
-    def load_checkpoint(self, path: Path) -> None:
-        path = Path(path)
-        state = checkpoint.load(path, self.method.name)
-        if "online" not in state:
-            raise ValueError(f"{path} is not a {self.method.name} checkpoint (it was written by another trainer); "
-                             f"resume it with the trainer that wrote it")
-        online = state["online"]
-        if online["prompt_count"] != len(self.prompts):
-            raise ValueError(f"the checkpoint {path} was trained on {online['prompt_count']} prompts, this run has "
-                             f"{len(self.prompts)}; use the same dataset to resume (or start a new output_dir)")
-        target = self.accelerator.unwrap_model(self.model)
-        if is_peft_model(target):  # the checkpoint holds the adapter only
-            from peft import set_peft_model_state_dict
-            from safetensors.torch import load_file
-
-            set_peft_model_state_dict(target, load_file(path / "adapter_model.safetensors"))
-        else:
-            load_weights(target, path)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.mechanics.load_state_dict(state["mechanics"])
-        self.global_step, self.cycles = online["global_step"], online["cycles"]
-        self.sampler.load_state_dict(online["sampler"])
-        if self.accelerator.is_main_process:
-            checkpoint.truncate_metrics(self.mechanics.metrics_path, state["metrics_offset"], self.global_step)
-        checkpoint.set_rank_rng_state(self.accelerator, state["rng"])  # last: nothing above may draw from it
-
-
-def engine_gap(old: torch.Tensor, engine_lps: list[torch.Tensor], mask: torch.Tensor) -> dict:
-    """|trainer - engine| log-prob of the sampled tokens (TRL's ``sampling/sampling_logp_difference``).
-
-    ``old`` (N, R) from the trainer's forward, ``engine_lps`` N rows of the engine's own; positions
-    the engine gave no number for (NaN) and masked ones are left out.
-    """
-    engine = torch.full_like(old, float("nan"))  # (N, R)
-    for i, lp in enumerate(engine_lps):
-        engine[i, :len(lp)] = lp.to(old)[:old.shape[1]]
-    keep = mask.bool() & ~engine.isnan()
-    diff = (old - engine).abs()[keep]
-    if diff.numel() == 0:
-        return {}
-    return {"sampling/sampling_logp_difference/mean": diff.mean(), "sampling/sampling_logp_difference/max": diff.max()}
+    # ------------------------------------------------------------------ saving and resuming (online_ckpt)
+    save_model = online_ckpt.save_model
+    save_checkpoint = online_ckpt.save_checkpoint
+    load_checkpoint = online_ckpt.load_checkpoint
 
 
 def reward_name(func, index: int) -> str:

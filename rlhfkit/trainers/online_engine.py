@@ -58,3 +58,19 @@ class Completions:
         out = self.engine.generate([q.tolist() for q in queries], self.settings)
         device = queries[0].device
         return [r.to(device) for r in out.response_ids], [lp.to(device) for lp in out.logprobs]
+
+
+def engine_gap(old: torch.Tensor, engine_lps: list[torch.Tensor], mask: torch.Tensor) -> dict:
+    """|trainer - engine| log-prob of the sampled tokens (TRL's ``sampling/sampling_logp_difference``).
+
+    ``old`` (N, R) from the trainer's forward, ``engine_lps`` N rows of the engine's own; positions
+    the engine gave no number for (NaN) and masked ones are left out.
+    """
+    engine = torch.full_like(old, float("nan"))  # (N, R)
+    for i, lp in enumerate(engine_lps):
+        engine[i, :len(lp)] = lp.to(old)[:old.shape[1]]
+    keep = mask.bool() & ~engine.isnan()
+    diff = (old - engine).abs()[keep]
+    if diff.numel() == 0:
+        return {}
+    return {"sampling/sampling_logp_difference/mean": diff.mean(), "sampling/sampling_logp_difference/max": diff.max()}

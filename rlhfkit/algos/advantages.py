@@ -57,7 +57,7 @@ def _group_std(grouped: torch.Tensor) -> torch.Tensor:
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group",
-                     eps: float = 1e-4) -> torch.Tensor:
+                     eps: float = 1e-4, batch_rewards: torch.Tensor | None = None) -> torch.Tensor:
     """GRPO's group-relative advantage of each completion.
 
         A_i = r_i - mean_{j in group(i)} r_j
@@ -76,8 +76,9 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
     "Understanding R1-Zero-Like Training: A Critical Perspective" (arXiv:2503.20783), Dr. GRPO
     (no std division, it biases towards too easy / too hard prompts).
     Source: TRL 1.x ``GRPOTrainer._generate_and_score_completions`` (``scale_rewards``), same
-    formula and eps. TRL computes this on rewards gathered from all processes; so must the
-    caller (pass the global rewards, then keep its own slice).
+    formula and eps. TRL computes this on rewards gathered from all processes. Groups never
+    span processes here, so only ``scale="batch"`` needs the others: ``batch_rewards`` (M,) are
+    the rewards whose std divides (default: ``rewards``; pass every process's, gathered).
     """
     if isinstance(scale, bool):
         scale = "group" if scale else "none"
@@ -88,7 +89,8 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
     if scale == "group":
         advantages = advantages / (_group_std(grouped).repeat_interleave(group_size) + eps)  # (N,)
     elif scale == "batch":
-        std = _nanstd(rewards) if rewards.numel() > 1 else torch.zeros((), dtype=rewards.dtype, device=rewards.device)
+        pool = rewards if batch_rewards is None else batch_rewards  # (M,)
+        std = _nanstd(pool) if pool.numel() > 1 else torch.zeros((), dtype=rewards.dtype, device=rewards.device)
         advantages = advantages / (std + eps)  # (N,)
     # unscorable rows carry no signal (TRL's nan_to_num(nan=0); +-inf is left alone here)
     return torch.where(torch.isnan(advantages), torch.zeros_like(advantages), advantages)

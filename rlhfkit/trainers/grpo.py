@@ -77,11 +77,12 @@ def grpo_method(cfg: GRPOConfig) -> Method:
     G, estimator = cfg.num_generations, cfg.advantage_estimator
     kl_in_reward = estimator.startswith("reinforce++") and cfg.beta > 0
 
-    def advantages(rewards, old, ref, mask):
+    def advantages(rewards, old, ref, mask, gather=lambda t: t):
         stats = group_stats(rewards, G)
         metrics = {"reward_std_group": stats["std"].mean(), "frac_reward_zero_std": stats["frac_zero_std"]}
-        if estimator == "grpo":
-            return group_advantages(rewards, G, cfg.scale_rewards), metrics
+        if estimator == "grpo":  # scale_rewards=batch: the std of every process's rewards, as TRL
+            pool = gather(rewards) if cfg.scale_rewards == "batch" else None
+            return group_advantages(rewards, G, cfg.scale_rewards, batch_rewards=pool), metrics
         if estimator == "rloo":
             return rloo_advantages(rewards, G), metrics
         kl = kl_k1(old, ref) * mask if kl_in_reward else mask * 0.0  # (N, R)

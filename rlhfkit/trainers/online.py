@@ -6,7 +6,7 @@ One generation cycle (TRL 1.x's layout; ``B = per_device_train_batch_size`` comp
     rollout  = generate N = P * G completions (no grad, eval mode)     N = B * steps_per_generation
     rewards  = score(reward_funcs, weights, prompts, completions, columns)         # (N,)
     old, ref = response log-probs of the policy (when needed) and of the reference (beta > 0)
-    adv      = method.advantages(rewards, old, ref, mask)                          # (N,) or (N, R)
+    adv      = method.advantages(rewards, old, ref, mask, gather)                      # (N,) or (N, R)
     repeat num_iterations times: for each of the steps_per_generation chunks of B rows:
         loss = method.loss(logprobs, old or logprobs.detach(), ref, adv, mask)    -> backward
         one optimiser step every gradient_accumulation_steps chunks
@@ -50,8 +50,9 @@ from .online_engine import Completions, build_engine, engine_gap
 class Method:
     """What a critic-free method supplies to :class:`OnlineRun` (plain functions, no hooks).
 
-    ``advantages(rewards (N,), old (N, R) | None, ref (N, R) | None, mask (N, R)) -> (adv, metrics)``
-    with ``adv`` (N,) or (N, R); ``loss(logprobs, old, ref, adv, mask, num_items) -> (loss, metrics)``
+    ``advantages(rewards (N,), old (N, R) | None, ref (N, R) | None, mask (N, R), gather) -> (adv, metrics)``
+    with ``adv`` (N,) or (N, R); ``gather(t (N,)) -> (N * processes,)`` concatenates a tensor over
+    processes (identity on one), for statistics TRL takes over the global batch; ``loss(logprobs, old, ref, adv, mask, num_items) -> (loss, metrics)``
     on one chunk of rows. ``reference``: a frozen reference is needed; ``old_logprobs``: the
     advantages need the sampling policy's log-probs (a KL in the reward).
     """
@@ -218,7 +219,8 @@ class OnlineRun:
         if self.method.reference:
             with reference_context(self.accelerator.unwrap_model(self.model), self.ref_model):
                 ref = self._forward_logprobs(self.ref_model or self.model, batch, chunk)
-        advantages, adv_metrics = self.method.advantages(rewards, old, ref, batch.mask)
+        gather = self.accelerator.gather if self.accelerator.num_processes > 1 else (lambda t: t)
+        advantages, adv_metrics = self.method.advantages(rewards, old, ref, batch.mask, gather)
         lengths = torch.tensor([float(len(r)) for r in responses])
         done = lengths[~truncated.cpu()]
         metrics = {"reward": rewards.mean(), "reward_std": rewards.std() if len(rewards) > 1 else rewards.new_zeros(()),

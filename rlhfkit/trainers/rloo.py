@@ -49,7 +49,7 @@ def rloo_method(cfg: RLOOConfig) -> Method:
     """RLOO's advantages (KL in the reward, leave-one-out baseline) and its sequence-level loss."""
     G = cfg.num_generations
 
-    def advantages(rewards, old, ref, mask):
+    def advantages(rewards, old, ref, mask, gather=lambda t: t):
         if cfg.reward_clip_range is not None:
             rewards = rewards.clamp(min=cfg.reward_clip_range[0], max=cfg.reward_clip_range[1])
         metrics = {}
@@ -60,8 +60,9 @@ def rloo_method(cfg: RLOOConfig) -> Method:
         stats = group_stats(rewards, G)
         metrics.update({"reward_std_group": stats["std"].mean(), "frac_reward_zero_std": stats["frac_zero_std"]})
         adv = rloo_advantages(rewards, G)  # (N,)
-        if cfg.normalize_advantages:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-4)
+        if cfg.normalize_advantages:  # over every process's advantages, as TRL
+            pool = gather(adv)
+            adv = (adv - pool.mean()) / (pool.std() + 1e-4)
         return adv, metrics
 
     def loss(logprobs, old, ref, adv, mask, num_items):

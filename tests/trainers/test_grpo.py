@@ -86,6 +86,19 @@ def test_advantage_estimators_against_hand_values():
     torch.testing.assert_close(adv.mean(), torch.tensor(0.0), atol=1e-6, rtol=0)
 
 
+def test_batch_scaling_divides_by_the_std_of_every_process(tmp_path):
+    """scale_rewards=batch: the std comes from the gathered rewards (TRL gathers before scaling)."""
+    rewards = torch.tensor([1.0, 0.0, 3.0, 0.0])
+    other = torch.tensor([10.0, -10.0, 5.0, 5.0])  # another process's rewards
+    method = grpo_method(GRPOConfig(output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=4,
+                                    scale_rewards="batch"))
+    adv, _ = method.advantages(rewards, None, None, torch.ones(4, 2), lambda t: torch.cat([t, other]))
+    std = torch.cat([rewards, other]).std()
+    torch.testing.assert_close(adv, torch.tensor([0.5, -0.5, 1.5, -1.5]) / (std + 1e-4))
+    alone, _ = method.advantages(rewards, None, None, torch.ones(4, 2))
+    torch.testing.assert_close(alone, torch.tensor([0.5, -0.5, 1.5, -1.5]) / (rewards.std() + 1e-4))
+
+
 def test_mask_truncated_completions_leaves_them_out(tokenizer, tmp_path):
     # min_new_tokens = max_completion_length: every completion is cut, so nothing is trained
     trainer = make(tokenizer, tmp_path, mask_truncated_completions=True, max_steps=1,
@@ -201,14 +214,20 @@ def reward(prompts, completions, completion_ids, **columns):
 tok = tiny_tokenizer()
 rows = [{"prompt": f"p{i} x"} for i in range(16)]
 cfg = GRPOConfig(output_dir=out, max_steps=2, num_generations=4, per_device_train_batch_size=8, max_completion_length=4,
-                 learning_rate=1e-3, beta=0.1, report_to="none", disable_tqdm=True, seed=5)
+                 learning_rate=1e-3, beta=0.1, report_to="none", disable_tqdm=True, seed=5, scale_rewards="batch")
 trainer = GRPOTrainer(model=tiny_causal_lm("gpt2", tok, hidden_size=32), reward_funcs=reward, args=cfg,
                       train_dataset=rows, processing_class=tok)
+advantages, real = [], trainer.loop.method.advantages
+def spy(rewards, *args):
+    adv, metrics = real(rewards, *args)
+    advantages.append({"rewards": rewards.tolist(), "adv": adv.tolist()})
+    return adv, metrics
+trainer.loop.method.advantages = spy
 trainer.train()
 rank = trainer.loop.accelerator.process_index
 os.makedirs(out, exist_ok=True)
 with open(os.path.join(out, f"prompts-{rank}.json"), "w") as fh:
-    json.dump(seen, fh)
+    json.dump({"prompts": seen, "advantages": advantages}, fh)
 '''
 
 
@@ -227,8 +246,16 @@ def test_two_processes_train_disjoint_prompts(tmp_path):
                          timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     a, b = (json.loads((tmp_path / "out" / f"prompts-{r}.json").read_text()) for r in (0, 1))
-    assert len(a) == len(b) == 16 and not set(a) & set(b)  # 2 steps x 2 prompts x 4 completions each, no overlap
+    pa, pb = a["prompts"], b["prompts"]
+    assert len(pa) == len(pb) == 16 and not set(pa) & set(pb)  # 2 steps x 2 prompts x 4 completions each, no overlap
     AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    # scale_rewards=batch: each rank divides by the std of both ranks' rewards of that generation
+    for step_a, step_b in zip(a["advantages"], b["advantages"]):
+        both = torch.tensor(step_a["rewards"] + step_b["rewards"])
+        for step in (step_a, step_b):
+            r = torch.tensor(step["rewards"]).view(-1, 4)
+            expected = ((r - r.mean(1, keepdim=True)) / (both.std() + 1e-4)).reshape(-1)
+            torch.testing.assert_close(torch.tensor(step["adv"]), expected)
 
 
 def test_ctrl_c_checkpoints_a_cycle_boundary_and_never_a_half_cycle(tokenizer, tmp_path, capsys):

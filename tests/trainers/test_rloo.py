@@ -64,6 +64,13 @@ def test_normalize_advantages_whitens():
     adv, _ = rloo_method(cfg).advantages(torch.tensor([1.0, 0.0, 3.0, 0.0]), None, None, torch.ones(4, 2))
     torch.testing.assert_close(adv.mean(), torch.tensor(0.0), atol=1e-6, rtol=0)
     torch.testing.assert_close(adv.std(), torch.tensor(1.0), atol=1e-3, rtol=0)
+    # with another process: whitened by the mean and std of both processes' advantages, as TRL
+    other = torch.tensor([4.0, -4.0, 0.0, 0.0])
+    adv, _ = rloo_method(cfg).advantages(torch.tensor([1.0, 0.0, 3.0, 0.0]), None, None, torch.ones(4, 2),
+                                         lambda t: torch.cat([t, other]))
+    mine = torch.tensor([1.0, -1.0, 3.0, -3.0])  # leave-one-out with G = 2: r_i - r_other
+    pool = torch.cat([mine, other])
+    torch.testing.assert_close(adv, (mine - pool.mean()) / (pool.std() + 1e-4))
 
 
 def test_smoke_reference_frozen_and_round_trip(tokenizer, tmp_path):

@@ -129,7 +129,11 @@ class Mechanics:
         if not self.sharded:
             return None
         state = self.accelerator.get_state_dict(model) or {}  # ZeRO-3 gives None off the main process
-        return self.alias_tied(state, self.accelerator.unwrap_model(model))
+        inner = self.accelerator.unwrap_model(model)
+        if hasattr(inner, "pretrained_model") and any(k.startswith("pretrained_model.") for k in state):
+            # ZeRO-3 names parameters by module path; a value-head model's state_dict() drops the prefix
+            state = {k.removeprefix("pretrained_model."): v for k, v in state.items()}
+        return self.alias_tied(state, inner)
 
     @staticmethod
     def register_generate(model: torch.nn.Module) -> None:

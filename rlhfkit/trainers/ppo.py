@@ -58,8 +58,12 @@ class PPOTrainer:
             max_grad_norm=config.max_grad_norm, log_with=config.log_with,
             logging_dir=config.project_kwargs.get("logging_dir"), accelerator_kwargs=config.accelerator_kwargs,
             tracker_project_name=config.tracker_project_name, tracker_config=config.to_dict(),
-            tracker_kwargs=config.tracker_kwargs)
+            tracker_kwargs=config.tracker_kwargs, micro_batch_size=config.mini_batch_size)
         self.accelerator = self.mechanics.accelerator
+        if self.mechanics.deepspeed and config.critic_warmup_steps:
+            raise ValueError("critic_warmup_steps > 0 is not supported under DeepSpeed (its engine steps inside "
+                             "backward(), before the policy's gradients could be dropped); set it to 0 or use "
+                             "DDP/FSDP2")
         self.current_device = self.accelerator.device
         self.is_distributed = self.accelerator.num_processes > 1
         config.world_size = self.accelerator.num_processes
@@ -367,8 +371,11 @@ class PPOTrainer:
         # (TRL 0.11 zeroed the loss but still stepped Adam, whose momentum kept moving the weights.)
         skipped = pg_stats["ratio_mean"] > cfg.ratio_threshold
         skip = bool(skipped)
+        backward_loss = loss
+        if skip and self.mechanics.deepspeed:  # the engine counts micro-steps itself: back-propagate zeros
+            backward_loss, skip = loss * 0.0, False
         if not skip:
-            self.mechanics.backward(loss)
+            self.mechanics.backward(backward_loss)
             if critic_warmup:  # the value loss must not move the policy (a shared backbone) during warm-up
                 for p in self._policy_only_params:
                     p.grad = None

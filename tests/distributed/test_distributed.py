@@ -119,7 +119,9 @@ def test_ddp_ppo_value_head_two_processes_equal_one(tmp_path, one_process):
     assert (tmp_path / "two" / "value_head.safetensors").exists()  # the public save_pretrained ran
 
 
-@pytest.mark.parametrize("config,method", [("fsdp2.yaml", "ppo"), pytest.param("ddp.yaml", "ppo_critic", marks=slow)])
+@pytest.mark.parametrize("config,method", [("fsdp2.yaml", "ppo"), pytest.param("ddp.yaml", "ppo_critic", marks=slow),
+                                           pytest.param("deepspeed_zero2.yaml", "ppo", marks=[needs_deepspeed, slow]),
+                                           pytest.param("deepspeed_zero3.yaml", "ppo", marks=needs_deepspeed)])
 def test_ppo_two_processes_equal_one(tmp_path, one_process, config, method):
     """PPO takes its parameter lists after prepare() (FSDP2 swaps in sharded ones), gathers on every
     rank before saving, and freezes the unused shared head when a separate critic trains (DDP)."""
@@ -127,14 +129,22 @@ def test_ppo_two_processes_equal_one(tmp_path, one_process, config, method):
     one, two = _ppo_weights(one_process(method)), _ppo_weights(tmp_path / "two")
     _assert_trained(one, "ppo")
     _assert_same(one, two)
+    # save_pretrained (every rank calls it; sharded weights are gathered) writes those same weights
+    from transformers import AutoModelForCausalLM
+
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "two").state_dict()
+    for key, value in saved.items():
+        torch.testing.assert_close(value, two[f"policy.{key}"], rtol=0, atol=0, msg=key)
+    head = load_file(tmp_path / "two" / "value_head.safetensors")
+    assert all(torch.equal(v, two[f"policy.v_head.{k}"]) for k, v in head.items())
 
 
 PPO_XFAIL = {
     ("fsdp2.yaml", "ppo_critic"): "PPOTrainer prepares policy and critic in one prepare() call: 'Only one model is "
                                   "supported when using FSDP2'",
-    ("deepspeed_zero2.yaml", "ppo"): "PPOTrainer gives Mechanics no micro_batch_size (DeepSpeed's "
-                                     "train_micro_batch_size_per_gpu), skips backward() past ratio_threshold "
-                                     "(DeepSpeed counts micro-steps itself) and saves on the main process only",
+    ("deepspeed_zero2.yaml", "ppo_critic"): "PPOTrainer prepares policy and critic with one Accelerator: 'You can't "
+                                            "use same `Accelerator()` instance with multiple models when using "
+                                            "DeepSpeed'",
 }
 
 

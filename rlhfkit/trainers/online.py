@@ -39,10 +39,10 @@ from ..models.compat import enable_checkpointing
 from ..models.fused import fuse_activations
 from ..models.reference import create_reference_model, is_peft_model, reference_context
 from ..rollout import build_batch, response_logprobs
-from . import checkpoint
+from . import checkpoint, online_ckpt
+from .config import ConfigError
 from .mechanics import Mechanics, build_optimizer, set_seed
 from .online_data import PromptSampler, render_prompts
-from . import online_ckpt
 from .online_engine import Completions, build_engine, engine_gap
 
 
@@ -113,6 +113,8 @@ class OnlineRun:
         if method.reference and not is_peft_model(model):  # under PEFT the adapter-disabled policy is the reference
             self.ref_model = ref_model if ref_model is not None else create_reference_model(model)
             self.ref_model.eval().requires_grad_(False).to(self.accelerator.device)
+        if config.sync_ref_model:
+            self._check_sync_ref_model(method)
         world = self.accelerator.num_processes
         self.prompts_per_cycle = config.per_device_train_batch_size * config.steps_per_generation * world \
             // config.num_generations
@@ -131,6 +133,24 @@ class OnlineRun:
             rollout_engine = build_engine(config, self.accelerator.unwrap_model(self.model))
         self.completions = Completions(tokenizer, self._generation_kwargs(), rollout_engine)
         self.completions.sync(self.accelerator.unwrap_model(self.model), self.global_step)
+
+    def _check_sync_ref_model(self, method: Method) -> None:
+        owner = type(self.config).__name__
+        if not method.reference:
+            raise ConfigError(owner, "sync_ref_model", "needs beta > 0: with beta = 0 no reference model is kept")
+        if self.ref_model is None:
+            raise ConfigError(owner, "sync_ref_model", "is not supported with a LoRA/PEFT policy: its reference is the "
+                                                       "adapter-disabled base model, which has no weights of its own")
+        if self.mechanics.sharded:
+            raise ConfigError(owner, "sync_ref_model", "is not supported under FSDP/DeepSpeed (sharded policy weights)")
+
+    @torch.no_grad()
+    def _sync_reference(self) -> None:
+        """TR-DPO's soft update, ref <- alpha * policy + (1 - alpha) * ref (Gorbatovski et al. 2024, arXiv:2404.09656)."""
+        alpha = self.config.ref_model_mixup_alpha
+        policy = dict(self.accelerator.unwrap_model(self.model).named_parameters())
+        for name, ref in self.ref_model.named_parameters():
+            ref.mul_(1.0 - alpha).add_(policy[name].detach().to(ref.dtype), alpha=alpha)
 
     # ------------------------------------------------------------------ rollout
     def _generation_kwargs(self) -> dict:
@@ -294,6 +314,8 @@ class OnlineRun:
                     self.global_step += 1
                     bar.update(1)
                     self._after_step(window, rollout.metrics, grad_norm, bar)
+                    if cfg.sync_ref_model and self.global_step % cfg.ref_model_sync_steps == 0:
+                        self._sync_reference()
                     self._cycle_done = self.global_step >= self.total_steps or \
                         (iteration == cfg.num_iterations - 1 and n == len(chunks) - 1)
                 window = []

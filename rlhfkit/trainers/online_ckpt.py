@@ -16,6 +16,8 @@ from ..models.reference import is_peft_model
 from . import checkpoint
 from .mechanics import load_weights
 
+REFERENCE_FILE = "reference_model.safetensors"  # with sync_ref_model: the reference moves, so it is saved
+
 
 def save_model(run, path) -> None:
     """The policy (and tokenizer) to ``path``, from the main process."""
@@ -24,9 +26,14 @@ def save_model(run, path) -> None:
         write_model(run, Path(path))
 
 
-def write_model(run, path: Path) -> None:
+def write_model(run, path: Path, with_reference: bool = False) -> None:
+    """The policy and tokenizer; in a checkpoint also a reference that ``sync_ref_model`` moves."""
     run.accelerator.unwrap_model(run.model).save_pretrained(path)
     run.tokenizer.save_pretrained(path)
+    if with_reference and run.config.sync_ref_model:
+        from safetensors.torch import save_model  # handles tied (shared) weights
+
+        save_model(run.ref_model, str(Path(path) / REFERENCE_FILE))
 
 
 def boundary(run) -> dict:
@@ -66,8 +73,8 @@ def save_checkpoint(run, point: dict | None = None) -> Path:
                  "mechanics": {**point["mechanics"], "micro": 0},
                  "metrics_offset": point["metrics_offset"]}
         summary = {"trainer": run.method.name, "global_step": run.global_step, "config": run.config.to_dict()}
-        checkpoint.save(run.output_dir, run.global_step, lambda path: write_model(run, path), state, summary,
-                        run.config.save_total_limit)
+        checkpoint.save(run.output_dir, run.global_step, lambda path: write_model(run, path, with_reference=True),
+                        state, summary, run.config.save_total_limit)
     run.accelerator.wait_for_everyone()
     return path
 
@@ -91,6 +98,13 @@ def load_checkpoint(run, path: Path) -> None:
         set_peft_model_state_dict(target, load_file(path / "adapter_model.safetensors"))
     else:
         load_weights(target, path)
+    if run.config.sync_ref_model:  # the refreshed reference is part of the run's state
+        if not (path / REFERENCE_FILE).exists():
+            raise ValueError(f"{path} has no {REFERENCE_FILE}: it was written without sync_ref_model; resume with "
+                             f"the same sync_ref_model setting")
+        from safetensors.torch import load_model
+
+        load_model(run.ref_model, str(path / REFERENCE_FILE))
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.mechanics.load_state_dict(state["mechanics"])

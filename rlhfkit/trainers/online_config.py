@@ -49,6 +49,12 @@ class OnlineConfig(LoopConfig):
     generation_batch_size: int | None = f(None, "Completions per generation across processes (instead of "
                                                 "steps_per_generation: it is this / (per_device_train_batch_size "
                                                 "* processes)).")
+    # ---- reference refresh (TR-DPO, Gorbatovski et al. 2024) ----
+    sync_ref_model: bool = f(False, "Move the frozen reference towards the policy every ref_model_sync_steps "
+                                    "optimiser steps: ref = alpha * policy + (1 - alpha) * ref (needs beta > 0 and "
+                                    "a full-weight policy).")
+    ref_model_mixup_alpha: float = f(0.6, "alpha of sync_ref_model (1.0: copy the policy).")
+    ref_model_sync_steps: int = f(512, "Optimiser steps between two reference refreshes (sync_ref_model).")
     # ---- vLLM (optional; needs `pip install vllm` and a CUDA GPU; untested on hardware) ----
     use_vllm: bool = f(False, "Sample completions with a colocated vLLM engine instead of Hugging Face generate; "
                               "the policy's weights (a LoRA policy: its adapter) are pushed into it before every "
@@ -92,6 +98,8 @@ class OnlineConfig(LoopConfig):
         c.positive("temperature", "epsilon", "repetition_penalty")
         c.within("top_p", 0.0, 1.0)
         c.within("min_p", 0.0, 1.0)
+        c.within("ref_model_mixup_alpha", 0.0, 1.0)
+        c.at_least(1, "ref_model_sync_steps")
         if self.vllm_mode != "colocate":
             c.fail("vllm_mode", f"must be colocate, got {self.vllm_mode!r} (TRL's server mode, `trl vllm-serve`, is "
                                 "not supported: run the engine in this process)")

@@ -157,6 +157,11 @@ def test_lora_reference_is_the_disabled_adapter(tokenizer, tmp_path):
     assert history[0]["train/kl"] > 0  # the adapter (random init here) moves the policy away from the base
     assert all(torch.equal(base[n], p) for n, p in trainer.model.named_parameters() if "lora" not in n)
     assert (tmp_path / "adapter_model.safetensors").exists()
+    with pytest.raises(ConfigError, match="sync_ref_model.*LoRA"):  # no reference weights of its own to refresh
+        GRPOTrainer(model=tiny_causal_lm("gpt2", tokenizer, hidden_size=32), reward_funcs=in_target,
+                    args=GRPOConfig(**small(tmp_path / "sync", beta=0.1, sync_ref_model=True)),
+                    train_dataset=prompt_rows(), processing_class=tokenizer,
+                    peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"]))
 
 
 def test_steps_per_generation_and_iterations_count_optimizer_steps(tokenizer, tmp_path):
@@ -286,3 +291,29 @@ def test_ctrl_c_checkpoints_a_cycle_boundary_and_never_a_half_cycle(tokenizer, t
     capsys.readouterr()
     assert cut_at(4) == []  # between the 2nd cycle's two updates: no exact state to save
     assert "inside a generation cycle" in capsys.readouterr().err
+
+
+def test_sync_ref_model_mixes_the_policy_into_the_reference_and_resumes_exactly(tokenizer, tmp_path):
+    """TR-DPO's refresh every ref_model_sync_steps steps: ref <- alpha * policy + (1 - alpha) * ref."""
+    trainer = make(tokenizer, tmp_path / "one", beta=0.1, max_steps=2, sync_ref_model=True, ref_model_sync_steps=2,
+                   ref_model_mixup_alpha=0.25)
+    ref_before = params_of(trainer.ref_model)
+    trainer.train()
+    policy = dict(trainer.model.named_parameters())
+    for name, ref in trainer.ref_model.named_parameters():  # one refresh, after step 2
+        torch.testing.assert_close(ref, 0.75 * ref_before[name] + 0.25 * policy[name].detach(), rtol=1e-6, atol=1e-7)
+    # the moved reference is part of the checkpoint: a resume is exact
+    full = make(tokenizer, tmp_path / "full", beta=0.1, max_steps=4, save_steps=2, sync_ref_model=True,
+                ref_model_sync_steps=2)
+    full.train()
+    resumed = make(tokenizer, tmp_path / "full", beta=0.1, max_steps=4, sync_ref_model=True, ref_model_sync_steps=2)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-2"))
+    assert all(torch.equal(p, q) for p, q in zip(full.model.parameters(), resumed.model.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(full.ref_model.parameters(), resumed.ref_model.parameters()))
+
+
+def test_sync_ref_model_needs_a_reference(tokenizer, tmp_path):
+    with pytest.raises(ConfigError, match="sync_ref_model.*beta > 0"):
+        make(tokenizer, tmp_path, beta=0.0, sync_ref_model=True)
+    with pytest.raises(ConfigError, match="ref_model_mixup_alpha"):
+        GRPOConfig(ref_model_mixup_alpha=1.5)

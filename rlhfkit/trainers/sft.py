@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 from .. import data
 from ..models.loading import apply_lora, check_push, load_pretrained, load_tokenizer, push_folder, \

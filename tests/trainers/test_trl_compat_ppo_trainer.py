@@ -9,7 +9,6 @@ push-to-hub tests and the multi-GPU PEFT test (need a hub / two GPUs).
 
 import copy
 import re
-import warnings
 from functools import partial
 
 import pytest

@@ -3,7 +3,8 @@
 Reads top to bottom like the algorithm (Ziegler et al. 2019; Stiennon et al. 2020):
 score -> per-token KL-penalised rewards -> GAE -> ``ppo_epochs`` passes of clipped
 policy and value losses over shuffled minibatches. The math is in ``rlhfkit.algos``, the
-batch layout in ``ppo_batch``, the optimiser/logging mechanics in ``loop``.
+batch layout in ``ppo_batch``, sampling in ``ppo_generate``, the optimiser/logging
+mechanics in ``mechanics``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from ..models import create_reference_model, is_peft_model, reference_context
 from ..models.compat import enable_checkpointing
 from ..models.fused import cpu_fp32_attention, fuse_activations
 from ..core import PPODecorators
-from ..rollout import build_batch, build_seq2seq_batch, forward_batch, generate_responses
-from ..rollout.decode import RolloutCache, generate_with_logprobs, lean_settings
-from . import ppo_classic
+from ..rollout import build_batch, build_seq2seq_batch, forward_batch
+from ..rollout.decode import RolloutCache
+from . import ppo_classic, ppo_generate
 from .mechanics import Mechanics, build_optimizer, set_seed
 from .ppo_batch import check_step_inputs, check_train_inputs, check_trainer_inputs, max_positions, vocab_size
 from .ppo_classic import gae_advantages
@@ -170,48 +171,8 @@ class PPOTrainer:
         return self.accelerator.prepare(loader)
 
     # ------------------------------------------------------------------ generation
-    def generate(self, query_tensor, length_sampler=None, batch_size: int = 4, return_prompt: bool = True,
-                 generate_ref_response: bool = False, remove_padding: bool = True, **generation_kwargs):
-        """Sample responses. A list of 1-D queries gives a list of 1-D tensors (left-padded
-        batches of ``batch_size``, cut after the first EOS); a single 1-D query gives a
-        ``(1, L)`` tensor. With ``generate_ref_response`` also returns the reference's."""
-        single = isinstance(query_tensor, torch.Tensor)
-        if single and query_tensor.dim() != 1:
-            raise ValueError(f"query_tensor must be a 1-D tensor or a list of 1-D tensors, got shape "
-                             f"{tuple(query_tensor.shape)}; pass list(batch) for a batch")
-        queries = [query_tensor] if single else list(query_tensor)
-        if not queries:
-            raise ValueError("generate() got an empty list of queries")
-        queries = [q.to(self.accelerator.device) for q in queries]
-        kwargs = dict(pad_token_id=self.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
-                      batch_size=batch_size, return_prompt=return_prompt, remove_padding=remove_padding and not single,
-                      length_sampler=length_sampler)
-        model = self.accelerator.unwrap_model(self._train_model)
-        if self.rollout_engine is not None and not generate_ref_response and length_sampler is None:
-            from ..rollout.vllm import engine_generate_responses
-            out = engine_generate_responses(self.rollout_engine, queries, generation_kwargs,
-                                            eos_token_id=self.tokenizer.eos_token_id, return_prompt=return_prompt)
-            return out[0].unsqueeze(0) if single else out
-        lean = self._lean_generation(model, generation_kwargs, length_sampler, remove_padding and not single)
-        with self.mechanics.autocast():
-            if lean is not None:
-                out, records = generate_with_logprobs(model, queries, lean, pad_token_id=self.pad_token_id,
-                                                      eos_token_id=self.tokenizer.eos_token_id,
-                                                      batch_size=batch_size, return_prompt=return_prompt)
-                self._rollout_cache.store(self._policy_version, records)
-            else:
-                out = generate_responses(model, queries, **kwargs, generation_kwargs=generation_kwargs)
-            ref = None
-            if generate_ref_response:
-                ref_model = self.ref_model if self.ref_model is not None else model
-                ref = generate_responses(ref_model, queries, use_reference=self.ref_model is None, **kwargs,
-                                         generation_kwargs=generation_kwargs)
-        if single:
-            out = out[0].unsqueeze(0)
-            ref = ref[0].unsqueeze(0) if ref is not None else None
-        return (out, ref) if generate_ref_response else out
+    generate = ppo_generate.generate  # (query_tensor, length_sampler=None, batch_size=4, return_prompt=True, ...)
 
-    # ------------------------------------------------------------------ the PPO step
     def step(self, queries, responses, scores, response_masks=None) -> dict:
         """One PPO update on ``batch_size`` scored rollouts; returns the classic stats dict."""
         cfg, timing, t0 = self.config, {}, time.time()
@@ -277,17 +238,6 @@ class PPOTrainer:
         if cfg.score_clip is not None:
             scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
         return scores
-
-    def _lean_generation(self, model, generation_kwargs, length_sampler, remove_padding: bool):
-        """The generation config when ``generate`` may sample with ``rollout.decode`` and keep the
-        sampled tokens' log-probs and values for ``step``; None to use Hugging Face generate."""
-        cfg = self.config
-        if (not self._reuse_rollouts or cfg.mixed_precision != "no" or self.is_encoder_decoder
-                or self.critic is not None or self.is_peft_model or length_sampler is not None or not remove_padding
-                or cfg.kl_penalty == "full"):
-            return None  # bf16 numerics differ between cached decode and full forward; the others need more
-        return lean_settings(model, dict(generation_kwargs, pad_token_id=generation_kwargs.get(
-            "pad_token_id", self.pad_token_id)))
 
     @torch.no_grad()
     def _rollout_forward(self, batch, cached=None):

@@ -39,7 +39,7 @@ from ..models.compat import enable_checkpointing
 from ..models.fused import fuse_activations
 from ..models.reference import create_reference_model, is_peft_model, reference_context
 from ..rollout import build_batch, response_logprobs
-from . import checkpoint, online_ckpt
+from . import checkpoint, online_ckpt, online_samples
 from .config import ConfigError
 from .mechanics import Mechanics, build_optimizer, set_seed
 from .online_data import PromptSampler, render_prompts
@@ -128,6 +128,7 @@ class OnlineRun:
         self.sampler = PromptSampler(len(prompts), config.seed)
         self.global_step, self.cycles = 0, 0
         self._cycle_done = False  # every optimiser step of the current generation has happened
+        self._samples: list[dict] = []  # the current generation's rows for log_completions
         self.history: list[dict] = []
         if rollout_engine is None and config.use_vllm:
             rollout_engine = build_engine(config, self.accelerator.unwrap_model(self.model))
@@ -188,6 +189,7 @@ class OnlineRun:
         responses = [r if len(r) else r.new_full((1,), eos) for r in responses]
         repeated = [p for p in prompts for _ in range(G)]
         completions = self._completions(repeated, responses)
+        self._texts = (repeated, completions)  # for log_completions
         cols = {k: [v for v in vals for _ in range(G)] for k, vals in columns.items()}
         cols["completion_ids"] = [r.tolist() for r in responses]  # as TRL passes them (token-level rules)
         rewards, per_func = self.score_fn(self.reward_funcs, self.config.reward_weights, repeated, completions, cols)
@@ -253,6 +255,9 @@ class OnlineRun:
             metrics[f"rewards/{reward_name(func, j)}/mean"] = torch.nanmean(values)
         if engine_lps is not None and old is not None:
             metrics.update(engine_gap(old, engine_lps, batch.mask))
+        if cfg.log_completions:
+            names = [reward_name(func, j) for j, func in enumerate(self.reward_funcs)]
+            self._samples = online_samples.samples(*self._texts, rewards, per_func, names, advantages, batch.mask)
         self.cycles += 1
         return Rollout(batch, advantages, old, ref, {k: torch.as_tensor(v).detach().float().cpu()
                                                      for k, v in metrics.items()})
@@ -333,6 +338,10 @@ class OnlineRun:
             self._t_last = time.time()
             bar.set_postfix(reward=f"{row.get('train/reward', float('nan')):.3f}",
                             loss=f"{row.get('train/loss', float('nan')):.4f}")
+            if cfg.log_completions and self._samples:
+                online_samples.write(self.output_dir, step, self._samples, cfg.num_completions_to_print,
+                                     self.accelerator)
+                self._samples = []  # a generation is written once, at the first logged step that trains on it
 
     def _log(self, seconds: float) -> dict:
         keys = {k for steps in self._window for part in steps[:2] for k in part}
@@ -363,6 +372,7 @@ class OnlineRun:
             self.load_checkpoint(checkpoint.resolve(self.output_dir, resume))
         elif self.accelerator.is_main_process:
             checkpoint.truncate_metrics(self.mechanics.metrics_path, None, self.global_step)
+            checkpoint.truncate_metrics(self.output_dir / online_samples.FILE, None, self.global_step)
         bar = tqdm(total=self.total_steps, initial=self.global_step, desc=self.method.name,
                    disable=cfg.disable_tqdm or not self.accelerator.is_main_process, dynamic_ncols=True)
         self._window, self._t_last = [], time.time()
@@ -397,7 +407,8 @@ class OnlineRun:
             return self._evaluate()
 
     def _evaluate(self) -> dict:
-        cfg, G = self.config, self.config.num_generations
+        cfg = self.config
+        G = cfg.num_generations_eval or cfg.num_generations
         per_call = max(1, cfg.per_device_eval_batch_size // G)
         rewards, lengths, per = [], [], []
         for start in range(0, len(self.eval_prompts), per_call):

@@ -49,6 +49,12 @@ class OnlineConfig(LoopConfig):
     generation_batch_size: int | None = f(None, "Completions per generation across processes (instead of "
                                                 "steps_per_generation: it is this / (per_device_train_batch_size "
                                                 "* processes)).")
+    # ---- what to log ----
+    log_completions: bool = f(False, "Append each logged step's prompts, completions, rewards and advantages to "
+                                     "output_dir/completions.jsonl (TRL prints them as a table).")
+    num_completions_to_print: int | None = f(None, "Completions per logged step in completions.jsonl (none: the "
+                                                   "whole generation).")
+    num_generations_eval: int | None = f(None, "Completions sampled per eval prompt (none: num_generations).")
     # ---- reference refresh (TR-DPO, Gorbatovski et al. 2024) ----
     sync_ref_model: bool = f(False, "Move the frozen reference towards the policy every ref_model_sync_steps "
                                     "optimiser steps: ref = alpha * policy + (1 - alpha) * ref (needs beta > 0 and "
@@ -98,6 +104,7 @@ class OnlineConfig(LoopConfig):
         c.positive("temperature", "epsilon", "repetition_penalty")
         c.within("top_p", 0.0, 1.0)
         c.within("min_p", 0.0, 1.0)
+        c.at_least(1, "num_completions_to_print", "num_generations_eval")
         c.within("ref_model_mixup_alpha", 0.0, 1.0)
         c.at_least(1, "ref_model_sync_steps")
         if self.vllm_mode != "colocate":

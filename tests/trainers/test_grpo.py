@@ -317,3 +317,32 @@ def test_sync_ref_model_needs_a_reference(tokenizer, tmp_path):
         make(tokenizer, tmp_path, beta=0.0, sync_ref_model=True)
     with pytest.raises(ConfigError, match="ref_model_mixup_alpha"):
         GRPOConfig(ref_model_mixup_alpha=1.5)
+
+
+def test_log_completions_writes_each_logged_generation_once(tokenizer, tmp_path):
+    trainer = make(tokenizer, tmp_path, max_steps=4, logging_steps=2, log_completions=True, save_steps=2,
+                   num_completions_to_print=5)
+    trainer.train()
+    rows = [json.loads(line) for line in (tmp_path / "completions.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2] * 5 + [4] * 5
+    row = rows[0]
+    assert set(row) == {"step", "prompt", "completion", "reward", "rewards/in_target", "advantage"}
+    assert row["reward"] == row["rewards/in_target"] and isinstance(row["completion"], str)
+    # a resume from checkpoint-2 drops step 4's lines before writing them again
+    again = make(tokenizer, tmp_path, max_steps=4, logging_steps=2, log_completions=True, num_completions_to_print=5)
+    again.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    rows_again = [json.loads(line) for line in (tmp_path / "completions.jsonl").read_text().splitlines()]
+    assert rows_again == rows  # the same completions: the resume is exact
+
+
+def test_num_generations_eval(tokenizer, tmp_path):
+    rows = prompt_rows(8)
+    trainer = GRPOTrainer(model=tiny_causal_lm("gpt2", tokenizer, hidden_size=32), reward_funcs=in_target,
+                          args=GRPOConfig(**small(tmp_path, max_steps=1, num_generations_eval=3,
+                                                  per_device_eval_batch_size=6)),
+                          train_dataset=rows, eval_dataset=prompt_rows(4, seed=1), processing_class=tokenizer)
+    calls = []
+    real = trainer.loop._sample
+    trainer.loop._sample = lambda prompts, cols, G: calls.append((len(prompts), G)) or real(prompts, cols, G)
+    trainer.evaluate()
+    assert calls == [(2, 3), (2, 3)]  # 6 completions per call: 2 prompts x 3

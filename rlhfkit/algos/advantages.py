@@ -246,6 +246,7 @@ def grpo_loss(
     max_completion_length: int | None = None,
     delta: float | None = None,
     num_items: float | torch.Tensor | None = None,
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GRPO's clipped surrogate with asymmetric clipping, k3 KL and a choice of aggregation.
 
@@ -253,6 +254,7 @@ def grpo_loss(
         log w_t = sg[mean_t(logp - old)] + logp_t - sg[logp_t]     level "sequence" (GSPO-token)
         w_t     = exp(log w_t);  w_t = min(w_t, delta) if delta    (two-sided clip, INTELLECT-2)
         l_t     = -min(w_t * A, clip(exp(log w_t), 1 - eps_low, 1 + eps_high) * A)
+        l_t     = l_t * h_t           with token_weights h (top_entropy_quantile's 0/1 mask)
         l_t    += beta * k3_t,   k3_t = exp(ref_t - logp_t) - (ref_t - logp_t) - 1
         loss    = LOSS_AGGREGATIONS[loss_type](l, mask)
           grpo:    mean_i( sum_t l_it m_it / max(1, sum_t m_it) )
@@ -282,7 +284,7 @@ def grpo_loss(
     (TRL 1.16; num_items_in_batch = real tokens of the whole generation batch, all processes);
     here that is the loop's job: pass that value as ``num_items`` for TRL's dapo, and do not
     divide the dapo loss by the accumulation steps again. Not implemented: TRL's
-    ``use_bias_correction_kl`` (k3 times the ratio), ``top_entropy_quantile``, the off-policy
+    ``use_bias_correction_kl`` (k3 times the ratio), the off-policy
     mask, vLLM importance-sampling correction and the cispo/sapo/luspo/vespo loss types. TRL's
     sequence-level clip metrics average over all rows, including rows whose mask is all 0
     (masked truncated completions); here those rows are left out.
@@ -313,6 +315,8 @@ def grpo_loss(
     if delta is not None:
         coef_1 = torch.clamp(coef_1, max=delta)
     per_token = -torch.min(coef_1 * adv, coef_2 * adv)  # (B, T)
+    if token_weights is not None:  # the normaliser stays the mask's: left-out tokens count as zeros
+        per_token = per_token * token_weights.to(per_token.dtype)
     if beta != 0.0:
         per_token_kl = kl_k3(logprobs, ref_logprobs)  # (B, T)
         per_token = per_token + beta * per_token_kl
@@ -330,6 +334,27 @@ def grpo_loss(
         if beta != 0.0:
             metrics["kl"] = _token_mean(per_token_kl, mask)
     return loss, metrics
+
+
+def high_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, quantile: float,
+                      pool: torch.Tensor | None = None) -> torch.Tensor:
+    """The tokens whose entropy is in the top ``quantile`` share (TRL's ``top_entropy_quantile``).
+
+        tau = q-th quantile of {H_t : m_t = 1},  q = 1 - quantile;   h_t = m_t * [H_t >= tau]
+
+    Shapes: entropy, mask (B, T) -> (B, T) float 0/1. ``pool`` (M,): the entropies the quantile
+    is taken over (default: this batch's real tokens; pass every process's, gathered, as TRL).
+    quantile = 1 keeps every real token. Paper: Wang et al. 2025, "Beyond the 80/20 Rule:
+    High-Entropy Minority Tokens Drive Effective RL for LLM Reasoning" (arXiv:2506.01939).
+    """
+    if not 0.0 < quantile <= 1.0:
+        raise ValueError(f"quantile must be in (0, 1], got {quantile}")
+    real = mask.bool()  # (B, T)
+    values = entropy[real].float() if pool is None else pool.float()  # (M,)
+    if values.numel() == 0:
+        return torch.zeros_like(mask, dtype=torch.float32)
+    tau = torch.quantile(values, 1.0 - quantile)  # ()
+    return ((entropy.float() >= tau) & real).float()  # (B, T)
 
 
 def rloo_sequence_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,

@@ -28,7 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..algos.advantages import (GROUP_SCALES, IMPORTANCE_SAMPLING_LEVELS, LOSS_AGGREGATIONS, group_advantages,
-                                group_stats, grpo_loss, reinforce_pp_advantages, rloo_advantages)
+                                group_stats, grpo_loss, high_entropy_mask, reinforce_pp_advantages,
+                                rloo_advantages)
 from ..algos.kl import kl_k1
 from . import online_face
 from .config import Checks, f
@@ -54,6 +55,9 @@ class GRPOConfig(OnlineConfig):
                                     f"'none' is Dr. GRPO).")
     importance_sampling_level: str = f("token", f"Probability ratio per token or per sequence (GSPO), one of "
                                                 f"{IMPORTANCE_SAMPLING_LEVELS}.")
+    top_entropy_quantile: float = f(1.0, "Train only on the tokens whose entropy is in this top share of the "
+                                         "micro-batch's (all processes; 0.2: the top 20%, Wang et al. 2025); 1.0: "
+                                         "every token.")
     advantage_estimator: str = f("grpo", f"Baseline of the advantages, one of {ADVANTAGE_ESTIMATORS} (rlhfkit "
                                          "extension; see docs/online.md).")
 
@@ -64,6 +68,8 @@ class GRPOConfig(OnlineConfig):
         super().__post_init__()
         c = Checks(self)
         c.at_least(0.0, "beta")
+        if not 0.0 < self.top_entropy_quantile <= 1.0:
+            c.fail("top_entropy_quantile", f"must be in (0, 1], got {self.top_entropy_quantile}")
         c.choice("loss_type", sorted(LOSS_AGGREGATIONS))
         c.choice("scale_rewards", GROUP_SCALES)
         c.choice("importance_sampling_level", IMPORTANCE_SAMPLING_LEVELS)
@@ -93,11 +99,20 @@ def grpo_method(cfg: GRPOConfig) -> Method:
                                          group_size=G)
         return adv, metrics
 
-    def loss(logprobs, old, ref, adv, mask, num_items):
-        return grpo_loss(logprobs, old, adv, mask, epsilon_low=cfg.epsilon_low, epsilon_high=cfg.epsilon_upper,
-                         loss_type=cfg.loss_type, importance_sampling_level=cfg.importance_sampling_level,
-                         ref_logprobs=ref, beta=0.0 if estimator.startswith("reinforce++") else cfg.beta,
-                         max_completion_length=cfg.max_completion_length, delta=cfg.delta, num_items=num_items)
+    def loss(logprobs, old, ref, adv, mask, num_items, entropy=None, gather_tokens=lambda t: t):
+        weights = None
+        if cfg.top_entropy_quantile < 1.0:  # the quantile over every process's real tokens, as TRL
+            weights = high_entropy_mask(entropy, mask, cfg.top_entropy_quantile,
+                                        pool=gather_tokens(entropy[mask.bool()].float()))
+        loss, metrics = grpo_loss(
+            logprobs, old, adv, mask, epsilon_low=cfg.epsilon_low, epsilon_high=cfg.epsilon_upper,
+            loss_type=cfg.loss_type, importance_sampling_level=cfg.importance_sampling_level, ref_logprobs=ref,
+            beta=0.0 if estimator.startswith("reinforce++") else cfg.beta,
+            max_completion_length=cfg.max_completion_length, delta=cfg.delta, num_items=num_items,
+            token_weights=weights)
+        if weights is not None:
+            metrics["entropy_mask_fraction"] = weights.sum() / mask.sum().clamp_min(1)
+        return loss, metrics
 
     return Method("GRPO", advantages, loss, reference=cfg.beta > 0, old_logprobs=kl_in_reward)
 

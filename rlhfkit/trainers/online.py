@@ -52,7 +52,9 @@ class Method:
 
     ``advantages(rewards (N,), old (N, R) | None, ref (N, R) | None, mask (N, R), gather) -> (adv, metrics)``
     with ``adv`` (N,) or (N, R); ``gather(t (N,)) -> (N * processes,)`` concatenates a tensor over
-    processes (identity on one), for statistics TRL takes over the global batch; ``loss(logprobs, old, ref, adv, mask, num_items) -> (loss, metrics)``
+    processes (identity on one), for statistics TRL takes over the global batch;
+    ``loss(..., entropy=(N, R), gather_tokens=fn)`` also gets the chunk's token entropies and a
+    gather of 1-D tensors of any length (GRPO's ``top_entropy_quantile``; others ignore both); ``loss(logprobs, old, ref, adv, mask, num_items) -> (loss, metrics)``
     on one chunk of rows. ``reference``: a frozen reference is needed; ``old_logprobs``: the
     advantages need the sampling policy's log-probs (a KL in the reward).
     """
@@ -277,18 +279,28 @@ class OnlineRun:
         logprobs = logprobs.float()  # (B, R)
         mask = batch.mask  # (B, R)
         old = part["old"] if part["old"] is not None else logprobs.detach()
-        loss, metrics = self.method.loss(logprobs, old, part["ref"], part["advantages"], mask, num_items)
+        with torch.no_grad():  # in blocks of 64 positions: no (B, R, V) temporaries beside the logits
+            entropy = entropy_from_logits(logits.detach(), chunk_size=64)  # (B, R)
+        loss, metrics = self.method.loss(logprobs, old, part["ref"], part["advantages"], mask, num_items,
+                                         entropy=entropy, gather_tokens=self._gather_tokens)
         n = mask.sum().clamp_min(1)
         with torch.no_grad():
             metrics = dict(metrics)
-            # in blocks of 64 positions: no (B, R, V) temporaries beside the logits (large vocabularies)
-            metrics["entropy"] = (entropy_from_logits(logits.detach(), chunk_size=64) * mask).sum() / n
+            metrics["entropy"] = (entropy * mask).sum() / n
             metrics["num_tokens"] = mask.sum()
             if first_pass and part["old"] is not None:  # sampling-time vs training-time log-probs, same weights
                 diff = (part["old"] - logprobs).abs() * mask
                 metrics["sampling/logprob_diff_mean"] = diff.sum() / n
                 metrics["sampling/logprob_diff_max"] = diff.max()
         return loss, metrics
+
+    def _gather_tokens(self, values: torch.Tensor) -> torch.Tensor:
+        """A 1-D tensor of every process, concatenated (lengths may differ: padded with NaN, then dropped)."""
+        if self.accelerator.num_processes == 1:
+            return values
+        padded = self.accelerator.pad_across_processes(values, dim=0, pad_index=float("nan"))
+        every = self.accelerator.gather(padded)
+        return every[~every.isnan()]
 
     def _num_items(self, rollout: Rollout) -> float:
         """DAPO's normaliser as TRL 1.x: the real tokens of the whole generation (all processes) / processes.

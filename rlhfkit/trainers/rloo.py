@@ -65,7 +65,7 @@ def rloo_method(cfg: RLOOConfig) -> Method:
             adv = (adv - pool.mean()) / (pool.std() + 1e-4)
         return adv, metrics
 
-    def loss(logprobs, old, ref, adv, mask, num_items):
+    def loss(logprobs, old, ref, adv, mask, num_items, **_):
         return rloo_sequence_loss(logprobs, old, adv, mask, cfg.epsilon_low, cfg.epsilon_upper)
 
     return Method("RLOO", advantages, loss, reference=cfg.beta > 0, old_logprobs=cfg.beta > 0)

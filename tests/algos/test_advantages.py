@@ -14,6 +14,7 @@ from rlhfkit.algos.advantages import (
     group_advantages,
     group_stats,
     grpo_loss,
+    high_entropy_mask,
     reinforce_pp_advantages,
     rloo_advantages,
 )
@@ -267,6 +268,40 @@ def test_grpo_loss_kl_and_delta_hand():
     # delta = 1.4 caps row 1's unclipped 1.5 (A < 0) at 1.4: sum 3.4 - 0.1
     loss, _ = grpo_loss(logp, old, adv, mask, loss_type="bnpo", delta=1.4, **CLIP)
     assert_close(loss, t64((-3.58 + 3.3) / 7), **TIGHT)
+
+
+def test_grpo_loss_token_weights_hand():
+    """top_entropy_quantile's mask zeroes the surrogate of left-out tokens; the normaliser stays the mask's."""
+    logp, old, adv, mask = hand_inputs()
+    keep = t64([[1.0, 0.0, 1.0, 1.0], [0.0, 1.0, 1.0, 0.0]])
+    # row 0 keeps -1.28, -1.1, -0.7 (sum -3.08); row 1 keeps 0.8, 1.1 (sum 1.9); bnpo divides by 7 real tokens
+    loss, _ = grpo_loss(logp, old, adv, mask, loss_type="bnpo", token_weights=keep, **CLIP)
+    assert_close(loss, t64((-3.08 + 1.9) / 7), **TIGHT)
+    # the KL term is not masked: with beta, every real token still pays 0.1 * (1 - ln 2)
+    ref = (logp + math.log(2)).detach()
+    loss, _ = grpo_loss(logp, old, adv, mask, loss_type="bnpo", token_weights=keep, beta=0.1, ref_logprobs=ref, **CLIP)
+    assert_close(loss, t64((-3.08 + 1.9 + 0.1 * 7 * (1 - math.log(2))) / 7), **TIGHT)
+
+
+def test_high_entropy_mask_hand_and_loop():
+    entropy = t64([[0.1, 0.9, 0.5, 7.0], [0.3, 0.7, 0.2, 9.0]])
+    mask = t64([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 0.0]])  # 7.0 and 9.0 are padding: never counted
+    # real entropies sorted: 0.1 0.2 0.3 0.5 0.7 0.9; the 0.5-quantile (linear) is 0.4: keep 0.5, 0.7, 0.9
+    assert high_entropy_mask(entropy, mask, 0.5).tolist() == [[0, 1, 1, 0], [0, 1, 0, 0]]
+    assert high_entropy_mask(entropy, mask, 1.0).tolist() == mask.tolist()  # every real token
+    pool = t64([0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 5.0, 6.0])  # another process's tokens raise the bar
+    assert high_entropy_mask(entropy, mask, 0.5, pool=pool).tolist() == [[0, 1, 0, 0], [0, 1, 0, 0]]
+    g = torch.Generator().manual_seed(0)
+    for q in (0.1, 0.3, 0.8):
+        e, m = torch.rand(5, 7, generator=g), (torch.rand(5, 7, generator=g) > 0.3).double()
+        real = sorted(e[i, j].item() for i in range(5) for j in range(7) if m[i, j])
+        pos = (1 - q) * (len(real) - 1)  # linear interpolation, as torch.quantile
+        lo, hi = math.floor(pos), math.ceil(pos)
+        tau = real[lo] + (real[hi] - real[lo]) * (pos - lo)
+        loop = [[float(m[i, j] > 0 and e[i, j].item() >= tau) for j in range(7)] for i in range(5)]
+        assert high_entropy_mask(e, m, q).tolist() == loop
+    with pytest.raises(ValueError, match="quantile"):
+        high_entropy_mask(entropy, mask, 0.0)
 
 
 def test_grpo_loss_token_gradient_is_analytic():

@@ -219,7 +219,8 @@ def reward(prompts, completions, completion_ids, **columns):
 tok = tiny_tokenizer()
 rows = [{"prompt": f"p{i} x"} for i in range(16)]
 cfg = GRPOConfig(output_dir=out, max_steps=2, num_generations=4, per_device_train_batch_size=8, max_completion_length=4,
-                 learning_rate=1e-3, beta=0.1, report_to="none", disable_tqdm=True, seed=5, scale_rewards="batch")
+                 learning_rate=1e-3, beta=0.1, report_to="none", disable_tqdm=True, seed=5, scale_rewards="batch",
+                 top_entropy_quantile=0.5)  # the entropy quantile is taken over both ranks' tokens
 trainer = GRPOTrainer(model=tiny_causal_lm("gpt2", tok, hidden_size=32), reward_funcs=reward, args=cfg,
                       train_dataset=rows, processing_class=tok)
 advantages, real = [], trainer.loop.method.advantages
@@ -228,11 +229,17 @@ def spy(rewards, *args):
     advantages.append({"rewards": rewards.tolist(), "adv": adv.tolist()})
     return adv, metrics
 trainer.loop.method.advantages = spy
+pooled, real_gather = [], trainer.loop._gather_tokens
+def gather_spy(values):
+    every = real_gather(values)
+    pooled.append([len(values), len(every)])
+    return every
+trainer.loop._gather_tokens = gather_spy
 trainer.train()
 rank = trainer.loop.accelerator.process_index
 os.makedirs(out, exist_ok=True)
 with open(os.path.join(out, f"prompts-{rank}.json"), "w") as fh:
-    json.dump({"prompts": seen, "advantages": advantages}, fh)
+    json.dump({"prompts": seen, "advantages": advantages, "pooled": pooled}, fh)
 '''
 
 
@@ -254,6 +261,9 @@ def test_two_processes_train_disjoint_prompts(tmp_path):
     pa, pb = a["prompts"], b["prompts"]
     assert len(pa) == len(pb) == 16 and not set(pa) & set(pb)  # 2 steps x 2 prompts x 4 completions each, no overlap
     AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    # top_entropy_quantile: each micro-batch's quantile pools the real tokens of both ranks
+    assert a["pooled"] and [n for n, _ in a["pooled"]] and all(
+        ta == tb == na + nb for (na, ta), (nb, tb) in zip(a["pooled"], b["pooled"]))
     # scale_rewards=batch: each rank divides by the std of both ranks' rewards of that generation
     for step_a, step_b in zip(a["advantages"], b["advantages"]):
         both = torch.tensor(step_a["rewards"] + step_b["rewards"])
@@ -346,3 +356,14 @@ def test_num_generations_eval(tokenizer, tmp_path):
     trainer.loop._sample = lambda prompts, cols, G: calls.append((len(prompts), G)) or real(prompts, cols, G)
     trainer.evaluate()
     assert calls == [(2, 3), (2, 3)]  # 6 completions per call: 2 prompts x 3
+
+
+def test_top_entropy_quantile_trains_on_the_high_entropy_share(tokenizer, tmp_path):
+    trainer = make(tokenizer, tmp_path, top_entropy_quantile=0.25, max_steps=2)
+    before = params_of(trainer.model)
+    history = trainer.train()
+    fractions = [r["train/entropy_mask_fraction"] for r in history if "train/entropy_mask_fraction" in r]
+    assert len(fractions) == 2 and all(0.2 <= f <= 0.5 for f in fractions)  # about a quarter (ties round up)
+    assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
+    with pytest.raises(ConfigError, match="top_entropy_quantile"):
+        GRPOConfig(top_entropy_quantile=0.0)

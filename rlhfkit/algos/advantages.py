@@ -15,6 +15,8 @@ REINFORCE++. Where this code differs from them, the docstring says so.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from rlhfkit.algos.kl import kl_k3, kl_penalized_rewards
@@ -355,6 +357,37 @@ def high_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, quantile: float
         return torch.zeros_like(mask, dtype=torch.float32)
     tau = torch.quantile(values, 1.0 - quantile)  # ()
     return ((entropy.float() >= tau) & real).float()  # (B, T)
+
+
+ENGINE_IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+
+
+def engine_importance_weights(old_logprobs: torch.Tensor, sampling_logprobs: torch.Tensor, mask: torch.Tensor,
+                              mode: str = "sequence_mask", clip_min: float | None = None,
+                              clip_max: float | None = 3.0) -> torch.Tensor:
+    """Importance weights that correct for sampling with another engine (vLLM) than the trainer.
+
+        d_t = m_t * (old_t - sampling_t)      (0 where the engine gave no log-prob: NaN)
+        w   = exp(d_t)            (B, T)      token_*      w = exp(sum_t d_t)   (B, 1)  sequence_*
+        *_truncate: w = clamp(w, clip_min, clip_max)      *_mask: w = 0 outside [clip_min, clip_max]
+
+    ``old_logprobs``: the trainer's log-probs of the sampled tokens at sampling time,
+    ``sampling_logprobs``: the engine's. Shapes (B, T) each -> (B, T) or (B, 1). Papers: Yao et al.
+    2025, "Your Efficient RL Framework Secretly Brings You Off-Policy RL Training" (truncated IS,
+    TIS); masked IS (MIS) as in TRL. Source: TRL 1.16 ``GRPOTrainer._generate_and_score_completions``
+    (``vllm_importance_sampling_mode``), same modes, NaN handling and bounds.
+    """
+    if mode not in ENGINE_IS_MODES:
+        raise ValueError(f"mode must be one of {ENGINE_IS_MODES}, got {mode!r}")
+    diff = torch.nan_to_num((old_logprobs - sampling_logprobs) * mask, nan=0.0)  # (B, T)
+    if mode.startswith("sequence"):
+        diff = diff.sum(-1, keepdim=True)  # (B, 1)
+    weights = torch.exp(diff)
+    if mode.endswith("truncate"):
+        return torch.clamp(weights, min=clip_min, max=clip_max)
+    low = -math.inf if clip_min is None else clip_min
+    high = math.inf if clip_max is None else clip_max
+    return weights.masked_fill((weights < low) | (weights > high), 0.0)
 
 
 def rloo_sequence_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,

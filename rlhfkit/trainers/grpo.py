@@ -28,8 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..algos.advantages import (GROUP_SCALES, IMPORTANCE_SAMPLING_LEVELS, LOSS_AGGREGATIONS, group_advantages,
-                                group_stats, grpo_loss, high_entropy_mask, reinforce_pp_advantages,
-                                rloo_advantages)
+                                ENGINE_IS_MODES, engine_importance_weights, group_stats, grpo_loss,
+                                high_entropy_mask, reinforce_pp_advantages, rloo_advantages)
 from ..algos.kl import kl_k1
 from . import online_face
 from .config import Checks, f
@@ -58,6 +58,15 @@ class GRPOConfig(OnlineConfig):
     top_entropy_quantile: float = f(1.0, "Train only on the tokens whose entropy is in this top share of the "
                                          "micro-batch's (all processes; 0.2: the top 20%, Wang et al. 2025); 1.0: "
                                          "every token.")
+    vllm_importance_sampling_correction: bool = f(True, "With use_vllm: weight each completion (or token) by "
+                                                        "exp(trainer - engine log-prob), bounded as "
+                                                        "vllm_importance_sampling_mode says (TRL's default).")
+    vllm_importance_sampling_mode: str = f("sequence_mask", f"One of {ENGINE_IS_MODES}: per token or per "
+                                                            "sequence; truncate clips the weight to [clip_min, "
+                                                            "clip_max], mask sets it to 0 outside.")
+    vllm_importance_sampling_clip_max: float | None = f(3.0, "Upper bound of the engine importance weight.")
+    vllm_importance_sampling_clip_min: float | None = f(None, "Lower bound of the engine importance weight "
+                                                              "(none: no lower bound).")
     advantage_estimator: str = f("grpo", f"Baseline of the advantages, one of {ADVANTAGE_ESTIMATORS} (rlhfkit "
                                          "extension; see docs/online.md).")
 
@@ -68,6 +77,12 @@ class GRPOConfig(OnlineConfig):
         super().__post_init__()
         c = Checks(self)
         c.at_least(0.0, "beta")
+        c.choice("vllm_importance_sampling_mode", ENGINE_IS_MODES)
+        c.positive("vllm_importance_sampling_clip_max")
+        c.at_least(0.0, "vllm_importance_sampling_clip_min")
+        lo, hi = self.vllm_importance_sampling_clip_min, self.vllm_importance_sampling_clip_max
+        if lo is not None and hi is not None and lo >= hi:
+            c.fail("vllm_importance_sampling_clip_min", f"must be below vllm_importance_sampling_clip_max={hi}, got {lo}")
         if not 0.0 < self.top_entropy_quantile <= 1.0:
             c.fail("top_entropy_quantile", f"must be in (0, 1], got {self.top_entropy_quantile}")
         c.choice("loss_type", sorted(LOSS_AGGREGATIONS))
@@ -99,22 +114,34 @@ def grpo_method(cfg: GRPOConfig) -> Method:
                                          group_size=G)
         return adv, metrics
 
-    def loss(logprobs, old, ref, adv, mask, num_items, entropy=None, gather_tokens=lambda t: t):
-        weights = None
+    def loss(logprobs, old, ref, adv, mask, num_items, entropy=None, gather_tokens=lambda t: t, sampling=None):
+        weights, extra = None, {}
         if cfg.top_entropy_quantile < 1.0:  # the quantile over every process's real tokens, as TRL
             weights = high_entropy_mask(entropy, mask, cfg.top_entropy_quantile,
                                         pool=gather_tokens(entropy[mask.bool()].float()))
+            extra["entropy_mask_fraction"] = weights.sum() / mask.sum().clamp_min(1)
+        if sampling is not None and cfg.vllm_importance_sampling_correction:  # engine vs trainer numerics
+            is_weights = engine_importance_weights(old, sampling, mask, cfg.vllm_importance_sampling_mode,
+                                                   cfg.vllm_importance_sampling_clip_min,
+                                                   cfg.vllm_importance_sampling_clip_max)  # (B, R) or (B, 1)
+            rows = mask.sum(-1) > 0
+            per_row = is_weights if is_weights.shape[-1] == 1 else None
+            seen = per_row[rows] if per_row is not None else is_weights[mask.bool()]
+            if seen.numel():
+                extra.update({"sampling/importance_sampling_ratio/min": seen.min(),
+                              "sampling/importance_sampling_ratio/mean": seen.mean(),
+                              "sampling/importance_sampling_ratio/max": seen.max()})
+            weights = is_weights if weights is None else weights * is_weights
         loss, metrics = grpo_loss(
             logprobs, old, adv, mask, epsilon_low=cfg.epsilon_low, epsilon_high=cfg.epsilon_upper,
             loss_type=cfg.loss_type, importance_sampling_level=cfg.importance_sampling_level, ref_logprobs=ref,
             beta=0.0 if estimator.startswith("reinforce++") else cfg.beta,
             max_completion_length=cfg.max_completion_length, delta=cfg.delta, num_items=num_items,
             token_weights=weights)
-        if weights is not None:
-            metrics["entropy_mask_fraction"] = weights.sum() / mask.sum().clamp_min(1)
-        return loss, metrics
+        return loss, {**metrics, **extra}
 
-    return Method("GRPO", advantages, loss, reference=cfg.beta > 0, old_logprobs=kl_in_reward)
+    return Method("GRPO", advantages, loss, reference=cfg.beta > 0, old_logprobs=kl_in_reward,
+                  engine_correction=cfg.vllm_importance_sampling_correction)
 
 
 class GRPOTrainer:

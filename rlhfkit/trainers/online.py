@@ -43,7 +43,7 @@ from . import checkpoint, online_ckpt, online_samples
 from .config import ConfigError
 from .mechanics import Mechanics, build_optimizer, set_seed
 from .online_data import PromptSampler, render_prompts
-from .online_engine import Completions, build_engine, engine_gap
+from .online_engine import Completions, build_engine, engine_gap, padded_rows
 
 
 @dataclass
@@ -63,6 +63,7 @@ class Method:
     loss: Callable
     reference: bool = False
     old_logprobs: bool = False
+    engine_correction: bool = False  # with a rollout engine: loss(..., sampling=engine log-probs) and old log-probs
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Rollout:
     old: torch.Tensor | None         # (N, R) policy log-probs at sampling time, or None (= on-policy)
     ref: torch.Tensor | None         # (N, R) reference log-probs, or None
     metrics: dict                    # per-cycle scalars (reward, lengths, ...)
+    sampling: torch.Tensor | None = None  # (N, R) the rollout engine's log-probs (NaN: unknown), or None
 
     def chunk(self, idx: torch.Tensor) -> dict:
         pick = (lambda t: t[idx] if t is not None else None)
@@ -79,7 +81,7 @@ class Rollout:
         R = sub.response_length
         trim = (lambda t: t[:, :R] if t is not None and t.dim() == 2 else t)
         return {"batch": sub, "advantages": trim(pick(self.advantages)), "old": trim(pick(self.old)),
-                "ref": trim(pick(self.ref))}
+                "ref": trim(pick(self.ref)), "sampling": trim(pick(self.sampling))}
 
 
 class OnlineRun:
@@ -220,7 +222,8 @@ class OnlineRun:
         off_policy = cfg.num_iterations > 1 or cfg.steps_per_generation > cfg.gradient_accumulation_steps
         logging_cycle = (self.global_step // cfg.logging_steps) != ((self.global_step + self.steps_per_cycle)
                                                                     // cfg.logging_steps)
-        return off_policy or self.method.old_logprobs or logging_cycle or cfg.recompute_old_logprobs
+        engine = self.completions.engine is not None and self.method.engine_correction
+        return off_policy or self.method.old_logprobs or logging_cycle or cfg.recompute_old_logprobs or engine
 
     @torch.no_grad()
     def rollout(self) -> Rollout:
@@ -255,14 +258,17 @@ class OnlineRun:
         for j, func in enumerate(self.reward_funcs):
             values = per_func[:, j].float()
             metrics[f"rewards/{reward_name(func, j)}/mean"] = torch.nanmean(values)
+        sampling = None
         if engine_lps is not None and old is not None:
             metrics.update(engine_gap(old, engine_lps, batch.mask))
+            if self.method.engine_correction:
+                sampling = padded_rows(engine_lps, old)
         if cfg.log_completions:
             names = [reward_name(func, j) for j, func in enumerate(self.reward_funcs)]
             self._samples = online_samples.samples(*self._texts, rewards, per_func, names, advantages, batch.mask)
         self.cycles += 1
         return Rollout(batch, advantages, old, ref, {k: torch.as_tensor(v).detach().float().cpu()
-                                                     for k, v in metrics.items()})
+                                                     for k, v in metrics.items()}, sampling)
 
     # ------------------------------------------------------------------ updates
     def _chunks(self, n_rows: int) -> list[torch.Tensor]:
@@ -281,8 +287,9 @@ class OnlineRun:
         old = part["old"] if part["old"] is not None else logprobs.detach()
         with torch.no_grad():  # in blocks of 64 positions: no (B, R, V) temporaries beside the logits
             entropy = entropy_from_logits(logits.detach(), chunk_size=64)  # (B, R)
+        extra = {"sampling": part["sampling"]} if part["sampling"] is not None else {}
         loss, metrics = self.method.loss(logprobs, old, part["ref"], part["advantages"], mask, num_items,
-                                         entropy=entropy, gather_tokens=self._gather_tokens)
+                                         entropy=entropy, gather_tokens=self._gather_tokens, **extra)
         n = mask.sum().clamp_min(1)
         with torch.no_grad():
             metrics = dict(metrics)

@@ -60,15 +60,22 @@ class Completions:
         return [r.to(device) for r in out.response_ids], [lp.to(device) for lp in out.logprobs]
 
 
+def padded_rows(rows: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """The engine's per-row log-probs as a tensor shaped and typed like ``like`` (N, R), NaN-padded."""
+    out = torch.full_like(like, float("nan"))  # (N, R)
+    for i, row in enumerate(rows):
+        n = min(len(row), like.shape[1])
+        out[i, :n] = row.to(like)[:n]
+    return out
+
+
 def engine_gap(old: torch.Tensor, engine_lps: list[torch.Tensor], mask: torch.Tensor) -> dict:
     """|trainer - engine| log-prob of the sampled tokens (TRL's ``sampling/sampling_logp_difference``).
 
     ``old`` (N, R) from the trainer's forward, ``engine_lps`` N rows of the engine's own; positions
     the engine gave no number for (NaN) and masked ones are left out.
     """
-    engine = torch.full_like(old, float("nan"))  # (N, R)
-    for i, lp in enumerate(engine_lps):
-        engine[i, :len(lp)] = lp.to(old)[:old.shape[1]]
+    engine = padded_rows(engine_lps, old)  # (N, R)
     keep = mask.bool() & ~engine.isnan()
     diff = (old - engine).abs()[keep]
     if diff.numel() == 0:

@@ -13,6 +13,7 @@ from rlhfkit.algos.advantages import (
     LOSS_AGGREGATIONS,
     group_advantages,
     group_stats,
+    engine_importance_weights,
     grpo_loss,
     high_entropy_mask,
     reinforce_pp_advantages,
@@ -302,6 +303,23 @@ def test_high_entropy_mask_hand_and_loop():
         assert high_entropy_mask(e, m, q).tolist() == loop
     with pytest.raises(ValueError, match="quantile"):
         high_entropy_mask(entropy, mask, 0.0)
+
+
+def test_engine_importance_weights_hand():
+    old = t64([[-1.0, -2.0, -1.0], [-0.5, -0.5, -9.0]])
+    sampling = t64([[-1.5, -1.0, float("nan")], [-0.5, -1.5, 0.0]])
+    mask = t64([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    # d = [[0.5, -1.0, 0 (NaN)], [0, 1.0, 0 (padding)]]
+    w = engine_importance_weights(old, sampling, mask, "token_truncate", clip_max=2.0)
+    assert_close(w, t64([[math.exp(0.5), math.exp(-1.0), 1.0], [1.0, 2.0, 1.0]]), **TIGHT)
+    w = engine_importance_weights(old, sampling, mask, "token_mask", clip_min=0.5, clip_max=2.0)
+    assert_close(w, t64([[math.exp(0.5), 0.0, 1.0], [1.0, 0.0, 1.0]]), **TIGHT)
+    w = engine_importance_weights(old, sampling, mask, "sequence_truncate", clip_max=2.0)  # sums -0.5 and 1.0
+    assert_close(w, t64([[math.exp(-0.5)], [2.0]]), **TIGHT)
+    w = engine_importance_weights(old, sampling, mask, "sequence_mask", clip_max=2.0)
+    assert_close(w, t64([[math.exp(-0.5)], [0.0]]), **TIGHT)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        engine_importance_weights(old, sampling, mask, "tis")
 
 
 def test_grpo_loss_token_gradient_is_analytic():

@@ -114,3 +114,26 @@ def test_cli_use_vllm_without_vllm_is_one_line(tiny_dirs, tmp_path, capsys):
               "--output_dir", str(tmp_path / "o"), 'reward_funcs=["tests.trainers.online_helpers:in_target"]',
               "use_vllm=true"])
     assert err.value.code == 2 and "pip install vllm" in capsys.readouterr().err
+
+
+def test_grpo_weights_engine_samples_by_the_trainer_engine_ratio(tokenizer, tmp_path):
+    """vllm_importance_sampling_correction (TRL's default): the loss is weighted by exp(trainer - engine),
+    bounded per vllm_importance_sampling_mode; off, nothing is weighted."""
+    def run(out, **kw):
+        torch.manual_seed(0)
+        model = tiny_causal_lm("gpt2", tokenizer, hidden_size=32)
+        trainer = GRPOTrainer(model=model, reward_funcs=in_target, args=GRPOConfig(**small(out, logging_steps=5, **kw)),
+                              train_dataset=prompt_rows(), processing_class=tokenizer,
+                              rollout_engine=engine(FakeLLM(hf_model=model)))
+        trainer.train()
+        return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    rows = run(tmp_path / "on", vllm_importance_sampling_mode="token_truncate", vllm_importance_sampling_clip_max=2.0)
+    key = "train/sampling/importance_sampling_ratio/max"
+    assert all(key in r and 0.0 <= r[key] <= 2.0 for r in rows)  # old log-probs computed on every step
+    off = run(tmp_path / "off", vllm_importance_sampling_correction=False)
+    assert not any(key in r for r in off)
+    with pytest.raises(ConfigError, match="vllm_importance_sampling_mode"):
+        GRPOConfig(vllm_importance_sampling_mode="tis")
+    with pytest.raises(ConfigError, match="vllm_importance_sampling_clip_min"):
+        GRPOConfig(vllm_importance_sampling_clip_min=4.0)

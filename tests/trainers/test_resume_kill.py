@@ -184,8 +184,11 @@ def interrupted_run(inputs: dict, trainer: str, out: Path, rng: random.Random, k
             proc.send_signal(sig)
         rc = finish(proc, out)
         events.append(f"{sig.name} {delay:.2f} s after {more} more rows: rc={rc}")
-        if kind == "sigint" and rc == -signal.SIGINT:  # Ctrl-C checkpoints every step logged so far
-            steps = [int(json.loads(line)["step"]) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        steps = [int(json.loads(line)["step"]) for line in (out / "metrics.jsonl").read_text().splitlines()] \
+            if kind == "sigint" else []
+        if kind == "sigint" and rc == -signal.SIGINT and max(steps) < STEPS:
+            # Ctrl-C during training checkpoints every step logged so far (one that lands after the last
+            # step, in the final save, needs none: a resume from the last checkpoint redoes the rest)
             latest = checkpoint.checkpoints(out)
             assert latest and latest[-1].name == f"checkpoint-{max(steps)}", (events, latest, steps)
     events.append(f"resume to the end: rc={finish(start(inputs, trainer, out), out)}")

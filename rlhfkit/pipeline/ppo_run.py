@@ -21,6 +21,7 @@ import torch
 
 from .. import algos, rollout
 from ..trainers.config import Checks, ConfigError, f
+from ..trainers.online_config import check_vllm
 from ..trainers.ppo_config import PPOConfig, _f
 
 GENERATION = ("max_new_tokens", "temperature", "top_k", "top_p")
@@ -90,9 +91,7 @@ class PPORunConfig(PPOConfig):
         c.choice("dtype", ("float32", "bfloat16", "float16"))
         if self.temperature <= 0:
             c.fail("temperature", f"must be > 0, got {self.temperature}")
-        c.positive("vllm_sync_timeout_s")
-        if not 0 < self.vllm_gpu_memory_utilization <= 1:
-            c.fail("vllm_gpu_memory_utilization", f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
+        check_vllm(c)
         if self.critic_from_reward_model and not self.reward_model_path:
             c.fail("critic_from_reward_model", "needs reward_model_path (the critic starts from that reward model)")
         if self.eval_dataset_name and self.eval_fraction:
@@ -168,8 +167,9 @@ def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict
     from ..models import AutoModelForCausalLMWithValueHead, CriticModel
     from ..models.loading import load_tokenizer, lora_config
     from ..trainers import PPOTrainer
-    from ..trainers.online_data import render_prompts
     from ..trainers.mechanics import set_seed
+    from ..trainers.online_data import render_prompts
+    from ..trainers.online_engine import build_engine
     from ..trainers.ppo_train import train_ppo
     from ..trainers.reward_funcs import load_reward_funcs
 
@@ -192,12 +192,7 @@ def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict
     ptx = _ptx_texts(config.ptx_dataset_name, tokenizer) if config.ptx_dataset_name else None
     if not config.project_kwargs.get("logging_dir"):
         config.project_kwargs = {**config.project_kwargs, "logging_dir": config.output_dir}
-    engine = None
-    if config.use_vllm:
-        from ..rollout.vllm import VLLMRollout
-        engine = VLLMRollout.from_pretrained(config.model_name_or_path, dtype=config.dtype,
-                                             gpu_memory_utilization=config.vllm_gpu_memory_utilization,
-                                             enable_lora=config.use_peft, sync_timeout_s=config.vllm_sync_timeout_s)
+    engine = build_engine(config, policy, dtype=config.dtype) if config.use_vllm else None
     with warnings.catch_warnings():  # prompts come from dataset_name; the classic "no dataset" warning is noise
         warnings.filterwarnings("ignore", message="No dataset is provided")
         trainer = PPOTrainer(config, policy, None, tokenizer, critic=critic, ptx_dataset=ptx, rollout_engine=engine)

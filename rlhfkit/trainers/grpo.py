@@ -124,9 +124,7 @@ def grpo_method(cfg: GRPOConfig) -> Method:
             is_weights = engine_importance_weights(old, sampling, mask, cfg.vllm_importance_sampling_mode,
                                                    cfg.vllm_importance_sampling_clip_min,
                                                    cfg.vllm_importance_sampling_clip_max)  # (B, R) or (B, 1)
-            rows = mask.sum(-1) > 0
-            per_row = is_weights if is_weights.shape[-1] == 1 else None
-            seen = per_row[rows] if per_row is not None else is_weights[mask.bool()]
+            seen = is_weights[mask.sum(-1) > 0] if is_weights.shape[-1] == 1 else is_weights[mask.bool()]
             if seen.numel():
                 extra.update({"sampling/importance_sampling_ratio/min": seen.min(),
                               "sampling/importance_sampling_ratio/mean": seen.mean(),

@@ -28,7 +28,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -52,11 +52,13 @@ class Method:
 
     ``advantages(rewards (N,), old (N, R) | None, ref (N, R) | None, mask (N, R), gather) -> (adv, metrics)``
     with ``adv`` (N,) or (N, R); ``gather(t (N,)) -> (N * processes,)`` concatenates a tensor over
-    processes (identity on one), for statistics TRL takes over the global batch;
-    ``loss(..., entropy=(N, R), gather_tokens=fn)`` also gets the chunk's token entropies and a
-    gather of 1-D tensors of any length (GRPO's ``top_entropy_quantile``; others ignore both); ``loss(logprobs, old, ref, adv, mask, num_items) -> (loss, metrics)``
-    on one chunk of rows. ``reference``: a frozen reference is needed; ``old_logprobs``: the
-    advantages need the sampling policy's log-probs (a KL in the reward).
+    processes (identity on one), for statistics TRL takes over the global batch.
+    ``loss(logprobs, old, ref, adv, mask, num_items, entropy=, gather_tokens=, sampling=) -> (loss,
+    metrics)`` on one chunk of rows; the keywords are the chunk's token entropies (B, R), a gather
+    of 1-D tensors of any length, and the rollout engine's log-probs (B, R) or None (GRPO's
+    ``top_entropy_quantile`` and engine correction; a method may ignore them). ``reference``: a
+    frozen reference is needed; ``old_logprobs``: the advantages need the sampling policy's
+    log-probs (a KL in the reward).
     """
     name: str
     advantages: Callable
@@ -82,6 +84,16 @@ class Rollout:
         trim = (lambda t: t[:, :R] if t is not None and t.dim() == 2 else t)
         return {"batch": sub, "advantages": trim(pick(self.advantages)), "old": trim(pick(self.old)),
                 "ref": trim(pick(self.ref)), "sampling": trim(pick(self.sampling))}
+
+
+class Sampled(NamedTuple):
+    queries: list[torch.Tensor]        # N prompt token tensors (each prompt G times)
+    responses: list[torch.Tensor]      # N completions, at least one token each
+    rewards: torch.Tensor              # (N,) weighted sum of the reward functions
+    per_func: torch.Tensor             # (N, functions)
+    engine_logprobs: list[torch.Tensor] | None  # N rows from a rollout engine, or None
+    prompts: list                      # N prompts as the reward functions saw them
+    completions: list                  # N completions as the reward functions saw them
 
 
 class OnlineRun:
@@ -182,7 +194,7 @@ class OnlineRun:
 
     @torch.no_grad()
     def _sample(self, prompts: list, columns: dict, G: int):
-        """G completions per prompt, scored: (queries, responses, rewards, per_func, engine log-probs or None)."""
+        """G completions per prompt, generated and scored."""
         queries = [q for q in self._encode(prompts) for _ in range(G)]
         policy = self.accelerator.unwrap_model(self.model)
         self.completions.sync(policy, self.global_step)  # an engine samples from the weights being trained
@@ -193,11 +205,11 @@ class OnlineRun:
         responses = [r if len(r) else r.new_full((1,), eos) for r in responses]
         repeated = [p for p in prompts for _ in range(G)]
         completions = self._completions(repeated, responses)
-        self._texts = (repeated, completions)  # for log_completions
         cols = {k: [v for v in vals for _ in range(G)] for k, vals in columns.items()}
         cols["completion_ids"] = [r.tolist() for r in responses]  # as TRL passes them (token-level rules)
         rewards, per_func = self.score_fn(self.reward_funcs, self.config.reward_weights, repeated, completions, cols)
-        return queries, responses, rewards.to(self.accelerator.device).float(), per_func, engine_lps
+        return Sampled(queries, responses, rewards.to(self.accelerator.device).float(), per_func, engine_lps,
+                       repeated, completions)
 
     def _forward_logprobs(self, model, batch, chunk: int) -> torch.Tensor:
         """No-grad response log-probs (N, R) in chunks of ``chunk`` rows, eval mode."""
@@ -234,7 +246,8 @@ class OnlineRun:
         idx = self.sampler.take(self.prompts_per_cycle)[rank * local:(rank + 1) * local]
         prompts = [self.prompts[i] for i in idx]
         columns = {k: [v[i] for i in idx] for k, v in self.columns.items()}
-        queries, responses, rewards, per_func, engine_lps = self._sample(prompts, columns, G)
+        sampled = self._sample(prompts, columns, G)
+        queries, responses, rewards, per_func = sampled.queries, sampled.responses, sampled.rewards, sampled.per_func
         eos = self.tokenizer.eos_token_id
         truncated = torch.tensor([int(r[-1]) != eos for r in responses], device=rewards.device)  # (N,)
         masks = [torch.full((len(r),), 0.0 if (cfg.mask_truncated_completions and t) else 1.0, device=r.device)
@@ -259,13 +272,14 @@ class OnlineRun:
             values = per_func[:, j].float()
             metrics[f"rewards/{reward_name(func, j)}/mean"] = torch.nanmean(values)
         sampling = None
-        if engine_lps is not None and old is not None:
-            metrics.update(engine_gap(old, engine_lps, batch.mask))
-            if self.method.engine_correction:
-                sampling = padded_rows(engine_lps, old)
+        if sampled.engine_logprobs is not None and old is not None:
+            engine = padded_rows(sampled.engine_logprobs, old)  # (N, R)
+            metrics.update(engine_gap(old, engine, batch.mask))
+            sampling = engine if self.method.engine_correction else None
         if cfg.log_completions:
             names = [reward_name(func, j) for j, func in enumerate(self.reward_funcs)]
-            self._samples = online_samples.samples(*self._texts, rewards, per_func, names, advantages, batch.mask)
+            self._samples = online_samples.samples(sampled.prompts, sampled.completions, rewards, per_func, names,
+                                                   advantages, batch.mask)
         self.cycles += 1
         return Rollout(batch, advantages, old, ref, {k: torch.as_tensor(v).detach().float().cpu()
                                                      for k, v in metrics.items()}, sampling)
@@ -287,9 +301,9 @@ class OnlineRun:
         old = part["old"] if part["old"] is not None else logprobs.detach()
         with torch.no_grad():  # in blocks of 64 positions: no (B, R, V) temporaries beside the logits
             entropy = entropy_from_logits(logits.detach(), chunk_size=64)  # (B, R)
-        extra = {"sampling": part["sampling"]} if part["sampling"] is not None else {}
         loss, metrics = self.method.loss(logprobs, old, part["ref"], part["advantages"], mask, num_items,
-                                         entropy=entropy, gather_tokens=self._gather_tokens, **extra)
+                                         entropy=entropy, gather_tokens=self._gather_tokens,
+                                         sampling=part["sampling"])
         n = mask.sum().clamp_min(1)
         with torch.no_grad():
             metrics = dict(metrics)
@@ -433,7 +447,8 @@ class OnlineRun:
         for start in range(0, len(self.eval_prompts), per_call):
             prompts = self.eval_prompts[start:start + per_call]
             cols = {k: v[start:start + per_call] for k, v in self.eval_columns.items()}
-            _, responses, r, per_func, _ = self._sample(prompts, cols, G)
+            sampled = self._sample(prompts, cols, G)
+            responses, r, per_func = sampled.responses, sampled.rewards, sampled.per_func
             rewards.append(r.cpu())
             per.append(per_func.float().cpu())
             lengths += [len(x) for x in responses]

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..models.reference import is_peft_model
-from . import checkpoint
+from . import checkpoint, online_samples
 from .mechanics import load_weights
 
 REFERENCE_FILE = "reference_model.safetensors"  # with sync_ref_model: the reference moves, so it is saved
@@ -112,5 +112,5 @@ def load_checkpoint(run, path: Path) -> None:
     run.sampler.load_state_dict(online["sampler"])
     if run.accelerator.is_main_process:
         checkpoint.truncate_metrics(run.mechanics.metrics_path, state["metrics_offset"], run.global_step)
-        checkpoint.truncate_metrics(run.output_dir / "completions.jsonl", None, run.global_step)
+        checkpoint.truncate_metrics(run.output_dir / online_samples.FILE, None, run.global_step)
     checkpoint.set_rank_rng_state(run.accelerator, state["rng"])  # last: nothing above may draw from it

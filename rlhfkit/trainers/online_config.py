@@ -110,9 +110,7 @@ class OnlineConfig(LoopConfig):
         if self.vllm_mode != "colocate":
             c.fail("vllm_mode", f"must be colocate, got {self.vllm_mode!r} (TRL's server mode, `trl vllm-serve`, is "
                                 "not supported: run the engine in this process)")
-        c.positive("vllm_sync_timeout_s")
-        if not 0 < self.vllm_gpu_memory_utilization <= 1:
-            c.fail("vllm_gpu_memory_utilization", f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
+        check_vllm(c)
         if self.top_p == 0:
             c.fail("top_p", "must be in (0, 1], got 0")
         completions = self.per_device_train_batch_size * self.steps_per_generation
@@ -140,6 +138,14 @@ class OnlineConfig(LoopConfig):
     @property
     def epsilon_upper(self) -> float:
         return self.epsilon if self.epsilon_high is None else self.epsilon_high
+
+
+def check_vllm(c: Checks) -> None:
+    """The vLLM settings GRPO, RLOO and ``rlhfkit ppo`` share: the sync timeout and the GPU share."""
+    c.positive("vllm_sync_timeout_s")
+    share = c.config.vllm_gpu_memory_utilization
+    if not 0 < share <= 1:
+        c.fail("vllm_gpu_memory_utilization", f"must be in (0, 1], got {share}")
 
 
 def _device():

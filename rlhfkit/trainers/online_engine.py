@@ -16,8 +16,9 @@ from ..models.reference import is_peft_model
 from ..rollout import generate_responses
 
 
-def build_engine(config, model):
-    """A colocated ``VLLMRollout`` on the policy's folder or hub id (``use_vllm=True``)."""
+def build_engine(config, model, dtype: str = "bfloat16"):
+    """A colocated ``VLLMRollout`` on the policy's folder or hub id (``use_vllm=True``), with the
+    config's ``vllm_gpu_memory_utilization`` and ``vllm_sync_timeout_s``; LoRA when the policy has it."""
     from ..rollout.vllm import VLLMRollout
 
     path = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
@@ -25,7 +26,7 @@ def build_engine(config, model):
         raise ValueError("use_vllm=True needs the policy's folder or hub id to start vLLM, but this model was built "
                          "in memory (model.config._name_or_path is empty): save_pretrained it and pass the folder, "
                          "or pass rollout_engine=VLLMRollout(...) yourself")
-    return VLLMRollout.from_pretrained(path, gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+    return VLLMRollout.from_pretrained(path, dtype=dtype, gpu_memory_utilization=config.vllm_gpu_memory_utilization,
                                        enable_lora=is_peft_model(model), sync_timeout_s=config.vllm_sync_timeout_s)
 
 
@@ -69,13 +70,12 @@ def padded_rows(rows: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def engine_gap(old: torch.Tensor, engine_lps: list[torch.Tensor], mask: torch.Tensor) -> dict:
+def engine_gap(old: torch.Tensor, engine: torch.Tensor, mask: torch.Tensor) -> dict:
     """|trainer - engine| log-prob of the sampled tokens (TRL's ``sampling/sampling_logp_difference``).
 
-    ``old`` (N, R) from the trainer's forward, ``engine_lps`` N rows of the engine's own; positions
-    the engine gave no number for (NaN) and masked ones are left out.
+    ``old`` (N, R) from the trainer's forward, ``engine`` (N, R) the engine's own (``padded_rows``);
+    positions the engine gave no number for (NaN) and masked ones are left out.
     """
-    engine = padded_rows(engine_lps, old)  # (N, R)
     keep = mask.bool() & ~engine.isnan()
     diff = (old - engine).abs()[keep]
     if diff.numel() == 0:

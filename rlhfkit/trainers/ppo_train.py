@@ -80,7 +80,8 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
 
     def evaluate():
         nonlocal evaluated
-        metrics = eval_fn(trainer)
+        with checkpoint.rng_preserved():  # training (and any later checkpoint) is the same with or without it
+            metrics = eval_fn(trainer)
         trainer.mechanics.log(metrics, step=trainer.current_step)
         history.append({"step": trainer.current_step, **metrics})
         evaluated = trainer.current_step
@@ -96,8 +97,7 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
             bar.update(1)
             bar.set_postfix(reward=f"{history[-1]['reward']:.3f}", kl=f"{history[-1]['kl']:.3f}")
             if eval_fn is not None and eval_steps and trainer.current_step % eval_steps == 0:
-                with checkpoint.rng_preserved():  # training is the same with or without evaluations
-                    evaluate()
+                evaluate()
             if save_steps and trainer.current_step % save_steps == 0:
                 save()
     except KeyboardInterrupt:

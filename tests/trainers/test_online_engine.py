@@ -14,7 +14,7 @@ import torch
 from rlhfkit.testing import tiny_causal_lm
 from rlhfkit.trainers.config import ConfigError
 from rlhfkit.trainers.grpo import GRPOConfig, GRPOTrainer
-from rlhfkit.trainers.online_engine import build_engine, engine_gap
+from rlhfkit.trainers.online_engine import build_engine, engine_gap, padded_rows
 from rlhfkit.trainers.rloo import RLOOConfig, RLOOTrainer
 from tests.rollout.test_vllm import FakeLLM, engine
 from tests.trainers.online_helpers import in_target, params_of, prompt_rows, small
@@ -65,11 +65,11 @@ def test_engine_gap_skips_masked_and_unknown_positions():
     old = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.5, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
     lps = [torch.tensor([-1.5, float("nan"), -9.0]), torch.tensor([-0.25, -1.5])]
-    gap = engine_gap(old, lps, mask)
+    gap = engine_gap(old, padded_rows(lps, old), mask)
     # kept: |(-1) - (-1.5)| = 0.5, |(-0.5) - (-0.25)| = 0.25, |(-0.5) - (-1.5)| = 1.0
     torch.testing.assert_close(gap["sampling/sampling_logp_difference/mean"], torch.tensor(1.75 / 3))
     torch.testing.assert_close(gap["sampling/sampling_logp_difference/max"], torch.tensor(1.0))
-    assert engine_gap(old, [torch.tensor([float("nan")])] * 2, mask) == {}
+    assert engine_gap(old, padded_rows([torch.tensor([float("nan")])] * 2, old), mask) == {}
 
 
 def test_generation_kwargs_the_engine_cannot_honour_fail_before_training(tokenizer, tmp_path):

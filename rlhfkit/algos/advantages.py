@@ -256,7 +256,8 @@ def grpo_loss(
         log w_t = sg[mean_t(logp - old)] + logp_t - sg[logp_t]     level "sequence" (GSPO-token)
         w_t     = exp(log w_t);  w_t = min(w_t, delta) if delta    (two-sided clip, INTELLECT-2)
         l_t     = -min(w_t * A, clip(exp(log w_t), 1 - eps_low, 1 + eps_high) * A)
-        l_t     = l_t * h_t           with token_weights h (top_entropy_quantile's 0/1 mask)
+        l_t     = l_t * h_t           with token_weights h: top_entropy_quantile's 0/1 mask and/or
+                                      the engine importance weights of ``engine_importance_weights``
         l_t    += beta * k3_t,   k3_t = exp(ref_t - logp_t) - (ref_t - logp_t) - 1
         loss    = LOSS_AGGREGATIONS[loss_type](l, mask)
           grpo:    mean_i( sum_t l_it m_it / max(1, sum_t m_it) )
@@ -287,7 +288,8 @@ def grpo_loss(
     here that is the loop's job: pass that value as ``num_items`` for TRL's dapo, and do not
     divide the dapo loss by the accumulation steps again. Not implemented: TRL's
     ``use_bias_correction_kl`` (k3 times the ratio), the off-policy
-    mask, vLLM importance-sampling correction and the cispo/sapo/luspo/vespo loss types. TRL's
+    mask and the cispo/sapo/luspo/vespo loss types. TRL's vLLM importance-sampling correction is
+    ``engine_importance_weights``, passed in as (part of) ``token_weights``. TRL's
     sequence-level clip metrics average over all rows, including rows whose mask is all 0
     (masked truncated completions); here those rows are left out.
     """

@@ -1,4 +1,4 @@
-"""GPU timings for issue 14: HF generate vs vLLM rollouts, weight sync, and a PPO iteration, fp32 vs bf16.
+"""GPU timings: HF generate vs vLLM rollouts, weight sync, and a PPO iteration, fp32 vs bf16.
 
     python benchmarks/gpu_bench.py --out benchmarks/results/gpu.json [--sizes gpt2 0.5b] [--skip-vllm]
 

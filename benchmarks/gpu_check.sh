@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 14's GPU checks in one go, for a session that has a CUDA GPU (written on a CPU-only machine:
+# The GPU checks in one go, for a machine with a CUDA GPU (written on a CPU-only machine:
 # the CUDA and vLLM paths are UNTESTED ON HARDWARE until this script has been run and its output recorded).
 #
 #   bash benchmarks/gpu_check.sh              # ~5-8 min on one H100/H200-class GPU

@@ -333,7 +333,7 @@ def run_upgrade_from_0001(url: str) -> None:
 
 
 def run_team(Session) -> None:
-    """Issue 15's store features on one backend: members-only access, an invite, skip and discard, a comment,
+    """The team store features on one backend: members-only access, an invite, skip and discard, a comment,
     "x of N", the item browser and review, archiving, and a generation job row marked interrupted."""
     from datetime import timedelta
 

@@ -461,7 +461,7 @@ def test_admin_deactivates_an_annotator_and_resets_a_token(env):
 
 
 def test_admin_generates_responses_with_a_policy_folder(env, tiny_dirs):
-    """Generation runs as a background job (issue 15): the POST answers 202 at once, the jobs fragment shows
+    """Generation runs as a background job: the POST answers 202 at once, the jobs fragment shows
     progress until the job is done; a wrong policy path is a 422 naming it, before any job starts."""
     admin, csrf = signed_in(env, "ada")
     pid = env["project"]

@@ -1,4 +1,4 @@
-"""Issue 15 through the web app (TestClient): membership and invite links, the admin's item browser,
+"""Team features through the web app (TestClient): membership and invite links, the admin's item browser,
 disagreement queue and team page, skip / discard / comment, "x of N", "my judgements" with texts,
 safe Markdown, export links, and the sign-in hint naming the real command."""
 

@@ -1,4 +1,4 @@
-"""Issue 15 in a real browser (Chromium via Playwright): every new page and action, each page checked at
+"""The team features in a real browser (Chromium via Playwright): every team page and action, each page checked at
 1280 px and 390 px wide for horizontal overflow (the page must not scroll sideways), with screenshots.
 
 - annotator: a chat prompt as turns, Markdown with code, an XSS payload that must not run, a long answer

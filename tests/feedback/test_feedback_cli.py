@@ -151,7 +151,7 @@ def test_first_serve_creates_an_admin_and_prints_its_token_once(url, monkeypatch
     assert "No admin yet" not in capsys.readouterr().out
 
 
-# ------------------------------------------------------------------------------------------- bad input (issue 11)
+# ---------------------------------------------------------------------------------------------------------- bad input
 
 def refused(capsys, *argv) -> str:
     """The command exits with status 2 after printing exactly one line ``error: ...``; returns it."""

@@ -1,4 +1,4 @@
-"""The web app under absurd input (issue 11): no request may answer 5xx.
+"""The web app under absurd input: no request may answer 5xx.
 
 Two layers. A table of the inputs that used to crash it (ids >= 2^63 overflow SQLite's driver, ids
 past 2^31 overflowed PostgreSQL's 32-bit columns, a NUL byte cannot be sent to PostgreSQL) on every
@@ -40,7 +40,7 @@ ID_ROUTES = [
     ("GET", "/admin/projects/{id}/export.zip", "ada"), ("GET", "/admin/projects/{id}/export/pairs.jsonl", "ada"),
     ("POST", "/admin/projects/{id}/import", "ada"), ("POST", "/admin/projects/{id}/generate", "ada"),
     ("POST", "/admin/annotators/{id}/token", "ada"), ("POST", "/admin/annotators/{id}/active", "ada"),
-    # issue 15: skip/discard, the item browser and review, team and settings, jobs
+    # team features: skip/discard, the item browser and review, team and settings, jobs
     ("POST", "/api/assignments/{id}/skip", "bob"), ("POST", "/p/1/a/{id}/skip", "bob"),
     ("GET", "/admin/projects/{id}/items", "ada"), ("GET", "/admin/projects/1/items/{id}", "ada"),
     ("GET", "/admin/projects/{id}/disagreements", "ada"), ("GET", "/admin/projects/{id}/team", "ada"),

@@ -1,4 +1,4 @@
-"""Assignment expiry (issue 11): an item taken and never submitted goes to someone else after the
+"""Assignment expiry: an item taken and never submitted goes to someone else after the
 project's ``timeout_minutes``; a late answer is saved while the item still needs it, else refused
 with a message. Time is a fake clock (``judging.utcnow``)."""
 

@@ -1,4 +1,4 @@
-"""Issue 15, the store side: membership and invite links, archiving and editing a project, skip /
+"""Team features, the store side: membership and invite links, archiving and editing a project, skip /
 discard / comment, the "x of N" count, no runs of one prompt, and the admin's item review."""
 
 from __future__ import annotations

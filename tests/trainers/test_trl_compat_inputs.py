@@ -1,4 +1,4 @@
-"""PPOTrainer's argument checks (TRL 0.11.4's errors and warnings, and issue 11's bad inputs),
+"""PPOTrainer's argument checks (TRL 0.11.4's errors and warnings, and rlhfkit's own bad-input checks),
 and encoder-decoder PPO end to end on a tiny random T5."""
 
 import pytest

@@ -4,17 +4,27 @@ The reference is cleanrl's ``ppo.py`` / ``ppo_continuous_action.py`` algorithm r
 here in its own style (torch.distributions objects per step, preallocated storage, the
 gymnasium wrappers for episode statistics and normalisation), with the same hyper-parameters,
 environments and seeds as our run. Prints environment steps per second, the mean return of the
-last 20 episodes, and the ratio.
+last 20 episodes, and the ratio; with several seeds, the mean and spread of both over the seeds.
 
-    .venv/bin/python benchmarks/control_bench.py --env CartPole-v1 --steps 500000
-    .venv/bin/python benchmarks/control_bench.py --env Pendulum-v1 --steps 300000 --preset pendulum
+Like for like: the reference does what ``ControlConfig`` asks of rlhfkit where cleanrl has no
+equivalent: it bootstraps time-limit truncations (reward += gamma * V(final observation) when
+``bootstrap_truncated``, rlhfkit's default; cleanrl treats a truncation as an episode end), and
+its minibatch shuffle and action sampling are seeded from ``--seed`` (cleanrl's shuffle uses
+NumPy's global, unseeded generator). ``--no-bootstrap`` turns the bootstrap off on both sides.
+
+    .venv/bin/python benchmarks/control_bench.py --env CartPole-v1 --steps 500000 --seeds 1 2 3
+    .venv/bin/python benchmarks/control_bench.py --env Pendulum-v1 --steps 300000 --seeds 1 2 3
+    .venv/bin/python benchmarks/control_bench.py --summarise benchmarks/results/control/*.json
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import statistics
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -80,6 +90,7 @@ def reference_ppo(cfg: ControlConfig) -> tuple[list[float], float]:
             env = gym.wrappers.TransformReward(env, lambda r: np.clip(r, -10, 10))
         return env
 
+    shuffle = np.random.default_rng(cfg.seed)
     envs = gym.vector.SyncVectorEnv([make for _ in range(cfg.num_envs)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     obs_dim = int(np.prod(envs.single_observation_space.shape))
@@ -108,6 +119,14 @@ def reference_ppo(cfg: ControlConfig) -> tuple[list[float], float]:
             values[step], actions[step], logprobs[step] = value.flatten(), action, logprob
             next_obs, reward, term, trunc, infos = envs.step(action.cpu().numpy())
             rewards[step] = torch.tensor(reward).view(-1)
+            cut = trunc & ~term  # a time limit, not a real end: bootstrap as rlhfkit does
+            if cfg.bootstrap_truncated and cut.any():
+                final = np.array(next_obs, dtype=np.float32)
+                for i in np.flatnonzero(infos.get("_final_obs", np.zeros(N, bool))):
+                    final[i] = infos["final_obs"][i]
+                with torch.no_grad():
+                    v_final = agent.critic(torch.as_tensor(final)).view(-1)  # (N,)
+                rewards[step] += cfg.gamma * v_final * torch.as_tensor(cut, dtype=torch.float32)
             next_obs, next_done = torch.Tensor(next_obs), torch.Tensor(np.logical_or(term, trunc).astype(np.float32))
             if "final_info" in infos and "episode" in infos["final_info"]:
                 ep = infos["final_info"]["episode"]
@@ -125,7 +144,7 @@ def reference_ppo(cfg: ControlConfig) -> tuple[list[float], float]:
         b_actions = actions.reshape((-1,) + (() if discrete else (act_dim,)))
         b_adv, b_ret, b_val = advantages.reshape(-1), rets.reshape(-1), values.reshape(-1)
         for _ in range(cfg.update_epochs):
-            perm = np.random.permutation(cfg.batch_size)
+            perm = shuffle.permutation(cfg.batch_size)
             for s in range(0, cfg.batch_size, mb_size):
                 mb = perm[s:s + mb_size]
                 _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb], b_actions[mb])
@@ -152,27 +171,71 @@ def ours(cfg: ControlConfig) -> tuple[list[float], float]:
     return [e["episodic_return"] for e in episodes], steps / (time.perf_counter() - start)
 
 
+def run_seed(args, preset: dict, seed: int) -> dict:
+    cfg = ControlConfig(env_id=args.env, total_timesteps=args.steps, seed=seed, fixed_std=args.fixed_std,
+                        bootstrap_truncated=not args.no_bootstrap,
+                        output_dir=f"{args.out}/{args.env}-s{seed}", progress=False, tensorboard=False, **preset)
+    result = {"env": args.env, "steps": args.steps, "seed": seed, "fixed_std": args.fixed_std,
+              "bootstrap_truncated": cfg.bootstrap_truncated}
+    for name, fn in (("rlhfkit", ours), ("reference", reference_ppo)):
+        if name not in args.impls:
+            continue
+        returns, sps = fn(cfg)
+        result[name] = dict(sps=round(sps, 1), episodes=len(returns),
+                            last20=round(float(np.mean(returns[-20:])), 1) if returns else None)
+        print(json.dumps({name: result[name], "seed": seed}), flush=True)
+    if "rlhfkit" in result and "reference" in result:
+        result["speed_ratio"] = round(result["rlhfkit"]["sps"] / result["reference"]["sps"], 2)
+    return result
+
+
+def summarise(results: list[dict]) -> str:
+    """One row per (env, steps, implementation): last-20 return and SPS, mean +- std (min..max) over seeds."""
+    def spread(xs):
+        sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+        return f"{statistics.mean(xs):.1f} +- {sd:.1f} ({min(xs):.1f}..{max(xs):.1f})"
+
+    groups: dict = {}
+    for r in results:
+        for impl in ("rlhfkit", "reference"):
+            if impl in r:
+                groups.setdefault((r["env"], r["steps"], r.get("bootstrap_truncated", True), impl), []).append(r)
+    lines = ["| env | steps | bootstrap truncations | implementation | seeds | last-20 return | SPS |",
+             "|" + " --- |" * 7]
+    for (env, steps, boot, impl), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        lines.append(f"| {env} | {steps} | {boot} | {impl} | {','.join(str(r['seed']) for r in rs)} | "
+                     f"{spread([r[impl]['last20'] for r in rs])} | {spread([r[impl]['sps'] for r in rs])} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--steps", type=int, default=500_000)
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--impls", nargs="+", choices=["rlhfkit", "reference"], default=["rlhfkit", "reference"])
     parser.add_argument("--fixed_std", type=float, default=None)
+    parser.add_argument("--no-bootstrap", action="store_true", help="treat truncations as episode ends on both sides")
     parser.add_argument("--out", default="benchmarks/results/control")
+    parser.add_argument("--tag", default="", help="suffix of the result files (one per seed)")
+    parser.add_argument("--summarise", nargs="+", help="result JSON files (globs allowed) to summarise")
     args = parser.parse_args()
+    if args.summarise:
+        paths = [p for pattern in args.summarise for p in sorted(glob.glob(pattern))]
+        print(summarise([json.loads(Path(p).read_text()) for p in paths]))
+        return
     preset = PRESETS[args.preset or ("pendulum" if "Pendulum" in args.env else "cartpole")]
-    cfg = ControlConfig(env_id=args.env, total_timesteps=args.steps, seed=args.seed, fixed_std=args.fixed_std,
-                        output_dir=f"{args.out}/{args.env}-s{args.seed}", progress=False, tensorboard=False, **preset)
-    results = {}
-    for name, fn in (("rlhfkit", ours), ("reference", reference_ppo)):
-        returns, sps = fn(cfg)
-        results[name] = dict(sps=round(sps, 1), episodes=len(returns),
-                             last20=round(float(np.mean(returns[-20:])), 1) if returns else None)
-        print(json.dumps({name: results[name]}), flush=True)
-    ratio = results["rlhfkit"]["sps"] / results["reference"]["sps"]
-    print(json.dumps({"env": args.env, "steps": args.steps, "seed": args.seed, "fixed_std": args.fixed_std,
-                      "speed_ratio": round(ratio, 2), **results}))
+    results = []
+    for seed in args.seeds:
+        result = run_seed(args, preset, seed)
+        results.append(result)
+        path = Path(args.out) / f"{args.env}-{args.steps}-s{seed}-{'+'.join(args.impls)}{args.tag}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result))
+        print(json.dumps(result), flush=True)
+    print(summarise(results))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Benchmark GRPO and RLOO training steps: TRL 1.16 vs rlhfkit, same model, data, reward and config.
+"""Benchmark GRPO and RLOO training steps: TRL 1.16 vs rlhfkit, same model, data, reward and settings.
 
 The modern trainer API on both sides; only the import changes::
 
@@ -26,9 +26,12 @@ Workload
   (TRL's default; ``--logging-steps``: on logging steps rlhfkit scores the generation once more
   in eval mode for ``sampling/logprob_diff_*``, one no-grad forward), report_to none, seed 0. GRPO: beta=0 (TRL's default: no reference), loss_type dapo; RLOO:
   beta=0.05 (TRL's default: a frozen reference and the KL in the reward). TRL also
-  ``save_strategy="no"``; its default ``gradient_checkpointing=True`` is kept unless
-  ``--gradient-checkpointing on|off`` (the effective setting is recorded). A field one
-  config rejects is dropped for that side with a printed note.
+  ``save_strategy="no"``. Gradient checkpointing is the one default the two sides do not
+  share: TRL 1.16 turns it on (the backward recomputes the forward), rlhfkit leaves it off.
+  ``--gradient-checkpointing off`` gives TRL rlhfkit's computation (the equal-work
+  comparison); ``default`` keeps each side's default (the effective setting is recorded).
+  ``run_online_bench.sh`` runs both. A field one config rejects is dropped for that side
+  with a printed note.
 
 Timing and memory
   As ``train_bench.py``: fresh trainers with ``max_steps=K1`` and ``K2`` (default 2 and 6);
@@ -202,18 +205,23 @@ def summarise(paths: list[str]) -> str:
     def cpu(r):
         return f"{min(cpu_steps(r)):.3f} / {statistics.median(cpu_steps(r)):.3f}"
 
-    for r in results:
-        groups.setdefault((r["algo"], r["vocab"]), {"rlhfkit": [], "trl": []})[r["impl"]].append(r)
+    def row(algo, vocab, run, ours, trl):
+        others = max(p["others_cores"] for p in ours["pairs"] + trl["pairs"])
+        return (f"| {algo} | {vocab} | {run} | {ours['step_s_min']:.3f} | {trl['step_s_min']:.3f} | "
+                f"{trl['step_s_min'] / ours['step_s_min']:.2f}x | {cpu(ours)} | {cpu(trl)} | "
+                f"{min(cpu_steps(trl)) / min(cpu_steps(ours)):.2f}x / "
+                f"{statistics.median(cpu_steps(trl)) / statistics.median(cpu_steps(ours)):.2f}x | "
+                f"{ours['peak_delta_mb']:.0f} | "
+                f"{trl['peak_delta_mb']:.0f} | {trl['peak_delta_mb'] / max(ours['peak_delta_mb'], 1):.2f} | "
+                f"{others:.2f} |")
+
+    for r in results:  # TRL runs grouped by their effective gradient checkpointing
+        side = "rlhfkit" if r["impl"] == "rlhfkit" else f"TRL, checkpointing {'on' if r['gradient_checkpointing'] else 'off'}"
+        groups.setdefault((r["algo"], r["vocab"]), {}).setdefault(side, []).append(r)
     for (algo, vocab), g in sorted(groups.items()):
-        for i, (ours, trl) in enumerate(zip(g["rlhfkit"], g["trl"])):
-            others = max(p["others_cores"] for p in ours["pairs"] + trl["pairs"])
-            lines.append(f"| {algo} | {vocab} | {i + 1} | {ours['step_s_min']:.3f} | {trl['step_s_min']:.3f} | "
-                         f"{trl['step_s_min'] / ours['step_s_min']:.2f}x | {cpu(ours)} | {cpu(trl)} | "
-                         f"{min(cpu_steps(trl)) / min(cpu_steps(ours)):.2f}x / "
-                         f"{statistics.median(cpu_steps(trl)) / statistics.median(cpu_steps(ours)):.2f}x | "
-                         f"{ours['peak_delta_mb']:.0f} | "
-                         f"{trl['peak_delta_mb']:.0f} | {trl['peak_delta_mb'] / max(ours['peak_delta_mb'], 1):.2f} | "
-                         f"{others:.2f} |")
+        for side in sorted(k for k in g if k != "rlhfkit"):
+            for i, (ours, trl) in enumerate(zip(g.get("rlhfkit", []), g[side])):
+                lines.append(row(algo, vocab, f"{i + 1}, {side}", ours, trl))
     lines.append("")
     lines.append("speed-up = TRL step / rlhfkit step (> 1: rlhfkit faster); memory ratio = TRL peak / rlhfkit peak "
                  "(> 1: rlhfkit smaller); step = min over pairs of (t(K2) - t(K1)) / (K2 - K1); CPU s/step: the "

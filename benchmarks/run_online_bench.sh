@@ -7,12 +7,14 @@
 #   ALGOS=grpo SHAPES=large bash benchmarks/run_online_bench.sh
 #   THREADS=1 bash benchmarks/run_online_bench.sh   # one thread: CPU s/step is the work done (busy machine)
 #   LOGGING_STEPS=1 bash benchmarks/run_online_bench.sh   # log (and score the sampling log-probs) every step
-#   TRL_GC=off bash benchmarks/run_online_bench.sh   # TRL with gradient checkpointing off (its default is on)
+#   TRL_GC=off bash benchmarks/run_online_bench.sh   # TRL only with gradient checkpointing off
 #
 # 1. sets up benchmarks/.trl116-env if needed (setup_trl116_env.sh),
 # 2. per algorithm (grpo, rloo) and shape (small: vocabulary 4096, large: 50257), ROUNDS (default 2)
-#    rounds of: rlhfkit, then TRL 1.16, each in its own process: interleaved, so a machine that gets
-#    busier or quieter affects both sides alike,
+#    rounds of: rlhfkit, TRL 1.16 with gradient checkpointing off (the same computation as rlhfkit,
+#    whose default is off: the equal-work comparison), then TRL 1.16 with its default (checkpointing
+#    on: defaults against defaults), each in its own process: interleaved, so a machine that gets
+#    busier or quieter affects every side alike (TRL_GC="off default" by default),
 # 3. prints one table with every round's numbers and the ratios (TRL / rlhfkit: > 1 means rlhfkit is
 #    faster / smaller). Results (JSON + the table) go to benchmarks/results/ (gitignored).
 set -uo pipefail
@@ -31,12 +33,12 @@ status=0
 for algo in ${ALGOS:-grpo rloo}; do
   for shape in ${SHAPES:-small large}; do
     for round in $(seq 1 "${ROUNDS:-2}"); do
-      for impl in rlhfkit trl; do
-        py="$PY"; extra=()
-        if [[ "$impl" == trl ]]; then py="$TRL_PY"; extra=(--gradient-checkpointing "${TRL_GC:-default}"); fi
+      for impl in rlhfkit $(for gc in ${TRL_GC:-off default}; do echo "trl-gc-$gc"; done); do
+        py="$PY"; extra=(--impl rlhfkit)
+        if [[ "$impl" == trl-gc-* ]]; then py="$TRL_PY"; extra=(--impl trl --gradient-checkpointing "${impl#trl-gc-}"); fi
         out="$OUT/online_${algo}_${shape}_${impl}_${round}${TAG:-}.json"
         echo "== $algo $shape $impl round $round"
-        if "$py" benchmarks/online_bench.py --impl "$impl" --algo "$algo" --shape "$shape" "${extra[@]}" \
+        if "$py" benchmarks/online_bench.py --algo "$algo" --shape "$shape" "${extra[@]}" \
              "${common[@]}" --out "$out" 2>&1 | grep -E '^\[online_bench\]|^\{"impl"|Error|error'; then
           [[ -f "$out" ]] && files+=("$out") || status=1
         else

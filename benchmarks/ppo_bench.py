@@ -15,11 +15,19 @@ Workload (the project's issue): batch_size=16, mini_batch_size=4, ppo_epochs=4 (
 optimizer steps per ``step()``), queries of exactly 16 random token ids, exactly 32 new
 tokens sampled (do_sample, top_k=0, top_p=1.0, min_new_tokens=max_new_tokens=32), a
 GPT-2-shaped model with 6 layers x 384 hidden, 6 heads, GPT-2's vocabulary (50257) and
-1024 positions, random weights from ``torch.manual_seed(0)`` and GPT-2's default dropout
-(0.1, as a user's config would have; TRL's value head adds its default
-summary_dropout_prob=0.1). The model is saved with ``GPT2LMHeadModel.save_pretrained`` to
-a temporary folder and loaded twice with the implementation's
-``AutoModelForCausalLMWithValueHead.from_pretrained`` (policy and reference).
+1024 positions, random weights from ``torch.manual_seed(0)``, and dropout 0 everywhere
+(``--dropout``, default 0: GPT-2's resid/embd/attn dropout and the value head's
+``summary_dropout_prob``, which both implementations read from the config). With dropout
+both sides would do different work: rlhfkit samples in eval mode (dropout off) while TRL
+0.11.4 samples with the model in train mode (dropout on). The model is saved with
+``GPT2LMHeadModel.save_pretrained`` to a temporary folder and loaded twice with the
+implementation's ``AutoModelForCausalLMWithValueHead.from_pretrained`` (policy and reference).
+
+Algorithmic differences that remain (both run the same PPO objective on the same batch):
+rlhfkit reuses the log-probs and values computed while sampling as the old policy's (fp32,
+checked against a recomputation on the first step) where TRL runs a second no-grad policy
+forward; rlhfkit runs the LM head only over response positions (``logits_to_keep``) where TRL
+computes logits at every position; rlhfkit's Adam is the fused kernel.
 
 Timing: ``time.perf_counter`` around ``trainer.generate(...)`` and ``trainer.step(...)``
 separately, ``--warmup`` iterations (default 1) then ``--iters`` (default 3). The step's own
@@ -125,10 +133,13 @@ def save_base_model(folder: str, args, eos_id: int) -> None:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    # GPT-2's default dropouts (0.1) are kept. eos/bos = the tokenizer's eos so that
-    # min_new_tokens really suppresses it and every response has exactly G tokens.
+    # One dropout for body and value head (both implementations read summary_dropout_prob from the
+    # config). eos/bos = the tokenizer's eos so that min_new_tokens really suppresses it and every
+    # response has exactly G tokens.
+    d = args.dropout
     config = GPT2Config(vocab_size=args.vocab, n_positions=args.n_positions, n_embd=args.n_embd,
-                        n_layer=args.n_layer, n_head=args.n_head, bos_token_id=eos_id, eos_token_id=eos_id)
+                        n_layer=args.n_layer, n_head=args.n_head, bos_token_id=eos_id, eos_token_id=eos_id,
+                        resid_pdrop=d, embd_pdrop=d, attn_pdrop=d, summary_dropout_prob=d)
     torch.manual_seed(args.seed)
     GPT2LMHeadModel(config).save_pretrained(folder)
 
@@ -205,7 +216,7 @@ def run(args) -> dict:
         # built in a child process so that its freed memory does not blur the RSS baseline
         cmd = [sys.executable, __file__, "--save-base-model", tmp, "--eos-id", str(eos)] + [
             f"--{k.replace('_', '-')}={getattr(args, k)}" for k in ("seed", "n_layer", "n_embd", "n_head", "vocab",
-                                                                    "n_positions")]
+                                                                    "n_positions", "dropout")]
         subprocess.run(cmd, check=True)
         gc.collect()
         rss_before_models = rss_mb()
@@ -312,7 +323,7 @@ def run(args) -> dict:
         "precision_option": precision,
         "workload": {k: getattr(args, k) for k in ("batch_size", "mini_batch_size", "ppo_epochs", "query_len",
                                                   "new_tokens", "n_layer", "n_embd", "n_head", "vocab",
-                                                  "n_positions", "seed", "iters", "warmup", "threads")},
+                                                  "n_positions", "dropout", "seed", "iters", "warmup", "threads")},
         "response_lengths": {"min": min(resp_lens), "max": max(resp_lens)},
         "params": {"total_without_v_head": n_total, "blocks": n_block, "embeddings_and_tied_lm_head": n_embed},
         "generate": summarise_times(gen_t),
@@ -473,6 +484,8 @@ def main(argv=None) -> None:
     p.add_argument("--n-head", dest="n_head", type=int, default=6)
     p.add_argument("--vocab", type=int, default=50257)
     p.add_argument("--n-positions", dest="n_positions", type=int, default=1024)
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout of the body and the value head (0: both sides do the same work)")
     p.add_argument("--summarise", nargs="+", metavar="RESULT_JSON",
                    help="print a side-by-side table of result files (the first is the baseline) and exit")
     p.add_argument("--table", nargs="+", metavar="RESULT_JSON",

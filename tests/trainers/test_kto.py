@@ -268,7 +268,6 @@ def test_two_processes_share_one_reference_point(tmp_path):
     assert [x[0] for x in a] == [y[0] for y in b] and max(x[0] for x in a) > 0  # one z0, and not only 0
 
 
-@pytest.mark.skipif("kto" not in rlhfkit.cli.TRAINERS, reason='rlhfkit.cli.TRAINERS["kto"] is not wired yet')
 def test_cli_runs_the_example(tiny_dirs, tmp_path):
     assert rlhfkit.cli.TRAINERS["kto"] == ("KTOConfig", "KTOTrainer")
     out = tmp_path / "run"

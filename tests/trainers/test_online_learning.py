@@ -1,8 +1,10 @@
 """Learning tests: GRPO, RLOO and REINFORCE++ must raise a rule reward on a tiny random model, on CPU.
 
 The reward is the fraction of completion tokens in a hidden quarter of the vocabulary (ids
-that are multiples of 4), so a random policy starts near 0.25. Seeded; 30 optimiser steps of
-4 prompts x 4 completions of 6 tokens each (about 10 s per method on a quiet core).
+that are multiples of 4), so a random policy starts near 0.25 and stays there: with the learning
+rate at 1e-12 the last five steps average 0.24 for every method, far below the threshold. Seeded;
+30 optimiser steps of 4 prompts x 4 completions of 6 tokens each, about 1 s per method on one
+quiet core, so all four run by default.
 """
 
 import pytest
@@ -32,12 +34,10 @@ def test_grpo_raises_the_reward(tokenizer, tmp_path):
     check(*run(tokenizer, tmp_path, GRPOTrainer, GRPOConfig))
 
 
-@pytest.mark.slow
 def test_rloo_trainer_raises_the_reward(tokenizer, tmp_path):
     check(*run(tokenizer, tmp_path, RLOOTrainer, RLOOConfig, num_generations=4, beta=0.0))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["reinforce++", "reinforce++_baseline"])
 def test_reinforce_pp_raises_the_reward(tokenizer, tmp_path, estimator):
     check(*run(tokenizer, tmp_path, GRPOTrainer, GRPOConfig, advantage_estimator=estimator, beta=0.01))

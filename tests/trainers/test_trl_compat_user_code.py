@@ -98,7 +98,7 @@ def test_command_line_script(tiny_dirs, reviews, tmp_path, use_peft):
 
     set_seed(config.seed)
     if use_peft:
-        from peft import LoraConfig
+        LoraConfig = pytest.importorskip("peft").LoraConfig
 
         lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, bias="none", task_type="CAUSAL_LM")
         model = AutoModelForCausalLMWithValueHead.from_pretrained(config.model_name, peft_config=lora,

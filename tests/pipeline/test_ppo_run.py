@@ -99,7 +99,9 @@ def test_cli_run_writes_model_metrics_evals_samples_and_resumes(folders, tmp_pat
     samples = [json.loads(line) for line in (out / "eval_samples.jsonl").read_text().splitlines()]
     assert {s["step"] for s in samples} == {1, 2} and all(s["prompt"] in PROMPTS for s in samples)
     assert "reward_funcs: tests.pipeline.test_ppo_run:target_share" in (out / "config.yaml").read_text()
-    assert AutoModelForCausalLM.from_pretrained(out / "final") is not None
+    final = AutoModelForCausalLM.from_pretrained(out / "final").state_dict()
+    start = AutoModelForCausalLM.from_pretrained(folders["policy"]).state_dict()
+    assert final.keys() == start.keys() and any(not torch.equal(final[k], start[k]) for k in start)  # trained policy
     assert (out / "final" / "critic").is_dir() and (out / "checkpoint-1").is_dir()
     # resume from the last checkpoint and go two steps further
     assert main(_args(folders, out, f"reward_model_path={folders['rm']}", f"reward_funcs={funcs}",

@@ -1,5 +1,6 @@
 """DPOTrainer: every loss, references (copy, PEFT, none, precomputed), learning, data shapes."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -121,11 +122,31 @@ def test_peft_reference_is_the_adapter_disabled_base(tokenizer, tmp_path):
     assert abs(first["train/rewards/margins"]) < 1e-5  # policy == reference before the first update
 
 
-@pytest.mark.parametrize("name", ["preference_explicit.jsonl", "preference_chat.jsonl", "rankings.json", "ratings.csv"])
+# file -> (pairs it holds, the first pair's chosen and rejected completions)
+SHAPES = {
+    "preference_explicit.jsonl": (3, "the cat sings all night.", "a dog sleeps."),
+    "preference_chat.jsonl": (2, "the cat sings.", "a dog sleeps."),
+    "rankings.json": (7, "the cat sings all night.", "the cat sings."),  # 4 ranked + 2 ranked: 6 + 1 pairs
+    "ratings.csv": (3, "the cat sings all night.", "a dog sleeps."),  # the tie (3 vs 3) makes no pair
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
 def test_dpo_reads_every_preference_shape(tokenizer, tmp_path, name):
+    pairs, chosen, rejected = SHAPES[name]
     trainer = DPOTrainer(model=tiny_causal_lm("gpt2", tokenizer), args=_cfg(tmp_path, max_steps=1),
                          train_dataset=str(DATA / name), processing_class=tokenizer)
-    trainer.train()
+    rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+    assert len(rows) == pairs
+    for row in rows:  # one prompt, two different completions
+        n = row["prompt_length"]
+        assert n > 0 and row["chosen_input_ids"][:n] == row["rejected_input_ids"][:n]
+        assert row["chosen_input_ids"][n:] != row["rejected_input_ids"][n:]
+    first = rows[0]
+    assert chosen in tokenizer.decode(first["chosen_input_ids"][first["prompt_length"]:])
+    assert rejected in tokenizer.decode(first["rejected_input_ids"][first["prompt_length"]:])
+    (row,) = [r for r in trainer.train() if "train/loss" in r]
+    assert row["train/loss"] == pytest.approx(math.log(2), abs=1e-5)  # policy == reference: sigmoid(0) each
 
 
 def test_bad_config_and_data(tokenizer, tmp_path):

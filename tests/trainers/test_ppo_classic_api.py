@@ -29,7 +29,11 @@ def test_quickstart_snippet(tiny_dirs, tmp_path):
     assert all(v == v for v in scalars.values()), "no NaN in the stats of a batch of one"
     out = tmp_path / "out"
     model.save_pretrained(out)
-    assert isinstance(AutoModelForCausalLM.from_pretrained(out), torch.nn.Module)
+    plain = AutoModelForCausalLM.from_pretrained(out).eval()  # the trained policy, as a Transformers checkpoint
+    ids = torch.cat([query_tensor[0], response_tensor[0]]).unsqueeze(0)
+    torch.testing.assert_close(plain(ids).logits, model.eval()(input_ids=ids)[0], rtol=1e-5, atol=1e-5)
+    start = AutoModelForCausalLM.from_pretrained(path).state_dict()
+    assert any(not torch.equal(v, start[k]) for k, v in plain.state_dict().items())
 
 
 def test_notebook_loop_with_dataset_collator_and_log_stats(tiny_dirs, tmp_path):

@@ -45,9 +45,14 @@ def test_reward_model_learns_hidden_rule_and_loads_in_plain_transformers(tokeniz
 def test_rankings_become_all_pairs_and_group_batching(tokenizer, tmp_path):
     trainer = RewardTrainer(model=tiny_reward_model("gpt2", tokenizer), args=_cfg(tmp_path, group_by_prompt=True),
                             train_dataset=str(DATA / "rankings.json"), processing_class=tokenizer)
-    assert "group" in trainer.train_dataset.column_names
-    assert trainer.loop.sampler_fn is not None
-    trainer.train()
+    groups = list(trainer.train_dataset["group"])
+    assert groups == [0] * 6 + [1]  # 4 ranked responses give 6 pairs, 2 give 1
+    order = list(trainer.loop.sampler_fn(trainer.train_dataset, 0))
+    assert sorted(order) == list(range(7))
+    where = [i for i, row in enumerate(order) if groups[row] == 0]
+    assert where == list(range(where[0], where[0] + 6))  # one prompt's pairs stay together
+    losses = [row["train/loss"] for row in trainer.train() if "train/loss" in row]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
 
 
 def test_ratings_as_pairs_and_as_regression_with_classification_metrics(tokenizer, tmp_path):

@@ -159,8 +159,8 @@ def test_wrong_step_inputs_are_refused_before_any_work(policy, tokenizer):
         trainer.step(torch.tensor([[5, 6], [7, 8]]), responses, [1.0, 0.0])
     with pytest.raises(ValueError, match="must have the same length"):
         trainer.step(queries, responses, [1.0, 0.0, 2.0])
-    with pytest.raises(ValueError):
-        PPOConfig(batch_size=2, mini_batch_size=2, gradient_accumulation_steps=2)  # 2 is not a multiple of 4
+    with pytest.raises(ValueError, match="batch_size: must be a multiple of mini_batch_size"):
+        PPOConfig(batch_size=2, mini_batch_size=2, gradient_accumulation_steps=2)
     checked_q, checked_r, scores, masks = trainer._step_safety_checker(2, queries, responses, [1.0, torch.tensor(0.0)])
     assert isinstance(checked_q, list) and isinstance(checked_r, list) and masks is None
     assert [q.tolist() for q in checked_q] == QUERIES and [r.tolist() for r in checked_r] == RESPONSES

@@ -118,6 +118,7 @@ def test_reward_model_folder_with_conversations(reward_dir):
     completions = [[{"role": "assistant", "content": c}] for c in COMPLETIONS]
     (func,) = load_reward_funcs([reward_dir])
     got = func(prompts, completions)
+    assert len(got) == len(prompts) > 0
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from rlhfkit.data.chat import render_messages

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .mechanics import atomic_save_dir
+from .mechanics import atomic_save_dir, load_weights
 
 STATE_FILE = "trainer_state.pt"
 SUMMARY_FILE = "trainer_state.json"
@@ -230,6 +230,33 @@ def save(output_dir, step: int, write_model, state: dict, summary: dict, limit: 
 
 def _write_state(folder: Path, state: dict) -> None:
     torch.save(state, folder / STATE_FILE)
+
+
+ADAPTER_FILE = "adapter_model.safetensors"
+
+
+def load_model_weights(model: torch.nn.Module, folder) -> None:
+    """Put the weights a checkpoint folder holds into ``model`` in place, exactly.
+
+    A PEFT (LoRA) model's ``save_pretrained`` writes only its adapter (``adapter_model.safetensors``,
+    with any ``modules_to_save`` such as a reward head): those are loaded into the adapter; any
+    other model loads its full ``save_pretrained`` files.
+    """
+    from ..models.reference import is_peft_model
+
+    folder = Path(folder)
+    if not is_peft_model(model):
+        load_weights(model, folder)
+        return
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if not (folder / ADAPTER_FILE).exists():
+        raise ValueError(f"{folder} has no {ADAPTER_FILE}: it was not written by a LoRA run; resume with the "
+                         f"same use_peft / peft_config setting as the run that wrote it")
+    result = set_peft_model_state_dict(model, load_file(folder / ADAPTER_FILE))
+    if result.unexpected_keys:
+        raise ValueError(f"the adapter in {folder} does not match the model: unexpected {result.unexpected_keys}")
 
 
 def load(path, what: str = "rlhfkit") -> dict:

@@ -30,7 +30,7 @@ from ..models.compat import enable_checkpointing
 from ..models.fused import fuse_activations
 from . import checkpoint
 from .config import LoopConfig
-from .mechanics import Mechanics, build_optimizer, load_weights, set_seed
+from .mechanics import Mechanics, build_optimizer, set_seed
 
 StepFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict]]
 # A resumed run must see the same batches: these fields fix what "batch k of epoch e" is.
@@ -291,7 +291,7 @@ class TrainLoop:
         if changed:
             raise ValueError(f"cannot resume exactly from {path}: these settings differ from the checkpoint's "
                              f"(checkpoint, now): {changed}. Use the checkpoint's values or start a new output_dir")
-        load_weights(self.accelerator.unwrap_model(self.model), path)
+        checkpoint.load_model_weights(self.accelerator.unwrap_model(self.model), path)  # a LoRA model: its adapter
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.mechanics.load_state_dict(state["mechanics"])

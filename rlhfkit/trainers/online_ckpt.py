@@ -12,9 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..models.reference import is_peft_model
 from . import checkpoint, online_samples
-from .mechanics import load_weights
 
 REFERENCE_FILE = "reference_model.safetensors"  # with sync_ref_model: the reference moves, so it is saved
 
@@ -90,14 +88,7 @@ def load_checkpoint(run, path: Path) -> None:
     if online["prompt_count"] != len(run.prompts):
         raise ValueError(f"the checkpoint {path} was trained on {online['prompt_count']} prompts, this run has "
                          f"{len(run.prompts)}; use the same dataset to resume (or start a new output_dir)")
-    target = run.accelerator.unwrap_model(run.model)
-    if is_peft_model(target):  # the checkpoint holds the adapter only
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        set_peft_model_state_dict(target, load_file(path / "adapter_model.safetensors"))
-    else:
-        load_weights(target, path)
+    checkpoint.load_model_weights(run.accelerator.unwrap_model(run.model), path)  # a LoRA policy: its adapter
     if run.config.sync_ref_model:  # the refreshed reference is part of the run's state
         if not (path / REFERENCE_FILE).exists():
             raise ValueError(f"{path} has no {REFERENCE_FILE}: it was written without sync_ref_model; resume with "

@@ -20,6 +20,7 @@ import torch
 
 from ..models.loading import check_push
 from .config import Checks, ConfigError, LoopConfig, f
+from .mechanics import set_seed
 from .online_data import load_prompts, split_prompts
 from .sft import check_output_dir, load_model_and_tokenizer
 
@@ -208,3 +209,4 @@ def prepare(model, reward_funcs, args: OnlineConfig, train_dataset, eval_dataset
         if args.gradient_checkpointing:
             model.enable_input_require_grads()
     return model, tokenizer, funcs, train, evals
+        set_seed(args.seed)  # the adapters start from the seed, not from the process's own torch seed

@@ -248,7 +248,7 @@ def load_checkpoint(trainer, path) -> None:
     if "ppo" not in state:
         raise ValueError(f"{path} is not a PPO checkpoint (it was written by the SFT/reward/DPO training loop)")
     model = trainer.accelerator.unwrap_model(trainer._train_model)
-    load_weights(model.pretrained_model, path)
+    checkpoint.load_model_weights(model.pretrained_model, path)  # a LoRA policy: its adapter
     model.v_head.load_state_dict(load_file(path / "value_head.safetensors"))
     if trainer.critic is not None:
         load_weights(trainer.critic.model, path / "critic")

@@ -26,6 +26,7 @@ from ..models.reference import is_peft_model
 from ..rollout import token_logprobs
 from .config import ConfigError, LoopConfig, f, output_dir_problem
 from .loop import TrainLoop
+from .mechanics import set_seed
 
 
 @dataclass
@@ -49,7 +50,11 @@ def load_model_and_tokenizer(model, processing_class, config: LoopConfig, auto_c
     Loading uses ``config.dtype`` and ``config.attn_implementation``; ``config.use_peft`` wraps
     the model with LoRA adapters (``peft_task``: CAUSAL_LM or SEQ_CLS). A source that does not
     exist raises ``ModelSourceError`` naming ``model_name_or_path`` before Transformers is asked.
+    Weights that start random (a new reward head, LoRA adapters) are drawn after seeding with
+    ``config.seed``: torch seeds itself differently in every process, so a run is then
+    reproducible, and a resumed run continues the same run.
     """
+    set_seed(config.seed)
     source = model if isinstance(model, str) else config.model_name_or_path
     if model is None or isinstance(model, str):
         if source is None:

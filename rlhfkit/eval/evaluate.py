@@ -12,7 +12,6 @@ and returns the results.
 
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 from ..trainers.config import Checks, check_field_types, f
 from . import metrics
 
-_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+_SPEC = re.compile(r"([A-Za-z_][\w.]*|.+\.py):[A-Za-z_]\w*")  # package.module:function or path/to/file.py:function
 
 
 @dataclass
@@ -51,7 +50,8 @@ class EvalConfig:
         c.non_empty("policies", "prompts", "reward_model", "reward_fn", "reference", "baseline", "pairs",
                     "output_dir")
         if self.reward_fn is not None and not _SPEC.fullmatch(self.reward_fn):
-            c.fail("reward_fn", f"must look like 'package.module:function', got {self.reward_fn!r}")
+            c.fail("reward_fn", f"must look like 'package.module:function' or 'path/to/file.py:function', got "
+                                f"{self.reward_fn!r}")
 
     @classmethod
     def field_help(cls) -> dict[str, str]:
@@ -100,20 +100,18 @@ def load_prompts(source) -> list[str]:
 
 
 def check_scorer_spec(spec: str, where: str = "reward_fn") -> None:
-    """``module:function`` must import and name a callable (checked before any model loads)."""
-    try:
-        fn = load_function(spec)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ValueError(f"{where}: cannot load {spec!r} ({type(err).__name__}: {err})") from None
-    if not callable(fn):
-        raise ValueError(f"{where}: {spec!r} is not a function")
+    """``module:function`` (or ``file.py:function``) must import and name a callable (checked before any
+    model loads; the trainers' reward-function loader, so its errors name file and line)."""
+    from ..trainers.reward_funcs import load_function as load_reward_function
+
+    load_reward_function(spec, where)
 
 
 def check_inputs(config: EvalConfig, where=lambda name: name) -> None:
     """What ``run_eval`` needs, checked before anything loads: which inputs go together, model folders,
     data files (every row of the pairs) and the reward function. ``where(field)`` names a field in messages."""
     from ..data import detect_format, load_records, validate
-    from ..models.loading import check_model_source
+    from ..models.loading import check_policy_source, check_reward_model_source
 
     policies = parse_named(config.policies)
     if not policies and not config.pairs:
@@ -127,10 +125,11 @@ def check_inputs(config: EvalConfig, where=lambda name: name) -> None:
     if config.baseline is not None and policies and config.baseline not in policies:
         raise ValueError(f"{where('baseline')}: {config.baseline!r} is not one of the policies {list(policies)}")
     for name, path in policies.items():
-        check_model_source(path, f"{where('policies')} ({name})")
-    for field in ("reward_model", "reference"):
-        if getattr(config, field):
-            check_model_source(getattr(config, field), where(field))
+        check_policy_source(path, f"{where('policies')} ({name})")
+    if config.reference:
+        check_policy_source(config.reference, where("reference"))
+    if config.reward_model:
+        check_reward_model_source(config.reward_model, where("reward_model"))
     if config.reward_fn:
         check_scorer_spec(config.reward_fn, where("reward_fn"))
     if config.prompts:
@@ -140,12 +139,13 @@ def check_inputs(config: EvalConfig, where=lambda name: name) -> None:
         validate(records, detect_format(records))
 
 
-def load_function(spec: str):
-    """'package.module:function' -> the function."""
-    module, _, name = spec.partition(":")
-    if not module or not name:
-        raise ValueError(f"reward_fn must look like 'module:function', got {spec!r}")
-    return getattr(importlib.import_module(module), name)
+def load_function(spec: str, where: str = "reward_fn"):
+    """'package.module:function' (or 'file.py:function') -> the function."""
+    from ..trainers.reward_funcs import load_function as load_reward_function
+
+    if ":" not in spec:
+        raise ValueError(f"{where} must look like 'module:function', got {spec!r}")
+    return load_reward_function(spec, where)
 
 
 def evaluate_policies(policies: dict, tokenizer, prompts: list[str], *, scorers: dict[str, metrics.Scorer],

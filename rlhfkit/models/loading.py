@@ -72,6 +72,61 @@ def check_model_source(name, flag: str) -> None:
                                "or unset HF_HUB_OFFLINE to download it")
 
 
+def _local_kind(name) -> tuple[str | None, str, int | None]:
+    """(kind, architecture, labels) of a local model folder from its config.json (or a PEFT adapter's
+    task type): kind is 'reward' (a sequence classifier), 'causal-lm', another head's name, or None
+    where the folder does not say (a hub id, no architectures, unreadable JSON)."""
+    import json
+
+    path = Path(os.fspath(name)).expanduser()
+    try:
+        if (path / "config.json").is_file():
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+            archs = [str(a) for a in config.get("architectures") or []]
+            labels = len(config["id2label"]) if isinstance(config.get("id2label"), dict) else config.get("num_labels")
+        elif (path / "adapter_config.json").is_file():
+            task = json.loads((path / "adapter_config.json").read_text(encoding="utf-8")).get("task_type")
+            archs, labels = [{"SEQ_CLS": "SequenceClassification adapter", "CAUSAL_LM": "CausalLM adapter"}
+                             .get(task, f"{task} adapter")] if task else [], None
+        else:
+            return None, "", None
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None, "", None
+    if not archs:
+        return None, "", labels
+    arch = archs[0]
+    if arch.endswith(("ForSequenceClassification", "SequenceClassification adapter")):
+        return "reward", arch, labels
+    if arch.endswith(("ForCausalLM", "LMHeadModel", "CausalLM adapter")):
+        return "causal-lm", arch, labels
+    return arch, arch, labels
+
+
+def check_reward_model_source(name, flag: str) -> None:
+    """:func:`check_model_source`, then, for a local folder, that it holds a reward model (a sequence
+    classifier with one label) and not, say, the policy: Transformers would load a causal LM as a
+    classifier with a new random head and no error."""
+    check_model_source(name, flag)
+    kind, arch, labels = _local_kind(name)
+    if kind is not None and kind != "reward":
+        what = "a causal language model" if kind == "causal-lm" else "a model"
+        raise ModelSourceError(f"{flag}: {os.fspath(name)!r} is {what} ({arch}), not a reward model; give a folder "
+                               "written by `rlhfkit reward` (AutoModelForSequenceClassification with one label)")
+    if kind == "reward" and labels is not None and labels != 1:
+        raise ModelSourceError(f"{flag}: {os.fspath(name)!r} is a classifier with {labels} labels; a reward model "
+                               "has one (train it with `rlhfkit reward`)")
+
+
+def check_policy_source(name, flag: str) -> None:
+    """:func:`check_model_source`, then, for a local folder, that it is not a reward model (the commonest
+    swap: the reward-model folder given as the policy)."""
+    check_model_source(name, flag)
+    kind, arch, _ = _local_kind(name)
+    if kind == "reward":
+        raise ModelSourceError(f"{flag}: {os.fspath(name)!r} is a reward model ({arch}), not a causal language "
+                               "model; give the policy's folder (e.g. the output_dir of `rlhfkit sft`)")
+
+
 def _cached(repo_id: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
 

@@ -14,7 +14,8 @@ then ``[{"role": "assistant", "content": ...}]``).
 A spec given to :func:`load_reward_funcs` is one of
 - a Python callable (a ``RewardFunc`` passes through);
 - a dotted path ``package.module:function`` or ``package.module.function`` (the command-line
-  form; the current directory is put on ``sys.path`` first, as ``trl grpo`` does);
+  form; the current directory is put on ``sys.path`` first, as ``trl grpo`` does), or a file
+  ``path/to/rewards.py:function``;
 - a reward-model folder (or hub id): an ``AutoModelForSequenceClassification`` with one label,
   scored on prompt + completion with its own tokenizer exactly as ``rlhfkit reward`` trained it
   (``rlhfkit.RewardModel``: chat template for message prompts, EOS closing text responses);
@@ -27,11 +28,13 @@ special tokens or EOS; here the text is built as the reward model was trained (T
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import math
 import numbers
 import os
 import sys
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +43,7 @@ from typing import Any, Callable
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from ..models.loading import load_pretrained, looks_local
+from ..models.loading import ModelSourceError, check_reward_model_source, load_pretrained, looks_local
 from ..models.reward_model import RewardModel
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -73,54 +76,157 @@ def _callable_name(fn) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
-def _load_function(spec: str, where: str) -> Callable:
-    """'package.module:function' or 'package.module.function' -> the function, or a ValueError naming it."""
-    module_name, sep, name = spec.partition(":")
+def load_function(spec: str, where: str) -> Callable:
+    """'package.module:function', 'package.module.function' or 'path/to/file.py:function' -> the function;
+    any problem (no such module or file, an error while importing it, no such name, not callable) is a
+    one-line ValueError starting with ``where``."""
+    module_name, sep, name = spec.rpartition(":")
     if not sep:
+        if spec.endswith(".py"):
+            raise ValueError(f"{where}: {spec!r} is a Python file; name the function in it: '{spec}:function'")
         module_name, _, name = spec.rpartition(".")
     if not module_name or not name:
         raise ValueError(f"{where}: {spec!r} is not a reward-model folder, and not a dotted path "
-                         "'package.module:function' or 'package.module.function'")
+                         "'package.module:function', 'package.module.function' or 'path/to/file.py:function'")
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        module, what = _import_file(module_name, spec, where), f"file {module_name!r}"
+    else:
+        module, what = _import_module(module_name, spec, where), f"module {module_name!r}"
+    if not hasattr(module, name):
+        known = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n, None))]
+        close = difflib.get_close_matches(name, known, n=1)
+        raise ValueError(f"{where}: {what} has no attribute {name!r} (from {spec!r})"
+                         f"{f'; did you mean {close[0]!r}?' if close else ''}")
+    fn = getattr(module, name)
+    if not callable(fn):
+        kind = type(fn).__name__
+        raise ValueError(f"{where}: {spec!r} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not a function "
+                         "(prompts, completions, **columns) -> list[float]")
+    return fn
+
+
+def _import_module(module_name: str, spec: str, where: str):
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # `rlhfkit grpo reward_funcs=my_rewards:fn` from the project folder
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(f"{where}: cannot import module {module_name!r} for {spec!r} ({type(err).__name__}: "
-                         f"{err}); the module must be importable from the current directory or PYTHONPATH"
-                         ) from err
-    if not hasattr(module, name):
-        raise ValueError(f"{where}: module {module_name!r} has no attribute {name!r} (from {spec!r})")
-    fn = getattr(module, name)
-    if not callable(fn):
-        raise ValueError(f"{where}: {spec!r} is a {type(fn).__name__}, not a function "
-                         "(prompts, completions, **columns) -> list[float]")
-    return fn
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name and (module_name == err.name or module_name.startswith(err.name + ".")):
+            raise ValueError(f"{where}: cannot import module {module_name!r} for {spec!r} (ModuleNotFoundError: "
+                             f"{err}); the module must be importable from the current directory or PYTHONPATH, or "
+                             "give its file: 'path/to/file.py:function'") from None
+        raise ValueError(_import_failed(err, spec, where)) from None
+    except Exception as err:  # noqa: BLE001 - the module's own code failed (SyntaxError, NameError, ...)
+        raise ValueError(_import_failed(err, spec, where)) from None
+
+
+def _import_file(path_text: str, spec: str, where: str):
+    """Run a Python file as a module (cached in sys.modules by its resolved path, like an import)."""
+    import hashlib
+    import importlib.util
+
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        problem = "is a folder" if path.is_dir() else "no such file"
+        raise ValueError(f"{where}: {problem} {path_text!r} (from {spec!r}); give 'path/to/file.py:function' or an "
+                         "importable 'package.module:function'")
+    resolved = str(path.resolve())
+    name = f"_rlhfkit_reward_{path.stem}_{hashlib.sha1(resolved.encode()).hexdigest()[:8]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, resolved)
+    if module_spec is None or module_spec.loader is None:
+        raise ValueError(f"{where}: {path_text!r} (from {spec!r}) is not a Python file Python can import")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module  # dataclasses and pickling look the module up while it runs
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as err:  # noqa: BLE001 - the file's own code failed
+        del sys.modules[name]
+        raise ValueError(_import_failed(err, spec, where)) from None
+    return module
+
+
+def _import_failed(err: BaseException, spec: str, where: str) -> str:
+    """One line: where the module's code failed (file and line) and the error, for an import of ``spec``."""
+    if isinstance(err, SyntaxError):
+        at = f"{err.filename} line {err.lineno}"
+        text = err.msg
+    else:
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith("<")]
+        at = f"{frames[-1].filename} line {frames[-1].lineno}" if frames else "its code"
+        text = str(err)
+    return (f"{where}: importing {spec!r} failed at {at}: {type(err).__name__}: {' '.join(text.split())}; fix the "
+            "module (or install what it imports)")
+
+
+def _kind(text: str) -> str:
+    """How a text spec resolves: 'model' (a local folder or file path), 'function' (a dotted path or
+    file.py:function) or 'hub' (a hub id)."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return "model"
+    if ":" in text or text.endswith(".py"):
+        return "function"
+    if looks_local(text) or path.exists():
+        return "model"
+    if "/" not in text and "." in text:
+        return "function"
+    return "hub"
+
+
+def _check_spec(text: str, where: str, tokenizer_given: bool) -> str:
+    """Check one text spec as :func:`load_reward_funcs` resolves it, loading no model; returns its kind."""
+    kind = _kind(text)
+    if kind == "function":
+        load_function(text, where)
+        return kind
+    check_reward_model_source(text, where)
+    folder = Path(text).expanduser()
+    if folder.is_dir() and not tokenizer_given and not any((folder / n).is_file() for n in TOKENIZER_FILES):
+        raise ModelSourceError(f"{where}: reward model folder {text!r} has no tokenizer files; save the tokenizer "
+                               "there (tokenizer.save_pretrained) or pass tokenizer=")
+    return kind
+
+
+def check_reward_funcs(specs, where: str = "reward_funcs", tokenizer_given: bool = False) -> None:
+    """Check every dotted path, file.py:function and reward-model folder / hub id in ``specs`` before any
+    model loads: functions are imported (their module's errors named with file and line), model folders
+    must hold a one-label sequence classifier (with tokenizer files unless ``tokenizer_given``).
+    Messages start with ``where`` (``where[i]`` when there are several specs); raises ValueError
+    (``ModelSourceError`` for model folders)."""
+    specs = [specs] if callable(specs) or isinstance(specs, (str, os.PathLike)) else list(specs or [])
+    for i, spec in enumerate(specs):
+        if isinstance(spec, (str, os.PathLike)):
+            _check_spec(os.fspath(spec).strip(), f"{where}[{i}]" if len(specs) > 1 else where, tokenizer_given)
 
 
 def _reward_model(model, tokenizer, device, where: str) -> RewardModel:
     """A folder, hub id or loaded model -> RewardModel, using ``tokenizer`` when the folder has none."""
     try:
         if isinstance(model, str):
+            _check_spec(model, where, tokenizer is not None)
             folder = Path(model).expanduser()
             if not folder.is_dir() or any((folder / name).is_file() for name in TOKENIZER_FILES):
                 return RewardModel(model, device=device)  # its own tokenizer (or a hub id)
-            if tokenizer is None:
-                raise ValueError(f"reward model folder {model!r} has no tokenizer files; save the tokenizer "
-                                 "there (tokenizer.save_pretrained) or pass tokenizer=")
             model = load_pretrained(AutoModelForSequenceClassification, model, "reward model")
         if tokenizer is None:
             raise ValueError("a loaded reward model needs tokenizer= (the tokenizer it was trained with)")
         return RewardModel(model, tokenizer=tokenizer, device=device)
-    except ValueError as err:  # ModelSourceError included: say which spec it was
+    except ModelSourceError as err:  # a load failure: say which spec it was, keep the class the CLI reports
+        message = str(err)
+        raise ModelSourceError(message if message.startswith(where) else f"{where}: {message}") from err
+    except ValueError as err:
         raise ValueError(f"{where}: {err}") from err
 
 
 def load_reward_funcs(specs: list, tokenizer=None, device=None) -> list[RewardFunc]:
-    """Resolve each spec (callable, dotted path, reward-model folder / hub id, loaded model) to a RewardFunc.
+    """Resolve each spec (callable, dotted path, file.py:function, reward-model folder / hub id, loaded model)
+    to a RewardFunc.
 
     ``tokenizer``: used for a loaded model, or a reward-model folder that holds no tokenizer.
-    ``device``: where reward models are put. Errors name the spec's position (``reward_funcs[i]``).
+    ``device``: where reward models are put. Errors name the spec's position (``reward_funcs[i]``);
+    :func:`check_reward_funcs` raises the same errors without loading a model.
     """
     if callable(specs) or isinstance(specs, (str, os.PathLike)):
         specs = [specs]
@@ -139,15 +245,12 @@ def load_reward_funcs(specs: list, tokenizer=None, device=None) -> list[RewardFu
             funcs.append(RewardFunc(_callable_name(spec), spec))
         elif isinstance(spec, (str, os.PathLike)):
             text = os.fspath(spec).strip()
-            if Path(text).expanduser().is_dir() or (looks_local(text) and ":" not in text):
+            if _kind(text) == "function":
+                fn = load_function(text, where)
+                funcs.append(RewardFunc(_callable_name(fn), fn, f"dotted path {text!r}"))
+            else:  # a folder, or 'owner/name' / 'name': a hub id (checked offline-aware by the model loader)
                 rm = _reward_model(text, tokenizer, device, where)
                 funcs.append(RewardFunc(Path(text).name or text, _RewardModelFunc(rm), f"reward model {text!r}"))
-            elif ":" in text or ("/" not in text and "." in text):
-                fn = _load_function(text, where)
-                funcs.append(RewardFunc(_callable_name(fn), fn, f"dotted path {text!r}"))
-            else:  # 'owner/name' or 'name': a hub id (checked offline-aware by the model loader)
-                rm = _reward_model(text, tokenizer, device, where)
-                funcs.append(RewardFunc(text.split("/")[-1], _RewardModelFunc(rm), f"reward model {text!r}"))
         else:
             raise ValueError(f"{where}: expected a function, a dotted path 'module:function' or a reward-model "
                              f"folder, got {type(spec).__name__} {spec!r}")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rlhfkit.testing import tiny_reward_model, tiny_tokenizer
-from rlhfkit.trainers.reward_funcs import RewardFunc, load_reward_funcs, score
+from rlhfkit.trainers.reward_funcs import RewardFunc, check_reward_funcs, load_reward_funcs, score
 
 PROMPTS = ["the cat ", "a dog ", "we "]
 COMPLETIONS = ["sings all night.", "runs", "walk by the sea and sing"]
@@ -73,8 +73,48 @@ def test_dotted_path_errors(rewards_module):
         load_reward_funcs([length_reward, "no_such_mod:f"])
     with pytest.raises(ValueError, match="module 'my_rewards' has no attribute 'nope'"):
         load_reward_funcs(["my_rewards:nope"])
-    with pytest.raises(ValueError, match="is a int, not a function"):
+    with pytest.raises(ValueError, match="is an int, not a function"):
         load_reward_funcs(["my_rewards.NOT_A_FUNCTION"])
+
+
+def test_file_path_spec(rewards_module, tmp_path):
+    (func,) = load_reward_funcs([f"{tmp_path / 'my_rewards.py'}:words"])
+    assert func.name == "words" and func(PROMPTS, COMPLETIONS) == [3.0, 1.0, 6.0]
+    with pytest.raises(ValueError, match=r"my_rewards.py' has no attribute 'word' .*did you mean 'words'\?"):
+        load_reward_funcs([f"{tmp_path / 'my_rewards.py'}:word"])
+    with pytest.raises(ValueError, match=r"'my_rewards.py' is a Python file; name the function in it"):
+        load_reward_funcs(["my_rewards.py"])
+
+
+def test_import_failures_name_file_and_line(tmp_path, monkeypatch):
+    (tmp_path / "broken_rewards.py").write_text("x = 1\ndef f(prompts, completions:\n    return []\n")
+    (tmp_path / "needs_dep.py").write_text("import no_such_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for spec in ("broken_rewards:f", f"{tmp_path / 'broken_rewards.py'}:f"):
+        with pytest.raises(ValueError, match=r"reward_funcs\[0\]: importing .* failed at .*broken_rewards.py line 2: "
+                                             r"SyntaxError"):
+            load_reward_funcs([spec])
+    with pytest.raises(ValueError, match=r"needs_dep.py line 1: ModuleNotFoundError: No module named "
+                                         r"'no_such_dependency_xyz'; fix the module"):
+        load_reward_funcs(["needs_dep:f"])
+    sys.modules.pop("broken_rewards", None)
+
+
+def test_check_reward_funcs_without_loading(rewards_module, reward_dir, tmp_path):
+    from rlhfkit.testing import save_tiny
+
+    check_reward_funcs([f"{rewards_module}:words", str(reward_dir), length_reward])  # all fine
+    lm = save_tiny(tmp_path / "lm", "gpt2")
+    with pytest.raises(ValueError, match=r"--reward_funcs\[1\]: .*lm' is a causal language model \(GPT2LMHeadModel\), "
+                                         "not a reward model"):
+        check_reward_funcs([f"{rewards_module}:words", str(lm)], "--reward_funcs")
+    with pytest.raises(ValueError, match=r"^--reward_funcs: cannot import module 'nope_q'"):
+        check_reward_funcs("nope_q:f", "--reward_funcs")
+    bare = tmp_path / "bare"
+    tiny_reward_model("gpt2", tiny_tokenizer()).save_pretrained(bare)
+    with pytest.raises(ValueError, match="has no tokenizer files"):
+        check_reward_funcs([str(bare)])
+    check_reward_funcs([str(bare)], tokenizer_given=True)
 
 
 def test_bad_specs():

@@ -31,6 +31,9 @@ GENERATION = ("max_new_tokens", "temperature", "top_k", "top_p")
 class PPORunConfig(PPOConfig):
     """PPOConfig (same fields, same defaults) plus what a command-line run needs to load."""
 
+    IGNORED = {**PPOConfig.IGNORED,
+               "remove_unused_columns": "rlhfkit ppo reads the prompts itself and gives PPOTrainer no dataset"}
+
     log_with: str | None = _f("tensorboard", "Tracker: 'tensorboard' (default here), 'wandb', 'jsonl' or None; "
                                              "metrics.jsonl is always written to output_dir.")
     model_name_or_path: str | None = f(None, "Policy to train: a causal-LM folder (typically an SFT output) or hub "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -239,6 +240,14 @@ class LoopConfig:
             c.fail("fp16", "choose one of bf16 and fp16, not both")
         if self.hub_model_id is not None and self.hub_model_id.count("/") > 1:
             c.fail("hub_model_id", f"must look like 'owner/name' or 'name', got {self.hub_model_id!r}")
+        owner = type(self).__name__
+        if self.max_steps > 0 and self.num_train_epochs != field_default(type(self), "num_train_epochs"):
+            warnings.warn(f"{owner}.num_train_epochs={self.num_train_epochs!r} has no effect: max_steps="
+                          f"{self.max_steps} sets the length of the run", UserWarning, stacklevel=3)
+        if self.warmup_steps > 0 and self.warmup_ratio > 0:
+            warnings.warn(f"{owner}.warmup_ratio={self.warmup_ratio!r} has no effect: warmup_steps="
+                          f"{self.warmup_steps} takes precedence", UserWarning, stacklevel=3)
+        warn_ignored(self, stacklevel=4)
 
     @property
     def mixed_precision(self) -> str:
@@ -250,6 +259,23 @@ class LoopConfig:
     @classmethod
     def field_help(cls) -> dict[str, str]:
         return {x.name: x.metadata.get("help", "") for x in fields(cls)}
+
+
+def field_default(cls, name: str):
+    """The default of dataclass field ``name`` of ``cls`` (MISSING when it has none)."""
+    fld = next(x for x in fields(cls) if x.name == name)
+    return fld.default_factory() if fld.default_factory is not MISSING else fld.default
+
+
+def warn_ignored(config, stacklevel: int = 3) -> None:
+    """Warn for each field in ``type(config).IGNORED`` ({name: why it has no effect}) that holds a value other
+    than its default: fields a trainer accepts (for old scripts and configs, or because they are shared) and
+    does not use. A resolved config.yaml holds the defaults there, so re-using it warns about nothing."""
+    owner = type(config)
+    for name, why in getattr(owner, "IGNORED", {}).items():
+        value = getattr(config, name)
+        if value != field_default(owner, name):
+            warnings.warn(f"{owner.__name__}.{name}={value!r} has no effect: {why}", UserWarning, stacklevel=stacklevel)
 
 
 def config_markdown(cls) -> str:

@@ -27,6 +27,11 @@ from .sft import check_output_dir, load_model_and_tokenizer
 
 @dataclass
 class OnlineConfig(LoopConfig):
+    # LoopConfig fields the online trainers do not use: a value other than the default warns (config.warn_ignored)
+    IGNORED = {"max_length": "the online trainers cut prompts at max_prompt_length and completions at "
+                             "max_completion_length",
+               "dataloader_num_workers": "prompts are sampled in the training process, without a DataLoader"}
+
     learning_rate: float = f(1e-6, "Peak AdamW learning rate (TRL's GRPO/RLOO default).")
     max_length: int = f(512, "Unused by the online trainers: see max_prompt_length and max_completion_length.")
     # ---- rewards ----

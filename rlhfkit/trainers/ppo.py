@@ -67,11 +67,10 @@ class PPOTrainer:
                              "DDP/FSDP2")
         self.current_device = self.accelerator.device
         self.is_distributed = self.accelerator.num_processes > 1
-        config.world_size = self.accelerator.num_processes
-        config.global_backward_batch_size = config.backward_batch_size * config.world_size
-        config.global_batch_size = config.batch_size * config.world_size
-        self.is_encoder_decoder = config.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-        self.is_peft_model = config.is_peft_model = is_peft_model(model)
+        config.set_computed(world_size=self.accelerator.num_processes,
+                            is_encoder_decoder=bool(getattr(model.config, "is_encoder_decoder", False)),
+                            is_peft_model=is_peft_model(model))
+        self.is_encoder_decoder, self.is_peft_model = config.is_encoder_decoder, config.is_peft_model
         if self.is_encoder_decoder and (critic is not None or ptx_dataset is not None):
             raise ValueError("critic= and ptx_dataset= are for causal LMs; an encoder-decoder policy uses its own "
                              "value head and no ptx loss")

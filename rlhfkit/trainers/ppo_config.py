@@ -12,6 +12,8 @@ import sys
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 
+from .config import ConfigError, warn_ignored
+
 
 def _f(default, help: str, **kw):
     if isinstance(default, (dict, list)):
@@ -25,6 +27,16 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 
 @dataclass
 class PPOConfig:
+    # Classic fields accepted so old scripts and YAML configs run, that change nothing here: a value other
+    # than the default warns with the reason (``config.warn_ignored``).
+    IGNORED = {
+        "push_to_hub_if_best_kwargs": "rlhfkit never pushes to the Hub from PPOTrainer (TRL 0.11 did, through "
+                                      "push_to_hub_if_best); push the saved folder with huggingface_hub instead",
+        "compare_steps": "it is the interval of TRL's push-to-hub-if-best comparison, which rlhfkit does not do",
+        "dataset_num_proc": "PPOTrainer preprocesses no dataset (rows are tokenized by your code, or by rlhfkit ppo "
+                            "in one process)",
+    }
+
     # ---- bookkeeping (classic) ----
     exp_name: str = _f(os.path.splitext(os.path.basename(sys.argv[0] or "rlhfkit"))[0], "Name of this experiment, used in logs.")
     seed: int = _f(0, "Random seed for torch, numpy and Python, and for minibatch shuffling.")
@@ -38,7 +50,7 @@ class PPOConfig:
     accelerator_kwargs: dict = _f({}, "Keyword arguments passed to accelerate.Accelerator.")
     project_kwargs: dict = _f({}, "Keyword arguments for accelerate's ProjectConfiguration (e.g. {'logging_dir': 'runs/x'}).")
     tracker_project_name: str = _f("rlhfkit", "Project name for the tracker.")
-    push_to_hub_if_best_kwargs: dict = _f({}, "Accepted for compatibility; rlhfkit never pushes to a hub.")
+    push_to_hub_if_best_kwargs: dict = _f({}, "Accepted for compatibility and ignored (a warning when set): rlhfkit never pushes to a hub.")
     steps: int = _f(20000, "Number of PPO iterations for train(); the classic loop decides its own length.")
     # ---- optimisation (classic) ----
     learning_rate: float = _f(1.41e-5, "Adam learning rate of the policy (and of the shared value head).")
@@ -51,7 +63,7 @@ class PPOConfig:
     early_stopping: bool = _f(False, "Stop the PPO epochs of a step once policy KL exceeds 1.5 * target_kl.")
     target_kl: float = _f(1.0, "KL threshold for early_stopping.")
     ratio_threshold: float = _f(10.0, "Skip a minibatch (zero loss) whose mean probability ratio exceeds this.")
-    compare_steps: int = _f(1, "Accepted for compatibility (used by TRL's push-to-hub-if-best).")
+    compare_steps: int = _f(1, "Accepted for compatibility and ignored (a warning when not 1): TRL's push-to-hub-if-best interval.")
     optimize_cuda_cache: bool | None = _f(None, "Deprecated alias of optimize_device_cache.")
     optimize_device_cache: bool = _f(False, "Free the accelerator cache between phases of step() (slower, less memory).")
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
@@ -78,7 +90,7 @@ class PPOConfig:
     backward_batch_size: int | None = _f(None, "Computed: mini_batch_size * gradient_accumulation_steps.")
     global_backward_batch_size: int | None = _f(None, "Computed: backward_batch_size * world_size.")
     global_batch_size: int | None = _f(None, "Computed: batch_size * world_size.")
-    dataset_num_proc: int | None = _f(None, "Processes for dataset preprocessing.")
+    dataset_num_proc: int | None = _f(None, "Accepted for compatibility and ignored (a warning when set): PPOTrainer preprocesses no dataset.")
     # ---- rlhfkit additions (all off by default unless noted) ----
     mixed_precision: str = _f("no", f"One of {MIXED_PRECISION}: autocast the forward/backward passes (weights and optimiser stay float32).")
     disable_dropout: bool = _f(True, "Turn dropout off in policy, reference and critic so log-probs of rollout and update agree (KL exactly 0 before the first update). Set False for TRL 0.11 behaviour.")
@@ -105,25 +117,46 @@ class PPOConfig:
         positive = ("batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs", "ptx_batch_size")
         for name in positive:
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"PPOConfig.{name} must be >= 1, got {getattr(self, name)}")
-        self.backward_batch_size = self.mini_batch_size * self.gradient_accumulation_steps
+                raise ConfigError("PPOConfig", name, f"must be >= 1, got {getattr(self, name)}")
+        backward = self.mini_batch_size * self.gradient_accumulation_steps
+        self._replace_computed("backward_batch_size", backward, "mini_batch_size * gradient_accumulation_steps")
         if self.batch_size % self.backward_batch_size:
-            raise ValueError(
-                f"PPOConfig: batch_size ({self.batch_size}) must be a multiple of mini_batch_size * "
-                f"gradient_accumulation_steps ({self.mini_batch_size} * {self.gradient_accumulation_steps} = "
-                f"{self.backward_batch_size}); change one of them."
-            )
+            raise ConfigError(
+                "PPOConfig", "batch_size",
+                f"must be a multiple of mini_batch_size * gradient_accumulation_steps = {self.mini_batch_size} * "
+                f"{self.gradient_accumulation_steps} = {self.backward_batch_size}, got {self.batch_size}; change one "
+                "of them")
         if self.kl_penalty not in KL_PENALTIES:
-            raise ValueError(f"PPOConfig.kl_penalty must be one of {KL_PENALTIES}, got {self.kl_penalty!r}")
+            raise ConfigError("PPOConfig", "kl_penalty", f"must be one of {KL_PENALTIES}, got {self.kl_penalty!r}")
         if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"PPOConfig.mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+            raise ConfigError("PPOConfig", "mixed_precision",
+                              f"must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         if self.dual_clip is not None and self.dual_clip <= 1:
-            raise ValueError(f"PPOConfig.dual_clip must be > 1 (e.g. 3.0), got {self.dual_clip}")
+            raise ConfigError("PPOConfig", "dual_clip", f"must be > 1 (e.g. 3.0), got {self.dual_clip}")
         if self.optimizer not in ("adam", "adamw"):
-            raise ValueError(f"PPOConfig.optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
+            raise ConfigError("PPOConfig", "optimizer", f"must be 'adam' or 'adamw', got {self.optimizer!r}")
         if self.use_score_norm and not self.use_score_scaling:
             # Classic configs set it alone and it was silently ignored; keep them running.
             warnings.warn("PPOConfig.use_score_norm has no effect without use_score_scaling=True", stacklevel=2)
+        warn_ignored(self, stacklevel=4)
+
+    def _replace_computed(self, name: str, value, how: str) -> None:
+        """Set a computed classic field; a different value given by hand is replaced, with a warning (the
+        value a resolved config.yaml holds is the computed one, so re-using that file warns about nothing)."""
+        given = getattr(self, name)
+        if given is not None and given != value:
+            warnings.warn(f"PPOConfig.{name}={given!r} has no effect: it is computed ({how} = {value!r}); leave it "
+                          "unset", UserWarning, stacklevel=4)
+        setattr(self, name, value)
+
+    def set_computed(self, *, world_size: int, is_encoder_decoder: bool, is_peft_model: bool) -> None:
+        """The fields PPOTrainer sets from the processes and the model (warning about differing hand-set values)."""
+        self._replace_computed("world_size", world_size, "the number of processes")
+        self._replace_computed("global_backward_batch_size", self.backward_batch_size * world_size,
+                               "backward_batch_size * world_size")
+        self._replace_computed("global_batch_size", self.batch_size * world_size, "batch_size * world_size")
+        self._replace_computed("is_encoder_decoder", is_encoder_decoder, "from the model")
+        self._replace_computed("is_peft_model", is_peft_model, "from the model")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -202,8 +202,13 @@ def _train(args, overrides) -> int:
     for name in ("model_name_or_path", "dataset_name"):
         if not getattr(config, name):
             raise UsageError(f"--{name} is required (a flag, a key of --config or {name}=...)")
-    check_inputs(config, origins)
-    trainer = trainer_cls(args=config)  # loads and checks data and model; nothing is written yet
+    check_inputs(config, origins, policy=args.command != "reward")
+    if hasattr(config, "reward_funcs"):  # GRPO, RLOO: every reward function imports, every folder is a reward model
+        check_reward_sources(config, origins)
+    try:
+        trainer = trainer_cls(args=config)  # loads and checks data and model; nothing is written yet
+    except ConfigError as err:  # a check that needs the loaded data or model, reported where the field was set
+        raise UsageError(f"{_origin(origins, err.field)}: {err.problem}") from None
     write_resolved_config(config, config.output_dir)
     try:
         history = trainer.train()
@@ -216,26 +221,61 @@ def _train(args, overrides) -> int:
     return 0
 
 
-def check_inputs(config, origins: dict) -> None:
-    """Model sources, data paths, output_dir, checkpoint and hub settings of a training config."""
-    from .models.loading import check_model_source, check_push, looks_local
+def check_inputs(config, origins: dict, policy: bool = True) -> None:
+    """Model sources, data paths, output_dir, checkpoint and hub settings of a training config.
 
-    check_model_source(config.model_name_or_path, _origin(origins, "model_name_or_path"))
+    ``policy``: the model trained is a causal LM, so a reward-model folder there is refused."""
+    from .models.loading import check_model_source, check_policy_source, check_push
+
+    check = check_policy_source if policy else check_model_source
+    check(config.model_name_or_path, _origin(origins, "model_name_or_path"))
     if getattr(config, "ref_model_name_or_path", None):
-        check_model_source(config.ref_model_name_or_path, _origin(origins, "ref_model_name_or_path"))
-    for name in ("dataset_name", "eval_dataset_name"):
+        check_policy_source(config.ref_model_name_or_path, _origin(origins, "ref_model_name_or_path"))
+    check_data_paths(config, origins, ("dataset_name", "eval_dataset_name"))
+    check_output_dir(config.output_dir, _origin(origins, "output_dir"))
+    check_resume(config, origins, marker="trainer_state.json")
+    check_push(config)
+
+
+def check_data_paths(config, origins: dict, names) -> None:
+    """Each of ``names`` that reads as a local path must exist (a hub dataset name is left to the loader)."""
+    from .models.loading import looks_local
+
+    for name in names:
         value = getattr(config, name)
         if value and (looks_local(value) or Path(value).suffix) and not Path(value).expanduser().exists():
             raise UsageError(f"{_origin(origins, name)}: no such file or folder {value!r}")
-    check_output_dir(config.output_dir, _origin(origins, "output_dir"))
-    resume = config.resume_from_checkpoint
-    if resume and resume != "latest" and not (Path(resume) / "trainer_state.json").is_file():
-        raise UsageError(f"{_origin(origins, 'resume_from_checkpoint')}: {resume!r} is not a checkpoint folder "
-                         "(no trainer_state.json); give a checkpoint-<step> folder or 'latest'")
+
+
+def check_resume(config, origins: dict, marker: str | None) -> None:
+    """resume_from_checkpoint names a checkpoint folder (holding ``marker`` when given), or 'latest' with one."""
+    resume, where = config.resume_from_checkpoint, _origin(origins, "resume_from_checkpoint")
+    path = Path(resume or "")
+    if resume and resume != "latest" and not ((path / marker).is_file() if marker else path.is_dir()):
+        raise UsageError(f"{where}: {resume!r} is not a checkpoint folder"
+                         f"{f' (no {marker})' if marker else ''}; give a checkpoint-<step> folder or 'latest'")
     if resume == "latest" and not list(Path(config.output_dir).glob("checkpoint-*")):
-        raise UsageError(f"{_origin(origins, 'resume_from_checkpoint')}: 'latest', but {config.output_dir} has no "
-                         "checkpoint-<step> folder to resume from")
-    check_push(config)
+        raise UsageError(f"{where}: 'latest', but {config.output_dir} has no checkpoint-<step> folder to resume from")
+
+
+def check_reward_sources(config, origins: dict, tokenizer_given: bool = False) -> None:
+    """The reward model folder (``reward_model_path``, PPO) and every reward function of ``config``, checked as
+    they will load but loading no model; one line naming the field and the spec."""
+    from .models.loading import check_reward_model_source
+    from .trainers.reward_funcs import check_reward_funcs
+
+    specs = config.reward_funcs
+    if isinstance(specs, str):  # rlhfkit ppo: a comma-separated list
+        specs = [s.strip() for s in specs.split(",") if s.strip()]
+    if getattr(config, "reward_model_path", None):
+        check_reward_model_source(config.reward_model_path, _origin(origins, "reward_model_path"))
+    elif not specs:
+        raise UsageError(f"{_origin(origins, 'reward_funcs')}: no reward function: give reward_funcs (dotted paths "
+                         "'package.module:function', 'path/to/file.py:function' or reward-model folders)")
+    try:
+        check_reward_funcs(specs or [], _origin(origins, "reward_funcs"), tokenizer_given=tokenizer_given)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def check_output_dir(path: str, where: str) -> None:
@@ -272,15 +312,15 @@ def _compare(args, overrides) -> int:
 def _check_compare(config, origins: dict) -> None:
     from . import data
     from .eval.evaluate import check_scorer_spec, parse_named
-    from .models.loading import check_model_source
+    from .models.loading import check_policy_source, check_reward_model_source
 
     for name in ("policy", "reward_model", "pairs"):
         if not getattr(config, name):
             raise UsageError(f"--{name} is required: compare needs {name} (a path); see `rlhfkit compare --help`")
-    check_model_source(config.policy, _origin(origins, "policy"))
-    check_model_source(config.reward_model, _origin(origins, "reward_model"))
+    check_policy_source(config.policy, _origin(origins, "policy"))
+    check_reward_model_source(config.reward_model, _origin(origins, "reward_model"))
     for name, path in parse_named(config.extra_policies).items():
-        check_model_source(path, f"{_origin(origins, 'extra_policies')} ({name})")
+        check_policy_source(path, f"{_origin(origins, 'extra_policies')} ({name})")
     pairs = data.load_records(config.pairs)
     data.validate(pairs, data.detect_format(pairs))
     for name in ("prompts", "eval_prompts"):
@@ -288,7 +328,10 @@ def _check_compare(config, origins: dict) -> None:
         if value and not Path(value).is_file():
             raise UsageError(f"{_origin(origins, name)}: no such file {value!r}")
     if config.reward_fn:
-        check_scorer_spec(config.reward_fn, _origin(origins, "reward_fn"))
+        try:
+            check_scorer_spec(config.reward_fn, _origin(origins, "reward_fn"))
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     check_output_dir(config.output_dir, _origin(origins, "output_dir"))
 
 
@@ -333,10 +376,24 @@ def _ppo(args, overrides) -> int:
             raise UsageError(f"--{name} is required (a flag, a key of --config or {name}=...)")
     if not config.reward_sources():
         raise UsageError("--reward_model_path and/or --reward_funcs is required: PPO needs a reward")
-    check_output_dir(config.output_dir, _origin(origins, "output_dir"))
-    summary = run_ppo(config, on_loaded=lambda: write_resolved_config(config, config.output_dir))
+    _check_ppo(config, origins)
+    try:
+        summary = run_ppo(config, on_loaded=lambda: write_resolved_config(config, config.output_dir))
+    except ConfigError as err:  # a check that needs the loaded tokenizer or data, reported where the field was set
+        raise UsageError(f"{_origin(origins, err.field)}: {err.problem}") from None
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _check_ppo(config, origins: dict) -> None:
+    """What ``rlhfkit ppo`` can check before any model loads, named by flag, file line or override."""
+    from .models.loading import check_policy_source
+
+    check_policy_source(config.model_name_or_path, _origin(origins, "model_name_or_path"))
+    check_reward_sources(config, origins, tokenizer_given=True)  # reward folders may use the policy's tokenizer
+    check_data_paths(config, origins, ("dataset_name", "eval_dataset_name", "ptx_dataset_name"))
+    check_output_dir(config.output_dir, _origin(origins, "output_dir"))
+    check_resume(config, origins, marker=None)
 
 
 def _ppo_example(args, overrides) -> int:
@@ -348,11 +405,13 @@ def _ppo_example(args, overrides) -> int:
     config, origins = build_config(PPOExampleArgs, args)
     ppo_args = argparse.Namespace(config=path)
     ppo_fields = {fld.name for fld in dataclasses.fields(PPOConfig)}
-    given, _ = cli_args.collect_values(PPOConfig, ppo_args, overrides)
+    given, ppo_origins = cli_args.collect_values(PPOConfig, ppo_args, overrides)
     check_output_dir(config.output_dir, _origin(origins, "output_dir"))
     try:
         summary = ppo_example(config.output_dir, steps=config.steps, seed=config.seed, config_overrides=given)
-    except ValueError as err:  # PPOConfig's own checks (e.g. batch_size vs mini_batch_size)
+    except ConfigError as err:  # PPOConfig's own checks (e.g. batch_size vs mini_batch_size)
+        raise UsageError(f"{ppo_origins.get(err.field, f'PPOConfig.{err.field}')}: {err.problem}") from None
+    except ValueError as err:
         names = [n for n in ppo_fields if n in str(err)]
         raise UsageError(f"PPOConfig{' ' + names[0] if names else ''}: {err}") from None
     print(json.dumps(summary, indent=2))

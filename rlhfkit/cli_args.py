@@ -11,7 +11,9 @@ Conventions (those of TRL's ``HfArgumentParser``):
 - Booleans: bare ``--packing`` is true; ``--no_packing`` / ``--no-packing`` false; ``--packing false``
   (true/false, yes/no, on/off, 1/0).
 - ``--field none`` sets an optional field to None; comma lists (``lora_target_modules``) also take
-  several words: ``--lora_target_modules q_proj v_proj``.
+  several words: ``--lora_target_modules q_proj v_proj``. List fields (``reward_funcs``,
+  ``reward_weights``) take one or more words, a comma list or a YAML list:
+  ``--reward_funcs my_rewards:length runs/rm``, ``reward_weights=1,0.5``, ``reward_weights=[1, 0.5]``.
 - Unknown flags, YAML keys and override keys are errors with a "did you mean" (difflib).
 - Every value is checked against its field's type where it was given: the message names the
   flag, or the YAML file and line, or the override. Syntax errors in YAML name file and line.
@@ -58,17 +60,26 @@ def coerce(fld, value, where: str):
         if optional:
             return None
         raise UsageError(f"{where}: expected {EXPECTED[kind]}, got null (this field cannot be none)")
-    converted = _convert(kind, value, text, fld.metadata.get("comma_list", False))
+    item = _item_kind(fld) if kind == "list" else None
+    converted = _convert(kind, value, text, fld.metadata.get("comma_list", False), item)
     if converted is _BAD:
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-        raise UsageError(f"{where}: expected {EXPECTED[kind]}{' or none' if optional else ''}, got {shown}")
+        expected = EXPECTED[kind] + (f" of {EXPECTED[item].split(' ', 1)[1]}s" if item in ("int", "float") else "")
+        raise UsageError(f"{where}: expected {expected}{' or none' if optional else ''}, got {shown}")
     return converted
+
+
+def _item_kind(fld) -> str | None:
+    """'int', 'float' or 'str' for a ``list[...]`` field, None for a bare ``list``."""
+    text = fld.type if isinstance(fld.type, str) else str(fld.type)
+    match = re.search(r"list\[(int|float|str)\]", text)
+    return match.group(1) if match else None
 
 
 _BAD = object()
 
 
-def _convert(kind: str, value, text: str | None, comma_list: bool):
+def _convert(kind: str, value, text: str | None, comma_list: bool, item: str | None = None):
     if kind == "bool":
         if isinstance(value, bool):
             return value
@@ -95,14 +106,33 @@ def _convert(kind: str, value, text: str | None, comma_list: bool):
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             return _BAD
         return str(value)
+    if kind == "list" and text is not None and not text.startswith("["):
+        value = [word.strip() for word in text.split(",") if word.strip()]  # one word or a comma list
+    elif kind in ("dict", "list") and text is not None:
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return _BAD
+    if kind == "list" and isinstance(value, list):
+        items = [_list_item(item, v) for v in value]
+        return _BAD if any(v is _BAD for v in items) else items
     if kind in ("dict", "list"):
-        if text is not None:
-            try:
-                value = yaml.safe_load(text)
-            except yaml.YAMLError:
-                return _BAD
-        return value if isinstance(value, dict if kind == "dict" else list) else _BAD
+        return value if isinstance(value, dict) and kind == "dict" else _BAD
     return value
+
+
+def _list_item(item: str | None, value):
+    """A word of a list given on the command line as the list's item type (YAML's reading when untyped)."""
+    if not isinstance(value, str):
+        return value
+    if item in ("int", "float"):
+        return _convert(item, value, value.strip(), False)
+    if item == "str":
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
 
 
 # ---------------------------------------------------------------- YAML
@@ -158,8 +188,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls) -> None:
             negs = [f"--no_{fld.name}", f"--no-{fld.name.replace('_', '-')}"]
             parser.add_argument(*negs, dest=fld.name, action="store_const", const="false",
                                 default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        elif fld.metadata.get("comma_list"):
-            parser.add_argument(*names, nargs="+", metavar="NAME", **common)
+        elif fld.metadata.get("comma_list") or kind == "list":
+            parser.add_argument(*names, nargs="+", metavar="NAME" if kind == "str" else "VALUE", **common)
         else:
             metavar = {"int": "INT", "float": "FLOAT", "dict": "YAML", "list": "YAML"}.get(kind, "TEXT")
             parser.add_argument(*names, metavar=metavar + ("|none" if optional else ""), **common)
@@ -219,7 +249,9 @@ def collect_values(config_cls, args: argparse.Namespace, overrides=(), base: dic
     for key, raw in vars(args).items():
         if key in fields:
             origins[key] = f"--{key}"
-            values[key] = coerce(fields[key], ",".join(raw) if isinstance(raw, list) else raw, origins[key])
+            if isinstance(raw, list):  # nargs="+": several words are the items, one word is read as text
+                raw = raw[0] if len(raw) == 1 else raw if field_kind(fields[key])[0] == "list" else ",".join(raw)
+            values[key] = coerce(fields[key], raw, origins[key])
     return values, origins
 
 

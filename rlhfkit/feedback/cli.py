@@ -137,9 +137,21 @@ def run(args: argparse.Namespace) -> int:
         message = f"database error: {str(getattr(err, 'orig', None) or err).strip().splitlines()[0]}"
     except OSError as err:  # an output file or folder that cannot be written
         message = str(err)
-    line = "error: " + " ".join(message.split())
+    line = "error: " + _flag_first(" ".join(message.split()), args)
     print(line, file=sys.stderr)
     raise CommandFailed(line) from None
+
+
+POSITIONAL = {"name", "file", "id"}  # argument names of the sub-commands that are not --flags
+
+
+def _flag_first(message: str, args: argparse.Namespace) -> str:
+    """A store message about one of this command's options ("per_item must be ...", in the web app's field
+    names) is put after the flag the user typed: "--per-item: per_item must be ..."."""
+    word, _, rest = message.partition(" ")
+    if rest.startswith("must ") and word in vars(args) and word not in POSITIONAL:
+        return f"--{word.replace('_', '-')}: {message}"
+    return message
 
 
 def _fail(message: str) -> FeedbackError:
@@ -265,8 +277,11 @@ def _read_prompts(path: str) -> list:
             prompts = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
         except UnicodeDecodeError:
             raise _fail(not_utf8(path)) from None
+        except FileNotFoundError:
+            raise _fail(f"--prompts: no such file {path!r}; give a .txt file (one prompt per line) or records with "
+                        "a 'prompt' column") from None
         except OSError as err:
-            raise _fail(f"cannot read {path}: {err.strerror or err}") from None
+            raise _fail(f"--prompts: cannot read {path}: {err.strerror or err}") from None
         if not prompts:
             raise _fail(f"{path}: no prompts (one per line)")
         return prompts
@@ -334,6 +349,12 @@ def _report(args) -> int:
     from . import service
     from .quality import report_markdown
 
+    if args.out:  # before the project is read, so a typo costs nothing
+        out = Path(args.out)
+        blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+        if out.is_dir() or blocker is not None:
+            what = f"{str(out)!r} is a folder" if out.is_dir() else f"{str(blocker)!r} is a file"
+            raise _fail(f"--out: {what}; give the path of the Markdown file to write")
     with _session(args) as s:
         text = report_markdown(service.collect(s, args.project))
     if args.out:
@@ -347,6 +368,10 @@ def _export(args) -> int:
     from . import service
     from .export import export
 
+    out = Path(args.out)
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:  # before the project is read: nothing would be written anyway
+        raise _fail(f"--out: {str(blocker)!r} is a file; give a folder for the exported JSONL files")
     with _session(args) as s:
         data = service.collect(s, args.project)
     try:

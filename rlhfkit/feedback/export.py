@@ -117,6 +117,8 @@ def export_rows(data: FeedbackData, *, weight: str = "reliability", min_gap: flo
     if unknown or weight not in WEIGHTS:
         raise ValueError(f"export: sources must be among {SOURCES} (got {sources}) and weight one of {WEIGHTS} "
                          f"(got {weight!r})")
+    if not min_gap >= 0:  # a negative gap would turn ties and reversed ratings into preferences
+        raise ValueError(f"min_gap must be >= 0 (the smallest calibrated rating gap that makes a pair), got {min_gap}")
     if min_weight < 0 or strength_margin < 0 or rating_noise <= 0:
         raise ValueError(f"export: need min_weight >= 0, strength_margin >= 0 and rating_noise > 0, got "
                          f"{min_weight}, {strength_margin}, {rating_noise}")

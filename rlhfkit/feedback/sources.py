@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..models.loading import ModelSourceError, check_model_source
+from ..models.loading import ModelSourceError, check_model_source, check_policy_source, check_reward_model_source
 from .base import check_text
 from .errors import invalid
 
@@ -50,12 +50,14 @@ def at_lines(shown: str, message: str, line_of) -> str:
 def model_source(model_path: str | Path, what: str = "policy") -> str:
     """The model folder, or a hub name, checked by the trainers' rule (``models.loading.check_model_source``):
     a path that is not a model folder, or a name that is neither a folder nor a usable hub id, is a 422
-    naming it and how to make one, never Transformers' "Repo id must be in the form ..."."""
+    naming it and how to make one, never Transformers' "Repo id must be in the form ...". A "reward model"
+    folder must hold a one-label classifier, a "policy" folder must not (the two are easily swapped)."""
     text = check_text(str(model_path).strip(), what)
     if not text:
         raise invalid(f"give the {what}: a folder holding the model and its tokenizer")
+    check = {"reward model": check_reward_model_source, "policy": check_policy_source}.get(what, check_model_source)
     try:
-        check_model_source(text, what)
+        check(text, what)
         path = Path(text).expanduser()
         return str(path) if path.is_dir() else text
     except ModelSourceError as err:

@@ -32,7 +32,7 @@ def test_init_project_annotators_import_progress(url, tmp_path, capsys):
     assert "scale 1..5" in out
     with pytest.raises(SystemExit, match="error: project 'helpful' already exists"):
         main(["feedback", "project", "create", "helpful", "--db", url])
-    with pytest.raises(SystemExit, match="error: scale must satisfy"):
+    with pytest.raises(SystemExit, match="error: --scale: scale must satisfy"):
         main(["feedback", "project", "create", "other", "--scale", "3", "1", "--db", url])
     admin_token = _token(run(capsys, "annotator", "add", "ada", "--admin", "--db", url))
     bob_token = _token(run(capsys, "annotator", "add", "bob", "--db", url))
@@ -201,7 +201,7 @@ def test_every_subcommand_refuses_bad_arguments_with_status_2_and_writes_nothing
         (("import", "--project", "nope", rows), "project 'nope' not found"),
         (("generate", "--project", "nope", "--policy", str(tmp_path / "no-model"), "--prompts", prompts),
          f"policy: no such folder '{tmp_path / 'no-model'}'"),
-        (("generate", "--project", "nope", "--policy", "x", "--prompts", str(tmp_path / "none.txt")), "cannot read"),
+        (("generate", "--project", "nope", "--policy", "x", "--prompts", str(tmp_path / "none.txt")), "--prompts: no such file"),
         (("progress", "--project", "nope"), "project 'nope' not found"),
         (("report", "--project", "nope"), "project 'nope' not found"),
         (("export", "--project", "nope", "--out", str(tmp_path / "out")), "project 'nope' not found"),

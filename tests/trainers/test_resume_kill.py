@@ -1,13 +1,33 @@
-"""Exact resume after kill -9 or Ctrl-C, for every trainer, in real subprocesses with dropout on.
+"""Exact resume after ``kill -9`` or Ctrl-C, for every trainer, in real processes with dropout on.
 
-Each trial runs a trainer uninterrupted, and again with SIGKILLs: inside a checkpoint write
-(the process kills itself there: after the model files, or after the whole folder but
-before its rename) or at a random moment from outside; or with a SIGINT (Ctrl-C) from outside
-at a random moment, after which the trainer must have written a checkpoint of where it was. Each restart resumes from
-``latest`` (or starts over when no checkpoint was complete). The final weights and every logged metric (timings aside)
-must equal the uninterrupted run's, with exactly one metrics row per step.
+The matrix that runs by default (16 trials): sft, reward (from the language model: a fresh score
+head), dpo (LoRA), kto, ppo (``PPOTrainer.train``: the classic ``step()`` loop, with a separate
+critic and ptx), ``rlhfkit ppo`` (LoRA, a reward model plus a reward function), grpo and rloo
+(LoRA); 6 steps, a checkpoint every 2; each trainer under
 
-``benchmarks/resume_trials.py`` runs many such trials and prints the figures.
+- ``sigkill``: the run SIGKILLs itself inside its 1st or 2nd checkpoint write (after the model
+  files, or before the folder's rename) and is restarted; then SIGKILL from the test process a
+  random 0-0.06 s after the restarted run logged step 3 or 4; then a restart that resumes from
+  ``latest`` (a complete checkpoint always exists by then) and runs to the end;
+- ``sigint``: SIGINT (Ctrl-C) at such a moment, then the restart. The documented behaviour: the
+  trainer checkpoints the last completed step and re-raises ``KeyboardInterrupt``, so the
+  process dies of SIGINT (return code -2; 130 in a shell). The newest checkpoint must be
+  ``checkpoint-<last logged step>``.
+
+Each trial asserts that each interruption landed: the checkpoint-write kill ends with return
+code -9; the signal ends the run with -9 (-2) after step 3 or 4 and at or before step 5, with no
+final model written. A run that gets to step 5 before the signal arrives waits there for it
+(the ``RLHFKIT_GATE`` hook after that step's metrics row; a Ctrl-C then takes the path it takes
+anywhere), so a signal never lands after training. Then the resumed run's final weights equal
+the uninterrupted run's, ``torch.equal`` for every tensor, and every logged metric (timings
+aside) equals, with exactly one metrics row per step. The uninterrupted run of each trainer is
+shared by its two trials.
+
+The runs are children of a fork server that has imported torch, Transformers and rlhfkit once
+(a process start would cost ~7 s of CPU, a run ~1-3 s): each is a process of its own, with one
+thread, killed and signalled like any other. The uninterrupted runs come from a server with
+another ``PYTHONHASHSEED`` than the interrupted and resumed ones, as separate processes would.
+``benchmarks/resume_trials.py`` runs many such trials with this harness.
 """
 
 from __future__ import annotations
@@ -18,6 +38,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,42 +49,86 @@ from safetensors.torch import load_file
 from rlhfkit.testing import hidden_rule_preferences, save_tiny
 from rlhfkit.trainers import checkpoint
 
-STEPS = 12
+ROOT = Path(__file__).resolve().parents[2]
+STEPS = 6
+SAVE_STEPS = 2
 DROPOUT = dict(resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
 TIMING = ("seconds", "time/")
+TRAINERS = ["sft", "reward", "dpo", "kto", "ppo", "rlhfkit-ppo", "grpo", "rloo"]
+SIGNALS = {"sigkill": signal.SIGKILL, "sigint": signal.SIGINT}
+LORA = ["--use_peft", "true", "--lora_r", "4", "--lora_target_modules", "c_attn", "--lora_dropout", "0.1"]
 
 DRIVER = r'''
-import os, signal, sys
+"""One training run per child of a fork server: ``driver.py serve ROOT`` reads JSON requests on stdin."""
+import atexit, json, os, select, signal, sys, time, traceback
 os.environ["HF_HUB_OFFLINE"] = "1"
 import torch
 torch.set_num_threads(1)
-from rlhfkit.trainers import checkpoint
+
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
-# RLHFKIT_KILL="<n>:<phase>": SIGKILL itself during the n-th checkpoint write of this process,
-# after the model files ("state") or after the whole folder, before its rename ("rename").
-spec = os.environ.get("RLHFKIT_KILL")
-if spec:
-    n, phase = int(spec.split(":")[0]), spec.split(":")[1]
-    calls = [0]
-    write_state, atomic = checkpoint._write_state, checkpoint.atomic_save_dir
 
-    def dying_write_state(folder, state):
-        calls[0] += 1
-        if phase == "state" and calls[0] == n:
-            die()
-        write_state(folder, state)
+def install_hooks():
+    from rlhfkit.trainers import checkpoint, mechanics
+    # RLHFKIT_KILL="<n>:<phase>": SIGKILL itself during the n-th checkpoint write of this process,
+    # after the model files ("state") or after the whole folder, before its rename ("rename").
+    spec = os.environ.get("RLHFKIT_KILL")
+    if spec:
+        n, phase = int(spec.split(":")[0]), spec.split(":")[1]
+        calls = [0]
+        write_state, atomic = checkpoint._write_state, checkpoint.atomic_save_dir
 
-    def dying_atomic(target, write):
-        def write_then_die(tmp):
-            write(tmp)
-            if phase == "rename" and calls[0] == n:
+        def dying_write_state(folder, state):
+            calls[0] += 1
+            if phase == "state" and calls[0] == n:
                 die()
-        return atomic(target, write_then_die)
+            write_state(folder, state)
 
-    checkpoint._write_state, checkpoint.atomic_save_dir = dying_write_state, dying_atomic
+        def dying_atomic(target, write):
+            def write_then_die(tmp):
+                write(tmp)
+                if phase == "rename" and calls[0] == n:
+                    die()
+            return atomic(target, write_then_die)
+
+        checkpoint._write_state, checkpoint.atomic_save_dir = dying_write_state, dying_atomic
+    # RLHFKIT_STEPS=<file>: note each step this process logs there (metrics.jsonl may still hold a
+    # killed run's rows); RLHFKIT_GATE=<step>: after that step's row, wait for the signal the test
+    # sends (a Ctrl-C then takes the path it takes anywhere else: raised here, or held by sigint_deferred).
+    steps_file, gate = os.environ.get("RLHFKIT_STEPS"), int(os.environ.get("RLHFKIT_GATE", "0"))
+    if steps_file:
+        log = mechanics.Mechanics.log
+
+        def gated_log(self, metrics, step):
+            log(self, metrics, step)
+            with open(steps_file, "a") as fh:
+                fh.write(f"{step}\n" + ("gate\n" if step == gate else ""))
+            if step == gate:
+                wait_for_signal(120.0)
+
+        mechanics.Mechanics.log = gated_log
+
+
+def wait_for_signal(limit):
+    got, previous = [], signal.getsignal(signal.SIGINT)
+
+    def note(signum, frame):
+        got.append(signum)
+        if callable(previous):
+            previous(signum, frame)  # Python's default handler raises KeyboardInterrupt here
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        deadline = time.monotonic() + limit
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.005)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if not got:
+        print("gate: no signal arrived", file=sys.stderr, flush=True)
+        os._exit(3)
 
 
 def ppo(model_dir, critic_dir, out, steps, resume):
@@ -84,17 +149,199 @@ def ppo(model_dir, critic_dir, out, steps, resume):
                   resume_from_checkpoint=resume, progress=False)
 
 
-if sys.argv[1] == "ppo":
-    ppo(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6] if len(sys.argv) > 6 else None)
-else:
+def run(argv):
+    install_hooks()
+    if argv[0] == "ppo-script":
+        ppo(argv[1], argv[2], argv[3], int(argv[4]), argv[5] if len(argv) > 5 else None)
+        return 0
     from rlhfkit.cli import main
-    sys.exit(main(sys.argv[1:]))
+    return main(argv)
+
+
+def finish_process(rc):
+    """Leave as the interpreter would: exit handlers, flushed streams; an uncaught Ctrl-C dies of SIGINT."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    if rc == "sigint":
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(rc)
+
+
+def child(request):
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    null = os.open(os.devnull, os.O_RDONLY)
+    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(null, 0), os.dup2(log, 1), os.dup2(log, 2)
+    os.close(null), os.close(log)
+    sys.stdin, sys.stdout, sys.stderr = open(0, closefd=False), open(1, "w", buffering=1, closefd=False), \
+        open(2, "w", buffering=1, closefd=False)
+    sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr
+    for key in ("RLHFKIT_KILL", "RLHFKIT_GATE", "RLHFKIT_STEPS"):
+        os.environ.pop(key, None)
+    os.environ.update(request["env"])
+    sys.argv = ["rlhfkit", *request["argv"]]
+    try:
+        rc = run(request["argv"])
+        rc = rc if isinstance(rc, int) else 0
+    except SystemExit as exit:
+        rc = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        rc = "sigint"
+    except BaseException:
+        traceback.print_exc()
+        rc = 1
+    finish_process(rc)
+
+
+def serve(root):
+    sys.path.insert(0, root)
+    import accelerate, peft, transformers  # noqa: F401  what every run imports, imported once here
+    from transformers.models.gpt2 import modeling_gpt2  # noqa: F401
+    import rlhfkit.cli, rlhfkit.pipeline.ppo_run, rlhfkit.trainers, rlhfkit.trainers.online  # noqa: F401
+    import tests.trainers.online_helpers, tests.trainers.test_resume_kill  # noqa: F401  reward functions
+    children, buffer = set(), b""
+
+    def say(message):
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+
+    say({"ready": os.getpid()})
+    while True:
+        readable, _, _ = select.select([0], [], [], 0.005)
+        if readable:
+            chunk = os.read(0, 1 << 16)
+            if not chunk:
+                break
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                request = json.loads(line)
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        child(request)
+                    finally:
+                        os._exit(1)
+                children.add(pid)
+                say({"id": request["id"], "pid": pid})
+        while children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            children.discard(pid)
+            say({"pid": pid, "rc": os.waitstatus_to_exitcode(status)})
+    for pid in children:  # the test process went away: so do its runs
+        os.kill(pid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[2])
 '''
+
+
+def vowel_share(prompts, completions, **columns):
+    """A rule reward for ``rlhfkit ppo`` runs: the share of vowels in the completion."""
+    return [sum(ch in "aeiou" for ch in c) / max(1, len(c)) for c in completions]
+
+
+# ---------------------------------------------------------------------------- processes
+def _env() -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    for key in ("RLHFKIT_KILL", "RLHFKIT_GATE", "RLHFKIT_STEPS"):
+        env.pop(key, None)
+    return env
+
+
+class ForkServer:
+    """A process that has imported everything a run needs and forks one child per run."""
+
+    def __init__(self, driver: Path, log: Path, hash_seed: int):
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, str(driver), "serve", str(ROOT)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=open(log, "ab"),
+                                     env={**_env(), "PYTHONHASHSEED": str(hash_seed)})
+        self.cond, self.pids, self.rcs, self.ready, self.gone = threading.Condition(), {}, {}, False, False
+        self._next = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            message = json.loads(line)
+            with self.cond:
+                if "rc" in message:
+                    self.rcs[message["pid"]] = message["rc"]
+                elif "id" in message:
+                    self.pids[message["id"]] = message["pid"]
+                else:
+                    self.ready = True
+                self.cond.notify_all()
+        with self.cond:
+            self.gone = True
+            self.cond.notify_all()
+
+    def _await(self, what, timeout: float):
+        with self.cond:
+            if not self.cond.wait_for(lambda: what() is not None or self.gone, timeout):
+                raise TimeoutError(f"no answer from the fork server in {timeout} s")
+            if what() is None:
+                raise RuntimeError(f"the fork server died:\n{self.log.read_text(errors='replace')[-3000:]}")
+            return what()
+
+    def spawn(self, argv: list[str], log: Path, env: dict | None = None) -> "Child":
+        with self.cond:
+            self._next += 1
+            request_id = self._next
+        self.proc.stdin.write((json.dumps({"id": request_id, "argv": argv, "log": str(log), "env": env or {}})
+                               + "\n").encode())
+        self.proc.stdin.flush()
+        return Child(self, self._await(lambda: self.pids.get(request_id), 300))
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+class Child:
+    """One run (a forked process) with the parts of ``subprocess.Popen`` the harness uses."""
+
+    def __init__(self, server: ForkServer, pid: int):
+        self.server, self.pid = server, pid
+
+    def poll(self) -> int | None:
+        with self.server.cond:
+            return self.server.rcs.get(self.pid)
+
+    def wait(self, timeout: float) -> int:
+        return self.server._await(self.poll, timeout)
+
+    def send_signal(self, sig) -> bool:
+        """Signal the run if it is still running; returns whether it was."""
+        if self.poll() is not None:
+            return False
+        os.kill(self.pid, sig)
+        return True
+
+    def kill(self) -> None:
+        try:
+            self.send_signal(signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def fork_servers(driver: Path, logs: Path) -> tuple[ForkServer, ForkServer]:
+    """(for uninterrupted runs, for interrupted and resumed runs), with different hash seeds."""
+    seeds = random.Random().sample(range(1, 2**31), 2)
+    return ForkServer(driver, logs / "server-a.log", seeds[0]), ForkServer(driver, logs / "server-b.log", seeds[1])
 
 
 # ---------------------------------------------------------------------------- the harness
 def make_inputs(folder: Path) -> dict:
-    """Tiny GPT-2 policy and reward model with dropout 0.1, SFT rows and preference pairs, the driver."""
+    """Tiny GPT-2 policy and reward model with dropout 0.1, SFT rows, preference pairs, prompts, the driver."""
     folder.mkdir(parents=True, exist_ok=True)
     save_tiny(folder / "lm", "gpt2", "causal-lm", hidden_size=32, **DROPOUT)
     save_tiny(folder / "rm", "gpt2", "reward", hidden_size=32, **DROPOUT)
@@ -107,97 +354,143 @@ def make_inputs(folder: Path) -> dict:
     return {"dir": folder, "driver": folder / "driver.py"}
 
 
-def command(inputs: dict, trainer: str, out: Path, resume: bool) -> list[str]:
+def command(inputs: dict, trainer: str, out: Path, resume: bool, steps: int = STEPS) -> list[str]:
+    """The run's arguments for the driver: ``rlhfkit`` CLI arguments, or ``ppo-script`` for PPOTrainer.train."""
     d = inputs["dir"]
-    base = [sys.executable, str(inputs["driver"])]
     if trainer == "ppo":
-        return base + ["ppo", str(d / "lm"), str(d / "rm"), str(out), str(STEPS)] + (["latest"] if resume else [])
-    model, data, extra = {"sft": ("lm", "sft.jsonl", []), "dpo": ("lm", "pairs.jsonl", ["--beta", "0.1"]),
-                          # reward: accumulation, so a checkpoint also records a position inside an epoch of 4 steps
-                          "reward": ("rm", "pairs.jsonl", ["--gradient_accumulation_steps", "2"]),
-                          # grpo: 2 prompts x 2 completions per step, a KL to the reference, sampling RNG; few
-                          # periodic checkpoints (the last --save_steps wins), so a Ctrl-C must write its own
-                          "grpo": ("lm", "prompts.jsonl", ["--num_generations", "2", "--max_completion_length", "4",
-                                                           "--beta", "0.1", "--save_steps", "5",
-                                                           'reward_funcs=["tests.trainers.online_helpers:in_target"]'])
+        return ["ppo-script", str(d / "lm"), str(d / "rm"), str(out), str(steps)] + (["latest"] if resume else [])
+    if trainer == "rlhfkit-ppo":
+        args = ["ppo", f"model_name_or_path={d / 'lm'}", f"dataset_name={d / 'prompts.jsonl'}", f"output_dir={out}",
+                f"reward_model_path={d / 'rm'}", "reward_funcs=tests.trainers.test_resume_kill:vowel_share",
+                "reward_weights=1.0,0.5", "batch_size=4", "mini_batch_size=2", "ppo_epochs=2", "max_new_tokens=4",
+                "learning_rate=1e-3", f"steps={steps}", f"save_steps={SAVE_STEPS}", "seed=11", "log_with=jsonl",
+                "disable_dropout=false", "use_peft=true", "lora_r=4", "lora_target_modules=c_attn",
+                "lora_dropout=0.1"]
+        return args + (["resume_from_checkpoint=latest"] if resume else [])
+    online = ["--num_generations", "2", "--max_completion_length", "4", "--beta", "0.1",
+              'reward_funcs=["tests.trainers.online_helpers:in_target"]']
+    model, data, extra = {"sft": ("lm", "sft.jsonl", []),
+                          "dpo": ("lm", "pairs.jsonl", ["--beta", "0.1", *LORA]),
+                          "kto": ("lm", "pairs.jsonl", ["--disable_dropout", "false"]),
+                          # from the language model: a fresh score head; accumulation: a checkpoint also
+                          # records a position inside an epoch of 4 steps
+                          "reward": ("lm", "pairs.jsonl", ["--gradient_accumulation_steps", "2"]),
+                          # 2 prompts x 2 completions per step, a KL to the reference, sampling RNG
+                          "grpo": ("lm", "prompts.jsonl", online),
+                          "rloo": ("lm", "prompts.jsonl", [*online, *LORA]),
                           }[trainer]
     args = [trainer, "--model_name_or_path", str(d / model), "--dataset_name", str(d / data), "--output_dir", str(out),
-            "--max_steps", str(STEPS), "--save_steps", "2", "--logging_steps", "1", "--learning_rate", "1e-3",
-            "--per_device_train_batch_size", "4", "--report_to", "jsonl", "--disable_tqdm", "true", "--seed", "11",
-            *extra]
-    return base + args + (["--resume_from_checkpoint", "latest"] if resume else [])
+            "--max_steps", str(steps), "--save_steps", str(SAVE_STEPS), "--logging_steps", "1",
+            "--learning_rate", "1e-3", "--per_device_train_batch_size", "4", "--report_to", "jsonl",
+            "--disable_tqdm", "true", "--seed", "11", *extra]
+    return args + (["--resume_from_checkpoint", "latest"] if resume else [])
 
 
-def _env(kill: str | None = None) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("RLHFKIT_KILL", None)
-    if kill:
-        env["RLHFKIT_KILL"] = kill
-    return env
-
-
-def _rows(out: Path) -> int:
-    try:
-        return len((out / "metrics.jsonl").read_bytes().splitlines())
-    except FileNotFoundError:
-        return 0
-
-
-def start(inputs: dict, trainer: str, out: Path, kill: str | None = None) -> subprocess.Popen:
+def start(server: ForkServer, inputs: dict, trainer: str, out: Path, env: dict | None = None,
+          steps: int = STEPS) -> Child:
     """Start a run; it resumes from ``latest`` whenever a complete checkpoint exists."""
     out.mkdir(parents=True, exist_ok=True)
     resume = bool(checkpoint.checkpoints(out))
-    log = open(out.parent / f"{out.name}.log", "ab")
-    return subprocess.Popen(command(inputs, trainer, out, resume), stdout=log, stderr=log, env=_env(kill))
+    return server.spawn(command(inputs, trainer, out, resume, steps), out.parent / f"{out.name}.log", env)
 
 
-def finish(proc: subprocess.Popen, out: Path, timeout: float = 300) -> int:
-    rc = proc.wait(timeout=timeout)
-    if rc not in (0, -signal.SIGKILL, -signal.SIGINT):  # Python dies of SIGINT after a KeyboardInterrupt
-        log = (out.parent / f"{out.name}.log").read_text(errors="replace")
-        raise AssertionError(f"run in {out} failed with exit code {rc}:\n{log[-4000:]}")
+def _log(out: Path) -> str:
+    return (out.parent / f"{out.name}.log").read_text(errors="replace")[-4000:]
+
+
+def finish(proc: Child, out: Path, expect: int = 0, timeout: float = 300) -> int:
+    rc = proc.wait(timeout)
+    assert rc == expect, f"run in {out} ended with return code {rc}, expected {expect}:\n{_log(out)}"
     return rc
 
 
-def interrupted_run(inputs: dict, trainer: str, out: Path, rng: random.Random, kills: list[str]) -> list[str]:
-    """Run with one SIGKILL per entry of ``kills``, resuming after each, then to the end; returns what happened.
+def noted_steps(path: Path) -> list[str]:
+    """What ``RLHFKIT_STEPS`` noted: the steps this run logged, and ``gate`` when it waited at the gate."""
+    try:
+        return path.read_text().split()
+    except FileNotFoundError:
+        return []
 
-    ``"write"``: the process kills itself in its 1st-3rd checkpoint write (after the model
-    files, or after the whole folder but before its rename). ``"random"``: killed from
-    outside a random time after it has logged 1-4 more steps. ``"sigint"``: the same moment,
-    but Ctrl-C (SIGINT) instead of SIGKILL; the process must checkpoint the step it was at.
+
+def reached(noted: list[str], step: int) -> bool:
+    """Whether the run has logged ``step`` or a later one (a resumed run may start past it)."""
+    return any(x == "gate" or int(x) >= step for x in noted)
+
+
+def logged_steps(out: Path) -> list[int]:
+    try:
+        lines = (out / "metrics.jsonl").read_bytes().splitlines()
+    except FileNotFoundError:
+        return []
+    return [int(json.loads(line)["step"]) for line in lines if line.endswith(b"}")]
+
+
+def final_folder(out: Path, trainer: str) -> Path:
+    return out / "final" if trainer in ("ppo", "rlhfkit-ppo") else out
+
+
+def final_written(out: Path, trainer: str) -> bool:
+    return any(final_folder(out, trainer).glob("*.safetensors"))
+
+
+def signalled_run(server: ForkServer, inputs: dict, trainer: str, out: Path, sig: signal.Signals, after: int,
+                  delay: float) -> dict:
+    """Run until step ``after`` is logged, wait ``delay`` s, send ``sig``; assert it cut the run short.
+
+    The run waits at step ``after + 2`` (at most STEPS - 1) for the signal should it get that far.
+    """
+    gate = min(after + 2, STEPS - 1)
+    assert after <= gate < STEPS
+    noted = out.parent / f"{out.name}.steps"
+    noted.unlink(missing_ok=True)
+    proc = start(server, inputs, trainer, out, env={"RLHFKIT_GATE": str(gate), "RLHFKIT_STEPS": str(noted)})
+    deadline = time.time() + 300
+    while proc.poll() is None and not reached(noted_steps(noted), after) and time.time() < deadline:
+        time.sleep(0.005)
+    time.sleep(delay)
+    assert proc.send_signal(sig), f"the run ended before the signal:\n{_log(out)}"
+    finish(proc, out, expect=-sig)
+    event = {"signal": sig.name, "after_step": after, "delay_s": round(delay, 3), "gate": gate,
+             "last_logged_step": max(logged_steps(out), default=0), "at_gate": "gate" in noted_steps(noted),
+             "rc": -sig, "checkpoints": [p.name for p in checkpoint.checkpoints(out)]}
+    assert after <= event["last_logged_step"] <= gate, event  # landed during training, before the gate let go
+    assert not final_written(out, trainer), event  # the run never got to its final save
+    return event
+
+
+def interrupted_run(server: ForkServer, inputs: dict, trainer: str, out: Path, rng: random.Random,
+                    kills: list[str]) -> list[dict]:
+    """Interrupt a run once per entry of ``kills``, restarting after each, then run to the end.
+
+    ``"sigkill"`` / ``"sigint"``: that signal from this process, a random 0-0.06 s after the run
+    logged step 3 or 4, or a later one when it resumed past it (``signalled_run``); after a Ctrl-C
+    the newest checkpoint must be the last logged step's. ``"write"``: the process kills itself in
+    its 1st or 2nd checkpoint write, after the model files or after the whole folder but before
+    its rename. Each restart resumes from ``latest``. Returns what happened, one dict per run.
     """
     events = []
     for kind in kills:
         if kind == "write":
-            spec = f"{rng.randint(1, 3)}:{rng.choice(['state', 'rename'])}"
-            events.append(f"kill in write {spec}: rc={finish(start(inputs, trainer, out, kill=spec), out)}")
+            spec = f"{rng.randint(1, 2)}:{rng.choice(['state', 'rename'])}"
+            proc = start(server, inputs, trainer, out, env={"RLHFKIT_KILL": spec})
+            events.append({"kill_in_write": spec, "rc": finish(proc, out, expect=-signal.SIGKILL),
+                           "checkpoints": [p.name for p in checkpoint.checkpoints(out)]})
             continue
-        proc, before, more = start(inputs, trainer, out), _rows(out), rng.randint(1, 4)
-        deadline = time.time() + 300
-        while proc.poll() is None and _rows(out) < before + more and time.time() < deadline:
-            time.sleep(0.02)
-        delay = rng.uniform(0.0, 0.3)
-        time.sleep(delay)
-        sig = signal.SIGINT if kind == "sigint" else signal.SIGKILL
-        if proc.poll() is None:
-            proc.send_signal(sig)
-        rc = finish(proc, out)
-        events.append(f"{sig.name} {delay:.2f} s after {more} more rows: rc={rc}")
-        steps = [int(json.loads(line)["step"]) for line in (out / "metrics.jsonl").read_text().splitlines()] \
-            if kind == "sigint" else []
-        if kind == "sigint" and rc == -signal.SIGINT and max(steps) < STEPS:
-            # Ctrl-C during training checkpoints every step logged so far (one that lands after the last
-            # step, in the final save, needs none: a resume from the last checkpoint redoes the rest)
-            latest = checkpoint.checkpoints(out)
-            assert latest and latest[-1].name == f"checkpoint-{max(steps)}", (events, latest, steps)
-    events.append(f"resume to the end: rc={finish(start(inputs, trainer, out), out)}")
+        event = signalled_run(server, inputs, trainer, out, SIGNALS[kind], rng.randint(3, 4), rng.uniform(0.0, 0.06))
+        events.append(event)
+        if kind == "sigint":  # Ctrl-C during training checkpoints the last completed step
+            assert event["checkpoints"][-1:] == [f"checkpoint-{event['last_logged_step']}"], events
+        else:  # step 3 was logged after checkpoint-2 was complete: the restart resumes
+            assert event["checkpoints"], events
+    resume_from = [p.name for p in checkpoint.checkpoints(out)][-1:]
+    events.append({"resume_from": resume_from[0] if resume_from else None,
+                   "rc": finish(start(server, inputs, trainer, out), out)})
     return events
 
 
 def final_weights(out: Path, trainer: str) -> dict[str, torch.Tensor]:
-    folder = out / "final" if trainer == "ppo" else out
-    files = sorted(folder.rglob("*.safetensors")) if trainer == "ppo" else sorted(folder.glob("*.safetensors"))
+    folder = final_folder(out, trainer)
+    files = sorted(folder.rglob("*.safetensors")) if folder.name == "final" else sorted(folder.glob("*.safetensors"))
     assert files, f"no weights in {folder}"
     return {f"{f.relative_to(folder)}:{k}": v for f in files for k, v in load_file(f).items()}
 
@@ -208,13 +501,24 @@ def metric_rows(out: Path) -> list[dict]:
 
 
 def compare(reference: Path, resumed: Path, trainer: str) -> dict:
-    """Max abs weight difference and whether the metric rows are identical."""
+    """Which tensors differ (``torch.equal``), the largest difference, and the metric rows of both runs."""
     a, b = final_weights(reference, trainer), final_weights(resumed, trainer)
-    assert a.keys() == b.keys()
-    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert a.keys() == b.keys(), (sorted(a), sorted(b))
+    unequal = [k for k in a if not torch.equal(a[k], b[k])]
+    diff = max(((a[k].float() - b[k].float()).abs().max().item() for k in unequal), default=0.0)
     rows_a, rows_b = metric_rows(reference), metric_rows(resumed)
-    return {"max_abs_diff": diff, "rows_equal": rows_a == rows_b, "steps": [r["step"] for r in rows_b],
-            "reference_steps": [r["step"] for r in rows_a], "rows_a": rows_a, "rows_b": rows_b}
+    return {"tensors": len(a), "unequal": unequal, "max_abs_diff": diff, "rows_equal": rows_a == rows_b,
+            "steps": [r["step"] for r in rows_b], "reference_steps": [r["step"] for r in rows_a],
+            "rows_a": rows_a, "rows_b": rows_b}
+
+
+def assert_exact(result: dict, events) -> None:
+    """One metrics row per step in both runs, every row equal, every tensor equal."""
+    assert result["reference_steps"] == list(range(1, STEPS + 1))
+    assert result["steps"] == list(range(1, STEPS + 1)), events  # one row per step: none lost, none twice
+    for a, b in zip(result["rows_a"], result["rows_b"]):
+        assert a == b, (events, {k: (a.get(k), b.get(k)) for k in a.keys() | b.keys() if a.get(k) != b.get(k)})
+    assert not result["unequal"], (events, result["max_abs_diff"], result["unequal"][:10])
 
 
 # ---------------------------------------------------------------------------- the tests
@@ -223,26 +527,91 @@ def inputs(tmp_path_factory):
     return make_inputs(tmp_path_factory.mktemp("resume-inputs"))
 
 
-# One kill each keeps the file near a minute on 2 cores (each process spends ~7 s importing
-# torch and Transformers); PPO, with the most state, gets both kinds. The sweep is benchmarks/resume_trials.py.
-KILLS = {"sft": ["sigint"], "reward": ["write"], "dpo": ["random"], "ppo": ["write", "random"],
-         "grpo": ["sigint", "random"]}
+@pytest.fixture(scope="module")
+def servers(inputs):
+    a, b = fork_servers(inputs["driver"], inputs["dir"])
+    started: list[Child] = []
+    yield a, b, started
+    for proc in started:
+        proc.kill()
+    a.close(), b.close()
 
 
-@pytest.mark.parametrize("trainer", list(KILLS))
-def test_kill_minus_nine_then_resume_is_bit_exact(inputs, tmp_path, trainer):
+@pytest.fixture(scope="module")
+def baselines(servers, inputs, tmp_path_factory):
+    """One uninterrupted run per trainer, started when its first trial starts, shared by both trials."""
+    root, runs = tmp_path_factory.mktemp("resume-baselines"), {}
+
+    def baseline(trainer: str, wait: bool) -> Path:
+        out = root / trainer
+        if trainer not in runs:
+            runs[trainer] = start(servers[0], inputs, trainer, out)
+            servers[2].append(runs[trainer])
+        if wait:
+            finish(runs[trainer], out)
+        return out
+
+    return baseline
+
+
+# The sigkill trial first kills the run inside its 1st or 2nd checkpoint write (the process kills
+# itself there), restarts it, then kills the restarted run from outside.
+KILLS = {"sigkill": ["write", "sigkill"], "sigint": ["sigint"]}
+
+
+@pytest.mark.parametrize("kind", list(KILLS))
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_interrupted_run_resumes_exactly(inputs, servers, baselines, tmp_path, trainer, kind):
     seed = random.randrange(2**32)
-    rng = random.Random(seed)
-    reference = start(inputs, trainer, tmp_path / "reference")  # runs alongside the interrupted one (2 cores)
-    events = [f"trial seed {seed}"] + interrupted_run(inputs, trainer, tmp_path / "resumed", rng, KILLS[trainer])
-    assert finish(reference, tmp_path / "reference") == 0
-    result = compare(tmp_path / "reference", tmp_path / "resumed", trainer)
-    assert result["reference_steps"] == list(range(1, STEPS + 1))
-    assert result["steps"] == list(range(1, STEPS + 1)), events  # one row per step: none lost, none twice
-    for a, b in zip(result["rows_a"], result["rows_b"]):
-        assert a == b, (events, a, b)
-    assert result["max_abs_diff"] <= 1e-6, events
+    baselines(trainer, wait=False)  # runs alongside the interrupted one (2 cores)
+    events = [f"trial seed {seed}"] + interrupted_run(servers[1], inputs, trainer, tmp_path / "resumed",
+                                                      random.Random(seed), KILLS[kind])
+    reference = baselines(trainer, wait=True)
+    print(trainer, kind, events)
+    assert_exact(compare(reference, tmp_path / "resumed", trainer), events)
     assert not [p.name for p in (tmp_path / "resumed").iterdir() if p.name.startswith((".tmp-", ".old-"))], events
+
+
+def test_a_fresh_reward_head_and_lora_adapters_start_from_the_seed(tmp_path):
+    # torch seeds itself differently in every process: without seeding first, the run (and a resume
+    # of it, whose first part trained other weights) could not be reproduced
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhfkit.trainers import RewardConfig
+    from rlhfkit.trainers.sft import load_model_and_tokenizer
+
+    save_tiny(tmp_path / "lm", "gpt2", "causal-lm", hidden_size=32)
+    cfg = RewardConfig(model_name_or_path=str(tmp_path / "lm"), output_dir=str(tmp_path / "out"), seed=3,
+                       use_peft=True, lora_r=4, lora_target_modules="c_attn")
+    weights = []
+    for process_seed in (1, 2):
+        torch.manual_seed(process_seed)
+        model, _ = load_model_and_tokenizer(None, None, cfg, AutoModelForSequenceClassification, "SEQ_CLS",
+                                            num_labels=1)
+        weights.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert any("lora_A" in n for n in weights[0]) and any("score" in n for n in weights[0])
+    assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
+
+
+def test_a_lora_checkpoint_loads_back_into_the_adapter_exactly(tmp_path):
+    import peft
+
+    from rlhfkit.testing import tiny_causal_lm, tiny_tokenizer
+
+    def lora_model(seed):
+        torch.manual_seed(seed)
+        model = tiny_causal_lm("gpt2", tiny_tokenizer(), hidden_size=32)
+        return peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["c_attn"], init_lora_weights=False))
+
+    trained, fresh = lora_model(0), lora_model(1)
+    trained.save_pretrained(tmp_path / "checkpoint-2")
+    assert not (tmp_path / "checkpoint-2" / "model.safetensors").exists()  # PEFT writes the adapter alone
+    checkpoint.load_model_weights(fresh, tmp_path / "checkpoint-2")
+    mine, theirs = dict(trained.named_parameters()), dict(fresh.named_parameters())
+    assert all(torch.equal(mine[n], theirs[n]) for n in mine if "lora_" in n)
+    trained.base_model.model.save_pretrained(tmp_path / "full")  # full weights: not this LoRA run's checkpoint
+    with pytest.raises(ValueError, match="adapter_model.safetensors"):
+        checkpoint.load_model_weights(fresh, tmp_path / "full")
 
 
 def test_stale_temp_folders_are_cleaned_and_an_unfinished_replacement_is_undone(tmp_path):

@@ -18,7 +18,8 @@ Each trial asserts that each interruption landed: the checkpoint-write kill ends
 code -9; the signal ends the run with -9 (-2) after step 3 or 4 and at or before step 5, with no
 final model written. A run that gets to step 5 before the signal arrives waits there for it
 (the ``RLHFKIT_GATE`` hook after that step's metrics row; a Ctrl-C then takes the path it takes
-anywhere), so a signal never lands after training. Then the resumed run's final weights equal
+anywhere, and one that PPO holds since its update began lets the run go on once it is sent), so
+a signal never lands after training. Then the resumed run's final weights equal
 the uninterrupted run's, ``torch.equal`` for every tensor, and every logged metric (timings
 aside) equals, with exactly one metrics row per step. The uninterrupted run of each trainer is
 shared by its two trials.
@@ -96,7 +97,9 @@ def install_hooks():
         checkpoint._write_state, checkpoint.atomic_save_dir = dying_write_state, dying_atomic
     # RLHFKIT_STEPS=<file>: note each step this process logs there (metrics.jsonl may still hold a
     # killed run's rows); RLHFKIT_GATE=<step>: after that step's row, wait for the signal the test
-    # sends (a Ctrl-C then takes the path it takes anywhere else: raised here, or held by sigint_deferred).
+    # sends (a Ctrl-C then takes the path it takes anywhere else: raised here, or held by sigint_deferred),
+    # or for the file RLHFKIT_SENT, which the test writes once it has sent it (a Ctrl-C that arrived
+    # before the gate and is being held).
     steps_file, gate = os.environ.get("RLHFKIT_STEPS"), int(os.environ.get("RLHFKIT_GATE", "0"))
     if steps_file:
         log = mechanics.Mechanics.log
@@ -106,12 +109,12 @@ def install_hooks():
             with open(steps_file, "a") as fh:
                 fh.write(f"{step}\n" + ("gate\n" if step == gate else ""))
             if step == gate:
-                wait_for_signal(120.0)
+                wait_for_signal(os.environ["RLHFKIT_SENT"], 120.0)
 
         mechanics.Mechanics.log = gated_log
 
 
-def wait_for_signal(limit):
+def wait_for_signal(sent, limit):
     got, previous = [], signal.getsignal(signal.SIGINT)
 
     def note(signum, frame):
@@ -122,11 +125,11 @@ def wait_for_signal(limit):
     signal.signal(signal.SIGINT, note)
     try:
         deadline = time.monotonic() + limit
-        while not got and time.monotonic() < deadline:
+        while not got and not os.path.exists(sent) and time.monotonic() < deadline:
             time.sleep(0.005)
     finally:
         signal.signal(signal.SIGINT, previous)
-    if not got:
+    if not got and not os.path.exists(sent):
         print("gate: no signal arrived", file=sys.stderr, flush=True)
         os._exit(3)
 
@@ -179,7 +182,7 @@ def child(request):
     sys.stdin, sys.stdout, sys.stderr = open(0, closefd=False), open(1, "w", buffering=1, closefd=False), \
         open(2, "w", buffering=1, closefd=False)
     sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr
-    for key in ("RLHFKIT_KILL", "RLHFKIT_GATE", "RLHFKIT_STEPS"):
+    for key in ("RLHFKIT_KILL", "RLHFKIT_GATE", "RLHFKIT_STEPS", "RLHFKIT_SENT"):
         os.environ.pop(key, None)
     os.environ.update(request["env"])
     sys.argv = ["rlhfkit", *request["argv"]]
@@ -252,7 +255,7 @@ def vowel_share(prompts, completions, **columns):
 def _env() -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
-    for key in ("RLHFKIT_KILL", "RLHFKIT_GATE", "RLHFKIT_STEPS"):
+    for key in ("RLHFKIT_KILL", "RLHFKIT_GATE", "RLHFKIT_STEPS", "RLHFKIT_SENT"):
         env.pop(key, None)
     return env
 
@@ -407,9 +410,10 @@ def finish(proc: Child, out: Path, expect: int = 0, timeout: float = 300) -> int
 def noted_steps(path: Path) -> list[str]:
     """What ``RLHFKIT_STEPS`` noted: the steps this run logged, and ``gate`` when it waited at the gate."""
     try:
-        return path.read_text().split()
+        lines = path.read_text().split("\n")[:-1]  # whole lines only: the run may be writing the last one
     except FileNotFoundError:
         return []
+    return [x for x in lines if x == "gate" or x.isdigit()]
 
 
 def reached(noted: list[str], step: int) -> bool:
@@ -441,14 +445,16 @@ def signalled_run(server: ForkServer, inputs: dict, trainer: str, out: Path, sig
     """
     gate = min(after + 2, STEPS - 1)
     assert after <= gate < STEPS
-    noted = out.parent / f"{out.name}.steps"
-    noted.unlink(missing_ok=True)
-    proc = start(server, inputs, trainer, out, env={"RLHFKIT_GATE": str(gate), "RLHFKIT_STEPS": str(noted)})
+    noted, sent = out.parent / f"{out.name}.steps", out.parent / f"{out.name}.sent"
+    noted.unlink(missing_ok=True), sent.unlink(missing_ok=True)
+    proc = start(server, inputs, trainer, out, env={"RLHFKIT_GATE": str(gate), "RLHFKIT_STEPS": str(noted),
+                                                    "RLHFKIT_SENT": str(sent)})
     deadline = time.time() + 300
     while proc.poll() is None and not reached(noted_steps(noted), after) and time.time() < deadline:
         time.sleep(0.005)
     time.sleep(delay)
     assert proc.send_signal(sig), f"the run ended before the signal:\n{_log(out)}"
+    sent.write_text(sig.name)
     finish(proc, out, expect=-sig)
     event = {"signal": sig.name, "after_step": after, "delay_s": round(delay, 3), "gate": gate,
              "last_logged_step": max(logged_steps(out), default=0), "at_gate": "gate" in noted_steps(noted),

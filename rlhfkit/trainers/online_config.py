@@ -210,8 +210,8 @@ def prepare(model, reward_funcs, args: OnlineConfig, train_dataset, eval_dataset
         from ..models.reference import is_peft_model
         if is_peft_model(model):
             raise ValueError("peft_config was given but the model already has adapters; pass one or the other")
+        set_seed(args.seed)  # the adapters start from the seed, not from the process's own torch seed
         model = get_peft_model(model, peft_config)
         if args.gradient_checkpointing:
             model.enable_input_require_grads()
     return model, tokenizer, funcs, train, evals
-        set_seed(args.seed)  # the adapters start from the seed, not from the process's own torch seed

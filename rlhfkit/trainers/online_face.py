@@ -1,6 +1,6 @@
 """The TRL 1.x public face that ``GRPOTrainer`` and ``RLOOTrainer`` share, as plain functions.
 
-Each trainer class binds these as its methods (no base class, DESIGN.md): ``build`` loads the
+Each trainer class binds these as its methods (no base class: docs/architecture.md): ``build`` loads the
 model, tokenizer, reward functions and prompts (``online_config.prepare``, every check before a
 model loads) and hands them to ``online.OnlineRun`` with the method's advantages and loss.
 """

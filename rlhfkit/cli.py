@@ -15,6 +15,7 @@ Commands:
   tiny-model    write a tiny random-init model + locally trained tokenizer to a folder
   control       PPO on Gymnasium control tasks (CartPole, Pendulum) with the same algos
   feedback      human feedback: web app (serve), projects, annotators, import, report, export, prioritise
+  env           print the platform, Python and package versions, device and bf16 support (paste it into a bug report)
 
 Every command but feedback takes ``--config file.yaml`` and ``field=value`` overrides; flags beat
 overrides, overrides beat the file (``--learning-rate`` = ``--learning_rate``, bare ``--packing`` =
@@ -127,6 +128,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     """The ``rlhfkit`` parser and its config sub-parsers by name; flags come from the config dataclasses."""
     parser = argparse.ArgumentParser(prog="rlhfkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"rlhfkit {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     subparsers = {}
     for name, cls in _config_classes().items():
@@ -146,7 +148,74 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     from .feedback.cli import add_feedback_parser
 
     add_feedback_parser(sub)
+    env = sub.add_parser("env", help="print the platform, package versions, device and bf16 support",
+                         description="Print the platform, Python, rlhfkit and dependency versions, the device and "
+                                     "bf16 support, as a block to paste into a bug report")
+    env.set_defaults(handler=_env)
     return parser, subparsers
+
+
+def package_version() -> str:
+    """The installed rlhfkit's version (package metadata), else ``rlhfkit.__version__``."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("rlhfkit")
+    except metadata.PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+ENV_PACKAGES = ("transformers", "accelerate", "datasets", "peft", "deepspeed", "vllm", "wandb", "tensorboard",
+                "trackio")
+ENV_NAMES = {"peft": "PEFT", "deepspeed": "DeepSpeed", "vllm": "vLLM", "wandb": "W&B (wandb)",
+             "tensorboard": "TensorBoard", "trackio": "Trackio"}
+
+
+def env_info() -> dict[str, str]:
+    """What ``rlhfkit env`` prints: versions from package metadata (nothing heavy imported but torch)."""
+    import os
+    import platform
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    info = {"Platform": platform.platform(), "Python version": platform.python_version(),
+            "rlhfkit version": package_version(), "PyTorch version": version("torch")}
+    devices, bf16 = "cpu", "no"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            devices = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+            bf16 = "yes" if torch.cuda.is_bf16_supported() else "no"
+            info["CUDA available"] = f"yes (CUDA {torch.version.cuda})"
+        else:
+            info["CUDA available"] = "no"
+            if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+                devices = "mps"
+            bf16 = "yes (CPU)" if hasattr(torch, "bfloat16") else "no"
+    except ImportError:
+        info["CUDA available"] = "no (torch not installed)"
+    info["Device"] = devices
+    info.update({f"{ENV_NAMES.get(name, name.capitalize())} version": version(name) for name in ENV_PACKAGES})
+    info["CPU count"] = str(os.cpu_count())
+    info["bf16 supported"] = bf16
+    return info
+
+
+def _env(args) -> int:
+    info = env_info()
+    width = max(map(len, info))
+    print("\nCopy-paste the following information when you open an issue:\n")
+    print("\n".join(f"- {key + ':':<{width + 1}} {value}" for key, value in info.items()))
+    print()
+    return 0
 
 
 def _ppo_help() -> str:
@@ -161,10 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     parser, subparsers = build_parser()
     command = argv[0] if argv else None
     if command not in subparsers:
-        if command and not command.startswith("-") and command != "feedback":
+        if command and not command.startswith("-") and command not in ("feedback", "env"):
             return _usage(parser.prog, f"unknown command {command!r}"
-                                       f"{cli_args.suggest(command, [*subparsers, 'feedback'])}")
-        args = parser.parse_args(argv)  # --help, feedback, or argparse's own error
+                                       f"{cli_args.suggest(command, [*subparsers, 'feedback', 'env'])}")
+        args = parser.parse_args(argv)  # --help, --version, feedback, env, or argparse's own error
         return args.handler(args)
     try:
         rest, overrides = cli_args.split_overrides(argv[1:], subparsers[command])
@@ -203,6 +272,7 @@ def _train(args, overrides) -> int:
         if not getattr(config, name):
             raise UsageError(f"--{name} is required (a flag, a key of --config or {name}=...)")
     check_inputs(config, origins, policy=args.command != "reward")
+    check_trackers(config, origins, "report_to")
     if hasattr(config, "reward_funcs"):  # GRPO, RLOO: every reward function imports, every folder is a reward model
         check_reward_sources(config, origins)
     try:
@@ -219,6 +289,16 @@ def _train(args, overrides) -> int:
     print(json.dumps({"output_dir": config.output_dir, "last_train": next(
         (r for r in reversed(history) if "train/loss" in r), {}), "last_eval": evals[-1] if evals else {}}, indent=2))
     return 0
+
+
+def check_trackers(config, origins: dict, name: str) -> None:
+    """A tracker given on the command line or in the file is installed, even when the value is the default."""
+    from .trainers.trackers import check_report_to
+
+    value = getattr(config, name)
+    problem = check_report_to(value) if name in origins and isinstance(value, str) else None
+    if problem and not problem.startswith("must be"):  # PPO's log_with is one name, checked by PPOConfig
+        raise UsageError(f"{_origin(origins, name)}: {problem}")
 
 
 def check_inputs(config, origins: dict, policy: bool = True) -> None:
@@ -377,6 +457,7 @@ def _ppo(args, overrides) -> int:
     if not config.reward_sources():
         raise UsageError("--reward_model_path and/or --reward_funcs is required: PPO needs a reward")
     _check_ppo(config, origins)
+    check_trackers(config, origins, "log_with")
     try:
         summary = run_ppo(config, on_loaded=lambda: write_resolved_config(config, config.output_dir))
     except ConfigError as err:  # a check that needs the loaded tokenizer or data, reported where the field was set

@@ -110,6 +110,7 @@ class Case:
     id: str
     argv: Callable[[Ctx], list[str]]
     expect: str  # regex the error line must match
+    missing: tuple[str, ...] = ()  # modules made unimportable for the case (an optional package not installed)
 
 
 BAD_JSON_57 = "".join('{"prompt": "p%d", "chosen": " a", "rejected": " b"}\n' % i for i in range(56)) + "{oops\n"
@@ -193,6 +194,26 @@ CASES = [
     Case("flag-scheduler", lambda c: c.sft("--lr_scheduler_type", "cosin"),
          r"--lr_scheduler_type: must be one of linear"),
     Case("flag-report-to", lambda c: c.sft("--report_to", "tensorbord"), r"--report_to: must be a comma-separated list"),
+    Case("report-to-wandb-missing", lambda c: c.sft("--report_to", "wandb"),
+         r"--report_to: wandb is requested but the wandb package is not installed; pip install wandb", ("wandb",)),
+    Case("report-to-tensorboard-missing", lambda c: c.dpo("--report_to", "jsonl,tensorboard"),  # the default, given
+         r"--report_to: tensorboard is requested but the tensorboard package is not installed; pip install "
+         r"tensorboard", ("tensorboard", "tensorboardX")),
+    Case("report-to-trackio-missing", lambda c: c.sft("--report_to", "trackio"),
+         r"--report_to: trackio is requested but the trackio package is not installed; pip install trackio",
+         ("trackio",)),
+    Case("report-to-wandb-missing-grpo", lambda c: c.grpo("--report_to", "wandb"),
+         r"--report_to: wandb is requested .* pip install wandb", ("wandb",)),
+    Case("report-to-from-yaml-missing", lambda c: ["sft", "--config", c.file("wandb.yaml", f"model_name_or_path: {c.lm}\n"
+                                                                                         "report_to: wandb\n"),
+                                                   "--dataset_name", str(FIXTURES / "sft.jsonl"), "--output_dir", c.out],
+         r"wandb.yaml line 2: report_to: wandb is requested .* pip install wandb", ("wandb",)),
+    Case("report-to-tensorboard-only-missing", lambda c: c.kto("--report_to", "tensorboard"),
+         r"--report_to: tensorboard is requested .* pip install tensorboard", ("tensorboard", "tensorboardX")),
+    Case("ppo-log-with-tensorboard-missing", lambda c: c.ppo("--log_with", "tensorboard"),  # the default, given
+         r"--log_with: tensorboard is requested .* pip install tensorboard", ("tensorboard", "tensorboardX")),
+    Case("ppo-log-with-wandb-missing", lambda c: c.ppo("--log_with", "wandb"),
+         r"--log_with: wandb is requested but the wandb package is not installed; pip install wandb", ("wandb",)),
     Case("flag-bf16-fp16", lambda c: c.sft("--bf16", "--fp16"), r"--fp16: choose one of bf16 and fp16"),
     Case("flag-dtype", lambda c: c.sft("--dtype", "float8"), r"--dtype: must be one of auto, float32"),
     Case("flag-attn", lambda c: c.sft("--attn_implementation", "fast"), r"--attn_implementation: must be one of eager"),
@@ -717,7 +738,9 @@ def message_lines(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_is_a_clear_usage_error(case, ctx, capsys):
+def test_bad_input_is_a_clear_usage_error(case, ctx, capsys, monkeypatch):
+    for module in case.missing:
+        monkeypatch.setitem(sys.modules, module, None)  # find_spec and import both see it as not installed
     code, text, untouched = run_case(case, ctx, capsys)
     assert "Traceback" not in text, text
     assert code == 2, (code, text)

@@ -193,3 +193,61 @@ def test_reward_lora_trains_and_saves_the_score_head(tmp_path):
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert adapter["task_type"] == "SEQ_CLS" and "score" in adapter["modules_to_save"]
     assert "AutoPeftModelForSequenceClassification" in (out / "README.md").read_text()
+
+
+def test_version_flag_prints_the_package_version(capsys):
+    import rlhfkit
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"rlhfkit {rlhfkit.__version__}"
+
+
+def test_env_command_prints_every_package_line(capsys):
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    for line in ("Platform:", "Python version:", "rlhfkit version:", "PyTorch version:", "CUDA available:", "Device:",
+                 "Transformers version:", "Accelerate version:", "Datasets version:", "PEFT version:",
+                 "DeepSpeed version:", "vLLM version:", "W&B (wandb) version:", "TensorBoard version:",
+                 "Trackio version:", "CPU count:", "bf16 supported:"):
+        assert f"- {line}" in out, line
+    assert "- vLLM version:" in out and ("not installed" in out or "vLLM version: 0" in out)
+
+
+def test_help_lists_env_and_version(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "env " in out and "--version" in out
+
+
+@pytest.mark.parametrize("report_to", ["none", "all"])
+def test_metrics_jsonl_is_written_whatever_report_to_says(tmp_path, tiny_lm, report_to):
+    data = __import__("pathlib").Path(__file__).parent / "fixtures" / "data"
+    out = tmp_path / "sft"
+    assert main(["sft", "--model_name_or_path", str(tiny_lm), "--dataset_name", str(data / "sft.jsonl"),
+                 "--output_dir", str(out), "--max_steps", "1", "--logging_steps", "1", "--disable_tqdm", "true",
+                 "--report_to", report_to]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/loss" in row for row in rows)
+
+
+def test_library_config_refuses_a_tracker_that_is_not_installed(monkeypatch):
+    import sys
+
+    from rlhfkit.trainers import GRPOConfig, PPOConfig, SFTConfig
+
+    for module in ("wandb", "trackio"):
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ValueError, match="report_to: wandb is requested .*pip install wandb"):
+        SFTConfig(report_to="jsonl,wandb")
+    with pytest.raises(ValueError, match="report_to: trackio is requested .*pip install trackio"):
+        GRPOConfig(report_to="trackio")
+    with pytest.raises(ValueError, match="log_with: wandb is requested .*pip install wandb"):
+        PPOConfig(log_with="wandb")
+    assert SFTConfig(report_to="all").report_to == "all"  # every installed tracker; none installed is fine
+    from rlhfkit.trainers.trackers import resolve_trackers
+
+    assert resolve_trackers("all") == ["tensorboard"]  # every installed tracker, and only those
+    assert resolve_trackers("jsonl,none") == []

@@ -20,9 +20,10 @@ import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
+from .trackers import REPORTERS, check_report_to  # noqa: F401 - REPORTERS is re-exported
+
 MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
-REPORTERS = ("jsonl", "tensorboard", "wandb", "none")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 
 
@@ -227,10 +228,9 @@ class LoopConfig:
                 and "/" not in self.attn_implementation:
             c.fail("attn_implementation", f"must be one of {', '.join(ATTENTION)} or a hub kernel 'owner/name', "
                                           f"got {self.attn_implementation!r}")
-        reporters = [r.strip() for r in self.report_to.split(",") if r.strip()]
-        unknown = [r for r in reporters if r not in REPORTERS]
-        if unknown or not reporters:
-            c.fail("report_to", f"must be a comma-separated list of {', '.join(REPORTERS)}, got {self.report_to!r}")
+        problem = check_report_to(self.report_to, self.report_to != field_default(type(self), "report_to"))
+        if problem:
+            c.fail("report_to", problem)
         c.non_empty("model_name_or_path", "dataset_name", "eval_dataset_name", "dataset_split", "output_dir",
                     "eval_dataset_split", "resume_from_checkpoint", "hub_model_id", "lora_target_modules")
         if self.eval_dataset_split is not None and self.eval_fraction > 0:

@@ -31,6 +31,7 @@ from ..models.fused import fuse_activations
 from . import checkpoint
 from .config import LoopConfig
 from .mechanics import Mechanics, build_optimizer, set_seed
+from .trackers import resolve_trackers
 
 StepFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict]]
 # A resumed run must see the same batches: these fields fix what "batch k of epoch e" is.
@@ -57,12 +58,11 @@ class TrainLoop:
         self.save_fn = save_fn or self._save_pretrained
         self.output_dir = Path(config.output_dir)
         set_seed(config.seed)
-        reporters = {r.strip() for r in config.report_to.split(",") if r.strip() and r.strip() != "none"}
-        trackers = sorted(reporters - {"jsonl"})
+        trackers = resolve_trackers(config.report_to)  # metrics.jsonl is written whatever report_to says
         self.mechanics = Mechanics(
             mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
             max_grad_norm=config.max_grad_norm, log_with=trackers, logging_dir=str(self.output_dir),
-            tracker_project_name="rlhfkit", tracker_config=config.to_dict(), jsonl="jsonl" in reporters,
+            tracker_project_name="rlhfkit", tracker_config=config.to_dict(), jsonl=True,
             micro_batch_size=config.per_device_train_batch_size)
         self.accelerator = self.mechanics.accelerator
         if config.gradient_checkpointing:

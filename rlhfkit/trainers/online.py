@@ -42,6 +42,7 @@ from ..rollout import build_batch, response_logprobs
 from . import checkpoint, online_ckpt, online_samples
 from .config import ConfigError
 from .mechanics import Mechanics, build_optimizer, set_seed
+from .trackers import resolve_trackers
 from .online_data import PromptSampler, render_prompts
 from .online_engine import Completions, build_engine, engine_gap, padded_rows
 
@@ -108,11 +109,11 @@ class OnlineRun:
         self.eval_prompts, self.eval_columns = eval_prompts, eval_columns or {}
         self.output_dir = Path(config.output_dir)
         set_seed(config.seed)
-        reporters = {r.strip() for r in config.report_to.split(",") if r.strip() and r.strip() != "none"}
+        trackers = resolve_trackers(config.report_to)  # metrics.jsonl is written whatever report_to says
         self.mechanics = Mechanics(
             mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
-            max_grad_norm=config.max_grad_norm, log_with=sorted(reporters - {"jsonl"}),
-            logging_dir=str(self.output_dir), tracker_config=config.to_dict(), jsonl="jsonl" in reporters)
+            max_grad_norm=config.max_grad_norm, log_with=trackers,
+            logging_dir=str(self.output_dir), tracker_config=config.to_dict(), jsonl=True)
         self.accelerator = self.mechanics.accelerator
         if config.gradient_checkpointing:
             enable_checkpointing(model)

@@ -12,7 +12,7 @@ import sys
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 
-from .config import ConfigError, warn_ignored
+from .config import ConfigError, field_default, warn_ignored
 
 
 def _f(default, help: str, **kw):
@@ -135,6 +135,12 @@ class PPOConfig:
             raise ConfigError("PPOConfig", "dual_clip", f"must be > 1 (e.g. 3.0), got {self.dual_clip}")
         if self.optimizer not in ("adam", "adamw"):
             raise ConfigError("PPOConfig", "optimizer", f"must be 'adam' or 'adamw', got {self.optimizer!r}")
+        from .trackers import missing_tracker_problem
+
+        requested = isinstance(self.log_with, str) and self.log_with != field_default(type(self), "log_with")
+        problem = missing_tracker_problem(self.log_with, "log_with") if requested else None
+        if problem:
+            raise ConfigError("PPOConfig", "log_with", problem)
         if self.use_score_norm and not self.use_score_scaling:
             # Classic configs set it alone and it was silently ignored; keep them running.
             warnings.warn("PPOConfig.use_score_norm has no effect without use_score_scaling=True", stacklevel=2)

@@ -96,6 +96,17 @@ def tiny_causal_lm(arch: str = "gpt2", tokenizer=None, seed: int = 0, **config_k
     return AutoModelForCausalLM.from_config(tiny_config(arch, tokenizer, **config_kwargs))
 
 
+def tiny_t5(tokenizer, seed: int = 0, d_ff: int = 64):
+    """A randomly initialised two-layer ``T5ForConditionalGeneration`` (d_model 32, dropout 0) for ``tokenizer``."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    return T5ForConditionalGeneration(T5Config(
+        vocab_size=len(tokenizer), d_model=32, d_ff=d_ff, d_kv=8, num_layers=2, num_heads=4, dropout_rate=0.0,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id))
+
+
 def tiny_reward_model(arch: str = "gpt2", tokenizer=None, seed: int = 0, **config_kwargs):
     """A randomly initialised ``AutoModelForSequenceClassification`` with ``num_labels=1``."""
     torch.manual_seed(seed)

@@ -77,8 +77,6 @@ class GRPOConfig(OnlineConfig):
         super().__post_init__()
         c = Checks(self)
         c.at_least(0.0, "beta")
-        if self.sync_ref_model and not self.beta:  # checked again by the run; refused here before a model loads
-            c.fail("sync_ref_model", "needs beta > 0: with beta = 0 no reference model is kept")
         c.choice("vllm_importance_sampling_mode", ENGINE_IS_MODES)
         c.positive("vllm_importance_sampling_clip_max")
         c.at_least(0.0, "vllm_importance_sampling_clip_min")

@@ -95,6 +95,9 @@ class OnlineConfig(LoopConfig):
             self.steps_per_generation = self.gradient_accumulation_steps
         super().__post_init__()
         c = Checks(self)
+        # beta is each method's own field (GRPO's and RLOO's defaults differ); refused here before a model loads
+        if self.sync_ref_model and not getattr(self, "beta", 0.0):
+            c.fail("sync_ref_model", "needs beta > 0: with beta = 0 no reference model is kept")
         if self.steps_per_generation is not None and self.generation_batch_size is not None:
             if self.generation_batch_size != self.per_device_train_batch_size * self.steps_per_generation:
                 c.fail("generation_batch_size", "set generation_batch_size or steps_per_generation, not both")

@@ -39,8 +39,6 @@ class RLOOConfig(OnlineConfig):
         super().__post_init__()
         c = Checks(self)
         c.at_least(0.0, "beta")
-        if self.sync_ref_model and not self.beta:  # checked again by the run; refused here before a model loads
-            c.fail("sync_ref_model", "needs beta > 0: with beta = 0 no reference model is kept")
         r = self.reward_clip_range
         if r is not None and (len(r) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
                                                      for x in r) or r[0] > r[1]):

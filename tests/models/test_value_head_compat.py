@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 from transformers import (AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification,
-                          BartConfig, BartForConditionalGeneration, GenerationConfig, T5Config,
-                          T5ForConditionalGeneration)
+                          BartConfig, BartForConditionalGeneration, GenerationConfig)
 
 from rlhfkit import AutoModelForCausalLMWithValueHead, AutoModelForSeq2SeqLMWithValueHead, create_reference_model
+from rlhfkit.testing import tiny_t5
 
 ARCHS = ["gpt2", "llama", "t5", "bart"]
 SEQ2SEQ = {"t5", "bart"}
@@ -24,11 +24,9 @@ TOKENS = torch.tensor([[7, 21, 9, 30, 12, 5, 44, 18]])  # (1, 8)
 def _seq2seq(arch, tokenizer):
     special = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                    decoder_start_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(1)
     if arch == "t5":
-        config = T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=48, d_kv=8, num_layers=2, num_heads=4,
-                          dropout_rate=0.0, **special)
-        return T5ForConditionalGeneration(config)
+        return tiny_t5(tokenizer, seed=1, d_ff=48)
+    torch.manual_seed(1)
     config = BartConfig(vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=2,
                         encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=48,
                         max_position_embeddings=64, dropout=0.0, bos_token_id=tokenizer.bos_token_id, **special)

@@ -3,9 +3,10 @@ and encoder-decoder PPO end to end on a tiny random T5."""
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, T5Config, T5ForConditionalGeneration
+from transformers import AutoModelForSequenceClassification
 
 from rlhfkit import AutoModelForCausalLMWithValueHead, AutoModelForSeq2SeqLMWithValueHead, PPOConfig, PPOTrainer
+from rlhfkit.testing import tiny_t5
 
 pytestmark = pytest.mark.filterwarnings("ignore:No dataset is provided")
 
@@ -91,11 +92,7 @@ def test_user_patched_zero_grad_is_kept(trainer):
 
 
 def _t5(tokenizer):
-    torch.manual_seed(0)
-    return T5ForConditionalGeneration(T5Config(
-        vocab_size=len(tokenizer), d_model=32, d_ff=64, d_kv=8, num_layers=2, num_heads=4, dropout_rate=0.0,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id))
+    return tiny_t5(tokenizer, seed=0, d_ff=64)
 
 
 def test_encoder_decoder_ppo_step_trains_and_keeps_reference(tokenizer, tmp_path):

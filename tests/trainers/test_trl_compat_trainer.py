@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, T5Config, T5ForConditionalGeneration
+from transformers import AutoModelForCausalLM
 
 from rlhfkit import AutoModelForCausalLMWithValueHead, AutoModelForSeq2SeqLMWithValueHead, PPOConfig, PPOTrainer, set_seed
 from rlhfkit.core import LengthSampler, respond_to_batch
+from rlhfkit.testing import tiny_t5
 
 pytestmark = pytest.mark.filterwarnings("ignore:No dataset is provided")
 
@@ -230,11 +231,7 @@ def test_classic_helpers_compute_rewards_advantages_and_losses(policy, tokenizer
 
 @pytest.fixture(scope="module")
 def t5(tokenizer):
-    torch.manual_seed(3)
-    return T5ForConditionalGeneration(T5Config(
-        vocab_size=len(tokenizer), d_model=32, d_ff=48, d_kv=8, num_layers=2, num_heads=4, dropout_rate=0.0,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id))
+    return tiny_t5(tokenizer, seed=3, d_ff=48)
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama-left-padded", "t5"])

@@ -32,7 +32,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import cli_args
+from . import cli_args, launch
 from .cli_args import UsageError, add_config_arguments, build_config, write_resolved_config
 from .trainers.config import ConfigError, f, output_dir_problem
 
@@ -144,6 +144,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         if name == "demo":
             p.add_argument("--quick", action="store_true", help="small sizes (about a minute): a smoke run, "
                                                                 "no learning")
+        if name in launch.COMMANDS:
+            group = p.add_argument_group("launching several processes (accelerate launch)")
+            for flag, text in launch.HELP.items():
+                group.add_argument(f"--{flag}", metavar="N" if flag == "num_processes" else "NAME|FILE", help=text)
         subparsers[name] = p
     from .feedback.cli import add_feedback_parser
 
@@ -236,10 +240,18 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)  # --help, --version, feedback, env, or argparse's own error
         return args.handler(args)
     try:
-        rest, overrides = cli_args.split_overrides(argv[1:], subparsers[command])
+        own, flags = launch.split_launch_flags(argv[1:])
+        cmd = launch.launch_command(command, own, flags) if flags else None
+        rest, overrides = cli_args.split_overrides(own, subparsers[command])
         args, extras = parser.parse_known_args([command, *rest])
         cli_args.reject_unknown(extras, subparsers[command], command)
-        return RUN[command](args, overrides)
+        if cmd is None:
+            return RUN[command](args, overrides)
+        args.check_only = True  # every check once here, before any rank starts
+        RUN[command](args, overrides)
+        return launch.run(cmd)
+    except launch.LaunchError as err:
+        return _usage(f"rlhfkit {command}", str(err))
     except (UsageError, ConfigError) as err:
         return _usage(f"rlhfkit {command}", str(err))
     except ValueError as err:  # DataError, ModelSourceError: bad input data or model paths
@@ -275,6 +287,8 @@ def _train(args, overrides) -> int:
     check_trackers(config, origins, "report_to")
     if hasattr(config, "reward_funcs"):  # GRPO, RLOO: every reward function imports, every folder is a reward model
         check_reward_sources(config, origins)
+    if getattr(args, "check_only", False):
+        return 0
     try:
         trainer = trainer_cls(args=config)  # loads and checks data and model; nothing is written yet
     except ConfigError as err:  # a check that needs the loaded data or model, reported where the field was set
@@ -286,9 +300,17 @@ def _train(args, overrides) -> int:
         print(f"rlhfkit {args.command}: error: {err}", file=sys.stderr)
         return 1
     evals = [row for row in history if any(k.startswith("eval/") for k in row)]
-    print(json.dumps({"output_dir": config.output_dir, "last_train": next(
-        (r for r in reversed(history) if "train/loss" in r), {}), "last_eval": evals[-1] if evals else {}}, indent=2))
+    print_summary({"output_dir": config.output_dir, "last_train": next(
+        (r for r in reversed(history) if "train/loss" in r), {}), "last_eval": evals[-1] if evals else {}})
     return 0
+
+
+def print_summary(summary: dict) -> None:
+    """The run's JSON summary on stdout, once: by the main process only when launched as several."""
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps(summary, indent=2))
 
 
 def check_trackers(config, origins: dict, name: str) -> None:
@@ -458,11 +480,13 @@ def _ppo(args, overrides) -> int:
         raise UsageError("--reward_model_path and/or --reward_funcs is required: PPO needs a reward")
     _check_ppo(config, origins)
     check_trackers(config, origins, "log_with")
+    if getattr(args, "check_only", False):
+        return 0
     try:
         summary = run_ppo(config, on_loaded=lambda: write_resolved_config(config, config.output_dir))
     except ConfigError as err:  # a check that needs the loaded tokenizer or data, reported where the field was set
         raise UsageError(f"{_origin(origins, err.field)}: {err.problem}") from None
-    print(json.dumps(summary, indent=2))
+    print_summary(summary)
     return 0
 
 

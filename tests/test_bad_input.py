@@ -414,7 +414,7 @@ CASES = [
     Case("grpo-rf-override", lambda c: c.grpo_no_flag("reward_funcs=[os.path:no_such_fn]"),
          r"override reward_funcs=\[os.path:no_such_fn\]: module 'os.path' has no attribute 'no_such_fn'"),
     Case("grpo-rf-bad-form", lambda c: c.grpo("--reward_funcs", "justaname"),
-         r"--reward_funcs: no such folder 'justaname', and HF_HUB_OFFLINE is set"),
+         r"--reward_funcs: no such folder 'justaname' \(looked in .*\), and HF_HUB_OFFLINE is set"),
     Case("grpo-rf-none", lambda c: c.grpo("--reward_funcs", "none"), r"--reward_funcs: no reward function"),
     # ---- grpo: other fields ----
     Case("grpo-weights-count", lambda c: c.grpo("--reward_weights", "1", "2"), r"--reward_weights: has 2 weights for 1"),
@@ -465,7 +465,7 @@ CASES = [
          r"--reward_funcs: no such folder './runs/none-rm'"),
     Case("rloo-rf-rm-causal-lm", lambda c: c.rloo("--reward_funcs", c.lm), r"--reward_funcs: .* not a reward model"),
     Case("rloo-rf-hub-offline", lambda c: c.rloo("--reward_funcs", "someone/reward-model"),
-         r"--reward_funcs: no such folder 'someone/reward-model', and HF_HUB_OFFLINE is set"),
+         r"--reward_funcs: no such folder 'someone/reward-model' \(looked in .*\), and HF_HUB_OFFLINE is set"),
     Case("rloo-clip-range-order", lambda c: c.rloo("--reward_clip_range", "1", "-1"),
          r"--reward_clip_range: must be two numbers \[min, max\] with min <= max"),
     Case("rloo-clip-range-one", lambda c: c.rloo("--reward_clip_range", "1"),

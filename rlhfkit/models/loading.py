@@ -19,7 +19,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-MAKE_ONE = "train one with `rlhfkit sft` or make one with `rlhfkit tiny-model --output_dir {name}`"
+
+def make_one(name, kind: str = "causal-lm") -> str:
+    """How to build the missing local model folder ``name``: train one, or write a tiny random one."""
+    if kind == "reward":
+        return (f"train one with `rlhfkit reward --output_dir {name} ...` or make a tiny random one with "
+                f"`rlhfkit tiny-model --kind reward --output_dir {name}`")
+    return (f"train one with `rlhfkit sft --output_dir {name} ...` or make a tiny random one with "
+            f"`rlhfkit tiny-model --output_dir {name}`")
+
+
+def offline_hint(name: str) -> str:
+    """What to do when hub id ``name`` is not cached and the hub may not be contacted."""
+    return (f"download it where the hub is reachable (`hf download {name} --local-dir <folder>`) and pass the "
+            "folder, or unset HF_HUB_OFFLINE to download it")
 # Never uploaded by push_folder: resumable training state, not the model.
 PUSH_IGNORE = ["checkpoint-*", "checkpoint-*/**", "ref_logps/**", "*.pt", "events.out.tfevents.*"]
 
@@ -44,8 +57,9 @@ def looks_local(name: str) -> bool:
     return bool(sep) and Path(head).expanduser().is_dir()
 
 
-def check_model_source(name, flag: str) -> None:
-    """Raise ``ModelSourceError`` unless ``name`` is a model folder or a usable hub id."""
+def check_model_source(name, flag: str, kind: str = "causal-lm") -> None:
+    """Raise ``ModelSourceError`` unless ``name`` is a model folder or a usable hub id; ``kind`` ('causal-lm' or
+    'reward') picks the command suggested for a missing folder."""
     if not isinstance(name, (str, os.PathLike)) or not str(name).strip():
         raise ModelSourceError(f"{flag}: expected a model folder or hub id, got {name!r}")
     name = os.fspath(name)
@@ -58,18 +72,18 @@ def check_model_source(name, flag: str) -> None:
     if path.exists():
         raise ModelSourceError(f"{flag}: {name!r} is a file; expected a model folder (or a hub id)")
     if looks_local(name):
-        raise ModelSourceError(f"{flag}: no such folder {name!r} ({MAKE_ONE.format(name=name)})")
+        raise ModelSourceError(f"{flag}: no such folder {name!r} ({make_one(name, kind)})")
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
         validate_repo_id(name)
     except HFValidationError:
         raise ModelSourceError(f"{flag}: {name!r} is neither a local folder nor a valid hub id "
-                               f"('owner/name'); {MAKE_ONE.format(name=name)}") from None
+                               f"('owner/name'); {make_one(name, kind)}") from None
     if hub_offline() and not _cached(name):
-        raise ModelSourceError(f"{flag}: no such folder {name!r}, and HF_HUB_OFFLINE is set so the hub id {name!r} "
-                               f"cannot be downloaded (it is not in the local cache); {MAKE_ONE.format(name=name)}, "
-                               "or unset HF_HUB_OFFLINE to download it")
+        raise ModelSourceError(f"{flag}: no such folder {name!r} (looked in {Path.cwd()}), and HF_HUB_OFFLINE is set "
+                               f"so the hub id {name!r} "
+                               f"cannot be downloaded (it is not in the local cache); {offline_hint(name)}")
 
 
 def _local_kind(name) -> tuple[str | None, str, int | None]:
@@ -106,7 +120,7 @@ def check_reward_model_source(name, flag: str) -> None:
     """:func:`check_model_source`, then, for a local folder, that it holds a reward model (a sequence
     classifier with one label) and not, say, the policy: Transformers would load a causal LM as a
     classifier with a new random head and no error."""
-    check_model_source(name, flag)
+    check_model_source(name, flag, kind="reward")
     kind, arch, labels = _local_kind(name)
     if kind is not None and kind != "reward":
         what = "a causal language model" if kind == "causal-lm" else "a model"
@@ -145,7 +159,7 @@ def load_pretrained(auto_cls, name, flag: str, **kwargs):
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         local = Path(name).expanduser().is_dir()
         hint = "" if local else f"; if {os.fspath(name)!r} is meant as a local folder, it does not exist " \
-                                f"({MAKE_ONE.format(name=os.fspath(name))})"
+                                f"({make_one(os.fspath(name), 'reward' if 'Sequence' in auto_cls.__name__ else 'causal-lm')})"
         raise ModelSourceError(f"{flag}: could not load {os.fspath(name)!r} as {auto_cls.__name__} "
                                f"({type(err).__name__}: {first}){hint}") from err
 

@@ -1,7 +1,7 @@
 """``accelerate launch --num_processes 2`` on CPU (gloo) gives the weights of one process.
 
 Each test launches ``train_tiny.py`` with one of the documented configs in
-``examples/accelerate/`` (so the configs themselves are what is tested) and compares the
+``rlhfkit/accelerate_configs/`` (so the configs themselves are what is tested) and compares the
 saved weights with a one-process run over the same global batch: 2 processes x 4 rows
 against 1 process x 4 rows x 2 accumulation steps (loop trainers) or x 8 rows (PPO).
 ``world.json`` proves the run really was sharded: Accelerate falls back to plain data
@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).parent / "train_tiny.py"
-CONFIGS = ROOT / "examples" / "accelerate"
+CONFIGS = ROOT / "rlhfkit" / "accelerate_configs"
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 needs_deepspeed = pytest.mark.skipif(not HAS_DEEPSPEED, reason="deepspeed is not installed (pip install deepspeed)")
 _PORT = iter(range(29700, 29800))
@@ -90,8 +90,8 @@ def _assert_trained(weights: dict, method: str):
 # Each launch takes 10-30 s on 2 busy cores: the default run keeps FSDP2 and ZeRO-3 (the sharded
 # extremes); ZeRO-2, the PPO baseline and most known failures run with -m slow.
 slow = pytest.mark.slow
-LOOP_CASES = [("fsdp2.yaml", "FSDP"), pytest.param("deepspeed_zero2.yaml", "DEEPSPEED", marks=[needs_deepspeed, slow]),
-              pytest.param("deepspeed_zero3.yaml", "DEEPSPEED", marks=needs_deepspeed)]
+LOOP_CASES = [("fsdp2.yaml", "FSDP"), pytest.param("zero2.yaml", "DEEPSPEED", marks=[needs_deepspeed, slow]),
+              pytest.param("zero3.yaml", "DEEPSPEED", marks=needs_deepspeed)]
 
 
 @pytest.mark.parametrize("method", ["sft", "reward", "dpo"])
@@ -120,8 +120,8 @@ def test_ddp_ppo_value_head_two_processes_equal_one(tmp_path, one_process):
 
 
 @pytest.mark.parametrize("config,method", [("fsdp2.yaml", "ppo"), pytest.param("ddp.yaml", "ppo_critic", marks=slow),
-                                           pytest.param("deepspeed_zero2.yaml", "ppo", marks=[needs_deepspeed, slow]),
-                                           pytest.param("deepspeed_zero3.yaml", "ppo", marks=needs_deepspeed)])
+                                           pytest.param("zero2.yaml", "ppo", marks=[needs_deepspeed, slow]),
+                                           pytest.param("zero3.yaml", "ppo", marks=needs_deepspeed)])
 def test_ppo_two_processes_equal_one(tmp_path, one_process, config, method):
     """PPO takes its parameter lists after prepare() (FSDP2 swaps in sharded ones), gathers on every
     rank before saving, and freezes the unused shared head when a separate critic trains (DDP)."""
@@ -142,7 +142,7 @@ def test_ppo_two_processes_equal_one(tmp_path, one_process, config, method):
 PPO_XFAIL = {
     ("fsdp2.yaml", "ppo_critic"): "PPOTrainer prepares policy and critic in one prepare() call: 'Only one model is "
                                   "supported when using FSDP2'",
-    ("deepspeed_zero2.yaml", "ppo_critic"): "PPOTrainer prepares policy and critic with one Accelerator: 'You can't "
+    ("zero2.yaml", "ppo_critic"): "PPOTrainer prepares policy and critic with one Accelerator: 'You can't "
                                             "use same `Accelerator()` instance with multiple models when using "
                                             "DeepSpeed'",
 }

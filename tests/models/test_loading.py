@@ -68,3 +68,22 @@ def test_push_uploads_without_checkpoints_and_wraps_failures(tmp_path, monkeypat
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelSourceError, match="HF_HUB_OFFLINE is set"):
         push_folder(tmp_path, "me/model")
+
+
+def test_offline_hub_id_hint_downloads_and_never_writes_a_tiny_model_under_the_hub_name(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelSourceError) as err:
+        check_model_source("Qwen/Qwen2.5-0.5B-not-cached", "--model_name_or_path")
+    assert "hf download Qwen/Qwen2.5-0.5B-not-cached" in str(err.value)
+    assert "tiny-model" not in str(err.value)
+
+
+def test_missing_reward_model_folder_suggests_the_commands_that_build_a_reward_model(tmp_path, monkeypatch):
+    from rlhfkit.models.loading import check_reward_model_source
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(ModelSourceError) as err:
+        check_reward_model_source("runs/tiny-rm", "reward_funcs[1]")
+    assert "rlhfkit reward --output_dir runs/tiny-rm" in str(err.value)
+    assert "rlhfkit tiny-model --kind reward --output_dir runs/tiny-rm" in str(err.value)

@@ -1,21 +1,6 @@
 """``rlhfkit <command> [--config file.yaml] [key=value ...] [--field value ...]``: thin entry points.
 
-Commands:
-  demo          the whole pipeline offline: pre-train, SFT, simulated feedback, reward model, PPO vs DPO, report
-  compare       PPO and DPO from one config on the same data and budget, evaluated, with a report
-  eval          score policies on prompts (reward, KL, win rate, length) and a reward model on pairs
-  sft           supervised fine-tuning (SFTConfig fields as flags)
-  reward        train a reward model from preferences, rankings or ratings (RewardConfig fields)
-  dpo           preference optimisation without a reward model (DPOConfig fields)
-  kto           KTO on unpaired desirable/undesirable data (KTOConfig fields)
-  grpo          GRPO / Dr. GRPO / DAPO / GSPO / REINFORCE++ on prompts with reward functions (GRPOConfig fields)
-  rloo          RLOO on prompts with reward functions (RLOOConfig fields)
-  ppo           PPO with a reward model and/or reward functions on a prompt dataset (PPOConfig fields + run fields)
-  ppo-example   train a tiny model offline with PPO on a rule reward and show the reward rising
-  tiny-model    write a tiny random-init model + locally trained tokenizer to a folder
-  control       PPO on Gymnasium control tasks (CartPole, Pendulum) with the same algos
-  feedback      human feedback: web app (serve), projects, annotators, import, report, export, prioritise
-  env           print the platform, Python and package versions, device and bf16 support (paste it into a bug report)
+The commands and their one-line summaries are ``SUMMARY`` below (``rlhfkit --help`` prints them).
 
 Every command but feedback takes ``--config file.yaml`` and ``field=value`` overrides; flags beat
 overrides, overrides beat the file (``--learning-rate`` = ``--learning_rate``, bare ``--packing`` =
@@ -101,6 +86,38 @@ def _config_classes() -> dict:
             "tiny-model": TinyModelArgs, "ppo-example": PPOExampleArgs, "control": ControlConfig}
 
 
+# One line per command for `rlhfkit --help`, in the order listed there.
+SUMMARY = {
+    "sft": "supervised fine-tuning on texts, prompt/completion pairs or conversations",
+    "reward": "train a reward model from preference pairs, rankings or 1-N ratings",
+    "dpo": "DPO and its family (IPO, hinge, robust, SimPO, ORPO) on preference pairs",
+    "kto": "KTO on unpaired desirable/undesirable completions",
+    "ppo": "PPO with a value head and a frozen reference against a reward model and/or reward functions",
+    "grpo": "GRPO, Dr. GRPO, DAPO, GSPO, REINFORCE++ with reward functions and/or reward models",
+    "rloo": "RLOO (leave-one-out baseline) with reward functions and/or reward models",
+    "eval": "score policies (reward, KL, win rate, length) and a reward model (accuracy) on held-out data",
+    "compare": "train PPO and DPO on the same data and budget, evaluate both, write a report",
+    "demo": "the whole pipeline offline: pre-train, SFT, simulated feedback, reward model, PPO vs DPO, report",
+    "feedback": "collect human feedback: store, web app, report, export",  # the help feedback/cli.py gives
+    "control": "PPO on Gymnasium control tasks (CartPole, Pendulum) with the same math",
+    "tiny-model": "write a tiny random-init model and a locally trained tokenizer to a folder",
+    "ppo-example": "a single-stage PPO run on a tiny model and a rule reward (under a minute)",
+    "plot": "draw the metrics of one or several runs side by side",
+    "env": "print platform, package versions, device and bf16 support for a bug report",
+}
+
+HELP_EPILOG = """\
+Every command takes --config file.yaml and field=value overrides; flags beat overrides,
+overrides beat the file (--learning-rate = --learning_rate, a bare --packing = true). Every
+value and input path is checked before a model loads or anything is written: a usage error
+prints one line and exits with code 2, leaving a previous run's files as they were. The
+resolved config is written to <output_dir>/config.yaml once everything has loaded. Training
+commands print a JSON summary on stdout (progress, metrics and warnings go to stderr) and run
+as several processes with --accelerate_config NAME --num_processes N.
+
+Quick start (offline, from a clone): README.md. `rlhfkit <command> --help` lists every field.
+"""
+
 DESCRIPTIONS = {
     "sft": "supervised fine-tuning", "reward": "reward model",
     "dpo": "DPO and its family (IPO, hinge, robust, SimPO, ORPO)",
@@ -126,16 +143,17 @@ DESCRIPTIONS = {
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     """The ``rlhfkit`` parser and its config sub-parsers by name; flags come from the config dataclasses."""
-    parser = argparse.ArgumentParser(prog="rlhfkit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="rlhfkit", description="RLHF for Hugging Face Transformers models: SFT, "
+                                     "reward models, PPO, DPO and its family, KTO, GRPO, RLOO, human feedback.",
+                                     epilog=HELP_EPILOG, formatter_class=_TopFormatter)
     parser.add_argument("--version", action="version", version=f"rlhfkit {package_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="<command>")
     subparsers = {}
     for name, cls in _config_classes().items():
         text = DESCRIPTIONS[name]
         extra = {"epilog": _ppo_help(), "formatter_class": argparse.RawDescriptionHelpFormatter} \
             if name == "ppo-example" else {}
-        p = sub.add_parser(name, help=text.split(" (")[0], allow_abbrev=False,
+        p = sub.add_parser(name, help=SUMMARY[name], allow_abbrev=False,
                            description=f"{text}; every {cls.__name__} field is a flag, a YAML key of --config and a "
                                        "field=value override", **extra)
         add_config_arguments(p, cls)
@@ -152,11 +170,22 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     from .feedback.cli import add_feedback_parser
 
     add_feedback_parser(sub)
-    env = sub.add_parser("env", help="print the platform, package versions, device and bf16 support",
+    env = sub.add_parser("env", help=SUMMARY["env"],
                          description="Print the platform, Python, rlhfkit and dependency versions, the device and "
                                      "bf16 support, as a block to paste into a bug report")
     env.set_defaults(handler=_env)
     return parser, subparsers
+
+
+class _TopFormatter(argparse.RawDescriptionHelpFormatter):
+    """``rlhfkit --help``: every command's one line beside its name (argparse measures sub-command names
+    without their indent, so the longest ones would push their text to the next line)."""
+
+    def add_argument(self, action):
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction):
+            longest = max(map(len, action.choices)) + self._current_indent + 2 * self._indent_increment
+            self._action_max_length = max(self._action_max_length, longest)
 
 
 def package_version() -> str:

@@ -251,3 +251,25 @@ def test_library_config_refuses_a_tracker_that_is_not_installed(monkeypatch):
 
     assert resolve_trackers("all") == ["tensorboard"]  # every installed tracker, and only those
     assert resolve_trackers("jsonl,none") == []
+
+
+def test_top_level_help_lists_each_command_once_with_one_line_and_no_rst(capsys, monkeypatch):
+    from rlhfkit.cli import SUMMARY, build_parser
+
+    monkeypatch.setenv("COLUMNS", "200")
+    parser, _ = build_parser()
+    text = parser.format_help()
+    assert "``" not in text
+    commands = [line.split()[0] for line in text.split("commands:")[1].split("\n\n")[0].splitlines()[2:]]
+    assert sorted(commands) == sorted(set(commands)) == sorted(n for n in SUMMARY if n in parser._subparsers
+                                                               ._group_actions[0].choices)
+    for name in commands:
+        assert SUMMARY[name] in text
+
+
+def test_no_command_help_carries_rst_backticks(capsys):
+    from rlhfkit.cli import build_parser
+
+    parser, subparsers = build_parser()
+    for name, sub in subparsers.items():
+        assert "``" not in sub.format_help(), name

@@ -348,7 +348,7 @@ def check_trackers(config, origins: dict, name: str) -> None:
 
     value = getattr(config, name)
     problem = check_report_to(value) if name in origins and isinstance(value, str) else None
-    if problem and not problem.startswith("must be"):  # PPO's log_with is one name, checked by PPOConfig
+    if problem and not problem.startswith("must be"):  # a malformed value was refused by the config itself
         raise UsageError(f"{_origin(origins, name)}: {problem}")
 
 
@@ -499,6 +499,7 @@ def _tiny_model(args, overrides) -> int:
 
 
 def _ppo(args, overrides) -> int:
+    from .models.loading import HubError
     from .pipeline.ppo_run import PPORunConfig, run_ppo
 
     config, origins = build_config(PPORunConfig, args, overrides)
@@ -508,26 +509,30 @@ def _ppo(args, overrides) -> int:
     if not config.reward_sources():
         raise UsageError("--reward_model_path and/or --reward_funcs is required: PPO needs a reward")
     _check_ppo(config, origins)
-    check_trackers(config, origins, "log_with")
+    check_trackers(config, origins, "report_to")
     if getattr(args, "check_only", False):
         return 0
     try:
         summary = run_ppo(config, on_loaded=lambda: write_resolved_config(config, config.output_dir))
     except ConfigError as err:  # a check that needs the loaded tokenizer or data, reported where the field was set
         raise UsageError(f"{_origin(origins, err.field)}: {err.problem}") from None
+    except HubError as err:
+        print(f"rlhfkit ppo: error: {err}", file=sys.stderr)
+        return 1
     print_summary(summary)
     return 0
 
 
 def _check_ppo(config, origins: dict) -> None:
     """What ``rlhfkit ppo`` can check before any model loads, named by flag, file line or override."""
-    from .models.loading import check_policy_source
+    from .models.loading import check_policy_source, check_push
 
     check_policy_source(config.model_name_or_path, _origin(origins, "model_name_or_path"))
     check_reward_sources(config, origins, tokenizer_given=True)  # reward folders may use the policy's tokenizer
     check_data_paths(config, origins, ("dataset_name", "eval_dataset_name", "ptx_dataset_name"))
     check_output_dir(config.output_dir, _origin(origins, "output_dir"))
     check_resume(config, origins, marker=None)
+    check_push(config)
 
 
 def _ppo_example(args, overrides) -> int:

@@ -15,6 +15,10 @@ Conventions (those of TRL's ``HfArgumentParser``):
   ``reward_weights``) take one or more words, a comma list or a YAML list:
   ``--reward_funcs my_rewards:length runs/rm``, ``reward_weights=1,0.5``, ``reward_weights=[1, 0.5]``.
 - Unknown flags, YAML keys and override keys are errors with a "did you mean" (difflib).
+- A config class may spell some fields differently from the classic config it builds: its
+  ``CLASSIC_NAMES`` ({classic name: its own name, or a tuple of names}) and ``CLASSIC_CONFIG``
+  (that config's name) make a classic name, as a flag, YAML key or override, an error that
+  names the one to use (``rlhfkit ppo``: ``--steps`` -> ``--max_steps``).
 - Every value is checked against its field's type where it was given: the message names the
   flag, or the YAML file and line, or the override. Syntax errors in YAML name file and line.
 
@@ -49,6 +53,29 @@ def suggest(name: str, known) -> str:
     """'' or "; did you mean 'learning_rate'?" for the closest known name."""
     close = difflib.get_close_matches(name.replace("-", "_"), list(known), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def classic_name(config_cls, key: str, flag: bool = False) -> str | None:
+    """None, or why ``key`` is refused when it is a classic name ``config_cls`` spells differently
+    (its ``CLASSIC_NAMES``): "--steps is PPOConfig's classic name; on the command line use --max_steps"."""
+    new = getattr(config_cls, "CLASSIC_NAMES", {}).get(key.replace("-", "_"))
+    if new is None:
+        return None
+    dash = "--" if flag else ""
+    names = " or ".join(f"{dash}{n}" for n in ((new,) if isinstance(new, str) else new))
+    return f"{dash}{key} is {config_cls.CLASSIC_CONFIG}'s classic name; {'on the command line ' if flag else ''}" \
+           f"use {names}"
+
+
+class _ClassicFlag(argparse.Action):
+    """A classic field name as a flag: refused while parsing, with the flag to use (``message``)."""
+
+    def __init__(self, option_strings, dest, message: str, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.message = message
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise UsageError(self.message)
 
 
 # ---------------------------------------------------------------- values
@@ -193,6 +220,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls) -> None:
         else:
             metavar = {"int": "INT", "float": "FLOAT", "dict": "YAML", "list": "YAML"}.get(kind, "TEXT")
             parser.add_argument(*names, metavar=metavar + ("|none" if optional else ""), **common)
+    for old in getattr(config_cls, "CLASSIC_NAMES", {}):
+        names = [f"--{old}"] + ([f"--{old.replace('_', '-')}"] if "_" in old else [])
+        parser.add_argument(*names, dest=f"classic.{old}", nargs="?", action=_ClassicFlag, default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS, message=classic_name(config_cls, old, flag=True))
 
 
 def split_overrides(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
@@ -236,14 +267,16 @@ def collect_values(config_cls, args: argparse.Namespace, overrides=(), base: dic
     if path:
         for key, (value, line) in load_yaml(path).items():
             if key not in fields:
-                raise UsageError(f"{path} line {line}: unknown {name} field {key!r}{suggest(key, fields)}")
+                raise UsageError(f"{path} line {line}: " + (classic_name(config_cls, key) or
+                                                           f"unknown {name} field {key!r}{suggest(key, fields)}"))
             origins[key] = f"{path} line {line}: {key}"
             values[key] = coerce(fields[key], value, origins[key])
     for pair in overrides:
         key, _, text = pair.partition("=")
         key = key.replace("-", "_")
         if key not in fields:
-            raise UsageError(f"override {pair!r}: unknown {name} field {key!r}{suggest(key, fields)}")
+            raise UsageError(f"override {pair!r}: " + (classic_name(config_cls, key) or
+                                                       f"unknown {name} field {key!r}{suggest(key, fields)}"))
         origins[key] = f"override {key}={text}"
         values[key] = coerce(fields[key], text, origins[key])
     for key, raw in vars(args).items():

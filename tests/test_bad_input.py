@@ -89,8 +89,8 @@ class Ctx:
 
     def ppo(self, *flags: str) -> list[str]:
         return ["ppo", "--model_name_or_path", self.lm, "--dataset_name", str(FIXTURES / "prompts.jsonl"),
-                "--reward_model_path", self.rm, "--output_dir", self.out, "--steps", "1", "--batch_size", "2",
-                "--mini_batch_size", "2", "--log_with", "none", *flags]
+                "--reward_model_path", self.rm, "--output_dir", self.out, "--max_steps", "1",
+                "--per_device_train_batch_size", "2", "--mini_batch_size", "2", "--report_to", "none", *flags]
 
     def control(self, *flags: str) -> list[str]:
         return ["control", "--output_dir", self.out, "--total_timesteps", "16", "--num_envs", "1", "--num_steps",
@@ -210,10 +210,12 @@ CASES = [
          r"wandb.yaml line 2: report_to: wandb is requested .* pip install wandb", ("wandb",)),
     Case("report-to-tensorboard-only-missing", lambda c: c.kto("--report_to", "tensorboard"),
          r"--report_to: tensorboard is requested .* pip install tensorboard", ("tensorboard", "tensorboardX")),
-    Case("ppo-log-with-tensorboard-missing", lambda c: c.ppo("--log_with", "tensorboard"),  # the default, given
-         r"--log_with: tensorboard is requested .* pip install tensorboard", ("tensorboard", "tensorboardX")),
-    Case("ppo-log-with-wandb-missing", lambda c: c.ppo("--log_with", "wandb"),
-         r"--log_with: wandb is requested but the wandb package is not installed; pip install wandb", ("wandb",)),
+    Case("ppo-report-to-tensorboard-missing", lambda c: c.ppo("--report_to", "tensorboard"),  # the default, given
+         r"--report_to: tensorboard is requested .* pip install tensorboard", ("tensorboard", "tensorboardX")),
+    Case("ppo-report-to-wandb-missing", lambda c: c.ppo("--report_to", "wandb"),
+         r"--report_to: wandb is requested but the wandb package is not installed; pip install wandb", ("wandb",)),
+    Case("ppo-report-to-unknown", lambda c: c.ppo("--report_to", "tensorbord"),
+         r"--report_to: must be a comma-separated list"),
     Case("flag-bf16-fp16", lambda c: c.sft("--bf16", "--fp16"), r"--fp16: choose one of bf16 and fp16"),
     Case("flag-dtype", lambda c: c.sft("--dtype", "float8"), r"--dtype: must be one of auto, float32"),
     Case("flag-attn", lambda c: c.sft("--attn_implementation", "fast"), r"--attn_implementation: must be one of eager"),
@@ -508,11 +510,38 @@ CASES = [
     Case("ppo-ptx-needs-data", lambda c: c.ppo("--ptx_coef", "0.5"), r"--ptx_coef: > 0 needs ptx_dataset_name"),
     Case("ppo-ptx-data-missing", lambda c: c.ppo("--ptx_coef", "0.5", "--ptx_dataset_name", "data/none-sft.jsonl"),
          r"--ptx_dataset_name: no such file or folder"),
-    Case("ppo-batch-multiple", lambda c: c.ppo("--batch_size", "3"),
-         r"--batch_size: must be a multiple of mini_batch_size \* gradient_accumulation_steps = 2 \* 1 = 2, got 3"),
-    Case("ppo-batch-zero", lambda c: c.ppo("--batch_size", "0"), r"--batch_size: must be >= 1, got 0"),
+    Case("ppo-batch-multiple", lambda c: c.ppo("--per_device_train_batch_size", "3"),
+         r"--per_device_train_batch_size: must be a multiple of mini_batch_size \* gradient_accumulation_steps = "
+         r"2 \* 1 = 2, got 3"),
+    Case("ppo-batch-zero", lambda c: c.ppo("--per_device_train_batch_size", "0"),
+         r"--per_device_train_batch_size: must be >= 1, got 0"),
+    Case("ppo-epochs-zero", lambda c: c.ppo("num_ppo_epochs=0"), r"override num_ppo_epochs=0: must be >= 1, got 0"),
+    Case("ppo-max-steps-zero", lambda c: c.ppo("--max_steps", "0"), r"--max_steps: must be >= 1, got 0"),
     Case("ppo-kl-penalty", lambda c: c.ppo("--kl_penalty", "k4"), r"--kl_penalty: must be one of"),
-    Case("ppo-mixed-precision", lambda c: c.ppo("--mixed_precision", "fp8"), r"--mixed_precision: must be one of"),
+    Case("ppo-bf16-fp16", lambda c: c.ppo("--bf16", "--fp16"), r"--fp16: choose one of bf16 and fp16"),
+    Case("ppo-attn", lambda c: c.ppo("--attn_implementation", "fast"), r"--attn_implementation: must be one of eager"),
+    Case("ppo-push-offline", lambda c: c.ppo("--push_to_hub"), r"--push_to_hub: HF_HUB_OFFLINE is set"),
+    Case("ppo-hub-model-id", lambda c: c.ppo("--hub_model_id", "a/b/c"), r"--hub_model_id: must look like 'owner/name'"),
+    # classic PPOConfig names: the TrainingArguments / TRL 1.x name to use instead
+    Case("ppo-classic-steps", lambda c: c.ppo("--steps", "5"),
+         r"--steps is PPOConfig's classic name; on the command line use --max_steps$"),
+    Case("ppo-classic-batch-size", lambda c: c.ppo("--batch-size=4"),
+         r"--batch_size is PPOConfig's classic name; on the command line use --per_device_train_batch_size$"),
+    Case("ppo-classic-ppo-epochs", lambda c: c.ppo("--ppo_epochs", "2"), r"on the command line use --num_ppo_epochs$"),
+    Case("ppo-classic-init-kl-coef", lambda c: c.ppo("--init_kl_coef", "0.1"), r"on the command line use --kl_coef$"),
+    Case("ppo-classic-log-with", lambda c: c.ppo("--log_with", "wandb"), r"on the command line use --report_to$"),
+    Case("ppo-classic-mixed-precision", lambda c: c.ppo("--mixed_precision", "bf16"),
+         r"--mixed_precision is PPOConfig's classic name; on the command line use --bf16 or --fp16$"),
+    Case("ppo-classic-exp-name", lambda c: c.ppo("--exp_name", "x"), r"on the command line use --run_name$"),
+    Case("ppo-classic-yaml", lambda c: c.ppo("--config", c.file("classic.yaml", "seed: 1\ninit_kl_coef: 0.1\n")),
+         r"classic.yaml line 2: init_kl_coef is PPOConfig's classic name; use kl_coef$"),
+    Case("ppo-classic-override", lambda c: c.ppo("steps=3"),
+         r"override 'steps=3': steps is PPOConfig's classic name; use max_steps$"),
+    Case("ppo-computed-flag", lambda c: c.ppo("--world_size", "2"), r"unknown flag --world_size"),
+    Case("ppo-computed-yaml", lambda c: c.ppo("--config", c.file("computed.yaml", "backward_batch_size: 2\n")),
+         r"computed.yaml line 1: unknown PPORunConfig field 'backward_batch_size'"),
+    Case("ppo-label-reward-model", lambda c: c.ppo("--reward_model", "gpt2-rm"),
+         r"unknown flag --reward_model; did you mean --reward_model_path\?"),
     Case("ppo-dual-clip", lambda c: c.ppo("--dual_clip", "0.5"), r"--dual_clip: must be > 1"),
     Case("ppo-optimizer", lambda c: c.ppo("--optimizer", "sgd"), r"--optimizer: must be 'adam' or 'adamw'"),
     Case("ppo-dtype", lambda c: c.ppo("--dtype", "float8"), r"--dtype: must be one of"),
@@ -765,9 +794,6 @@ IGNORED_CASES = [
     ("PPOConfig", {"compare_steps": 5}, r"PPOConfig.compare_steps=5 has no effect: .*push-to-hub-if-best"),
     ("PPOConfig", {"dataset_num_proc": 4}, r"PPOConfig.dataset_num_proc=4 has no effect: PPOTrainer preprocesses no"),
     ("PPOConfig", {"backward_batch_size": 7}, r"PPOConfig.backward_batch_size=7 has no effect: it is computed"),
-    ("PPORunConfig", {"compare_steps": 2}, r"PPORunConfig.compare_steps=2 has no effect"),
-    ("PPORunConfig", {"remove_unused_columns": False},
-     r"PPORunConfig.remove_unused_columns=False has no effect: rlhfkit ppo reads the prompts itself"),
     ("GRPOConfig", {"max_length": 100}, r"GRPOConfig.max_length=100 has no effect: .*max_prompt_length"),
     ("RLOOConfig", {"dataloader_num_workers": 2}, r"RLOOConfig.dataloader_num_workers=2 has no effect"),
     ("SFTConfig", {"max_steps": 5, "num_train_epochs": 3.0},
@@ -813,7 +839,7 @@ def test_ignored_option_from_the_command_line_warns():
     import argparse
 
     from rlhfkit.cli_args import build_config
-    from rlhfkit.pipeline.ppo_run import PPORunConfig
+    from rlhfkit.trainers import GRPOConfig
 
-    with pytest.warns(UserWarning, match=r"PPORunConfig.compare_steps=3 has no effect"):
-        build_config(PPORunConfig, argparse.Namespace(compare_steps="3"))
+    with pytest.warns(UserWarning, match=r"GRPOConfig.max_length=100 has no effect"):
+        build_config(GRPOConfig, argparse.Namespace(max_length="100"))

@@ -129,3 +129,39 @@ def test_help_shows_both_spellings_and_field_help(capsys):
     assert "--use_peft [true|false], --use-peft [true|false]" in out
     assert all(f"--{name}" in out for name in SFTConfig.field_help())
     assert SFTConfig.field_help()["packing"].split("(")[0].strip()[:40] in " ".join(out.split())
+
+
+def test_classic_names_of_a_config_are_refused_with_the_name_to_use(tmp_path, capsys):
+    """A config's CLASSIC_NAMES: the old spelling as a flag, YAML key or override names the new one."""
+    from dataclasses import dataclass
+
+    from rlhfkit.trainers.config import f
+
+    @dataclass
+    class Renamed:
+        CLASSIC_NAMES = {"steps": "max_steps", "mixed_precision": ("bf16", "fp16")}
+        CLASSIC_CONFIG = "OldConfig"
+        max_steps: int = f(1, "Steps.")
+        bf16: bool = f(False, "bfloat16.")
+        fp16: bool = f(False, "float16.")
+
+    assert parse(Renamed, ["--max_steps", "3"])[0].max_steps == 3
+    for argv in (["--steps", "3"], ["--steps=3"], ["--steps"]):
+        with pytest.raises(UsageError, match=r"^--steps is OldConfig's classic name; on the command line use "
+                                             r"--max_steps$"):
+            parse(Renamed, argv)
+    with pytest.raises(UsageError, match=r"^--mixed_precision is OldConfig's classic name; on the command line "
+                                         r"use --bf16 or --fp16$"):
+        parse(Renamed, ["--mixed-precision", "bf16"])
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text("max_steps: 2\nsteps: 3\n")
+    with pytest.raises(UsageError, match=rf"^{cfg} line 2: steps is OldConfig's classic name; use max_steps$"):
+        parse(Renamed, ["--config", str(cfg)])
+    with pytest.raises(UsageError, match=r"^override 'steps=3': steps is OldConfig's classic name; use max_steps$"):
+        parse(Renamed, ["steps=3"])
+    with pytest.raises(UsageError, match=r"unknown Renamed field 'max_stepz'; did you mean 'max_steps'"):
+        parse(Renamed, ["max_stepz=3"])
+    parser = argparse.ArgumentParser(allow_abbrev=False)
+    add_config_arguments(parser, Renamed)
+    parser.print_help()
+    assert "--steps" not in capsys.readouterr().out  # hidden from --help

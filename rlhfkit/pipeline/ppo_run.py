@@ -6,36 +6,52 @@ contract, several with weights); prompts come from any dataset the data layer re
 prompts through the tokenizer's template). Optional: a separate critic initialised from the
 reward model (InstructGPT), critic warm-up, PTX data, LoRA, held-out evaluation every
 ``eval_steps`` (reward, KL to the reference, length, truncation, samples), checkpoints and
-exact resume. Every ``PPOConfig`` knob is a field here with the same name and meaning.
+exact resume, an upload of the final model to the Hub.
+
+``PPORunConfig`` is what the command line reads, in the names every other command uses
+(Transformers' ``TrainingArguments`` and TRL 1.x: ``max_steps``, ``per_device_train_batch_size``,
+``report_to``, ``bf16``, ...); ``PPORunConfig.ppo_config()`` builds the classic ``PPOConfig``
+(TRL 0.11's names, unchanged) that ``PPOTrainer`` gets. Computed ``PPOConfig`` fields and its
+free-text labels are not part of it.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import algos, rollout
-from ..trainers.config import Checks, ConfigError, f
+from ..trainers.config import ATTENTION, Checks, ConfigError, check_field_types, f, field_default
 from ..trainers.online_config import check_vllm
-from ..trainers.ppo_config import PPOConfig, _f
+from ..trainers.ppo_config import PPOConfig
+from ..trainers.trackers import check_report_to, resolve_trackers
 
 GENERATION = ("max_new_tokens", "temperature", "top_k", "top_p")
+# PPOConfig fields that rlhfkit ppo names as TrainingArguments / TRL 1.x do, value for value: {classic: new}
+RENAMED = {"steps": "max_steps", "batch_size": "per_device_train_batch_size", "ppo_epochs": "num_ppo_epochs",
+           "init_kl_coef": "kl_coef"}
+
+
+def _knob(name: str, help: str | None = None):
+    """A PPOConfig knob under its own name: PPOConfig's default and (unless ``help`` says more) help text."""
+    fld = next(x for x in fields(PPOConfig) if x.name == name)
+    return f(field_default(PPOConfig, name), help or fld.metadata["help"])
 
 
 @dataclass
-class PPORunConfig(PPOConfig):
-    """PPOConfig (same fields, same defaults) plus what a command-line run needs to load."""
+class PPORunConfig:
+    """The fields of ``rlhfkit ppo``: flags, ``--config`` YAML keys, ``key=value`` overrides, config.yaml."""
 
-    IGNORED = {**PPOConfig.IGNORED,
-               "remove_unused_columns": "rlhfkit ppo reads the prompts itself and gives PPOTrainer no dataset"}
+    # A classic PPOConfig name given as a flag, YAML key or override is refused with the one to use here.
+    CLASSIC_NAMES = {**RENAMED, "exp_name": "run_name", "log_with": "report_to", "mixed_precision": ("bf16", "fp16")}
+    CLASSIC_CONFIG = "PPOConfig"
 
-    log_with: str | None = _f("tensorboard", "Tracker: 'tensorboard' (default here), 'wandb', 'jsonl' or None; "
-                                             "metrics.jsonl is always written to output_dir.")
+    # ---- what to train on ----
     model_name_or_path: str | None = f(None, "Policy to train: a causal-LM folder (typically an SFT output) or hub "
                                              "id; it gets a fresh value head unless the folder has one.")
     reward_model_path: str | None = f(None, "Reward-model folder (AutoModelForSequenceClassification, 1 label) "
@@ -52,20 +68,76 @@ class PPORunConfig(PPOConfig):
     eval_dataset_name: str | None = f(None, "Held-out prompts in the same forms (default: eval_fraction of "
                                             "dataset_name).")
     eval_fraction: float = f(0.0, "Fraction of the prompts held out for evaluation when no eval dataset is given.")
-    eval_steps: int = f(0, "Evaluate on the held-out prompts every this many PPO steps (0: only at the end, when "
-                           "there are held-out prompts).")
-    eval_prompts: int = f(64, "Held-out prompts per evaluation (the first ones, the same every time).")
-    eval_samples_to_log: int = f(4, "Prompt/response/reward samples written to eval_samples.jsonl per evaluation.")
+    ptx_dataset_name: str | None = f(None, "SFT data (texts or prompt/completion rows) for the ptx loss; needs "
+                                           "ptx_coef > 0.")
+    dtype: str = f("float32", "Weights dtype when loading: float32, bfloat16 or float16.")
+    attn_implementation: str | None = f(None, f"Attention kernel of the policy and the critic, one of {ATTENTION} "
+                                              "or a hub kernel 'owner/name' (none: Transformers' default).")
+    # ---- how long, how much per step ----
+    max_steps: int = f(100, "PPO steps (iterations: sample, score, update) to run.")
+    per_device_train_batch_size: int = f(128, "Rollouts (prompt, response, score) per PPO step on each process "
+                                              "(PPOConfig's batch_size).")
+    mini_batch_size: int = _knob("mini_batch_size", "Rollouts per gradient minibatch; per_device_train_batch_size "
+                                                    "must be a multiple of mini_batch_size * "
+                                                    "gradient_accumulation_steps.")
+    gradient_accumulation_steps: int = _knob("gradient_accumulation_steps")
+    num_ppo_epochs: int = f(4, "Passes over each step's rollouts (PPOConfig's ppo_epochs).")
+    learning_rate: float = _knob("learning_rate")
+    seed: int = _knob("seed")
+    # ---- sampling ----
     max_prompt_length: int = f(256, "Keep the last this many prompt tokens.")
     max_new_tokens: int = f(32, "Longest sampled response, in tokens.")
     temperature: float = f(1.0, "Sampling temperature of the rollouts.")
     top_k: int = f(0, "Sample from the top k tokens only (0: all).")
     top_p: float = f(1.0, "Nucleus sampling mass (1.0: off).")
+    # ---- KL penalty ----
+    kl_coef: float = f(0.2, "Initial (or, with adap_kl_ctrl false, fixed) coefficient of the per-token KL penalty "
+                            "(PPOConfig's init_kl_coef).")
+    adap_kl_ctrl: bool = _knob("adap_kl_ctrl", "Adapt the KL coefficient towards `target` (Ziegler et al. 2019); "
+                                               "else keep kl_coef.")
+    kl_penalty: str = _knob("kl_penalty")
+    target: float = _knob("target")
+    horizon: float = _knob("horizon")
+    # ---- advantages and losses ----
+    gamma: float = _knob("gamma")
+    lam: float = _knob("lam")
+    cliprange: float = _knob("cliprange")
+    cliprange_value: float = _knob("cliprange_value")
+    vf_coef: float = _knob("vf_coef")
+    whiten_rewards: bool = _knob("whiten_rewards")
+    whiten_advantages: bool = _knob("whiten_advantages")
+    use_score_scaling: bool = _knob("use_score_scaling")
+    use_score_norm: bool = _knob("use_score_norm")
+    score_clip: float | None = _knob("score_clip")
+    missing_eos_penalty: float | None = _knob("missing_eos_penalty")
+    dual_clip: float | None = _knob("dual_clip")
+    entropy_coef: float = _knob("entropy_coef")
+    early_stopping: bool = _knob("early_stopping")
+    target_kl: float = _knob("target_kl")
+    ratio_threshold: float = _knob("ratio_threshold")
+    # ---- critic and ptx ----
     critic_from_reward_model: bool = f(False, "Train a separate critic initialised from reward_model_path "
                                               "(InstructGPT) instead of the value head on the policy.")
-    ptx_dataset_name: str | None = f(None, "SFT data (texts or prompt/completion rows) for the ptx loss; needs "
-                                           "ptx_coef > 0.")
-    dtype: str = f("float32", "Weights dtype when loading: float32, bfloat16 or float16.")
+    critic_learning_rate: float | None = _knob("critic_learning_rate")
+    critic_warmup_steps: int = _knob("critic_warmup_steps", "First PPO steps that train only the value function, "
+                                                            "policy frozen.")
+    ptx_coef: float = _knob("ptx_coef", "Weight of the SFT (ptx) language-modelling loss mixed into each minibatch "
+                                        "(InstructGPT's PPO-ptx); needs ptx_dataset_name.")
+    ptx_batch_size: int = _knob("ptx_batch_size")
+    # ---- optimiser, precision, memory ----
+    optimizer: str = _knob("optimizer", "Optimiser: 'adam' (classic) or 'adamw'.")
+    weight_decay: float = _knob("weight_decay")
+    max_grad_norm: float | None = _knob("max_grad_norm")
+    bf16: bool = f(False, "bfloat16 autocast for the forward/backward passes (weights and optimiser stay float32).")
+    fp16: bool = f(False, "float16 autocast with loss scaling (GPUs).")
+    gradient_checkpointing: bool = _knob("gradient_checkpointing")
+    optimize_device_cache: bool = _knob("optimize_device_cache", "Free the accelerator cache between the phases of a "
+                                                                 "PPO step (slower, less memory).")
+    disable_dropout: bool = _knob("disable_dropout")
+    fuse_activations: bool = _knob("fuse_activations")
+    reuse_rollout_logprobs: bool = _knob("reuse_rollout_logprobs")
+    accelerator_kwargs: dict = _knob("accelerator_kwargs")
+    # ---- LoRA ----
     use_peft: bool = f(False, "Train LoRA adapters on the policy; the reference is then the adapter-disabled "
                               "base (no second copy).")
     lora_r: int = f(16, "LoRA rank.")
@@ -73,27 +145,62 @@ class PPORunConfig(PPOConfig):
     lora_dropout: float = f(0.05, "LoRA dropout.")
     lora_target_modules: str | None = f(None, "Modules that get adapters (comma-separated; default: PEFT's choice "
                                               "for the architecture).", comma_list=True)
+    # ---- vLLM ----
     use_vllm: bool = f(False, "Sample the rollouts with a colocated vLLM engine (needs `pip install vllm` and a CUDA "
                               "GPU; untested on hardware); the policy (a LoRA policy: its adapter) is pushed into it "
                               "after every PPO step.")
     vllm_gpu_memory_utilization: float = f(0.3, "Share of the GPU's memory the vLLM engine may take.")
     vllm_sync_timeout_s: float = f(300.0, "Seconds a weight push into vLLM may take before the run stops with a "
                                           "TimeoutError.")
-    resume_from_checkpoint: str | None = f(None, "A checkpoint-<step> folder in output_dir, or 'latest'.")
+    # ---- evaluation ----
+    eval_steps: int = f(0, "Evaluate on the held-out prompts every this many PPO steps (0: only at the end, when "
+                           "there are held-out prompts).")
+    eval_prompts: int = f(64, "Held-out prompts per evaluation (the first ones, the same every time).")
+    eval_samples_to_log: int = f(4, "Prompt/response/reward samples written to eval_samples.jsonl per evaluation.")
+    # ---- where results go ----
+    output_dir: str = _knob("output_dir", "Folder for metrics.jsonl, eval_samples.jsonl, checkpoints and the final "
+                                          "model (final/).")
+    run_name: str | None = f(None, "Name of the run: W&B's run name and PPOConfig's exp_name (none: the name of "
+                                   "output_dir).")
+    report_to: str = f("tensorboard", "Comma-separated loggers: jsonl, tensorboard, wandb, trackio, all; 'none' for "
+                                      "none. metrics.jsonl goes to output_dir whatever this says.")
+    tracker_project_name: str = _knob("tracker_project_name")
+    tracker_kwargs: dict = _knob("tracker_kwargs")
+    project_kwargs: dict = _knob("project_kwargs", "Keyword arguments for accelerate's ProjectConfiguration "
+                                                   "(logging_dir defaults to output_dir).")
+    save_steps: int = _knob("save_steps", "Write a checkpoint every this many PPO steps (0: only at the end).")
     save_total_limit: int | None = f(None, "Keep at most this many checkpoints.")
+    resume_from_checkpoint: str | None = f(None, "A checkpoint-<step> folder in output_dir, or 'latest'.")
+    push_to_hub: bool = f(False, "Upload output_dir/final (model, value head, tokenizer, README.md model card) to the "
+                                 "Hugging Face Hub after training; needs a reachable hub and a login "
+                                 "(`hf auth login`).")
+    hub_model_id: str | None = f(None, "Hub repository 'owner/name' (or 'name') for push_to_hub (default: the "
+                                       "name of output_dir).")
 
     def __post_init__(self):
-        super().__post_init__()
+        check_field_types(self)
         c = Checks(self)
         c.non_empty("model_name_or_path", "dataset_name", "reward_model_path", "reward_funcs", "eval_dataset_name",
-                    "ptx_dataset_name", "resume_from_checkpoint", "output_dir")
-        c.at_least(1, "eval_prompts", "max_new_tokens", "max_prompt_length", "steps")
-        c.at_least(0, "eval_steps", "eval_samples_to_log", "top_k")
+                    "ptx_dataset_name", "resume_from_checkpoint", "output_dir", "run_name", "hub_model_id")
+        c.at_least(1, "eval_prompts", "max_new_tokens", "max_prompt_length", "max_steps", "save_total_limit")
+        c.at_least(0, "eval_steps", "eval_samples_to_log", "top_k", "save_steps")
         c.within("eval_fraction", 0.0, 1.0, high_open=True)
         c.within("top_p", 0.0, 1.0)
         c.choice("dtype", ("float32", "bfloat16", "float16"))
         if self.temperature <= 0:
             c.fail("temperature", f"must be > 0, got {self.temperature}")
+        # the checks of LoopConfig (every other command): attention kernel, trackers, precision, hub id
+        if self.attn_implementation is not None and self.attn_implementation not in ATTENTION \
+                and "/" not in self.attn_implementation:
+            c.fail("attn_implementation", f"must be one of {', '.join(ATTENTION)} or a hub kernel 'owner/name', "
+                                          f"got {self.attn_implementation!r}")
+        problem = check_report_to(self.report_to, self.report_to != field_default(type(self), "report_to"))
+        if problem:
+            c.fail("report_to", problem)
+        if self.bf16 and self.fp16:
+            c.fail("fp16", "choose one of bf16 and fp16, not both")
+        if self.hub_model_id is not None and self.hub_model_id.count("/") > 1:
+            c.fail("hub_model_id", f"must look like 'owner/name' or 'name', got {self.hub_model_id!r}")
         check_vllm(c)
         if self.critic_from_reward_model and not self.reward_model_path:
             c.fail("critic_from_reward_model", "needs reward_model_path (the critic starts from that reward model)")
@@ -110,6 +217,27 @@ class PPORunConfig(PPOConfig):
             if len(weights) != n:
                 c.fail("reward_weights", f"has {len(weights)} weights for {n} reward sources "
                                          f"({', '.join(self.reward_sources()) or 'none'})")
+        try:
+            self.ppo_config()  # PPOConfig's own checks (batch sizes, kl_penalty, ...), under this config's names
+        except ConfigError as err:
+            new = self.CLASSIC_NAMES.get(err.field, err.field)
+            c.fail(new if isinstance(new, str) else new[0], err.problem)
+
+    def ppo_config(self) -> PPOConfig:
+        """The classic PPOConfig PPOTrainer gets: the knobs of the same name, the renamed ones under their classic
+        names, trackers from report_to, mixed precision from bf16/fp16, logs under output_dir."""
+        classic = {x.name for x in fields(PPOConfig)}
+        values = {x.name: getattr(self, x.name) for x in fields(self) if x.name in classic}
+        values.update({old: getattr(self, new) for old, new in RENAMED.items()})
+        values["exp_name"] = self.run_name or Path(self.output_dir).name
+        values["log_with"] = resolve_trackers(self.report_to) or None  # Accelerate's tracker names, as the loop's
+        values["mixed_precision"] = "bf16" if self.bf16 else "fp16" if self.fp16 else "no"
+        values["project_kwargs"] = {**self.project_kwargs,
+                                    "logging_dir": self.project_kwargs.get("logging_dir") or self.output_dir}
+        if self.run_name:  # W&B names the run after it, as TrainingArguments.run_name does
+            values["tracker_kwargs"] = {**self.tracker_kwargs,
+                                        "wandb": {"name": self.run_name, **self.tracker_kwargs.get("wandb", {})}}
+        return PPOConfig(**values)
 
     def reward_sources(self) -> list[str]:
         """The reward model (if any) then each reward function, in order."""
@@ -129,7 +257,7 @@ def check_run_inputs(config: PPORunConfig):
 
     Returns the loaded ``((prompts, columns), eval or None)`` so the data is read once.
     """
-    from ..models.loading import check_model_source
+    from ..models.loading import check_model_source, check_push
     from ..trainers.online_data import split_prompts
 
     if not config.model_name_or_path:
@@ -141,6 +269,7 @@ def check_run_inputs(config: PPORunConfig):
     if config.use_vllm:
         from ..rollout.vllm import require_vllm
         require_vllm()
+    check_push(config)
     check_model_source(config.model_name_or_path, "model_name_or_path")
     if config.reward_model_path:
         check_model_source(config.reward_model_path, "reward_model_path")
@@ -161,10 +290,12 @@ def _load_prompts(source, split: str) -> tuple[list, dict]:
 
 
 def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict:
-    """Load everything, train with ``PPOTrainer.train``, evaluate; returns a summary dict.
+    """Load everything, train with ``PPOTrainer.train``, evaluate, write the model card (and upload
+    ``output_dir/final`` when ``push_to_hub``); returns a summary dict.
 
     ``on_loaded()`` is called once data, reward sources and models have loaded, before training
-    (the CLI writes the resolved config then, so a failed load leaves no new files).
+    (the CLI writes the resolved config then, so a failed load leaves no new files). A failed
+    upload raises ``HubError`` after the model is saved.
     """
     from .. import data
     from ..models import AutoModelForCausalLMWithValueHead, CriticModel
@@ -185,37 +316,52 @@ def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict
     except ValueError as err:  # a dotted path that does not import, a folder that is no reward model
         field = "reward_model_path" if config.reward_model_path and "reward_funcs[0]" in str(err) else "reward_funcs"
         raise ConfigError("PPORunConfig", field, str(err)) from None
-    dtype = getattr(torch, config.dtype)
+    load = {"dtype": getattr(torch, config.dtype)}
+    if config.attn_implementation is not None:
+        load["attn_implementation"] = config.attn_implementation
     set_seed(config.seed)  # the fresh value head (and LoRA) initialise from the seed, not from leftover RNG state
     peft_config = lora_config(config, "CAUSAL_LM") if config.use_peft else None
-    policy = AutoModelForCausalLMWithValueHead.from_pretrained(config.model_name_or_path, dtype=dtype,
-                                                               peft_config=peft_config)
-    critic = CriticModel.from_pretrained(config.reward_model_path, dtype=dtype) \
-        if config.critic_from_reward_model else None
+    policy = AutoModelForCausalLMWithValueHead.from_pretrained(config.model_name_or_path, peft_config=peft_config,
+                                                               **load)
+    critic = CriticModel.from_pretrained(config.reward_model_path, **load) if config.critic_from_reward_model else None
     ptx = _ptx_texts(config.ptx_dataset_name, tokenizer) if config.ptx_dataset_name else None
-    if not config.project_kwargs.get("logging_dir"):
-        config.project_kwargs = {**config.project_kwargs, "logging_dir": config.output_dir}
     engine = build_engine(config, policy, dtype=config.dtype) if config.use_vllm else None
     with warnings.catch_warnings():  # prompts come from dataset_name; the classic "no dataset" warning is noise
         warnings.filterwarnings("ignore", message="No dataset is provided")
-        trainer = PPOTrainer(config, policy, None, tokenizer, critic=critic, ptx_dataset=ptx, rollout_engine=engine)
+        trainer = PPOTrainer(config.ppo_config(), policy, None, tokenizer, critic=critic, ptx_dataset=ptx,
+                             rollout_engine=engine)
     chat = bool(prompts) and data.is_conversational(prompts[0])
     reward_fn = _reward_fn(reward_funcs, config.weights(), prompts, chat)
     eval_fn = _evaluator(trainer, config, held, reward_funcs, chat) if held is not None else None
     if on_loaded is not None:
         on_loaded()
-    history = train_ppo(trainer, reward_fn, render_prompts(tokenizer, prompts), steps=config.steps,
+    history = train_ppo(trainer, reward_fn, render_prompts(tokenizer, prompts), steps=config.max_steps,
                         generation_kwargs=config.generation_kwargs(), output_dir=config.output_dir,
                         save_steps=config.save_steps, resume_from_checkpoint=config.resume_from_checkpoint,
                         save_total_limit=config.save_total_limit, progress=progress,
                         columns={"_index": list(range(len(prompts))), **columns},
                         max_prompt_length=config.max_prompt_length, add_special_tokens=not chat,
                         eval_fn=eval_fn, eval_steps=config.eval_steps)
+    if trainer.accelerator.is_main_process:
+        _publish(config, history)
     train_rows = [r for r in history if "reward" in r]
     evals = [r for r in history if "eval/reward_mean" in r]
     return {"output_dir": config.output_dir, "final": str(Path(config.output_dir) / "final"),
             "steps": trainer.current_step, "reward_first": train_rows[0]["reward"] if train_rows else None,
             "reward_last": train_rows[-1]["reward"] if train_rows else None, "evals": evals}
+
+
+def _publish(config: PPORunConfig, history: list[dict]) -> None:
+    """As the other trainers finish: a model card in output_dir/final, then its upload when push_to_hub."""
+    from ..models.loading import push_folder, write_model_card
+
+    final = Path(config.output_dir) / "final"
+    last: dict = {}
+    for row in history:
+        last.update({k: v for k, v in row.items() if k != "step"})
+    write_model_card(final, method="ppo", config=config, metrics=last)
+    if config.push_to_hub:
+        push_folder(final, config.hub_model_id or Path(config.output_dir).name)
 
 
 def _ptx_texts(source, tokenizer) -> list[str]:

@@ -15,7 +15,9 @@ PAGES = {
                       "defaults. Classic fields that change nothing here (`push_to_hub_if_best_kwargs`, `compare_steps`, "
                       "`dataset_num_proc`) warn when set to anything but their default, and so does a computed "
                       "field (`backward_batch_size`, `world_size`, ...) set by hand to another value than the one "
-                      "computed.\n\n", [PPOConfig]),
+                      "computed. `rlhfkit ppo` takes these knobs under the names of Transformers' "
+                      "`TrainingArguments` and TRL 1.x (`max_steps` for `steps`, `per_device_train_batch_size` for "
+                      "`batch_size`, `report_to` for `log_with`, ...; [ppo_cli.md](ppo_cli.md)).\n\n", [PPOConfig]),
     "configs.md": ("# Training configs reference\n\nGenerated from the field help in `rlhfkit/trainers/` (the same "
                    "text as `rlhfkit sft|reward|dpo|kto --help`). Every field can be set in a YAML file passed with "
                    "`--config`, as a `field=value` override, or as a flag; flags beat overrides, overrides beat the "

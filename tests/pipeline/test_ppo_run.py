@@ -1,6 +1,7 @@
 """`rlhfkit ppo`: a policy folder, a reward model and/or reward functions, prompts from a file."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -79,15 +80,15 @@ def test_the_hand_made_reward_model_counts_target_tokens(folders):
 
 def _args(folders, out, *extra):
     return ["ppo", f"model_name_or_path={folders['policy']}", f"dataset_name={folders['prompts']}",
-            f"output_dir={out}", "batch_size=4", "mini_batch_size=2", "ppo_epochs=1", "max_new_tokens=4",
-            "learning_rate=1e-3", *extra]
+            f"output_dir={out}", "per_device_train_batch_size=4", "mini_batch_size=2", "num_ppo_epochs=1",
+            "max_new_tokens=4", "learning_rate=1e-3", *extra]
 
 
 def test_cli_run_writes_model_metrics_evals_samples_and_resumes(folders, tmp_path, capsys):
     out = tmp_path / "run"
     funcs = "tests.pipeline.test_ppo_run:target_share"
     code = main(_args(folders, out, f"reward_model_path={folders['rm']}", f"reward_funcs={funcs}",
-                      "reward_weights=1.0,0.5", "steps=2", "eval_fraction=0.25", "eval_steps=1", "save_steps=1",
+                      "reward_weights=1.0,0.5", "max_steps=2", "eval_fraction=0.25", "eval_steps=1", "save_steps=1",
                       "critic_from_reward_model=true", "critic_warmup_steps=1"))
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
@@ -105,7 +106,7 @@ def test_cli_run_writes_model_metrics_evals_samples_and_resumes(folders, tmp_pat
     assert (out / "final" / "critic").is_dir() and (out / "checkpoint-1").is_dir()
     # resume from the last checkpoint and go two steps further
     assert main(_args(folders, out, f"reward_model_path={folders['rm']}", f"reward_funcs={funcs}",
-                      "reward_weights=1.0,0.5", "steps=3", "eval_fraction=0.25", "critic_from_reward_model=true",
+                      "reward_weights=1.0,0.5", "max_steps=3", "eval_fraction=0.25", "critic_from_reward_model=true",
                       "resume_from_checkpoint=latest")) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 3
 
@@ -121,8 +122,9 @@ def test_rule_reward_only_with_lora_and_chat_prompts(folders, tmp_path, capsys):
         return [0.0] * len(prompts)
 
     config = PPORunConfig(model_name_or_path=str(folders["policy"]), dataset_name=str(chat), reward_funcs="x:y",
-                          output_dir=str(tmp_path / "lora"), batch_size=2, mini_batch_size=2, ppo_epochs=1, steps=1,
-                          max_new_tokens=3, use_peft=True, lora_target_modules="c_attn", log_with=None)
+                          output_dir=str(tmp_path / "lora"), per_device_train_batch_size=2, mini_batch_size=2,
+                          num_ppo_epochs=1, max_steps=1, max_new_tokens=3, use_peft=True, lora_target_modules="c_attn",
+                          report_to="none")
     import rlhfkit.trainers.reward_funcs as rf
 
     real = rf.load_reward_funcs
@@ -166,12 +168,12 @@ def test_config_checks_name_the_field():
 def test_ppo_run_raises_the_reward_models_score_on_held_out_prompts(folders, tmp_path):
     """The learning test: PPO against the hand-made reward model, measured on prompts it never trained on."""
     config = PPORunConfig(model_name_or_path=str(folders["policy"]), dataset_name=str(folders["prompts"]),
-                          reward_model_path=str(folders["rm"]), output_dir=str(tmp_path / "learn"), batch_size=16,
-                          mini_batch_size=8, ppo_epochs=2, learning_rate=1e-2, init_kl_coef=0.01, adap_kl_ctrl=False,
-                          steps=20, max_new_tokens=6, eval_fraction=0.25, eval_steps=10, eval_prompts=3,
-                          log_with=None, seed=0)
-    config_first = PPORunConfig(**{**config.__dict__, "steps": 1, "output_dir": str(tmp_path / "base"),
-                                   "learning_rate": 1e-12})
+                          reward_model_path=str(folders["rm"]), output_dir=str(tmp_path / "learn"),
+                          per_device_train_batch_size=16, mini_batch_size=8, num_ppo_epochs=2, learning_rate=1e-2,
+                          kl_coef=0.01, adap_kl_ctrl=False,
+                          max_steps=20, max_new_tokens=6, eval_fraction=0.25, eval_steps=10, eval_prompts=3,
+                          report_to="none", seed=0)
+    config_first = replace(config, max_steps=1, output_dir=str(tmp_path / "base"), learning_rate=1e-12)
     before = run_ppo(config_first, progress=False)["evals"][-1]["eval/reward_mean"]
     after = run_ppo(config, progress=False)["evals"][-1]["eval/reward_mean"]
     print(f"held-out reward-model score {before:.3f} -> {after:.3f}")
@@ -190,26 +192,20 @@ def test_example_yaml_runs_on_tiny_folders(folders, tmp_path, capsys):
     prompts.write_text("\n".join(PROMPTS) + "\n")
     code = main(["ppo", "--config", str(example), f"model_name_or_path={folders['policy']}",
                  f"reward_model_path={folders['rm']}", f"dataset_name={prompts}", f"eval_dataset_name={prompts}",
-                 f"output_dir={tmp_path / 'out'}", "steps=1", "batch_size=4", "mini_batch_size=2", "ppo_epochs=1",
-                 "max_new_tokens=3", "eval_prompts=2"])
+                 f"output_dir={tmp_path / 'out'}", "max_steps=1", "per_device_train_batch_size=4", "mini_batch_size=2",
+                 "num_ppo_epochs=1", "max_new_tokens=3", "eval_prompts=2"])
     assert code == 0 and json.loads(capsys.readouterr().out)["evals"][-1]["eval/prompts"] == 2
 
 
-def test_docs_table_lists_every_run_field_with_its_help():
-    """docs/ppo_cli.md's table is the run fields' own help text (PPOConfig's are in docs/ppo_config.md)."""
-    from dataclasses import MISSING, fields
+def test_docs_table_lists_every_field_with_its_help():
+    """docs/ppo_cli.md's table is every field of the command line with its help text and default."""
     from pathlib import Path
 
-    from rlhfkit.trainers.ppo_config import PPOConfig
+    from rlhfkit.trainers.config import config_markdown
 
     page = (Path(__file__).resolve().parents[2] / "docs" / "ppo_cli.md").read_text()
-    classic = {x.name for x in fields(PPOConfig)}
-    for x in fields(PPORunConfig):
-        if x.name in classic and x.name != "log_with":
-            continue
-        default = x.default_factory() if x.default_factory is not MISSING else x.default
-        row = f"| `{x.name}` | `{default!r}` | {x.metadata['help']} |"
-        assert row in page, f"docs/ppo_cli.md: the row of {x.name} should read {row}"
+    assert config_markdown(PPORunConfig) in page, \
+        "paste rlhfkit.trainers.config.config_markdown(PPORunConfig) into docs/ppo_cli.md"
 
 
 def test_evaluation_does_not_move_the_training_rng(folders, tmp_path):
@@ -218,9 +214,10 @@ def test_evaluation_does_not_move_the_training_rng(folders, tmp_path):
 
     def final(eval_steps, name):
         config = PPORunConfig(model_name_or_path=str(folders["policy"]), dataset_name=str(folders["prompts"]),
-                              reward_model_path=str(folders["rm"]), output_dir=str(tmp_path / name), batch_size=4,
-                              mini_batch_size=2, ppo_epochs=1, steps=2, max_new_tokens=4, eval_fraction=0.25,
-                              eval_steps=eval_steps, log_with=None, learning_rate=1e-3)
+                              reward_model_path=str(folders["rm"]), output_dir=str(tmp_path / name),
+                              per_device_train_batch_size=4, mini_batch_size=2, num_ppo_epochs=1, max_steps=2,
+                              max_new_tokens=4, eval_fraction=0.25,
+                              eval_steps=eval_steps, report_to="none", learning_rate=1e-3)
         run_ppo(config, progress=False)
         return load_file(tmp_path / name / "final" / "model.safetensors")
 
@@ -244,8 +241,9 @@ def test_use_vllm_samples_with_the_engine_and_pushes_every_step(folders, tmp_pat
     monkeypatch.setattr(rv, "require_vllm", lambda: None)
     monkeypatch.setattr(rv.VLLMRollout, "from_pretrained", staticmethod(fake_from_pretrained))
     config = PPORunConfig(model_name_or_path=str(folders["policy"]), dataset_name=str(folders["prompts"]),
-                          reward_model_path=str(folders["rm"]), output_dir=str(tmp_path / "v"), batch_size=4,
-                          mini_batch_size=2, ppo_epochs=1, steps=2, max_new_tokens=3, log_with=None,
+                          reward_model_path=str(folders["rm"]), output_dir=str(tmp_path / "v"),
+                          per_device_train_batch_size=4, mini_batch_size=2, num_ppo_epochs=1, max_steps=2,
+                          max_new_tokens=3, report_to="none",
                           use_vllm=True, vllm_gpu_memory_utilization=0.4, vllm_sync_timeout_s=60)
     assert run_ppo(config, progress=False)["steps"] == 2
     llm = made["llm"]

@@ -365,9 +365,9 @@ def command(inputs: dict, trainer: str, out: Path, resume: bool, steps: int = ST
     if trainer == "rlhfkit-ppo":
         args = ["ppo", f"model_name_or_path={d / 'lm'}", f"dataset_name={d / 'prompts.jsonl'}", f"output_dir={out}",
                 f"reward_model_path={d / 'rm'}", "reward_funcs=tests.trainers.test_resume_kill:vowel_share",
-                "reward_weights=1.0,0.5", "batch_size=4", "mini_batch_size=2", "ppo_epochs=2", "max_new_tokens=4",
-                "learning_rate=1e-3", f"steps={steps}", f"save_steps={SAVE_STEPS}", "seed=11", "log_with=jsonl",
-                "disable_dropout=false", "use_peft=true", "lora_r=4", "lora_target_modules=c_attn",
+                "reward_weights=1.0,0.5", "per_device_train_batch_size=4", "mini_batch_size=2", "num_ppo_epochs=2",
+                "max_new_tokens=4", "learning_rate=1e-3", f"max_steps={steps}", f"save_steps={SAVE_STEPS}", "seed=11",
+                "report_to=jsonl", "disable_dropout=false", "use_peft=true", "lora_r=4", "lora_target_modules=c_attn",
                 "lora_dropout=0.1"]
         return args + (["resume_from_checkpoint=latest"] if resume else [])
     online = ["--num_generations", "2", "--max_completion_length", "4", "--beta", "0.1",

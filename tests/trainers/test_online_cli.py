@@ -26,7 +26,7 @@ def tiny(tmp_path_factory):
 def example(name: str, tiny: dict, out: Path) -> dict:
     fields = yaml.safe_load((ROOT / "examples" / name).read_text())
     fields.update(FAST, model_name_or_path=str(tiny["policy"]), output_dir=str(out))
-    fields["reward_funcs"] = [str(tiny["reward"]) if f == "runs/tiny-rm" else f for f in fields["reward_funcs"]]
+    fields["reward_funcs"] = [str(tiny["reward"]) if f == "runs/rm" else f for f in fields["reward_funcs"]]
     return fields
 
 

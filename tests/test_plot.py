@@ -18,7 +18,8 @@ def run(folder: Path, rows: list[dict], tail: str = "") -> Path:
 def sft_rows(scale: float = 1.0) -> list[dict]:
     rows = []
     for step in range(1, 7):
-        rows.append({"step": step, "train/loss": scale * 3.0 / step, "train/grad_norm": 1.0, "train/learning_rate": 1e-4})
+        rows.append({"step": step, "train/loss": scale * 3.0 / step, "train/grad_norm": 1.0,
+                     "train/learning_rate": 1e-4})
         if step % 3 == 0:
             rows.append({"step": step, "eval/loss": scale * 3.5 / step, "eval/perplexity": 30.0 / step})
     return rows

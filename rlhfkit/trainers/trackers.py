@@ -72,8 +72,8 @@ def resolve_trackers(value: str | list | None) -> list[str]:
 
 # The metrics a console line shows, in this order, when a row has them ("train/" dropped); the rest stay in
 # metrics.jsonl and the trackers. Held-out rows show their first CONSOLE_EVAL top-level eval/* metrics.
-CONSOLE_KEYS = ("loss", "reward", "reward_std", "kl", "rewards/accuracies", "rewards/margins", "accuracy", "margin", "mae",
-                "entropy", "completions/mean_length", "response_len", "grad_norm", "learning_rate", "epoch")
+CONSOLE_KEYS = ("loss", "reward", "reward_std", "kl", "rewards/accuracies", "rewards/margins", "accuracy", "margin",
+                "mae", "entropy", "completions/mean_length", "response_len", "grad_norm", "learning_rate", "epoch")
 CONSOLE_EVAL = 6
 
 

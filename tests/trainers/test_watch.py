@@ -36,7 +36,8 @@ def test_sft_prints_one_line_per_logging_step_and_evaluation_on_stderr(tokenizer
     out, err = capsys.readouterr()
     lines = console_lines(err)
     def shape(step: int, *keys: str) -> str:
-        return re.escape(f"{{'step': {step}, ") + ", ".join(f"'{re.escape(k)}': -?[0-9.]+(e-?[0-9]+)?" for k in keys) + "}"
+        number = "-?[0-9.]+(e-?[0-9]+)?"
+        return re.escape(f"{{'step': {step}, ") + ", ".join(f"'{re.escape(k)}': {number}" for k in keys) + "}"
 
     assert len(lines) == 4, err
     train = ("loss", "grad_norm", "learning_rate", "epoch")

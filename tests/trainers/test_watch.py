@@ -79,9 +79,9 @@ def test_rlhfkit_ppo_lines_table_learning_curve_and_json_stdout(tmp_path, capsys
     policy, rm = save_tiny(tmp_path / "policy", hidden_size=32), save_tiny(tmp_path / "rm", kind="reward")
     out = tmp_path / "run"
     assert main(["ppo", "--model_name_or_path", str(policy), "--reward_model_path", str(rm), "--dataset_name",
-                 str(DATA / "prompts.jsonl"), "--output_dir", str(out), "--steps", "2", "--batch_size", "2",
-                 "--mini_batch_size", "2", "--max_new_tokens", "4", "--log_with", "none", "log_completions=true",
-                 "num_completions_to_print=1"]) == 0
+                 str(DATA / "prompts.jsonl"), "--output_dir", str(out), "--max_steps", "2",
+                 "--per_device_train_batch_size", "2", "--mini_batch_size", "2", "--max_new_tokens", "4",
+                 "--report_to", "none", "log_completions=true", "num_completions_to_print=1"]) == 0
     stdout, err = capsys.readouterr()
     assert json.loads(stdout)["steps"] == 2
     lines = console_lines(err)

@@ -95,6 +95,6 @@ def write_console(text: str) -> None:
 
 
 def _number(value) -> str:
-    if isinstance(value, bool) or isinstance(value, int):
+    if isinstance(value, int):  # bool too
         return str(int(value))
     return f"{value:.4g}"

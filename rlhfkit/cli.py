@@ -12,6 +12,7 @@ The resolved config is written to ``<output_dir>/config.yaml`` once everything h
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -174,6 +175,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
                          description="Print the platform, Python, rlhfkit and dependency versions, the device and "
                                      "bf16 support, as a block to paste into a bug report")
     env.set_defaults(handler=_env)
+    add_plot_parser(sub)
     return parser, subparsers
 
 
@@ -251,6 +253,36 @@ def _env(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- rlhfkit plot
+def add_plot_parser(sub) -> None:
+    p = sub.add_parser("plot", help=SUMMARY["plot"],
+                       description="Draw metrics of one or several runs side by side: one panel per metric, one "
+                                   "line per run (labelled by its folder name), read from each RUN_DIR's "
+                                   "metrics.jsonl (a run still training shows its steps so far).")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a training output_dir holding metrics.jsonl")
+    p.add_argument("--metrics", default=None,
+                   help="comma-separated metrics, e.g. train/loss,eval/loss ('loss' is train/loss; default: the "
+                        "learning curve's loss, reward, KL, accuracy, ... that the runs logged)")
+    p.add_argument("--output", default="plot.png", help="image file to write (.png, .pdf, .svg, ...; default "
+                                                        "plot.png)")
+    p.set_defaults(handler=_plot)
+
+
+def _plot(args) -> int:
+    from . import plot
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics is not None else None
+    try:
+        if metrics == []:
+            raise plot.PlotError(f"--metrics: no metric named in {args.metrics!r}")
+        plot.check_output(args.output)
+        path = plot.plot_runs(args.run_dirs, metrics, args.output)
+    except plot.PlotError as err:
+        return _usage("rlhfkit plot", str(err))
+    print(f"wrote {path}")
+    return 0
+
+
 def _ppo_help() -> str:
     from .trainers.ppo_config import PPOConfig
 
@@ -263,10 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     parser, subparsers = build_parser()
     command = argv[0] if argv else None
     if command not in subparsers:
-        if command and not command.startswith("-") and command not in ("feedback", "env"):
+        if command and not command.startswith("-") and command not in ("feedback", "env", "plot"):
             return _usage(parser.prog, f"unknown command {command!r}"
-                                       f"{cli_args.suggest(command, [*subparsers, 'feedback', 'env'])}")
-        args = parser.parse_args(argv)  # --help, --version, feedback, env, or argparse's own error
+                                       f"{cli_args.suggest(command, [*subparsers, 'feedback', 'env', 'plot'])}")
+        args = parser.parse_args(argv)  # --help, --version, feedback, env, plot, or argparse's own error
         return args.handler(args)
     try:
         own, flags = launch.split_launch_flags(argv[1:])
@@ -318,16 +350,17 @@ def _train(args, overrides) -> int:
         check_reward_sources(config, origins)
     if getattr(args, "check_only", False):
         return 0
-    try:
-        trainer = trainer_cls(args=config)  # loads and checks data and model; nothing is written yet
-    except ConfigError as err:  # a check that needs the loaded data or model, reported where the field was set
-        raise UsageError(f"{_origin(origins, err.field)}: {err.problem}") from None
-    write_resolved_config(config, config.output_dir)
-    try:
-        history = trainer.train()
-    except HubError as err:
-        print(f"rlhfkit {args.command}: error: {err}", file=sys.stderr)
-        return 1
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON summary only (`rlhfkit sft ... | jq .`)
+        try:
+            trainer = trainer_cls(args=config)  # loads and checks data and model; nothing is written yet
+        except ConfigError as err:  # a check that needs the loaded data or model, reported where the field was set
+            raise UsageError(f"{_origin(origins, err.field)}: {err.problem}") from None
+        write_resolved_config(config, config.output_dir)
+        try:
+            history = trainer.train()
+        except HubError as err:
+            print(f"rlhfkit {args.command}: error: {err}", file=sys.stderr)
+            return 1
     evals = [row for row in history if any(k.startswith("eval/") for k in row)]
     print_summary({"output_dir": config.output_dir, "last_train": next(
         (r for r in reversed(history) if "train/loss" in r), {}), "last_eval": evals[-1] if evals else {}})
@@ -513,7 +546,8 @@ def _ppo(args, overrides) -> int:
     if getattr(args, "check_only", False):
         return 0
     try:
-        summary = run_ppo(config, on_loaded=lambda: write_resolved_config(config, config.output_dir))
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON summary only
+            summary = run_ppo(config, on_loaded=lambda: write_resolved_config(config, config.output_dir))
     except ConfigError as err:  # a check that needs the loaded tokenizer or data, reported where the field was set
         raise UsageError(f"{_origin(origins, err.field)}: {err.problem}") from None
     except HubError as err:

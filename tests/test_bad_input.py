@@ -100,6 +100,12 @@ class Ctx:
         return ["feedback", *words, "--db", self.db]
 
     @property
+    def run_dir(self) -> str:
+        """A run folder that has logged two steps (for rlhfkit plot)."""
+        return self.folder("logged-run", {"metrics.jsonl": '{"step": 1, "train/loss": 2.0, "train/learning_rate": 0.1}\n'
+                                                           '{"step": 2, "train/loss": 1.5, "train/learning_rate": 0.1}\n'})
+
+    @property
     def reward_fn(self) -> str:
         """A reward function that imports: 'file.py:function'."""
         return str(self.root / "rewards_ok.py") + ":length"
@@ -442,6 +448,11 @@ CASES = [
     Case("grpo-advantage-estimator", lambda c: c.grpo("--advantage_estimator", "gae"),
          r"--advantage_estimator: must be one of"),
     Case("grpo-top-entropy", lambda c: c.grpo("--top_entropy_quantile", "1.5"), r"--top_entropy_quantile: must be in"),
+    Case("grpo-completions-to-print", lambda c: c.grpo("--log_completions", "--num_completions_to_print", "0"),
+         r"--num_completions_to_print: must be >= 1, got 0"),
+    Case("ppo-completions-to-print", lambda c: c.ppo("--log_completions", "true", "--num_completions_to_print", "0"),
+         r"--num_completions_to_print: must be >= 1, got 0"),
+    Case("ppo-log-completions-text", lambda c: c.ppo("--log_completions", "often"), r"--log_completions: expected"),
     Case("grpo-sync-ref-no-beta", lambda c: c.grpo("--sync_ref_model", "--beta", "0"),
          r"--sync_ref_model: needs beta > 0"),
     Case("grpo-data-missing", lambda c: c.grpo("--dataset_name", "data/none-prompts.jsonl"),
@@ -586,6 +597,19 @@ CASES = [
          r"ctl.yaml line 1: unknown ControlConfig field 'learnig_rate'; did you mean 'learning_rate'"),
     Case("control-flag-typo", lambda c: c.control("--env_idd", "CartPole-v1"),
          r"unknown flag --env_idd; did you mean --env_id"),
+    # ---- plot ----
+    Case("plot-no-metrics-file", lambda c: ["plot", c.out],
+         r"rlhfkit plot: error: .*previous-run: no metrics.jsonl in this folder"),
+    Case("plot-second-run-no-metrics", lambda c: ["plot", c.run_dir, c.out], r"previous-run: no metrics.jsonl"),
+    Case("plot-missing-folder", lambda c: ["plot", str(c.root / "no-such-run")], r"no-such-run: no such folder"),
+    Case("plot-unknown-metric", lambda c: ["plot", c.run_dir, "--metrics", "train/loss,eval/los"],
+         r"unknown metric 'eval/los'; the runs logged: train/learning_rate, train/loss"),
+    Case("plot-no-metric-named", lambda c: ["plot", c.run_dir, "--metrics", ","], r"--metrics: no metric named"),
+    Case("plot-output-type", lambda c: ["plot", c.run_dir, "--output", str(c.root / "curves.txt")],
+         r"curves.txt: unknown image type '.txt'; use one of .*\.png"),
+    Case("plot-output-folder", lambda c: ["plot", c.run_dir, "--output", str(c.root)], r"is a folder; give a file name"),
+    Case("plot-no-run", lambda c: ["plot"], r"the following arguments are required: RUN_DIR"),
+    Case("plot-typo", lambda c: ["polt", c.run_dir], r"unknown command 'polt'; did you mean 'plot'"),
     # ---- feedback ----
     Case("fb-no-subcommand", lambda c: ["feedback"], r"rlhfkit feedback: error: the following arguments are required"),
     Case("fb-unknown-subcommand", lambda c: ["feedback", "exprot"], r"invalid choice: 'exprot'"),

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import algos
+from .. import algos, plot
 from .agent import ActorCritic
 from .config import ControlConfig
 
@@ -210,7 +210,7 @@ def train_control(cfg: ControlConfig) -> list[dict]:
         if writer is not None:
             writer.close()
     agent.save_pretrained(out / "policy")
-    plot_learning_curve(episodes, out / "learning_curve.png", cfg.env_id)
+    plot.learning_curve(out, title=cfg.env_id)  # episodic return from metrics.jsonl, with its 20-episode mean
     return episodes
 
 
@@ -218,30 +218,6 @@ def _tensorboard(out: Path):
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(str(out / "tensorboard"))
-
-
-def plot_learning_curve(episodes: list[dict], path: Path, title: str) -> None:
-    """Episodic return against environment steps, with a 20-episode moving average."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if episodes:
-        steps = np.array([e["global_step"] for e in episodes])
-        rets = np.array([e["episodic_return"] for e in episodes])
-        ax.plot(steps, rets, ".", alpha=0.25, label="episode")
-        window = min(20, len(rets))
-        ax.plot(steps[window - 1:], np.convolve(rets, np.ones(window) / window, mode="valid"),
-                label=f"mean of {window}")
-        ax.legend()
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("episodic return")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def evaluate_policy(policy: ActorCritic, env_id: str, episodes: int = 10, seed: int = 1000) -> list[float]:

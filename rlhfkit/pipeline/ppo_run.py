@@ -157,6 +157,10 @@ class PPORunConfig:
                            "there are held-out prompts).")
     eval_prompts: int = f(64, "Held-out prompts per evaluation (the first ones, the same every time).")
     eval_samples_to_log: int = f(4, "Prompt/response/reward samples written to eval_samples.jsonl per evaluation.")
+    log_completions: bool = f(False, "Print a table of each PPO step's prompts, responses and rewards on stderr and "
+                                     "append them to output_dir/completions.jsonl (as GRPO's log_completions).")
+    num_completions_to_print: int | None = f(None, "Responses per step in that table and completions.jsonl (none: "
+                                                   "the whole batch).")
     # ---- where results go ----
     output_dir: str = _knob("output_dir", "Folder for metrics.jsonl, eval_samples.jsonl, checkpoints and the final "
                                           "model (final/).")
@@ -183,6 +187,7 @@ class PPORunConfig:
         c.non_empty("model_name_or_path", "dataset_name", "reward_model_path", "reward_funcs", "eval_dataset_name",
                     "ptx_dataset_name", "resume_from_checkpoint", "output_dir", "run_name", "hub_model_id")
         c.at_least(1, "eval_prompts", "max_new_tokens", "max_prompt_length", "max_steps", "save_total_limit")
+        c.at_least(1, "num_completions_to_print")
         c.at_least(0, "eval_steps", "eval_samples_to_log", "top_k", "save_steps")
         c.within("eval_fraction", 0.0, 1.0, high_open=True)
         c.within("top_p", 0.0, 1.0)
@@ -341,7 +346,8 @@ def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict
                         save_total_limit=config.save_total_limit, progress=progress,
                         columns={"_index": list(range(len(prompts))), **columns},
                         max_prompt_length=config.max_prompt_length, add_special_tokens=not chat,
-                        eval_fn=eval_fn, eval_steps=config.eval_steps)
+                        eval_fn=eval_fn, eval_steps=config.eval_steps, log_completions=config.log_completions,
+                        num_completions_to_print=config.num_completions_to_print)
     if trainer.accelerator.is_main_process:
         _publish(config, history)
     train_rows = [r for r in history if "reward" in r]

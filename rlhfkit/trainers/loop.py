@@ -26,12 +26,13 @@ from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from .. import plot
 from ..models.compat import enable_checkpointing
 from ..models.fused import fuse_activations
 from . import checkpoint
 from .config import LoopConfig
 from .mechanics import Mechanics, build_optimizer, set_seed
-from .trackers import resolve_trackers
+from .trackers import console_line, resolve_trackers, write_console
 
 StepFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict]]
 # A resumed run must see the same batches: these fields fix what "batch k of epoch e" is.
@@ -167,6 +168,8 @@ class TrainLoop:
             self.evaluate()
         self.save_model(self.output_dir)
         self.mechanics.end()
+        if self.accelerator.is_main_process:  # from metrics.jsonl: a resumed run's figure shows the whole run
+            plot.save_learning_curve(self.output_dir)
         return self.history
 
     def _log_step(self, grad_norm, bar) -> None:
@@ -176,6 +179,8 @@ class TrainLoop:
             row = self._log(self._window, grad_norm, time.time() - self._t_last)
             self._window, self._t_last = [], time.time()
             bar.set_postfix(loss=f"{row['train/loss']:.4f}")
+            if self.accelerator.is_main_process:  # with disable_tqdm too: the bar goes, the lines stay
+                write_console(console_line(row, step))
         self._resume_point = self._snapshot()
 
     def _after_step(self) -> None:
@@ -225,6 +230,8 @@ class TrainLoop:
         row = {f"eval/{k}": float(v) for k, v in metrics.items()}
         self.mechanics.log(row, step=self.state.global_step)
         self.history.append({"step": self.state.global_step, **row})
+        if self.accelerator.is_main_process:
+            write_console(console_line(row, self.state.global_step))
         return row
 
     # ------------------------------------------------------------------ saving and resuming

@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from .. import plot
 from ..algos import entropy_from_logits
 from ..models.compat import enable_checkpointing
 from ..models.fused import fuse_activations
@@ -42,7 +43,7 @@ from ..rollout import build_batch, response_logprobs
 from . import checkpoint, online_ckpt, online_samples
 from .config import ConfigError
 from .mechanics import Mechanics, build_optimizer, set_seed
-from .trackers import resolve_trackers
+from .trackers import console_line, resolve_trackers, write_console
 from .online_data import PromptSampler, render_prompts
 from .online_engine import Completions, build_engine, engine_gap, padded_rows
 
@@ -372,6 +373,8 @@ class OnlineRun:
             self._t_last = time.time()
             bar.set_postfix(reward=f"{row.get('train/reward', float('nan')):.3f}",
                             loss=f"{row.get('train/loss', float('nan')):.4f}")
+            if self.accelerator.is_main_process:
+                write_console(console_line(row, step))
             if cfg.log_completions and self._samples:
                 online_samples.write(self.output_dir, step, self._samples, cfg.num_completions_to_print,
                                      self.accelerator)
@@ -427,6 +430,8 @@ class OnlineRun:
             self.evaluate()
         self.save_model(self.output_dir)
         self.mechanics.end()
+        if self.accelerator.is_main_process:  # from metrics.jsonl: a resumed run's figure shows the whole run
+            plot.save_learning_curve(self.output_dir)
         return self.history
 
     @torch.no_grad()
@@ -462,6 +467,8 @@ class OnlineRun:
             row[f"eval/rewards/{reward_name(func, j)}/mean"] = torch.nanmean(per[:, j]).item()
         self.mechanics.log(row, step=self.global_step)
         self.history.append({"step": self.global_step, **row})
+        if self.accelerator.is_main_process:
+            write_console(console_line(row, self.global_step))
         return row
 
     # ------------------------------------------------------------------ saving and resuming (online_ckpt)

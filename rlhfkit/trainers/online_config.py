@@ -56,10 +56,10 @@ class OnlineConfig(LoopConfig):
                                                 "steps_per_generation: it is this / (per_device_train_batch_size "
                                                 "* processes)).")
     # ---- what to log ----
-    log_completions: bool = f(False, "Append each logged step's prompts, completions, rewards and advantages to "
-                                     "output_dir/completions.jsonl (TRL prints them as a table).")
-    num_completions_to_print: int | None = f(None, "Completions per logged step in completions.jsonl (none: the "
-                                                   "whole generation).")
+    log_completions: bool = f(False, "Print a table of each logged step's prompts, completions, rewards and "
+                                     "advantages on stderr (as TRL) and append them to output_dir/completions.jsonl.")
+    num_completions_to_print: int | None = f(None, "Completions per logged step in that table and completions.jsonl "
+                                                   "(none: the whole generation).")
     num_generations_eval: int | None = f(None, "Completions sampled per eval prompt (none: num_generations).")
     # ---- reference refresh (TR-DPO, Gorbatovski et al. 2024) ----
     sync_ref_model: bool = f(False, "Move the frozen reference towards the policy every ref_model_sync_steps "

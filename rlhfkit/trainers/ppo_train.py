@@ -1,9 +1,10 @@
 """The modern entry point: ``train_ppo(trainer, reward_fn, prompts)`` runs the whole loop.
 
 It is the classic loop written once (sample prompts -> ``generate`` -> ``reward_fn`` ->
-``step`` -> ``log_stats``) with a progress bar, JSONL/TensorBoard metrics, periodic
-atomic checkpoints and exact ``resume_from_checkpoint`` (same layout and resume path as
-the training loop's, see ``checkpoint``).
+``step`` -> ``log_stats``) with a progress bar, a console line per step (and, with
+``log_completions``, a table of samples), JSONL/TensorBoard metrics, periodic atomic
+checkpoints, exact ``resume_from_checkpoint`` (same layout and resume path as the training
+loop's, see ``checkpoint``) and ``learning_curve.png`` at the end.
 
 Prompts are drawn by one seeded ``random.Random`` kept on the trainer, whose state is part
 of the checkpoint, so the prompts after a resume are the ones an uninterrupted run draws.
@@ -22,8 +23,10 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from . import checkpoint
+from .. import plot
+from . import checkpoint, online_samples
 from .mechanics import atomic_save_dir, load_weights
+from .trackers import console_line, write_console
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 DEFAULT_GENERATION = dict(do_sample=True, top_k=0, top_p=1.0, max_new_tokens=32)
@@ -35,7 +38,8 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
               resume_from_checkpoint: str | None = None, save_total_limit: int | None = None,
               progress: bool = True, columns: dict[str, Sequence] | None = None,
               max_prompt_length: int | None = None, add_special_tokens: bool = True,
-              eval_fn: Callable[[object], dict] | None = None, eval_steps: int = 0) -> list[dict]:
+              eval_fn: Callable[[object], dict] | None = None, eval_steps: int = 0,
+              log_completions: bool = False, num_completions_to_print: int | None = None) -> list[dict]:
     """Run until ``trainer.current_step == steps`` (default ``config.steps``); returns this call's log rows.
 
     ``reward_fn(prompts, responses) -> scores`` gets decoded text, one score per response:
@@ -47,6 +51,10 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
     writes one before stopping. ``resume_from_checkpoint``: a checkpoint folder or
     ``'latest'`` (the newest in ``output_dir``). ``eval_fn(trainer) -> metrics`` runs every
     ``eval_steps`` steps and at the end; its metrics are logged and join the history.
+    Every step prints one line of key metrics on stderr (``progress=False`` drops the bar, not
+    the lines); ``log_completions`` adds a table of ``num_completions_to_print`` (None: all)
+    prompts, responses and rewards there and in ``output_dir/completions.jsonl``. At the end
+    ``output_dir/learning_curve.png`` is drawn from ``metrics.jsonl``.
     """
     cfg = trainer.config
     if not prompts:
@@ -62,6 +70,9 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
         load_checkpoint(trainer, checkpoint.resolve(output_dir, resume_from_checkpoint))
     elif trainer.accelerator.is_main_process:  # rows past this step belong to a run that died
         checkpoint.truncate_metrics(trainer.mechanics.metrics_path, None, trainer.current_step)
+    main = trainer.accelerator.is_main_process
+    if main:  # log_completions rows past the checkpoint, as metrics.jsonl's
+        checkpoint.truncate_metrics(output_dir / online_samples.FILE, None, trainer.current_step)
     _check_prompts(trainer, prompts)
     _ptx_position(trainer)  # count ptx batches from here: they are part of the data position
     rng = _prompt_sampler(trainer)
@@ -85,17 +96,24 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
         trainer.mechanics.log(metrics, step=trainer.current_step)
         history.append({"step": trainer.current_step, **metrics})
         evaluated = trainer.current_step
+        if main:
+            write_console(console_line(metrics, trainer.current_step))
 
     boundary = _boundary(trainer)
     try:
         while trainer.current_step < steps:
             idx = [rng.randrange(len(prompts)) for _ in range(cfg.batch_size)]
             batch_columns = {k: [v[i] for i in idx] for k, v in (columns or {}).items()}
-            history.append(_ppo_iteration(trainer, reward_fn, [prompts[i] for i in idx], generation_kwargs, encode,
-                                          batch_columns if columns else None))
+            row, samples = _ppo_iteration(trainer, reward_fn, [prompts[i] for i in idx], generation_kwargs, encode,
+                                          batch_columns if columns else None)
+            history.append(row)
             boundary = _boundary(trainer)
             bar.update(1)
-            bar.set_postfix(reward=f"{history[-1]['reward']:.3f}", kl=f"{history[-1]['kl']:.3f}")
+            bar.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.3f}")
+            if main:
+                write_console(console_line({k: v for k, v in row.items() if k != "step"}, row["step"]))
+            if log_completions:  # every process: the rows are gathered
+                online_samples.write(output_dir, row["step"], samples, num_completions_to_print, trainer.accelerator)
             if eval_fn is not None and eval_steps and trainer.current_step % eval_steps == 0:
                 evaluate()
             if save_steps and trainer.current_step % save_steps == 0:
@@ -117,6 +135,9 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
     if trainer.accelerator.is_main_process:
         atomic_save_dir(output_dir / "final", trainer.save_pretrained)
     trainer.mechanics.end()
+    metrics_path = trainer.mechanics.metrics_path
+    if main and metrics_path is not None and metrics_path.exists():  # the whole run, a resumed one too
+        plot.save_learning_curve(metrics_path.parent, output_dir / plot.FIGURE_FILE, output_dir.name)
     return history
 
 
@@ -129,8 +150,9 @@ def _encoder(tokenizer, max_prompt_length: int | None, add_special_tokens: bool)
 
 
 def _ppo_iteration(trainer, reward_fn, batch_prompts: list[str], generation_kwargs: dict, encode=None,
-                   batch_columns: dict | None = None) -> dict:
-    """generate -> score -> step -> log for one batch of prompts; returns the history row."""
+                   batch_columns: dict | None = None) -> tuple[dict, list[dict]]:
+    """generate -> score -> step -> log for one batch of prompts; returns the history row and the
+    (prompt, completion, reward) rows of ``log_completions``."""
     encode = encode or _encoder(trainer.tokenizer, None, True)
     queries = [encode(p) for p in batch_prompts]
     responses = trainer.generate(queries, return_prompt=False, batch_size=len(queries), **generation_kwargs)
@@ -146,9 +168,10 @@ def _ppo_iteration(trainer, reward_fn, batch_prompts: list[str], generation_kwar
         stats = trainer.step(queries, responses, scores)
         trainer.log_stats(stats, {"query": batch_prompts, "response": texts}, scores)
         trainer._in_update = False
-    return {"step": trainer.current_step, "reward": float(np.mean(scores)), "kl": stats["objective/kl"],
-            "kl_coef": stats["objective/kl_coef"], "loss": stats["ppo/loss/total"],
-            "response_len": stats["tokens/responses_len_mean"]}
+    row = {"step": trainer.current_step, "reward": float(np.mean(scores)), "kl": stats["objective/kl"],
+           "kl_coef": stats["objective/kl_coef"], "loss": stats["ppo/loss/total"],
+           "response_len": stats["tokens/responses_len_mean"]}
+    return row, [{"prompt": p, "completion": t, "reward": s} for p, t, s in zip(batch_prompts, texts, scores)]
 
 
 def _prompt_sampler(trainer) -> random.Random:

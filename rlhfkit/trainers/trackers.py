@@ -3,11 +3,18 @@
 ``report_to`` is a comma-separated list of ``jsonl``, ``tensorboard``, ``wandb``, ``trackio``, ``all``
 (every installed tracker) or ``none``. ``metrics.jsonl`` in ``output_dir`` is written whatever it says;
 a tracker whose package is not installed is refused with the pip command that installs it.
+
+Beside the trackers, every logged row becomes one line on the console (``console_line``), as
+Transformers' Trainer prints it: a few key metrics, written on stderr above the progress bar so
+that stdout carries a command's JSON summary only.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import sys
+
+from tqdm.auto import tqdm
 
 # tracker -> (modules any of which provides it, pip package)
 TRACKERS = {"tensorboard": (("tensorboard", "tensorboardX"), "tensorboard"),
@@ -61,3 +68,33 @@ def resolve_trackers(value: str | list | None) -> list[str]:
     if "all" in names:
         return [t for t in TRACKERS if is_installed(t)]
     return sorted({n for n in names if n in TRACKERS and is_installed(n)})  # a requested one was checked
+
+
+# The metrics a console line shows, in this order, when a row has them ("train/" dropped); the rest stay in
+# metrics.jsonl and the trackers. Held-out rows show their first CONSOLE_EVAL top-level eval/* metrics.
+CONSOLE_KEYS = ("loss", "reward", "reward_std", "kl", "rewards/accuracies", "rewards/margins", "accuracy", "margin",
+                "mae", "entropy", "completions/mean_length", "response_len", "grad_norm", "learning_rate", "epoch")
+CONSOLE_EVAL = 6
+
+
+def console_line(row: dict, step: int) -> str:
+    """``{'step': 10, 'loss': 0.4123, 'grad_norm': 1.52, 'learning_rate': 4.5e-05, 'epoch': 0.5}`` for a logged row.
+
+    ``row``: metric -> number, with or without the ``train/`` prefix; eval rows keep ``eval/``."""
+    short = {k.removeprefix("train/"): v for k, v in row.items()}
+    shown = [(k, short[k]) for k in CONSOLE_KEYS if isinstance(short.get(k), (int, float))]
+    evals = [(k, v) for k, v in row.items() if k.startswith("eval/") and k.count("/") == 1
+             and isinstance(v, (int, float))]
+    shown += evals[:CONSOLE_EVAL]
+    return "{" + ", ".join(f"'{k}': {_number(v)}" for k, v in [("step", step), *shown]) + "}"
+
+
+def write_console(text: str) -> None:
+    """``text`` on stderr, above any progress bar there (the bar is redrawn below it)."""
+    tqdm.write(text, file=sys.stderr)
+
+
+def _number(value) -> str:
+    if isinstance(value, int):  # bool too
+        return str(int(value))
+    return f"{value:.4g}"

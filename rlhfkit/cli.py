@@ -17,7 +17,7 @@ Commands:
   feedback      human feedback: web app (serve), projects, annotators, import, report, export, prioritise
   env           print the platform, Python and package versions, device and bf16 support (paste it into a bug report)
 
-Every command but feedback takes ``--config file.yaml`` and ``field=value`` overrides; flags beat
+Every command but env takes ``--config file.yaml`` and ``field=value`` overrides; flags beat
 overrides, overrides beat the file (``--learning-rate`` = ``--learning_rate``, bare ``--packing`` =
 true). Every value and input path is checked before a model loads or anything is written; a
 usage error prints one line and exits with code 2, leaving a previous run's files as they were.
@@ -229,11 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, subparsers = build_parser()
     command = argv[0] if argv else None
+    if command == "feedback":  # sub-commands with their own options: the same conventions, one level down
+        from .feedback.cli import main as feedback_main
+
+        return feedback_main(argv, parser)
     if command not in subparsers:
         if command and not command.startswith("-") and command not in ("feedback", "env"):
             return _usage(parser.prog, f"unknown command {command!r}"
                                        f"{cli_args.suggest(command, [*subparsers, 'feedback', 'env'])}")
-        args = parser.parse_args(argv)  # --help, --version, feedback, env, or argparse's own error
+        args = parser.parse_args(argv)  # --help, --version, env, or argparse's own error
         return args.handler(args)
     try:
         rest, overrides = cli_args.split_overrides(argv[1:], subparsers[command])

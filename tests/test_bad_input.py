@@ -670,6 +670,27 @@ CASES = [
          r"error: project 'nosuch' not found"),
     Case("fb-unknown-flag", lambda c: c.fb("progress", "--project", "helpful", "--verbose"),
          r"error: unknown flag --verbose \(see `rlhfkit feedback progress --help`\)"),
+    Case("fb-flag-typo", lambda c: c.fb("project", "create", "p2", "--per-iten", "3"),
+         r"error: unknown flag --per-iten; did you mean --per_item\?"),
+    Case("fb-team-flag-typo", lambda c: c.fb("invite", "create", "--project", "helpful", "--max_use", "2"),
+         r"error: unknown flag --max_use; did you mean --max_uses\?"),
+    Case("fb-yaml-unknown", lambda c: c.fb("export", "--config", c.file("fbx.yaml", "project: helpful\nout: x\n"
+                                                                          "min_gapp: 1\n")),
+         r"error: .*fbx.yaml line 3: unknown ExportArgs field 'min_gapp'; did you mean 'min_gap'\?"),
+    Case("fb-yaml-type", lambda c: c.fb("export", "--config", c.file("fby.yaml", "project: helpful\nmin_gap: wide\n"),
+                                        "--out", c.out), r"error: .*fby.yaml line 2: min_gap: expected a number, got 'wide'"),
+    Case("fb-yaml-choice", lambda c: c.fb("import", c.file("ok.jsonl", GOOD_PREFS), "--config",
+                                          c.file("fbk.yaml", "project: helpful\nkind: [pair, triple]\n")),
+         r"error: .*fbk.yaml line 2: kind: expected one of rating, pair, ranking, got 'triple'"),
+    Case("fb-yaml-range", lambda c: c.fb("project", "create", "p2", "--config", c.file("fbr.yaml", "per_item: 0\n")),
+         r"error: .*fbr.yaml line 1: per_item must be between 1 and 1000, got 0"),
+    Case("fb-yaml-missing", lambda c: c.fb("progress", "--project", "helpful", "--config", "none/fb.yaml"),
+         r"error: --config: no such file 'none/fb.yaml'"),
+    Case("fb-override-unknown", lambda c: c.fb("export", "--project", "helpful", "--out", c.out, "min_gapp=1"),
+         r"error: override 'min_gapp=1': unknown ExportArgs field 'min_gapp'; did you mean 'min_gap'\?"),
+    Case("fb-override-type", lambda c: c.fb("serve", "port=http"), r"error: override port=http: expected an integer"),
+    Case("fb-export-no-out", lambda c: c.fb("export", "--project", "helpful"),
+         r"error: --out is required \(a flag, a key of --config or out=...\)"),
 ]
 
 

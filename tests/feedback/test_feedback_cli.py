@@ -343,7 +343,11 @@ def test_flags_beat_overrides_beat_the_config_file(url, tmp_path, capsys):
 def test_the_example_export_config_runs(url, tmp_path, capsys):
     from rlhfkit.data import load_records
 
+    import yaml
+
     example = EXAMPLES / "feedback_export.yaml"
+    shown = (EXAMPLES.parent / "docs" / "feedback.md").read_text().split("# examples/feedback_export.yaml\n")[1]
+    assert yaml.safe_load(shown.split("```")[0]) == yaml.safe_load(example.read_text())  # the docs show the file
     args = parsed("export", "--config", str(example))
     assert (args.db, args.project, args.out, args.weight, args.min_gap) == \
         ("feedback.db", "helpful", "data/helpful", "reliability", 0.25)

@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from .. import cli_args
 from ..cli_args import UsageError
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     _refuse(_flag_first(" ".join(message.split()), args))
 
 
-def _refuse(message: str):
+def _refuse(message: str) -> NoReturn:
     line = "error: " + message
     print(line, file=sys.stderr)
     raise CommandFailed(line) from None

@@ -2,7 +2,7 @@
 
 The commands and their one-line summaries are ``SUMMARY`` below (``rlhfkit --help`` prints them).
 
-Every command but feedback takes ``--config file.yaml`` and ``field=value`` overrides; flags beat
+Every command but env takes ``--config file.yaml`` and ``field=value`` overrides; flags beat
 overrides, overrides beat the file (``--learning-rate`` = ``--learning_rate``, bare ``--packing`` =
 true). Every value and input path is checked before a model loads or anything is written; a
 usage error prints one line and exits with code 2, leaving a previous run's files as they were.
@@ -294,11 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, subparsers = build_parser()
     command = argv[0] if argv else None
+    if command == "feedback":  # sub-commands with their own options: the same conventions, one level down
+        from .feedback.cli import main as feedback_main
+
+        return feedback_main(argv, parser)
     if command not in subparsers:
         if command and not command.startswith("-") and command not in ("feedback", "env", "plot"):
             return _usage(parser.prog, f"unknown command {command!r}"
                                        f"{cli_args.suggest(command, [*subparsers, 'feedback', 'env', 'plot'])}")
-        args = parser.parse_args(argv)  # --help, --version, feedback, env, plot, or argparse's own error
+        args = parser.parse_args(argv)  # --help, --version, env, plot, or argparse's own error
         return args.handler(args)
     try:
         own, flags = launch.split_launch_flags(argv[1:])

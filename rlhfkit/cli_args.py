@@ -215,8 +215,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls) -> None:
             negs = [f"--no_{fld.name}", f"--no-{fld.name.replace('_', '-')}"]
             parser.add_argument(*negs, dest=fld.name, action="store_const", const="false",
                                 default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        elif fld.metadata.get("comma_list") or kind == "list":
-            parser.add_argument(*names, nargs="+", metavar="NAME" if kind == "str" else "VALUE", **common)
+        elif fld.metadata.get("comma_list") or kind == "list":  # metadata nargs/metavar: e.g. 2, ("MIN", "MAX")
+            parser.add_argument(*names, nargs=fld.metadata.get("nargs", "+"),
+                                metavar=fld.metadata.get("metavar", "NAME" if kind == "str" else "VALUE"), **common)
         else:
             metavar = {"int": "INT", "float": "FLOAT", "dict": "YAML", "list": "YAML"}.get(kind, "TEXT")
             parser.add_argument(*names, metavar=metavar + ("|none" if optional else ""), **common)

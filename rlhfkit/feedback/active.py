@@ -2,7 +2,7 @@
 
     from rlhfkit import RewardModel
     summary = prioritise_uncertain(s, "helpful", RewardModel("runs/reward"))
-    # rlhfkit feedback prioritise --project helpful --reward-model runs/reward
+    # rlhfkit feedback prioritise --project helpful --reward_model runs/reward
 
 Annotator time is the scarce resource of RLHF. A pair the reward model already orders with
 confidence teaches it little; a pair it finds a coin flip is where a human judgement moves
@@ -147,20 +147,9 @@ def prioritise_uncertain(s: Session, project: Project | str | int, reward_fn: Re
 
 
 # ---------------------------------------------------------------------------------------- command line
-
-def add_active_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of ``rlhfkit feedback prioritise`` (``--db`` and ``--project`` come from the caller)."""
-    parser.add_argument("--reward-model", required=True,
-                        help="folder of a trained reward model (num_labels=1 sequence classifier + tokenizer)")
-    parser.add_argument("--batch-size", type=int, default=32, help="responses scored per forward pass (32)")
-    parser.add_argument("--rating-threshold", type=float, default=None,
-                        help="also prioritise rating items whose reward is near this value (reward-model units); "
-                             "default: leave rating items as they are")
-    return parser
-
-
 def run_prioritise(args: argparse.Namespace) -> int:
-    """Run ``rlhfkit feedback prioritise`` from parsed arguments; prints what changed."""
+    """Run ``rlhfkit feedback prioritise`` from its parsed options (``db``, ``project``, ``reward_model``,
+    ``batch_size``, ``rating_threshold``; ``cli.PrioritiseArgs``); prints what changed."""
     from .db import connect, default_url, engine_of
     from .sources import model_source
 
@@ -184,5 +173,5 @@ def run_prioritise(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_active_arguments", "load_reward_fn", "open_items", "prioritise_uncertain", "run_prioritise",
+__all__ = ["load_reward_fn", "open_items", "prioritise_uncertain", "run_prioritise",
            "score_responses", "uncertainty"]

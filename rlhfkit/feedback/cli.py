@@ -1,40 +1,50 @@
 """``rlhfkit feedback ...``: run a human-feedback project from the shell.
 
     rlhfkit feedback init                                  # create / upgrade the database schema
-    rlhfkit feedback project create helpful --scale 1 3 --per-item 2 --gold-rate 0.1
+    rlhfkit feedback project create helpful --scale 1 3 --per_item 2 --gold_rate 0.1
     rlhfkit feedback annotator add ada --admin             # prints ada's token, once
     rlhfkit feedback import --project helpful data.jsonl --kind rating pair
     rlhfkit feedback generate --project helpful --policy runs/sft --prompts prompts.jsonl --n 2
     rlhfkit feedback serve --host 0.0.0.0 --port 8000      # the web app
     rlhfkit feedback progress --project helpful
     rlhfkit feedback report --project helpful              # agreement, calibration, per annotator
-    rlhfkit feedback export --project helpful --out data/helpful
-    rlhfkit feedback prioritise --project helpful --reward-model runs/reward   # active selection
+    rlhfkit feedback export --config examples/feedback_export.yaml --out data/helpful
+    rlhfkit feedback prioritise --project helpful --reward_model runs/reward   # active selection
     rlhfkit feedback project edit|archive|restore, member add|remove|list, invite create|list|revoke
                                                            # running it as a team (cli_team.py)
 
-Every command takes ``--db URL`` (a SQLite path, ``sqlite:///...`` or
+Options follow the other commands (``rlhfkit/cli_args.py``): ``--per_item`` or ``--per-item``,
+bare booleans (``--admin``, ``--no_admin``), ``--config file.yaml`` whose keys are the
+sub-command's option names, and ``key=value`` overrides; flags beat overrides, overrides beat
+the file. Every command takes ``--db URL`` (a SQLite path, ``sqlite:///...`` or
 ``postgresql+psycopg://user:pass@host/db``); the default is ``$RLHFKIT_FEEDBACK_DB`` or
 ``sqlite:///feedback.db``. The schema is migrated on first use, so ``init`` is optional.
 
 A refused command (bad argument, unreadable file, a ``--db`` that is not a feedback database)
-prints one line ``error: ...`` naming what to fix and exits with status 2, as argparse does for
-a malformed command line; a SQLite file the failed command would have created is removed again.
+prints one line ``error: ...`` naming what to fix (the flag, YAML line or override that set a
+value) and exits with status 2, as argparse does for a malformed command line; a SQLite file
+the failed command would have created is removed again.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
-from .cli_team import COMMANDS as TEAM_COMMANDS
+from .. import cli_args
+from ..cli_args import UsageError
+from ..trainers.config import f
 from .errors import FeedbackError
 
 USAGE_ERROR = 2  # the exit status of every refusal (argparse's for a bad command line)
+KINDS = ("rating", "pair", "ranking")
 
 
 class CommandFailed(SystemExit):
@@ -48,109 +58,208 @@ class CommandFailed(SystemExit):
         return self.message
 
 
+# ------------------------------------------------------------------ options of each sub-command
+# Metadata beyond the help text: required=True, choices=(...) (checked by _check_metadata); nargs, metavar (flags).
+def _kind():  # import and generate
+    return f(["rating"], "Items to make per prompt: rating, pair and/or ranking.", choices=KINDS, metavar="KIND")
+
+
+@dataclass
+class DbArgs:
+    db: str | None = f(None, "Database URL or SQLite path; none: $RLHFKIT_FEEDBACK_DB, else sqlite:///feedback.db.")
+
+
+@dataclass
+class ProjectArgs(DbArgs):
+    project: str = f("", "Project name (or id); required.", required=True)
+
+
+@dataclass
+class ProjectCreateArgs(DbArgs):
+    scale: list[int] = f([1, 3], "Integer rating scale: lowest and highest score.", nargs=2, metavar=("MIN", "MAX"))
+    per_item: int = f(2, "Distinct annotators per item.")
+    gold_rate: float = f(0.1, "Share of served items that are gold.")
+    instructions: str = f("", "Text shown to annotators above every item (Markdown).")
+    timeout_minutes: int = f(30, "An item taken and not submitted in this time goes to someone else.")
+
+
+@dataclass
+class AnnotatorAddArgs(DbArgs):
+    admin: bool = f(False, "May create projects, import, see progress and export.")
+
+
+@dataclass
+class ImportArgs(ProjectArgs):
+    kind: list[str] = _kind()
+
+
+@dataclass
+class GenerateArgs(ProjectArgs):
+    policy: str = f("", "Folder (or hub name) of a causal LM and its tokenizer; required.", required=True)
+    prompts: str = f("", "A .txt file (one prompt per line) or records with 'prompt'; required.", required=True)
+    n: int = f(2, "Responses per prompt.")
+    max_new_tokens: int = f(64, "Longest response, in tokens.")
+    temperature: float = f(1.0, "Sampling temperature.")
+    seed: int = f(0, "Seed of the sampling.")
+    kind: list[str] = _kind()
+
+
+@dataclass
+class ServeArgs(DbArgs):
+    host: str = f("127.0.0.1", "Interface to listen on (0.0.0.0: every interface).")
+    port: int = f(8000, "Port to listen on.")
+    secret: str | None = f(None, "Key signing session cookies (default: $RLHFKIT_FEEDBACK_SECRET, else random per "
+                                 "start: everyone is signed out when the server restarts).")
+
+
+@dataclass
+class ReportArgs(ProjectArgs):
+    out: str | None = f(None, "Also write the Markdown report to this file.")
+
+
+@dataclass
+class ExportArgs(ProjectArgs):
+    out: str = f("", "Output folder; required.", required=True)
+    weight: str = f("reliability", "Per-pair weight from annotator reliability, or none: 1 for every pair.",
+                    choices=("reliability", "none"))
+    min_gap: float = f(0.25, "Smallest calibrated rating gap that makes a preference pair.")
+
+
+@dataclass
+class PrioritiseArgs(ProjectArgs):
+    reward_model: str = f("", "Folder of a trained reward model (num_labels=1 sequence classifier + tokenizer); "
+                              "required.", required=True)
+    batch_size: int = f(32, "Responses scored per forward pass.")
+    rating_threshold: float | None = f(None, "Also prioritise rating items whose reward is near this value "
+                                             "(reward-model units); none: leave rating items as they are.")
+
+
+def add_command(sub, name: str, options, run, help: str) -> argparse.ArgumentParser:
+    """A sub-command whose flags are ``options``' fields (``cli_args`` conventions); ``run(args)`` runs it.
+    Positional arguments are added to the returned parser."""
+    parser = sub.add_parser(name, help=help, allow_abbrev=False,
+                            description=f"{help[0].upper()}{help[1:]}; every option is a flag, a key of the --config "
+                                        "YAML and a key=value override")
+    cli_args.add_config_arguments(parser, options)
+    parser.set_defaults(run=run, options=options)
+    return parser
+
+
 def add_feedback_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``feedback`` and its sub-commands to an ``add_subparsers()`` object; dispatch with ``args.handler(args)``."""
+    """Add ``feedback`` and its sub-commands to an ``add_subparsers()`` object; :func:`main` parses and runs them."""
     fb = subparsers.add_parser("feedback", help="collect human feedback: store, web app, report, export",
                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    fb.set_defaults(handler=run)
-    db = argparse.ArgumentParser(add_help=False)
-    db.add_argument("--db", default=None, help="database URL or SQLite path (default: $RLHFKIT_FEEDBACK_DB or "
-                                                "sqlite:///feedback.db)")
-    on = argparse.ArgumentParser(add_help=False, parents=[db])
-    on.add_argument("--project", required=True, help="project name (or id)")
     sub = fb.add_subparsers(dest="feedback_command", required=True)
 
-    sub.add_parser("init", parents=[db], help="create or upgrade the database schema (Alembic)")
+    add_command(sub, "init", DbArgs, _init, "create or upgrade the database schema (Alembic)")
     project = sub.add_parser("project", help="create, list, edit, archive or restore projects")
     psub = project.add_subparsers(dest="action", required=True)
-    create = psub.add_parser("create", parents=[db], help="a new project")
-    create.add_argument("name")
-    create.add_argument("--scale", nargs=2, type=int, default=[1, 3], metavar=("MIN", "MAX"),
-                        help="integer rating scale (default 1 3)")
-    create.add_argument("--per-item", type=int, default=2, help="distinct annotators per item (default 2)")
-    create.add_argument("--gold-rate", type=float, default=0.1, help="share of served items that are gold (0.1)")
-    create.add_argument("--instructions", default="", help="text shown to annotators above every item")
-    create.add_argument("--timeout-minutes", type=int, default=30,
-                        help="an item taken and not submitted in this time goes to someone else (default 30)")
-    psub.add_parser("list", parents=[db], help="all projects")
+    add_command(psub, "create", ProjectCreateArgs, _project_create, "a new project").add_argument("name")
+    add_command(psub, "list", DbArgs, _project_list, "all projects")
 
     annotator = sub.add_parser("annotator", help="add, list, deactivate annotators or reset a token")
     asub = annotator.add_subparsers(dest="action", required=True)
-    add = asub.add_parser("add", parents=[db], help="a new annotator; prints the token once")
-    add.add_argument("name")
-    add.add_argument("--admin", action="store_true", help="may create projects, import, see progress and export")
-    asub.add_parser("list", parents=[db], help="all annotators")
-    for name, text in (("deactivate", "stop a token from signing in (judgements stay)"),
-                       ("activate", "let a deactivated annotator sign in again"),
-                       ("reset-token", "issue a new token (the old one stops working); prints it once")):
-        asub.add_parser(name, parents=[db], help=text).add_argument("name")
+    add_command(asub, "add", AnnotatorAddArgs, _annotator_add, "a new annotator; prints the token once") \
+        .add_argument("name")
+    add_command(asub, "list", DbArgs, _annotator_list, "all annotators")
+    for name, run, text in (
+            ("deactivate", lambda a: _annotator_active(a, False), "stop a token from signing in (judgements stay)"),
+            ("activate", lambda a: _annotator_active(a, True), "let a deactivated annotator sign in again"),
+            ("reset-token", _annotator_reset_token, "issue a new token (the old one stops working); prints it once")):
+        add_command(asub, name, DbArgs, run, text).add_argument("name")
 
-    imp = sub.add_parser("import", parents=[on], help="import prompts and responses from a file")
-    imp.add_argument("file", help="JSONL / JSON / CSV / Parquet rows: prompt + response / responses / chosen+rejected")
-    imp.add_argument("--kind", nargs="+", default=["rating"], choices=["rating", "pair", "ranking"],
-                     help="items to make per prompt (default: rating)")
-
-    gen = sub.add_parser("generate", parents=[on], help="sample responses from a policy and queue them")
-    gen.add_argument("--policy", required=True, help="folder (or hub name) of a causal LM and its tokenizer")
-    gen.add_argument("--prompts", required=True, help="a .txt file (one prompt per line) or records with 'prompt'")
-    gen.add_argument("--n", type=int, default=2, help="responses per prompt (default 2)")
-    gen.add_argument("--max-new-tokens", type=int, default=64)
-    gen.add_argument("--temperature", type=float, default=1.0)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--kind", nargs="+", default=["rating"], choices=["rating", "pair", "ranking"])
-
-    serve = sub.add_parser("serve", parents=[db], help="run the annotation web app")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--secret", default=None, help="key signing session cookies (default: "
-                                                      "$RLHFKIT_FEEDBACK_SECRET, else random per start: "
-                                                      "everyone is signed out when the server restarts)")
-
-    sub.add_parser("progress", parents=[on], help="items, assignments and per-annotator counts")
-    report = sub.add_parser("report", parents=[on], help="agreement, calibration and reliability per annotator")
-    report.add_argument("--out", default=None, help="also write the Markdown report to this file")
-    export = sub.add_parser("export", parents=[on], help="write pairs / ratings / rankings JSONL for training")
-    export.add_argument("--out", required=True, help="output folder")
-    export.add_argument("--weight", choices=["reliability", "none"], default="reliability",
-                        help="per-pair weight from annotator reliability, or 1 for every pair")
-    export.add_argument("--min-gap", type=float, default=0.25,
-                        help="smallest calibrated rating gap that makes a preference pair (default 0.25)")
-    from .active import add_active_arguments
+    add_command(sub, "import", ImportArgs, _import, "import prompts and responses from a file").add_argument(
+        "file", help="JSONL / JSON / CSV / Parquet rows: prompt + response / responses / chosen+rejected")
+    add_command(sub, "generate", GenerateArgs, _generate, "sample responses from a policy and queue them")
+    add_command(sub, "serve", ServeArgs, _serve, "run the annotation web app")
+    add_command(sub, "progress", ProjectArgs, _progress, "items, assignments and per-annotator counts")
+    add_command(sub, "report", ReportArgs, _report, "agreement, calibration and reliability per annotator")
+    add_command(sub, "export", ExportArgs, _export, "write pairs / ratings / rankings JSONL for training")
+    add_command(sub, "prioritise", PrioritiseArgs, _prioritise,
+                "queue first the pairs a reward model is least sure about")
     from .cli_team import add_team_parsers
 
-    add_active_arguments(sub.add_parser("prioritise", parents=[on],
-                                        help="queue first the pairs a reward model is least sure about"))
-    add_team_parsers(psub, sub, db, on)  # project edit/archive/restore, member, invite
+    add_team_parsers(psub, sub)  # project edit/archive/restore, member, invite
     return fb
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run a parsed ``feedback`` command; refusals become one ``error: ...`` line on stderr and exit status 2."""
+# ------------------------------------------------------------------ parse and run
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run ``feedback <sub-command> ...`` (``argv`` starts with the word ``feedback``); ``parser`` is the
+    ``rlhfkit`` parser holding ``feedback`` (built here when not given). Refusals become one ``error: ...``
+    line on stderr and exit status 2."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    command = args.feedback_command + ("_" + args.action.replace("-", "_") if getattr(args, "action", None) else "")
+    if parser is None:
+        parser = argparse.ArgumentParser(prog="rlhfkit")
+        add_feedback_parser(parser.add_subparsers(dest="command", required=True))
     try:
-        return _COMMANDS[command](args)
+        args = parse(parser, list(sys.argv[1:] if argv is None else argv))
+    except UsageError as err:
+        _refuse(str(err))
+    try:
+        return args.run(args)
     except FeedbackError as err:
         message = err.message
     except SQLAlchemyError as err:  # the database failed mid-command (locked, read-only, server gone)
         message = f"database error: {str(getattr(err, 'orig', None) or err).strip().splitlines()[0]}"
     except OSError as err:  # an output file or folder that cannot be written
         message = str(err)
-    line = "error: " + _flag_first(" ".join(message.split()), args)
+    _refuse(_flag_first(" ".join(message.split()), args))
+
+
+def _refuse(message: str) -> NoReturn:
+    line = "error: " + message
     print(line, file=sys.stderr)
     raise CommandFailed(line) from None
 
 
-POSITIONAL = {"name", "file", "id"}  # argument names of the sub-commands that are not --flags
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The sub-command's positional arguments and its options (defaults <- ``--config`` YAML <- ``key=value``
+    overrides <- flags, each checked where it was given) in one namespace; ``origins[name]`` says where an
+    option was set. Argparse's own refusals (no sub-command, a missing positional) exit with status 2 here."""
+    leaf, words = parser, 0
+    while words < len(argv) and (choices := _subcommands(leaf)) and argv[words] in choices:
+        leaf, words = choices[argv[words]], words + 1
+    rest, overrides = cli_args.split_overrides(argv[words:], leaf)
+    args, extras = parser.parse_known_args([*argv[:words], *rest])
+    cli_args.reject_unknown(extras, leaf, " ".join(argv[:words]))
+    config, origins = cli_args.build_config(args.options, args, overrides)
+    _check_metadata(config, origins)
+    return argparse.Namespace(**{**vars(args), **dataclasses.asdict(config), "origins": origins})
+
+
+def _check_metadata(config, origins: dict) -> None:
+    """A ``required`` option has a value; a ``choices`` option (or each item of a list) is one of them."""
+    for fld in dataclasses.fields(config):
+        value, choices = getattr(config, fld.name), fld.metadata.get("choices")
+        if fld.metadata.get("required") and value in (None, ""):
+            raise UsageError(f"--{fld.name} is required (a flag, a key of --config or {fld.name}=...)")
+        wrong = [v for v in (value if isinstance(value, list) else [value]) if choices and v not in choices]
+        if wrong:
+            raise UsageError(f"{origins.get(fld.name, f'--{fld.name}')}: expected one of {', '.join(choices)}, "
+                             f"got {wrong[0]!r}")
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict:
+    """{name: sub-parser} of ``parser``'s sub-commands ({} for a sub-command that has none)."""
+    action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)  # noqa: SLF001
+    return action.choices if action is not None else {}
+
+
+def _origin(args: argparse.Namespace, name: str) -> str:
+    """Where option ``name`` was set: ``--name`` (also when not given), ``file.yaml line 3: name`` or
+    ``override name=value``."""
+    return args.origins.get(name, f"--{name}")
 
 
 def _flag_first(message: str, args: argparse.Namespace) -> str:
     """A store message about one of this command's options ("per_item must be ...", in the web app's field
-    names) is put after the flag the user typed: "--per-item: per_item must be ..."."""
+    names) is put after the flag, YAML line or override that set it: "--per_item: per_item must be ..."."""
     word, _, rest = message.partition(" ")
-    if rest.startswith("must ") and word in vars(args) and word not in POSITIONAL:
-        return f"--{word.replace('_', '-')}: {message}"
+    if rest.startswith("must ") and word in {fld.name for fld in dataclasses.fields(args.options)}:
+        origin = _origin(args, word)
+        return f"{origin} {rest}" if origin.endswith(f": {word}") else f"{origin}: {message}"
     return message
 
 
@@ -269,7 +378,7 @@ def _summary(summary: dict) -> str:
             f"response(s), items created: {made}; {summary['items_existing']} already existed")
 
 
-def _read_prompts(path: str) -> list:
+def _read_prompts(path: str, origin: str = "--prompts") -> list:
     from .sources import not_utf8, read_records
 
     if Path(path).suffix.lower() == ".txt":
@@ -278,10 +387,10 @@ def _read_prompts(path: str) -> list:
         except UnicodeDecodeError:
             raise _fail(not_utf8(path)) from None
         except FileNotFoundError:
-            raise _fail(f"--prompts: no such file {path!r}; give a .txt file (one prompt per line) or records with "
+            raise _fail(f"{origin}: no such file {path!r}; give a .txt file (one prompt per line) or records with "
                         "a 'prompt' column") from None
         except OSError as err:
-            raise _fail(f"--prompts: cannot read {path}: {err.strerror or err}") from None
+            raise _fail(f"{origin}: cannot read {path}: {err.strerror or err}") from None
         if not prompts:
             raise _fail(f"{path}: no prompts (one per line)")
         return prompts
@@ -294,7 +403,7 @@ def _read_prompts(path: str) -> list:
 def _generate(args) -> int:
     from . import service
 
-    prompts = _read_prompts(args.prompts)
+    prompts = _read_prompts(args.prompts, _origin(args, "prompts"))
     with _session(args) as s:
         responses = service.generate_responses(s, args.project, args.policy, prompts, n=args.n,
                                                max_new_tokens=args.max_new_tokens, seed=args.seed,
@@ -310,7 +419,7 @@ def _serve(args) -> int:
     from .db import default_url
 
     if not 0 <= args.port <= 65535:
-        raise _fail(f"--port must be 0..65535, got {args.port}")
+        raise _fail(f"{_origin(args, 'port')} must be 0..65535, got {args.port}")
     try:
         app = create_app(args.db or default_url(), secret=args.secret)
     except ValueError as err:  # e.g. a secret too short to sign cookies safely
@@ -354,7 +463,7 @@ def _report(args) -> int:
         blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
         if out.is_dir() or blocker is not None:
             what = f"{str(out)!r} is a folder" if out.is_dir() else f"{str(blocker)!r} is a file"
-            raise _fail(f"--out: {what}; give the path of the Markdown file to write")
+            raise _fail(f"{_origin(args, 'out')}: {what}; give the path of the Markdown file to write")
     with _session(args) as s:
         text = report_markdown(service.collect(s, args.project))
     if args.out:
@@ -371,7 +480,7 @@ def _export(args) -> int:
     out = Path(args.out)
     blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:  # before the project is read: nothing would be written anyway
-        raise _fail(f"--out: {str(blocker)!r} is a file; give a folder for the exported JSONL files")
+        raise _fail(f"{_origin(args, 'out')}: {str(blocker)!r} is a file; give a folder for the exported JSONL files")
     with _session(args) as s:
         data = service.collect(s, args.project)
     try:
@@ -393,25 +502,6 @@ def _prioritise(args) -> int:
     from .active import run_prioritise
 
     return run_prioritise(args)
-
-
-_COMMANDS = {
-    "prioritise": _prioritise,
-    "init": _init, "project_create": _project_create, "project_list": _project_list,
-    "annotator_add": _annotator_add, "annotator_list": _annotator_list,
-    "annotator_deactivate": lambda a: _annotator_active(a, False), "annotator_activate": lambda a: _annotator_active(a, True),
-    "annotator_reset_token": _annotator_reset_token, "import": _import, "generate": _generate, "serve": _serve,
-    "progress": _progress, "report": _report, "export": _export,
-}
-_COMMANDS.update(TEAM_COMMANDS)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m rlhfkit.feedback.cli ...`` (the same as ``rlhfkit feedback ...``)."""
-    parser = argparse.ArgumentParser(prog="rlhfkit")
-    add_feedback_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.handler(args)
 
 
 if __name__ == "__main__":

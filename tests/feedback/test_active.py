@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import pytest
 
+from rlhfkit.cli import main
 from rlhfkit.feedback import active
 from rlhfkit.feedback import service as sv
 from rlhfkit.feedback.errors import FeedbackError
@@ -126,13 +126,8 @@ def test_tiny_real_reward_model_end_to_end_via_the_command(Session, tmp_path, ca
                                                                                 "they sleep.", "a dog waits."]},
                                        {"prompt": "Describe the sea.", "responses": ["the river shines.",
                                                                                      "we wait."]}], kinds=("pair",))
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--db")
-    parser.add_argument("--project")
-    active.add_active_arguments(parser)
-    args = parser.parse_args(["--db", str(tmp_path / "feedback.db"), "--project", "real", "--reward-model", str(path),
-                              "--batch-size", "2"])
-    assert active.run_prioritise(args) == 0
+    assert main(["feedback", "prioritise", "--db", str(tmp_path / "feedback.db"), "--project", "real",
+                 "--reward-model", str(path), "--batch-size", "2"]) == 0
     assert "4 pair and 0 rating item(s) prioritised from 5 scored response(s)" in capsys.readouterr().out
     rm = RewardModel(str(path))
     with Session() as s:

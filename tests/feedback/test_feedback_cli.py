@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -267,3 +268,132 @@ def test_team_commands_edit_archive_members_and_invites(url, capsys):
     assert "per_item must be between 1" in refused(capsys, "project", "edit", "team", "--per-item", "0", "--db", url)
     assert "an invite works for 1 to 365 days" in refused(capsys, "invite", "create", "--project", "team",
                                                             "--days", "999", "--db", url)
+
+
+# ------------------------------------------------------------------------------ options: spellings, --config, overrides
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+SAMPLE = {"int": "3", "float": "0.5", "str": "x", "bool": "true", "list": "pair"}  # a non-default value of each kind
+
+
+def parsed(*argv):
+    from rlhfkit.cli import build_parser
+    from rlhfkit.feedback.cli import parse
+
+    return parse(build_parser()[0], ["feedback", *argv])
+
+
+def leaves():
+    """(words, parser) of every feedback sub-command that runs (``project create``, ``serve``, ...)."""
+    from rlhfkit.cli import build_parser
+    from rlhfkit.feedback.cli import _subcommands
+
+    todo = [((), _subcommands(build_parser()[0])["feedback"])]
+    while todo:
+        words, parser = todo.pop()
+        children = _subcommands(parser)
+        if not children:
+            yield words, parser
+        todo += [((*words, name), child) for name, child in children.items()]
+
+
+def test_every_sub_command_takes_snake_case_flags_and_their_kebab_case_aliases():
+    import dataclasses
+
+    from rlhfkit.trainers.config import field_kind
+
+    checked = set()
+    for words, parser in leaves():
+        options = dataclasses.fields(parser.get_default("options"))
+        given = ["1" for a in parser._actions if not a.option_strings]  # positionals
+        given += [word for fld in options if fld.metadata.get("required") for word in (f"--{fld.name}", "x")]
+        for fld in [fld for fld in options if "_" in fld.name]:
+            value = SAMPLE[field_kind(fld)[0]]
+            snake = parsed(*words, *given, f"--{fld.name}", value)
+            kebab = parsed(*words, *given, f"--{fld.name.replace('_', '-')}", value)
+            assert vars(snake) == vars(kebab), (words, fld.name)
+            assert getattr(snake, fld.name) != fld.default and snake.origins[fld.name] == f"--{fld.name}"
+            checked.add(f"{' '.join(words)} --{fld.name}")
+    assert {"project create --per_item", "project edit --members_only", "generate --max_new_tokens",
+            "export --min_gap", "prioritise --reward_model", "invite create --max_uses"} <= checked
+    assert len(checked) >= 13  # every multi-word option of every sub-command
+
+
+def test_help_shows_the_snake_case_spelling_first(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["feedback", "project", "create", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--per_item INT, --per-item INT" in out and "--scale MIN MAX" in out and "--config" in out
+
+
+def test_flags_beat_overrides_beat_the_config_file(url, tmp_path, capsys):
+    config = tmp_path / "create.yaml"
+    config.write_text(f"db: {url}\nscale: [1, 5]\nper_item: 4\ngold_rate: 0.3\n")
+    args = parsed("project", "create", "p", "--config", str(config), "per_item=5", "gold_rate=0.4", "--gold_rate", "0")
+    assert (args.scale, args.per_item, args.gold_rate, args.db) == ([1, 5], 5, 0.0, url)
+    assert args.origins["scale"] == f"{config} line 2: scale" and args.origins["per_item"] == "override per_item=5"
+    assert args.origins["gold_rate"] == "--gold_rate"
+    assert "scale 1..5, 6 annotator(s) per item, gold rate 0.3" in run(
+        capsys, "project", "create", "p", "--config", str(config), "per_item=5", "--per-item", "6")
+    assert "added admin 'ada'" in run(capsys, "annotator", "add", "ada", "--admin", "--db", url)
+    assert "ada\tadmin" in run(capsys, "annotator", "list", "--db", url)
+    assert parsed("annotator", "add", "bo", "--admin", "--no_admin").admin is False
+
+
+def test_the_example_export_config_runs(url, tmp_path, capsys):
+    from rlhfkit.data import load_records
+
+    import yaml
+
+    example = EXAMPLES / "feedback_export.yaml"
+    shown = (EXAMPLES.parent / "docs" / "feedback.md").read_text().split("# examples/feedback_export.yaml\n")[1]
+    assert yaml.safe_load(shown.split("```")[0]) == yaml.safe_load(example.read_text())  # the docs show the file
+    args = parsed("export", "--config", str(example))
+    assert (args.db, args.project, args.out, args.weight, args.min_gap) == \
+        ("feedback.db", "helpful", "data/helpful", "reliability", 0.25)
+    Session = db.connect(url)
+    with Session() as s:
+        project = sv.create_project(s, "helpful", per_item=1, gold_rate=0)
+        sv.import_records(s, project, [{"prompt": "p", "responses": ["a", "b", "c"]}], kinds=("pair",))
+        ann = sv.add_annotator(s, "ann")[0]
+        while (a := sv.next_assignment(s, "helpful", ann)) is not None:
+            sv.submit_comparison(s, ann, a.id, "a", 2)
+    db.engine_of(Session).dispose()
+    out = run(capsys, "export", "--config", str(example), "--db", url, "--out", str(tmp_path / "export"))
+    assert "pairs:" in out and len(load_records(str(tmp_path / "export" / "pairs.jsonl"))) == 3
+
+
+def test_a_bad_config_file_is_one_line_naming_file_and_line_and_writes_nothing(tmp_path, capsys):
+    new = tmp_path / "new.db"
+    cases = [
+        ("project: helpful\nout: x\nmin_gapp: 1\n", ("export",),
+         "line 3: unknown ExportArgs field 'min_gapp'; did you mean 'min_gap'?"),
+        ("project: helpful\nmin_gap: wide\nout: x\n", ("export",), "line 2: min_gap: expected a number, got 'wide'"),
+        ("kind: [rating, triple]\nproject: helpful\n", ("import", "rows.jsonl"),
+         "line 1: kind: expected one of rating, pair, ranking, got 'triple'"),
+        ("gold_rate: 0\nper_item: 0\n", ("project", "create", "p"), "line 2: per_item must be between 1 and 1000"),
+        ("port: 70000\n", ("serve",), "line 1: port must be 0..65535, got 70000"),
+        ("members_only: maybe\n", ("project", "edit", "p"), "line 1: members_only: expected true or false"),
+    ]
+    for text, words, expected in cases:
+        config = tmp_path / "c.yaml"
+        config.write_text(text)
+        line = refused(capsys, *words, "--config", str(config), "--db", str(new))
+        assert line == f"error: {config} {expected}" or line.startswith(f"error: {config} {expected}"), line
+        assert not new.exists() and not (tmp_path / "x").exists(), words
+    assert "override 'min_gapp=1': unknown ExportArgs field 'min_gapp'; did you mean 'min_gap'?" in refused(
+        capsys, "export", "--project", "helpful", "--out", "x", "min_gapp=1", "--db", str(new))
+    assert "error: --out is required (a flag, a key of --config or out=...)" == refused(
+        capsys, "export", "--project", "helpful", "--db", str(new))
+    assert not new.exists()
+
+
+@pytest.mark.parametrize("words, typo, suggestion", [
+    (("project", "create", "p"), "--per-iten", "--per_item"), (("project", "create", "p"), "--per_iten", "--per_item"),
+    (("export", "--project", "p", "--out", "x"), "--min-gab", "--min_gap"),
+    (("invite", "create", "--project", "p"), "--max_use", "--max_uses"),
+    (("prioritise", "--project", "p"), "--reward-modle", "--reward_model")])
+def test_a_typo_in_a_flag_suggests_the_snake_case_name(tmp_path, capsys, words, typo, suggestion):
+    line = refused(capsys, *words, typo, "1", "--db", str(tmp_path / "new.db"))
+    assert line.startswith(f"error: unknown flag {typo}; did you mean {suggestion}?"), line
+    assert not (tmp_path / "new.db").exists()

@@ -53,6 +53,8 @@ SKIP = {
     ("docs/eval.md", "rlhfkit compare --config examples/compare.yaml"): "as in docs/demo.md",
     ("docs/ppo_cli.md", "make demo"): "run once, for README.md",
     ("docs/feedback.md", "rlhfkit reward --dataset_name runs/feedback"): "reads the export of an annotated project",
+    ("docs/feedback.md", "rlhfkit feedback export"): "needs a project with judgements; tests/feedback/test_feedback_cli.py "
+                                                      "runs examples/feedback_export.yaml on a seeded project",
     ("docs/feedback.md", "rlhfkit feedback prioritise"): "needs a project with items; tests/feedback/test_feedback_cli.py "
                                                           "prioritises a seeded project's items",
     ("docs/feedback.md", "rlhfkit feedback serve"): "as in README.md",

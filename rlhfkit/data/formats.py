@@ -92,7 +92,40 @@ def detect_format(dataset: datasets.Dataset, source: str | Source | None = None)
     src = source_of(dataset, source)
     expected = "; ".join(f"{fmt}: {_columns_text(fmt)}" for fmt in FORMATS)
     problem = "match several formats" if matches else "match no known format"
-    raise src.error(None, f"columns {sorted(columns)} {problem}{_closest(columns)}; expected one of: {expected}")
+    hint = _rename_hint(columns) if not matches else ""
+    raise src.error(None, f"columns {sorted(columns)} {problem}{hint or _closest(columns)}; expected one of: "
+                          f"{expected}")
+
+
+# Column names other datasets use for ours (Alpaca, ShareGPT, HH-style exports, ...): a rename fixes them.
+ALIASES = {"question": "prompt", "instruction": "prompt", "query": "prompt", "input": "prompt",
+           "answer": "completion", "output": "completion", "target": "completion",
+           "chosen_response": "chosen", "rejected_response": "rejected", "conversations": "messages",
+           "conversation": "messages", "chat": "messages", "content": "text", "ranking": "responses",
+           "rating": "score", "label_score": "score"}
+
+
+def _rename_hint(columns: set) -> str:
+    """' (rename 'reject' to 'rejected': then it is preference)' when renaming columns that no format uses,
+    to a known alias or a near spelling of a deciding column, makes exactly one format match."""
+    import difflib
+
+    renames = {}
+    for column in sorted(columns - _DECIDING - {"label", "id", "weight", "annotator", "group", "margin"}):
+        target = ALIASES.get(column.lower()) or next(iter(difflib.get_close_matches(column, sorted(_DECIDING), 1,
+                                                                                    0.8)), None)
+        if target and target not in columns and target not in renames.values():
+            renames[column] = target
+    if not renames:
+        return ""
+    renamed = (columns - set(renames)) | set(renames.values())
+    deciding = renamed & _DECIDING
+    matches = [fmt for fmt, (req, opt) in FORMATS.items() if req <= renamed and deciding <= req | opt]
+    widest = [fmt for fmt in matches if all(FORMATS[other][0] <= FORMATS[fmt][0] for other in matches)]
+    if len(widest) != 1:
+        return ""
+    moves = ", ".join(f"{old!r} to {new!r}" for old, new in renames.items())
+    return f" (rename {moves}: then it is {widest[0]})"
 
 
 def _closest(columns: set) -> str:

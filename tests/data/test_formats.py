@@ -137,3 +137,25 @@ def test_wrong_type_names_found_and_expected():
 ])
 def test_common_prefix_stops_at_a_word_boundary(a, b, prefix):
     assert common_prefix_at_word(a, b) == prefix
+
+
+@pytest.mark.parametrize("rows,hint", [
+    ([{"prompt": "a", "chosen": "b", "reject": "c"}], "rename 'reject' to 'rejected': then it is preference"),
+    ([{"question": "a", "answer": "b"}], "rename 'answer' to 'completion', 'question' to 'prompt': then it is "
+                                         "prompt_completion"),
+    ([{"conversations": [{"role": "user", "content": "hi"}]}], "rename 'conversations' to 'messages'"),
+])
+def test_columns_that_a_rename_would_fix_name_the_rename(rows, hint):
+    import datasets
+
+    with pytest.raises(DataError) as err:
+        detect_format(datasets.Dataset.from_list(rows), "rows.jsonl")
+    assert hint in str(err.value)
+
+
+def test_no_rename_hint_when_no_rename_makes_one_format():
+    import datasets
+
+    with pytest.raises(DataError) as err:
+        detect_format(datasets.Dataset.from_list([{"foo": "a", "bar": "b"}]), "rows.jsonl")
+    assert "rename" not in str(err.value)

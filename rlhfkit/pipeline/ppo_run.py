@@ -29,7 +29,7 @@ from .. import algos, rollout
 from ..trainers.config import ATTENTION, Checks, ConfigError, check_field_types, f, field_default
 from ..trainers.online_config import check_vllm
 from ..trainers.ppo_config import PPOConfig
-from ..trainers.trackers import check_report_to, resolve_trackers
+from ..trainers.trackers import resolve_trackers
 
 GENERATION = ("max_new_tokens", "temperature", "top_k", "top_p")
 # PPOConfig fields that rlhfkit ppo names as TrainingArguments / TRL 1.x do, value for value: {classic: new}
@@ -195,13 +195,7 @@ class PPORunConfig:
         if self.temperature <= 0:
             c.fail("temperature", f"must be > 0, got {self.temperature}")
         # the checks of LoopConfig (every other command): attention kernel, trackers, precision, hub id
-        if self.attn_implementation is not None and self.attn_implementation not in ATTENTION \
-                and "/" not in self.attn_implementation:
-            c.fail("attn_implementation", f"must be one of {', '.join(ATTENTION)} or a hub kernel 'owner/name', "
-                                          f"got {self.attn_implementation!r}")
-        problem = check_report_to(self.report_to, self.report_to != field_default(type(self), "report_to"))
-        if problem:
-            c.fail("report_to", problem)
+        c.attention_and_trackers()
         if self.bf16 and self.fp16:
             c.fail("fp16", "choose one of bf16 and fp16, not both")
         if self.hub_model_id is not None and self.hub_model_id.count("/") > 1:

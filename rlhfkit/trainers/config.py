@@ -138,6 +138,17 @@ class Checks:
         if not (value is None and allow_none) and value not in choices:
             self.fail(name, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
 
+    def attention_and_trackers(self) -> None:
+        """``attn_implementation`` is a known kernel or a hub kernel 'owner/name'; ``report_to`` names trackers that
+        exist (and, when set by hand, are installed)."""
+        attn, report_to = self.config.attn_implementation, self.config.report_to
+        if attn is not None and attn not in ATTENTION and "/" not in attn:
+            self.fail("attn_implementation", f"must be one of {', '.join(ATTENTION)} or a hub kernel 'owner/name', "
+                                             f"got {attn!r}")
+        problem = check_report_to(report_to, report_to != field_default(type(self.config), "report_to"))
+        if problem:
+            self.fail("report_to", problem)
+
     def non_empty(self, *names: str) -> None:
         for name in names:
             value = getattr(self.config, name)
@@ -224,13 +235,7 @@ class LoopConfig:
         c.within("lora_dropout", 0.0, 1.0, high_open=True)
         c.choice("lr_scheduler_type", SCHEDULERS)
         c.choice("dtype", MODEL_DTYPES, allow_none=True)
-        if self.attn_implementation is not None and self.attn_implementation not in ATTENTION \
-                and "/" not in self.attn_implementation:
-            c.fail("attn_implementation", f"must be one of {', '.join(ATTENTION)} or a hub kernel 'owner/name', "
-                                          f"got {self.attn_implementation!r}")
-        problem = check_report_to(self.report_to, self.report_to != field_default(type(self), "report_to"))
-        if problem:
-            c.fail("report_to", problem)
+        c.attention_and_trackers()
         c.non_empty("model_name_or_path", "dataset_name", "eval_dataset_name", "dataset_split", "output_dir",
                     "eval_dataset_split", "resume_from_checkpoint", "hub_model_id", "lora_target_modules")
         if self.eval_dataset_split is not None and self.eval_fraction > 0:

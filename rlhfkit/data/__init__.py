@@ -20,7 +20,7 @@ from .convert import to_preference_pairs, to_regression, to_sft, to_unpaired_pre
 from .errors import DataError, Source, source_name
 from .formats import FORMATS, detect_format, validate
 from .folders import split_of
-from .load import SUPPORTED_EXTENSIONS, load_records, read_text, train_eval_split
+from .load import SUPPORTED_EXTENSIONS, is_hub_dataset, load_records, read_text, train_eval_split, use_text_field
 from .pack import pack_sequences
 from .prompts import common_prefix_at_word
 from .sampler import GroupedPairSampler
@@ -34,5 +34,5 @@ __all__ = [
     "render_messages", "render_pair", "render_prompt", "source_name", "split_of", "to_preference_pairs",
     "to_regression", "to_sft", "tokenize_dataset", "tokenize_pair", "tokenize_rating", "tokenize_sft",
     "train_eval_split", "truncate_pair", "validate", "TRUNCATION_MODES", "UnpairedCollator", "to_unpaired_preference",
-    "tokenize_unpaired",
+    "tokenize_unpaired", "is_hub_dataset", "use_text_field",
 ]

@@ -47,6 +47,33 @@ CSV_JSON_FIELDS = ("messages", "responses")
 _PATH_SUFFIXES = SUPPORTED_EXTENSIONS + (".tsv", ".txt", ".arrow", ".gz", ".zst")
 
 
+def _looks_like_path(shown: str) -> bool:
+    """A Hub id is "name" or "owner/name"; anything else that looks like a path stays local."""
+    return Path(shown).suffix.lower() in _PATH_SUFFIXES or shown.startswith((".", "/", "~")) or "\\" in shown \
+        or shown.count("/") > 1
+
+
+def is_hub_dataset(source) -> bool:
+    """True when :func:`load_records` would send ``source`` to the Hub: a name that is no existing file or
+    folder and does not look like a path."""
+    if not isinstance(source, (str, os.PathLike)):
+        return False
+    return not Path(source).expanduser().exists() and not _looks_like_path(str(source))
+
+
+def use_text_field(dataset: datasets.Dataset, field: str) -> datasets.Dataset:
+    """``dataset`` with its column ``field`` read as ``text`` (TRL's ``dataset_text_field``); a ``text`` column
+    beside it is left out. ``field == "text"`` changes nothing; a missing column raises ``DataError``."""
+    if field == "text":
+        return dataset
+    source = source_of(dataset)
+    if field not in dataset.column_names:
+        raise source.error(None, f"has no column {field!r} (dataset_text_field); its columns are "
+                                 f"{sorted(dataset.column_names)}")
+    kept = dataset.remove_columns([c for c in ("text",) if c in dataset.column_names])
+    return tag_source(kept.rename_column(field, "text"), source)
+
+
 def load_records(source, split: str = "train", name: str | None = None) -> datasets.Dataset:
     """Load ``source`` as one ``datasets.Dataset`` of records (one row per record).
 
@@ -78,9 +105,7 @@ def load_records(source, split: str = "train", name: str | None = None) -> datas
         if any((path / marker).exists() for marker in ("dataset_dict.json", "state.json", "dataset_info.json")):
             return _load_saved(path, shown, split)
         return _load_folder(path, shown, split)
-    # A Hub id is "name" or "owner/name"; anything else that looks like a path stays local.
-    if path.suffix.lower() in _PATH_SUFFIXES or shown.startswith((".", "/", "~")) or "\\" in shown \
-            or shown.count("/") > 1:
+    if _looks_like_path(shown):
         raise DataError(f"{shown}: no such file or folder (looked in {Path.cwd()})")
     return _load_hub(shown, name, split)
 

@@ -95,17 +95,30 @@ def _sft_segments(example: dict, tokenizer) -> tuple[list[tuple[str, bool]], boo
 
 
 def tokenize_sft(example: dict, tokenizer, max_length: int, completion_only: bool = True, *,
-                 index: int | None = None, source: Source | str | None = None) -> dict[str, list[int]]:
+                 assistant_only: bool = False, index: int | None = None,
+                 source: Source | str | None = None) -> dict[str, list[int]]:
     """One SFT row -> ``{"input_ids", "attention_mask", "labels"}``, lists of equal length <= max_length.
 
     ``example``: ``{"prompt", "completion"}`` (texts or messages) or ``{"messages"}``.
     ids = prompt ids + completion ids (+ eos for text completions). For a conversation
     every assistant turn is a completion and everything else is prompt.
     ``labels``: -100 on prompt tokens when ``completion_only`` else a copy of the ids.
+    ``assistant_only`` (TRL's assistant_only_loss): -100 on everything but the assistant turns
+    of a conversation whatever ``completion_only`` says (each assistant segment of
+    ``render_conversation``: the answer and its end-of-turn marker, not the role header); a
+    row that is not a conversation raises ``DataError``.
     Truncation keeps the first ``max_length`` tokens. If no completion token survives,
     raises ``DataError`` naming the row: training on it would teach nothing (or only the
     prompt) and a silent all -100 row hides a max_length that is too small.
     """
+    if assistant_only and example.get("messages") is None:
+        if not isinstance(example.get("prompt"), list):
+            raise DataError(f"{_where(index, source)}: assistant_only_loss needs a conversation (messages), but the "
+                            "row is text, which has no assistant turns")
+        completion = example["completion"]  # a conversational prompt-completion row is one conversation (as to_sft)
+        completion = [{"role": "assistant", "content": completion}] if isinstance(completion, str) else completion
+        example = {"messages": list(example["prompt"]) + list(completion)}
+    completion_only = completion_only or assistant_only  # in a conversation the completions are the assistant turns
     try:
         segments, templated = _sft_segments(example, tokenizer)
     except DataError as err:

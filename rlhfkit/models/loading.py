@@ -1,10 +1,12 @@
 """Where models come from and where trained ones go: checked sources, LoRA, model cards, the Hub.
 
     check_model_source("runs/tiny", "--model_name_or_path")   # ModelSourceError before anything loads
-    model = load_pretrained(AutoModelForCausalLM, "runs/sft", "--model_name_or_path", dtype="float32")
+    model = load_pretrained(AutoModelForCausalLM, "runs/sft", "--model_name_or_path", dtype="float32",
+                            **hub_kwargs(config, "runs/sft", "model_name_or_path"),  # revision, remote code
+                            **quantization_kwargs(config))             # load_in_4bit / 8bit (check_quantization first)
     model = apply_lora(model, config, task_type="CAUSAL_LM")    # when config.use_peft
     write_model_card("runs/sft", method="sft", config=config, metrics={...})
-    push_folder("runs/sft", config.hub_model_id or "sft")      # HubError with the way out
+    push_folder("runs/sft", config.hub_model_id or "sft", private=config.hub_private_repo)  # HubError: the way out
 
 A source is a local folder (it must hold ``config.json``, or ``adapter_config.json`` for a PEFT
 adapter) or a hub id ``name`` / ``owner/name``. A name that looks like a path (``./x``,
@@ -164,33 +166,110 @@ def load_pretrained(auto_cls, name, flag: str, **kwargs):
                                f"({type(err).__name__}: {first}){hint}") from err
 
 
-def load_tokenizer(name, flag: str):
-    """``AutoTokenizer.from_pretrained`` with the same checks and messages as :func:`load_pretrained`."""
+def load_tokenizer(name, flag: str, **kwargs):
+    """``AutoTokenizer.from_pretrained`` with the same checks and messages as :func:`load_pretrained`
+    (``kwargs``: ``revision``, ``trust_remote_code``)."""
     from transformers import AutoTokenizer
 
-    return load_pretrained(AutoTokenizer, name, flag)
+    return load_pretrained(AutoTokenizer, name, flag, **kwargs)
+
+
+def hub_kwargs(config, name, flag: str) -> dict:
+    """``from_pretrained``'s ``revision`` and ``trust_remote_code`` from ``config`` for the source ``name``.
+
+    A local folder has no revisions: a ``model_revision`` other than "main" warns there and is
+    not passed (Transformers would ignore it without a word)."""
+    import warnings
+
+    kwargs = {"trust_remote_code": True} if getattr(config, "trust_remote_code", False) else {}
+    revision = getattr(config, "model_revision", "main")
+    if revision != "main":
+        if isinstance(name, (str, os.PathLike)) and Path(os.fspath(name)).expanduser().is_dir():
+            warnings.warn(f"{type(config).__name__}.model_revision={revision!r} has no effect: {flag} "
+                          f"{os.fspath(name)!r} is a local folder, which has no revisions", UserWarning, stacklevel=3)
+        else:
+            kwargs["revision"] = revision
+    return kwargs
+
+
+def check_quantization(config) -> None:
+    """``load_in_4bit`` / ``load_in_8bit`` need bitsandbytes and a CUDA GPU: say so before any model loads."""
+    name = "load_in_4bit" if getattr(config, "load_in_4bit", False) else \
+        "load_in_8bit" if getattr(config, "load_in_8bit", False) else None
+    if name is None:
+        return
+    import importlib.util
+
+    import torch
+
+    try:
+        installed = importlib.util.find_spec("bitsandbytes") is not None
+    except (ImportError, ValueError):  # a module set to None in sys.modules
+        installed = False
+    if not installed:
+        raise ModelSourceError(f"--{name}: quantized loading needs the bitsandbytes package, which is not installed "
+                               f"(pip install bitsandbytes; it runs on CUDA GPUs); or drop --{name}")
+    if not torch.cuda.is_available():
+        raise ModelSourceError(f"--{name}: bitsandbytes quantization needs a CUDA GPU and none is available here; "
+                               f"drop --{name} (LoRA then trains on the unquantized model)")
+
+
+def quantization_kwargs(config) -> dict:
+    """``from_pretrained`` keywords of a quantized load: a ``BitsAndBytesConfig`` and this process's GPU as
+    the device map (as TRL's ``get_quantization_config`` / ``get_kbit_device_map``); {} when not quantized."""
+    if not (getattr(config, "load_in_4bit", False) or getattr(config, "load_in_8bit", False)):
+        return {}
+    from transformers import BitsAndBytesConfig
+
+    import torch
+
+    compute = getattr(torch, config.dtype) if config.dtype not in (None, "auto") else torch.float32
+    if config.load_in_4bit:
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=compute,
+                                   bnb_4bit_quant_type=config.bnb_4bit_quant_type,
+                                   bnb_4bit_use_double_quant=config.use_bnb_nested_quant)
+    else:
+        quant = BitsAndBytesConfig(load_in_8bit=True)
+    return {"quantization_config": quant, "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))}}
+
+
+def _names(value):
+    """A comma-separated field as a list (None stays None)."""
+    return None if value is None else [t.strip() for t in value.split(",") if t.strip()]
 
 
 def lora_config(config, task_type: str):
-    """A ``peft.LoraConfig`` from ``config``'s lora_* fields (comma-separated target modules or 'all-linear')."""
+    """A ``peft.LoraConfig`` from ``config``'s lora_* fields (comma-separated target modules or 'all-linear'),
+    ``use_rslora`` and ``use_dora`` (fields a config lacks keep PEFT's defaults)."""
     from peft import LoraConfig
 
     targets = config.lora_target_modules
     if targets is not None and targets != "all-linear":
-        targets = [t.strip() for t in targets.split(",") if t.strip()]
+        targets = _names(targets)
     return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=targets, task_type=task_type)
+                      target_modules=targets, task_type=task_type,
+                      modules_to_save=_names(getattr(config, "lora_modules_to_save", None)),
+                      use_rslora=getattr(config, "use_rslora", False), use_dora=getattr(config, "use_dora", False))
 
 
 def apply_lora(model, config, task_type: str):
     """Wrap ``model`` with LoRA adapters from ``config``'s lora_* fields (``task_type``: CAUSAL_LM or SEQ_CLS).
 
     Under gradient checkpointing the input embeddings are made to require grad, or a frozen
-    base would leave nothing to backpropagate through the checkpointed blocks.
+    base would leave nothing to backpropagate through the checkpointed blocks. A quantized
+    base (``load_in_4bit`` / ``load_in_8bit``) is first made ready for k-bit training (PEFT's
+    ``prepare_model_for_kbit_training``: norms in float32, inputs that require grad).
     """
-    from peft import get_peft_model
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
     lora = lora_config(config, task_type)
+    names = [n for n, _ in model.named_modules()]
+    missing = [key for key in lora.modules_to_save or () if not any(n == key or n.endswith("." + key) for n in names)]
+    if missing:  # PEFT would go on without them, training nothing more
+        raise ModelSourceError(f"--lora_modules_to_save: no module of the model is named {', '.join(missing)} (its "
+                               f"top-level modules: {', '.join(n for n in names if n and '.' not in n)})")
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     try:
         model = get_peft_model(model, lora)
     except ValueError as err:  # PEFT: target modules not found / no default for this architecture
@@ -222,10 +301,10 @@ def write_model_card(output_dir, *, method: str, config, metrics: dict | None = 
     if method == "reward":
         load += "\n\nfrom rlhfkit import RewardModel  # scores texts exactly as training tokenized them\n" \
                 f"rm = RewardModel(\"{out.name}\")\nrm([\"prompt\"], [\"response\"])"
-    keys = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+    keys = ("run_name", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
             "gradient_accumulation_steps", "max_length", "beta", "loss_type", "lora_r", "lora_alpha", "seed")
     rows = [f"| {k} | {getattr(config, k)} |" for k in keys if hasattr(config, k)
-            and (k not in ("lora_r", "lora_alpha") or peft)]
+            and (k not in ("lora_r", "lora_alpha") or peft) and (k != "run_name" or config.run_name)]
     body = [f"# {out.name}", "", f"Trained with rlhfkit {__version__} (`rlhfkit {method}`) "
             f"from `{config.model_name_or_path}` on `{config.dataset_name}`"
             + (" as a LoRA adapter." if peft else "."), "", "## Load it", "", "```python", load, "```", "",

@@ -1,4 +1,4 @@
-"""Fields every loop-trained method shares (SFT, reward, DPO): the ecosystem's names.
+"""Fields every loop-trained method shares (SFT, reward, DPO, KTO, GRPO, RLOO): the ecosystem's names.
 
 A method's config is ONE flat dataclass: it lists these fields (by dataclass field
 inheritance, data only) plus its own. Each field's help text lives here once and is what
@@ -25,6 +25,27 @@ from .trackers import REPORTERS, check_report_to  # noqa: F401 - REPORTERS is re
 MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+STRATEGIES = ("no", "steps", "epoch")  # TrainingArguments' eval/save/logging strategies
+# The optimisers torch and Transformers provide without another package (TrainingArguments' names).
+OPTIMIZERS = ("adamw_torch_fused", "adamw_torch", "adafactor", "sgd", "adagrad", "rmsprop")
+ADAM_FIELDS = ("adam_beta1", "adam_beta2", "adam_epsilon")
+# TrainingArguments optimisers that need a package rlhfkit does not use, and what that package is.
+OPTIMIZERS_ELSEWHERE = {
+    **dict.fromkeys(("adamw_bnb_8bit", "adamw_8bit", "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_adamw_32bit",
+                     "paged_adamw_8bit", "paged_ademamix_32bit", "paged_ademamix_8bit", "paged_lion_32bit",
+                     "paged_lion_8bit", "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit", "ademamix"),
+                    "bitsandbytes"),
+    **dict.fromkeys(("galore_adamw", "galore_adamw_8bit", "galore_adafactor", "galore_adamw_layerwise",
+                     "galore_adamw_8bit_layerwise", "galore_adafactor_layerwise"), "galore-torch"),
+    **dict.fromkeys(("adamw_torch_4bit", "adamw_torch_8bit"), "torchao"),
+    **dict.fromkeys(("schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd"), "schedulefree"),
+    **dict.fromkeys(("apollo_adamw", "apollo_adamw_layerwise"), "apollo-torch"),
+    **dict.fromkeys(("lomo", "adalomo"), "lomo-optim"), "grokadamw": "grokadamw", "stable_adamw": "torch-optimi",
+    "adamw_anyprecision": "torchdistx", "adamw_torch_xla": "torch_xla", "adamw_torch_npu_fused": "torch_npu",
+}
+QUANT_TYPES = ("nf4", "fp4")
+# TRL's ScriptArguments names for two fields rlhfkit had already: one setting, two spellings.
+SPLIT_ALIASES = {"dataset_train_split": "dataset_split", "dataset_test_split": "eval_dataset_split"}
 
 
 def f(default, help: str, **metadata):
@@ -160,18 +181,36 @@ class Checks:
 class LoopConfig:
     # ---- what to train on ----
     model_name_or_path: str | None = f(None, "Local folder or hub id of the model to start from.")
+    model_revision: str = f("main", "Branch, tag or commit of a hub model (model_name_or_path and its tokenizer); a "
+                                    "local folder has no revisions, so another value warns there and is not used.")
+    trust_remote_code: bool = f(False, "Let from_pretrained run the Python modelling code a hub model ships (model "
+                                       "and tokenizer); only for repositories you trust.")
     dtype: str | None = f("float32", f"Weights dtype when loading the model, one of {MODEL_DTYPES} ('auto': as "
                                      "saved; none: Transformers' default).")
     attn_implementation: str | None = f(None, f"Attention kernel, one of {ATTENTION} or a hub kernel "
                                               "'owner/name' (none: Transformers' default).")
+    load_in_4bit: bool = f(False, "Load the base model quantized to 4 bits (bitsandbytes BitsAndBytesConfig, CUDA "
+                                  "only) and train LoRA adapters on it (QLoRA); needs use_peft.")
+    load_in_8bit: bool = f(False, "Load the base model quantized to 8 bits (bitsandbytes, CUDA only); needs use_peft.")
+    bnb_4bit_quant_type: str = f("nf4", f"4-bit quantization type with load_in_4bit, one of {QUANT_TYPES}.")
+    use_bnb_nested_quant: bool = f(False, "With load_in_4bit: quantize the quantization constants too (double "
+                                          "quantization; saves about 0.4 bits per parameter).")
     dataset_name: str | None = f(None, "Training data: a .jsonl/.json/.csv/.parquet file, a folder of such files "
                                        "(split from the file names: train.jsonl -> train), a saved `datasets` "
                                        "folder, or a hub id.")
+    dataset_config: str | None = f(None, "Configuration (subset) of a hub dataset_name, the `name` argument of "
+                                         "datasets.load_dataset; local data has none, so it is an error there. "
+                                         "eval_dataset_name is read without one.")
     dataset_split: str = f("train", "Split to read when the dataset has several.")
+    dataset_train_split: str | None = f(None, "TRL's name for dataset_split: when given it sets dataset_split (and is "
+                                              "none in the resolved config); both with different values is an error.")
     eval_dataset_name: str | None = f(None, "Held-out data in the same forms (default: a slice of the training data, see eval_fraction).")
     eval_dataset_split: str | None = f(None, "Split of eval_dataset_name (or, without one, of dataset_name) to "
                                              "evaluate on, e.g. 'test' (default: dataset_split for "
                                              "eval_dataset_name; no evaluation split of dataset_name).")
+    dataset_test_split: str | None = f(None, "TRL's name for eval_dataset_split: when given it sets "
+                                             "eval_dataset_split (and is none in the resolved config); both with "
+                                             "different values is an error.")
     eval_fraction: float = f(0.0, "Fraction of the training data held out for evaluation when no eval dataset is given.")
     max_length: int = f(512, "Longest tokenized sequence (prompt + completion); longer rows are truncated.")
     # ---- where results go ----
@@ -182,8 +221,11 @@ class LoopConfig:
     per_device_train_batch_size: int = f(8, "Rows per device per micro-batch.")
     per_device_eval_batch_size: int = f(8, "Rows per device per evaluation batch.")
     gradient_accumulation_steps: int = f(1, "Micro-batches accumulated per optimiser step.")
-    learning_rate: float = f(5e-5, "Peak AdamW learning rate.")
-    weight_decay: float = f(0.0, "AdamW weight decay.")
+    optim: str = f("adamw_torch_fused", f"Optimiser, one of {OPTIMIZERS} (TrainingArguments' names; "
+                                        "adamw_torch_fused falls back to the per-tensor AdamW where the fused "
+                                        "kernel does not take the parameters' device or dtype).")
+    learning_rate: float = f(5e-5, "Peak learning rate.")
+    weight_decay: float = f(0.0, "Weight decay (not on biases and norms).")
     adam_beta1: float = f(0.9, "AdamW beta1.")
     adam_beta2: float = f(0.999, "AdamW beta2.")
     adam_epsilon: float = f(1e-8, "AdamW epsilon.")
@@ -191,10 +233,14 @@ class LoopConfig:
     warmup_steps: int = f(0, "Linear warm-up steps (takes precedence over warmup_ratio).")
     warmup_ratio: float = f(0.0, "Warm-up as a fraction of all optimiser steps.")
     max_grad_norm: float | None = f(1.0, "Clip the global gradient norm to this (None: no clipping).")
-    bf16: bool = f(False, "bfloat16 autocast for forward/backward (weights and optimiser stay float32).")
+    bf16: bool | None = f(None, "bfloat16 autocast for forward/backward (weights and optimiser stay float32); none: on "
+                                "where the device runs bfloat16 natively (a CUDA GPU of compute capability 8.0 or "
+                                "more, unless Accelerate is told to use the CPU), off elsewhere (CPU, MPS).")
     fp16: bool = f(False, "float16 autocast with loss scaling (GPUs).")
     seed: int = f(42, "Seed for initialisation, shuffling and dropout.")
     gradient_checkpointing: bool = f(False, "Recompute activations in backward to save memory.")
+    torch_compile: bool = f(False, "Compile the model's forward with torch.compile (default backend and mode) "
+                                   "before training; the first steps are slower while it compiles.")
     fuse_activations: bool = f(True, "Run activations written as chains of elementwise ops (GPT-2's gelu_new) as "
                                      "PyTorch's fused kernel of the same function; weights and outputs unchanged.")
     # ---- LoRA (PEFT) ----
@@ -205,23 +251,56 @@ class LoopConfig:
     lora_target_modules: str | None = f(None, "Modules that get adapters: comma-separated names (c_attn or "
                                               "q_proj,v_proj), 'all-linear', or none for PEFT's default for the "
                                               "architecture.", comma_list=True)
+    lora_modules_to_save: str | None = f(None, "Modules trained in full and saved beside the adapters (e.g. "
+                                               "lm_head or embed_tokens), comma-separated; a reward model's score "
+                                               "head is always among them.", comma_list=True)
+    use_rslora: bool = f(False, "Rank-stabilised LoRA: scale the adapter by lora_alpha / sqrt(lora_r) instead of "
+                                "lora_alpha / lora_r.")
+    use_dora: bool = f(False, "DoRA (weight-decomposed LoRA): train a magnitude per output beside the low-rank "
+                              "direction; slower per step than LoRA.")
     # ---- bookkeeping ----
+    logging_strategy: str = f("steps", f"When to log averaged training metrics, one of {STRATEGIES}: every "
+                                       "logging_steps optimiser steps, at the end of every epoch, or never; 'steps' "
+                                       "and 'epoch' also log the run's last step.")
     logging_steps: int = f(10, "Log averaged metrics every this many optimiser steps.")
-    eval_steps: int = f(0, "Evaluate every this many optimiser steps (0: only at the end).")
+    eval_strategy: str | None = f(None, f"When to evaluate, one of {STRATEGIES}: every eval_steps optimiser steps "
+                                        "(eval_steps 0 then takes logging_steps, as Transformers), at the end of "
+                                        "every epoch, or never during train(); none: every eval_steps steps when "
+                                        "eval_steps > 0. All but 'no' also evaluate at the end of the run.")
+    eval_steps: int = f(0, "Evaluate every this many optimiser steps (0: only at the end; under eval_strategy "
+                           "'steps', logging_steps).")
+    save_strategy: str | None = f(None, f"When to write a checkpoint, one of {STRATEGIES}: every save_steps "
+                                        "optimiser steps (needs save_steps > 0), at the end of every epoch, or "
+                                        "never; none: every save_steps steps when save_steps > 0. The final model "
+                                        "always goes to output_dir.")
     save_steps: int = f(0, "Write a checkpoint every this many optimiser steps (0: only the final model).")
     save_total_limit: int | None = f(None, "Keep at most this many checkpoints (oldest deleted first).")
     resume_from_checkpoint: str | None = f(None, "A checkpoint-<step> folder to resume from, or 'latest' for the newest in output_dir.")
     report_to: str = f("jsonl,tensorboard", "Comma-separated loggers: jsonl, tensorboard, wandb; 'none' for none. metrics.jsonl goes to output_dir.")
+    run_name: str | None = f(None, "Name of the run in W&B and Trackio (their run name) and among the run's "
+                                   "hyperparameters in TensorBoard; also in config.yaml and the model card (none: "
+                                   "the tracker picks one).")
     disable_tqdm: bool = f(False, "Hide the progress bar.")
     dataloader_num_workers: int = f(0, "Worker processes for data loading.")
     push_to_hub: bool = f(False, "Upload output_dir (model, tokenizer, README.md model card) to the Hugging Face Hub "
                                  "after training; needs a reachable hub and a login (`hf auth login`).")
     hub_model_id: str | None = f(None, "Hub repository 'owner/name' (or 'name') for push_to_hub (default: the "
                                        "name of output_dir).")
+    hub_private_repo: bool | None = f(None, "Create the push_to_hub repository private (true) or public (false); none: "
+                                            "the hub's default for the account or organisation. A repository that "
+                                            "exists keeps its visibility.")
 
     def __post_init__(self):
         check_field_types(self)
         c = Checks(self)
+        for alias, name in SPLIT_ALIASES.items():  # one setting: the alias is folded into rlhfkit's field
+            value = getattr(self, alias)
+            if value is None:
+                continue
+            if getattr(self, name) not in (value, field_default(type(self), name)):
+                c.fail(alias, f"is TRL's name for {name}, which is set to {getattr(self, name)!r}; give one of them")
+            setattr(self, name, value)
+            setattr(self, alias, None)
         c.at_least(1, "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                    "max_length", "logging_steps", "lora_r")
         c.at_least(0, "warmup_steps", "eval_steps", "save_steps", "dataloader_num_workers", "weight_decay")
@@ -235,9 +314,24 @@ class LoopConfig:
         c.within("lora_dropout", 0.0, 1.0, high_open=True)
         c.choice("lr_scheduler_type", SCHEDULERS)
         c.choice("dtype", MODEL_DTYPES, allow_none=True)
+        c.choice("logging_strategy", STRATEGIES)
+        c.choice("eval_strategy", STRATEGIES, allow_none=True)
+        c.choice("save_strategy", STRATEGIES, allow_none=True)
+        c.choice("bnb_4bit_quant_type", QUANT_TYPES)
+        if self.optim not in OPTIMIZERS:
+            package = OPTIMIZERS_ELSEWHERE.get(self.optim)
+            why = f"{self.optim!r} needs the {package} package, which rlhfkit does not use" if package else \
+                f"got {self.optim!r}"
+            c.fail("optim", f"must be one of {', '.join(OPTIMIZERS)}; {why}")
+        if self.load_in_4bit and self.load_in_8bit:
+            c.fail("load_in_8bit", "choose one of load_in_4bit and load_in_8bit, not both")
+        for name in ("load_in_4bit", "load_in_8bit"):
+            if getattr(self, name) and not self.use_peft:
+                c.fail(name, "needs use_peft: a quantized base model is frozen, and LoRA adapters train on top of it")
         c.attention_and_trackers()
         c.non_empty("model_name_or_path", "dataset_name", "eval_dataset_name", "dataset_split", "output_dir",
-                    "eval_dataset_split", "resume_from_checkpoint", "hub_model_id", "lora_target_modules")
+                    "eval_dataset_split", "resume_from_checkpoint", "hub_model_id", "lora_target_modules",
+                    "model_revision", "dataset_config", "run_name", "lora_modules_to_save")
         if self.eval_dataset_split is not None and self.eval_fraction > 0:
             c.fail("eval_fraction", "set eval_dataset_split or eval_fraction, not both (a split is held out "
                                     "already)")
@@ -252,11 +346,36 @@ class LoopConfig:
         if self.warmup_steps > 0 and self.warmup_ratio > 0:
             warnings.warn(f"{owner}.warmup_ratio={self.warmup_ratio!r} has no effect: warmup_steps="
                           f"{self.warmup_steps} takes precedence", UserWarning, stacklevel=3)
+        if self.optim in ("sgd", "adagrad", "rmsprop", "adafactor"):
+            for name in ADAM_FIELDS:
+                if getattr(self, name) != field_default(type(self), name):
+                    warnings.warn(f"{owner}.{name}={getattr(self, name)!r} has no effect: optim={self.optim!r} is "
+                                  "not AdamW", UserWarning, stacklevel=3)
+        # The strategies, with TrainingArguments' meaning: "steps" without eval_steps evaluates every logging_steps;
+        # "no" and "epoch" leave the step counts unused (set to 0, so the resolved config says what runs).
+        if self.save_strategy == "steps" and self.save_steps == 0:
+            c.fail("save_strategy", "'steps' needs save_steps > 0 (rlhfkit's default save_steps is 0, no checkpoints; "
+                                    "Transformers' is 500): give save_steps")
+        if self.eval_strategy == "steps" and self.eval_steps == 0:
+            self.eval_steps = self.logging_steps
+        for strategy, steps in (("eval_strategy", "eval_steps"), ("save_strategy", "save_steps")):
+            if getattr(self, strategy) in ("no", "epoch") and getattr(self, steps) > 0:
+                warnings.warn(f"{owner}.{steps}={getattr(self, steps)!r} has no effect: {strategy}="
+                              f"{getattr(self, strategy)!r}", UserWarning, stacklevel=3)
+                setattr(self, steps, 0)
+        if self.logging_strategy != "steps" and self.logging_steps != field_default(type(self), "logging_steps"):
+            warnings.warn(f"{owner}.logging_steps={self.logging_steps!r} has no effect: logging_strategy="
+                          f"{self.logging_strategy!r}", UserWarning, stacklevel=3)
         warn_ignored(self, stacklevel=4)
 
     @property
     def mixed_precision(self) -> str:
-        return "bf16" if self.bf16 else "fp16" if self.fp16 else "no"
+        """'bf16', 'fp16' or 'no'; ``bf16=None`` is decided by the device (``mechanics.native_bf16``)."""
+        from .mechanics import native_bf16
+
+        if self.fp16:
+            return "fp16"
+        return "bf16" if (native_bf16() if self.bf16 is None else self.bf16) else "no"
 
     def to_dict(self) -> dict:
         return asdict(self)

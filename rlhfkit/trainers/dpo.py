@@ -25,11 +25,11 @@ from transformers import AutoModelForCausalLM
 from .. import algos, data
 from ..models import create_reference_model, fuse_activations, is_peft_model, shared_prompt_forward, \
     supports_shared_prompt
-from ..models.loading import check_push, load_pretrained
+from ..models.loading import load_pretrained
 from ..rollout import keep_kwargs, token_logprobs
 from .config import Checks, LoopConfig, f
 from .loop import TrainLoop
-from .sft import check_output_dir, finish_training, load_model_and_tokenizer, load_split, model_dtype
+from .sft import check_run, finish_training, load_model_and_tokenizer, load_split, model_dtype
 
 
 SMOOTHED = ("sigmoid", "robust", "simpo")  # the losses that take label_smoothing
@@ -38,7 +38,7 @@ SMOOTHED = ("sigmoid", "robust", "simpo")  # the losses that take label_smoothin
 @dataclass
 class DPOConfig(LoopConfig):
     output_dir: str = f("runs/dpo", "Folder for the final model, checkpoints and metrics.jsonl.")
-    learning_rate: float = f(1e-6, "Peak AdamW learning rate (DPO wants small steps).")
+    learning_rate: float = f(1e-6, "Peak learning rate (DPO wants small steps).")
     beta: float = f(0.1, "Inverse temperature of the implicit reward: larger stays closer to the reference.")
     loss_type: str = f("sigmoid", "One of sigmoid (DPO), ipo, hinge (SLiC), robust, simpo, orpo.")
     label_smoothing: float = f(0.0, "Assumed label-noise rate for sigmoid (cDPO), robust and simpo.")
@@ -120,8 +120,7 @@ class DPOTrainer:
     def __init__(self, model=None, ref_model=None, args: DPOConfig | None = None, train_dataset=None,
                  eval_dataset=None, processing_class=None):
         self.args = args = args or DPOConfig()
-        check_output_dir(args)
-        check_push(args)
+        check_run(args)
         train, evals = load_split(train_dataset, eval_dataset, args, data.to_preference_pairs)  # before the model
         self.model, self.tokenizer = load_model_and_tokenizer(model, processing_class, args)
         self.reference_free = args.loss_type in algos.REFERENCE_FREE
@@ -142,7 +141,8 @@ class DPOTrainer:
         if isinstance(ref_model, str) or (ref_model is None and self.args.ref_model_name_or_path):
             ref_model = load_pretrained(AutoModelForCausalLM, ref_model or self.args.ref_model_name_or_path,
                                         "ref_model_name_or_path", dtype=model_dtype(self.args),
-                                        attn_implementation=self.args.attn_implementation)
+                                        attn_implementation=self.args.attn_implementation,
+                                        trust_remote_code=self.args.trust_remote_code)
         if ref_model is None:
             if is_peft_model(self.model):
                 return None  # the base with its adapter disabled is the reference

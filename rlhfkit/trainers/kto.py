@@ -29,11 +29,10 @@ from ..algos.kto import KTO_LOSSES, USES_KL, kto_kl
 from ..data.collate import UnpairedCollator
 from ..data.convert import to_unpaired_preference
 from ..data.tokenize import TRUNCATION_MODES
-from ..models.loading import check_push
 from .config import Checks, LoopConfig, f
 from .dpo import DPOTrainer, completion_logps
 from .loop import TrainLoop
-from .sft import check_output_dir, finish_training, load_model_and_tokenizer, load_split
+from .sft import check_run, finish_training, load_model_and_tokenizer, load_split
 
 SIDES = {"chosen": True, "rejected": False}  # TRL's metric names for desirable / undesirable rows
 
@@ -41,7 +40,7 @@ SIDES = {"chosen": True, "rejected": False}  # TRL's metric names for desirable 
 @dataclass
 class KTOConfig(LoopConfig):
     output_dir: str = f("runs/kto", "Folder for the final model, checkpoints and metrics.jsonl.")
-    learning_rate: float = f(1e-6, "Peak AdamW learning rate (KTO, like DPO, wants small steps).")
+    learning_rate: float = f(1e-6, "Peak learning rate (KTO, like DPO, wants small steps).")
     max_length: int = f(1024, "Longest tokenized prompt + completion; longer rows are truncated (completion first, "
                               "then the prompt from the left).")
     max_prompt_length: int | None = f(512, "Longest tokenized prompt, cut before max_length applies (see "
@@ -131,8 +130,7 @@ class KTOTrainer:
     def __init__(self, model=None, ref_model=None, args: KTOConfig | None = None, train_dataset=None,
                  eval_dataset=None, processing_class=None):
         self.args = args = args or KTOConfig()
-        check_output_dir(args)
-        check_push(args)
+        check_run(args)
         if ref_model is not None and ref_model is model and not isinstance(model, str):
             raise ValueError("ref_model is the very model being trained; pass a copy (or None for a frozen copy "
                              "made for you)")

@@ -70,17 +70,20 @@ class TrainLoop:
             enable_checkpointing(model)
         if config.fuse_activations:
             fuse_activations(model)
+        if config.torch_compile:
+            model.compile()  # in place: the module, its names and save_pretrained stay as they are
         params = [p for p in model.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]  # no weight decay on biases and norms
         other = [p for p in params if p.dim() < 2]
         self.optimizer = build_optimizer(
             [{"params": decay, "weight_decay": config.weight_decay}, {"params": other, "weight_decay": 0.0}],
-            "adamw", config.learning_rate, config.weight_decay, betas=(config.adam_beta1, config.adam_beta2),
+            config.optim, config.learning_rate, config.weight_decay, betas=(config.adam_beta1, config.adam_beta2),
             eps=config.adam_epsilon)
-        if self.mechanics.sharded and (config.save_steps or config.resume_from_checkpoint):
-            raise ValueError("save_steps and resume_from_checkpoint are not supported under FSDP or DeepSpeed yet "
-                             "(the optimiser state is sharded across ranks); set save_steps=0: the final model is "
-                             "still saved whole to output_dir (docs/distributed.md)")
+        if self.mechanics.sharded and (config.save_steps or config.save_strategy == "epoch"
+                                       or config.resume_from_checkpoint):
+            raise ValueError("save_steps and resume_from_checkpoint are not supported under FSDP or DeepSpeed yet, "
+                             "nor save_strategy='epoch' (the optimiser state is sharded across ranks); set "
+                             "save_steps=0: the final model is still saved whole to output_dir (docs/distributed.md)")
         self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
         self.params = self.mechanics.trainable_params(self.model, self.optimizer)  # FSDP2 swaps in sharded parameters
         self.batches_per_epoch = len(self._loader(0))
@@ -93,6 +96,7 @@ class TrainLoop:
         self.scheduler = get_scheduler(config.lr_scheduler_type, self.optimizer, num_warmup_steps=warmup,
                                        num_training_steps=self.total_steps)
         self.state = LoopState()
+        self._epoch_end = False  # the last optimiser step ended an epoch (the "epoch" strategies act then)
         self.history: list[dict] = []
         self._window: list[dict] = []   # metrics of the micro-batches since the last log row
         self._resume_point: dict | None = None  # RNG and window as they were after the last optimiser step
@@ -140,12 +144,14 @@ class TrainLoop:
                         loss, metrics = self.step_fn(self.model, batch)
                     last = i == skip + len(loader)
                     self.mechanics.backward(loss, last=last)
-                    self._window.append({"loss": loss.detach(), **{k: v.detach() for k, v in metrics.items()}})
+                    if cfg.logging_strategy != "no":  # else nothing would ever empty the window
+                        self._window.append({"loss": loss.detach(), **{k: v.detach() for k, v in metrics.items()}})
                     grad_norm = self.mechanics.optimizer_step(self.optimizer, self.params, self.scheduler, force=last)
                     if self.mechanics.pending:
                         continue
                     with checkpoint.sigint_deferred():  # a Ctrl-C lands before this step or after its snapshot
                         st.global_step, st.batches_in_epoch = st.global_step + 1, i
+                        self._epoch_end = last
                         bar.update(1)
                         self._log_step(grad_norm, bar)
                     self._after_step()
@@ -163,8 +169,9 @@ class TrainLoop:
             raise
         finally:
             bar.close()
-        evaluated_last = bool(cfg.eval_steps) and st.global_step % cfg.eval_steps == 0
-        if self.eval_dataset is not None and self.eval_fn is not None and not evaluated_last:
+        evaluated_last = self._due(cfg.eval_strategy, cfg.eval_steps)
+        if cfg.eval_strategy != "no" and self.eval_dataset is not None and self.eval_fn is not None \
+                and not evaluated_last:
             self.evaluate()
         self.save_model(self.output_dir)
         self.mechanics.end()
@@ -175,7 +182,8 @@ class TrainLoop:
     def _log_step(self, grad_norm, bar) -> None:
         """Log optimiser step ``state.global_step`` (when due) and record it as the point a Ctrl-C saves."""
         cfg, step = self.config, self.state.global_step
-        if step % cfg.logging_steps == 0 or step == self.total_steps:
+        if cfg.logging_strategy != "no" and (self._due(cfg.logging_strategy, cfg.logging_steps)
+                                             or step == self.total_steps):
             row = self._log(self._window, grad_norm, time.time() - self._t_last)
             self._window, self._t_last = [], time.time()
             bar.set_postfix(loss=f"{row['train/loss']:.4f}")
@@ -185,11 +193,17 @@ class TrainLoop:
 
     def _after_step(self) -> None:
         """Evaluate and checkpoint after optimiser step ``state.global_step`` (neither moves the RNG)."""
-        cfg, step = self.config, self.state.global_step
-        if cfg.eval_steps and step % cfg.eval_steps == 0:
+        cfg = self.config
+        if self._due(cfg.eval_strategy, cfg.eval_steps):
             self.evaluate()
-        if cfg.save_steps and step % cfg.save_steps == 0:
+        if self._due(cfg.save_strategy, cfg.save_steps):
             self.save_checkpoint()
+
+    def _due(self, strategy: str | None, every: int) -> bool:
+        """Whether a ``strategy`` ("steps", "epoch", "no"; None: as "steps") acts after the current step."""
+        if strategy == "epoch":
+            return self._epoch_end
+        return strategy != "no" and every > 0 and self.state.global_step % every == 0
 
     def _snapshot(self) -> dict:
         """What changes between optimiser steps: RNG (dropout, sampling) and the log window."""

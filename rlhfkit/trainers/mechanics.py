@@ -32,21 +32,77 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_optimizer(param_groups, name: str = "adam", lr: float = 1e-5, weight_decay: float = 0.0, **extra):
-    """Adam (classic PPO) or AdamW; ``param_groups`` may carry their own ``lr``.
+def native_bf16(query=None) -> bool:
+    """True where bfloat16 autocast runs natively: a CUDA GPU of compute capability >= 8.0 (Ampere on).
 
-    The fused kernel updates all parameters in one pass; it exists on CPU and CUDA in
-    torch >= 2.4 and is numerically the same algorithm as the per-tensor loop.
+    ``query() -> (cuda_available, bf16_native)`` replaces the device query (tests). False on CPU,
+    MPS and older GPUs (which emulate bf16 slowly), and when Accelerate is told to use the CPU.
     """
-    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-    kwargs = dict(lr=lr, **extra) if name == "adam" else dict(lr=lr, weight_decay=weight_decay, **extra)
-    groups = [g for g in param_groups if g["params"]]
+    if os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes"):
+        return False
+    if query is None:
+        def query():
+            if not torch.cuda.is_available():
+                return False, False
+            try:
+                return True, torch.cuda.is_bf16_supported(including_emulation=False)
+            except TypeError:  # torch < 2.3 has no including_emulation (and no emulation)
+                return True, torch.cuda.is_bf16_supported()
+    available, native = query()
+    return bool(available and native)
+
+
+def _adamw(groups, lr, weight_decay, fused: bool | None, **extra):
+    """AdamW, fused where asked and the kernel takes the parameters (else the per-tensor loop)."""
+    kwargs = dict(lr=lr, weight_decay=weight_decay, **extra)
+    if not fused:
+        return torch.optim.AdamW(groups, **kwargs)
     devices = {p.device.type for g in groups for p in g["params"]}
-    fused = len(devices) == 1 and devices <= {"cpu", "cuda"}
     try:
-        return cls(groups, fused=fused, **kwargs)
+        return torch.optim.AdamW(groups, fused=len(devices) == 1 and devices <= {"cpu", "cuda"}, **kwargs)
     except (RuntimeError, TypeError):  # dtype or device the fused kernel does not take
-        return cls(groups, **kwargs)
+        return torch.optim.AdamW(groups, **kwargs)
+
+
+def _adafactor(groups, lr, weight_decay, **_):
+    from transformers.optimization import Adafactor
+
+    # TrainingArguments' "adafactor": the given learning rate and schedule, not Adafactor's relative steps
+    return Adafactor(groups, lr=lr, weight_decay=weight_decay, scale_parameter=False, relative_step=False)
+
+
+# name -> build(groups, lr, weight_decay, **adam_kwargs); the names are TrainingArguments' ``optim`` values
+# (``config.OPTIMIZERS`` lists them for the configs). Weight decay comes from each parameter group when it has
+# its own (no decay on biases and norms).
+OPTIMIZER_BUILDERS = {
+    "adamw_torch_fused": lambda groups, lr, wd, **extra: _adamw(groups, lr, wd, True, **extra),
+    "adamw_torch": lambda groups, lr, wd, **extra: _adamw(groups, lr, wd, False, **extra),
+    "adafactor": _adafactor,
+    "sgd": lambda groups, lr, wd, **_: torch.optim.SGD(groups, lr=lr, weight_decay=wd),
+    "adagrad": lambda groups, lr, wd, **_: torch.optim.Adagrad(groups, lr=lr, weight_decay=wd),
+    "rmsprop": lambda groups, lr, wd, **_: torch.optim.RMSprop(groups, lr=lr, weight_decay=wd),
+}
+
+
+def build_optimizer(param_groups, name: str = "adam", lr: float = 1e-5, weight_decay: float = 0.0, **extra):
+    """Adam (classic PPO), AdamW (``"adamw"``) or one of ``OPTIMIZER_BUILDERS``; ``param_groups`` may carry their own
+    ``lr``. ``extra``: AdamW's betas and eps (other optimisers take none).
+
+    The fused kernel (``"adamw"``, ``"adamw_torch_fused"``) updates all parameters in one pass; it
+    exists on CPU and CUDA in torch >= 2.4 and is numerically the same algorithm as the per-tensor loop.
+    """
+    groups = [g for g in param_groups if g["params"]]
+    if name == "adam":
+        devices = {p.device.type for g in groups for p in g["params"]}
+        try:
+            return torch.optim.Adam(groups, lr=lr, fused=len(devices) == 1 and devices <= {"cpu", "cuda"}, **extra)
+        except (RuntimeError, TypeError):
+            return torch.optim.Adam(groups, lr=lr, **extra)
+    if name == "adamw":
+        name = "adamw_torch_fused"
+    if name not in OPTIMIZER_BUILDERS:
+        raise ValueError(f"optimizer must be 'adam', 'adamw' or one of {', '.join(OPTIMIZER_BUILDERS)}, got {name!r}")
+    return OPTIMIZER_BUILDERS[name](groups, lr, weight_decay, **extra)
 
 
 class Mechanics:
@@ -60,7 +116,9 @@ class Mechanics:
         """``log_with``: Accelerate tracker name(s) ('tensorboard', 'wandb'); 'jsonl' or None for none.
         ``jsonl``: also append every log call to ``logging_dir/metrics.jsonl``.
         ``micro_batch_size``: rows per backward on one process; DeepSpeed's config needs it
-        (its ``train_micro_batch_size_per_gpu``), other modes ignore it."""
+        (its ``train_micro_batch_size_per_gpu``), other modes ignore it.
+        A ``run_name`` in ``tracker_config`` (the training configs have one) names the run in W&B and
+        Trackio (``tracker_kwargs`` given for a tracker win); TensorBoard shows it among the hyperparameters."""
         kwargs = dict(accelerator_kwargs or {})
         names = [log_with] if isinstance(log_with, str) else list(log_with or [])
         trackers = [n for n in names if n != "jsonl"] or None
@@ -94,7 +152,7 @@ class Mechanics:
         self._micro = 0
         if trackers is not None:
             self.accelerator.init_trackers(tracker_project_name, config=_jsonable(tracker_config or {}),
-                                           init_kwargs=tracker_kwargs or {})
+                                           init_kwargs=tracker_init_kwargs(tracker_config, tracker_kwargs))
 
     @property
     def device(self) -> torch.device:
@@ -329,6 +387,17 @@ def _fsdp_on_cpu(accelerator: Accelerator) -> None:
     # What Accelerate does itself on GPUs: the process-wide state must agree, or the next
     # AcceleratorState() (inside prepare) copies MULTI_CPU back.
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+
+def tracker_init_kwargs(tracker_config: dict | None, tracker_kwargs: dict | None = None) -> dict:
+    """Accelerate's ``init_kwargs``: ``tracker_kwargs``, with the config's ``run_name`` as the W&B and Trackio
+    run name (``wandb.init(name=...)``, ``trackio.init(name=...)``) unless those already name one."""
+    kwargs = {tracker: dict(values) for tracker, values in (tracker_kwargs or {}).items()}
+    run_name = (tracker_config or {}).get("run_name")
+    if run_name:
+        for tracker in ("wandb", "trackio"):
+            kwargs.setdefault(tracker, {}).setdefault("name", run_name)
+    return kwargs
 
 
 def _scalar(value):

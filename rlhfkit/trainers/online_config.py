@@ -14,15 +14,16 @@ Batch sizes count completions, as in TRL: one generation cycle samples
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
 
-from ..models.loading import check_push
+from .. import data
 from .config import Checks, ConfigError, LoopConfig, f
 from .mechanics import set_seed
 from .online_data import load_prompts, split_prompts
-from .sft import check_output_dir, load_model_and_tokenizer
+from .sft import check_dataset_config, check_run, load_model_and_tokenizer
 
 
 @dataclass
@@ -32,7 +33,7 @@ class OnlineConfig(LoopConfig):
                              "max_completion_length",
                "dataloader_num_workers": "prompts are sampled in the training process, without a DataLoader"}
 
-    learning_rate: float = f(1e-6, "Peak AdamW learning rate (TRL's GRPO/RLOO default).")
+    learning_rate: float = f(1e-6, "Peak learning rate (TRL's GRPO/RLOO default).")
     max_length: int = f(512, "Unused by the online trainers: see max_prompt_length and max_completion_length.")
     # ---- rewards ----
     reward_funcs: list[str] | None = f(None, "Reward functions: dotted paths 'package.module:function' (called as "
@@ -120,6 +121,18 @@ class OnlineConfig(LoopConfig):
             c.fail("vllm_mode", f"must be colocate, got {self.vllm_mode!r} (TRL's server mode, `trl vllm-serve`, is "
                                 "not supported: run the engine in this process)")
         check_vllm(c)
+        for name in ("logging_strategy", "eval_strategy", "save_strategy"):
+            value = getattr(self, name)
+            if value == "epoch" or (name == "logging_strategy" and value == "no"):
+                c.fail(name, f"{value!r} is not supported by the online trainers (GRPO, RLOO): they run generation "
+                             "cycles over a prompt stream and act every logging_steps/eval_steps/save_steps "
+                             "optimiser steps; use 'steps'")
+        if self.optim != "adamw_torch_fused":
+            c.fail("optim", f"the online trainers (GRPO, RLOO) train with AdamW (adamw_torch_fused) only, got "
+                            f"{self.optim!r}")
+        if self.torch_compile:
+            c.fail("torch_compile", "is not supported by the online trainers (GRPO, RLOO): the policy's forward also "
+                                    "runs every generation step, whose shapes change each call")
         if self.top_p == 0:
             c.fail("top_p", "must be in (0, 1], got 0")
         completions = self.per_device_train_batch_size * self.steps_per_generation
@@ -177,8 +190,7 @@ def prepare(model, reward_funcs, args: OnlineConfig, train_dataset, eval_dataset
     if args.use_vllm and rollout_engine is None:
         from ..rollout.vllm import require_vllm
         require_vllm()  # before any model loads
-    check_output_dir(args)
-    check_push(args)
+    check_run(args)
     specs = reward_funcs if reward_funcs is not None else args.reward_funcs
     if specs is None or (isinstance(specs, (list, tuple)) and not specs):
         raise ConfigError(owner, "reward_funcs", "no reward function: pass reward_funcs=... (a callable, a dotted "
@@ -191,12 +203,24 @@ def prepare(model, reward_funcs, args: OnlineConfig, train_dataset, eval_dataset
     if train_dataset is None and not args.dataset_name:
         raise ConfigError(owner, "dataset_name", "no prompts: pass train_dataset=... or set dataset_name")
     source = train_dataset if train_dataset is not None else args.dataset_name
-    train = load_prompts(source, args.dataset_split)
-    if eval_dataset is not None or args.eval_dataset_name:
+    check_dataset_config(args, source)
+    train = load_prompts(data.load_records(source, split=args.dataset_split, name=args.dataset_config),
+                         args.dataset_split)
+    if args.eval_strategy == "no":  # as TRL's scripts: no eval prompts are read (the loop evaluates whenever it has some)
+        asked = {"eval_dataset": eval_dataset, "eval_dataset_name": args.eval_dataset_name,
+                 "eval_dataset_split": args.eval_dataset_split, "eval_fraction": args.eval_fraction or None}
+        for name, value in asked.items():
+            if value is not None:
+                shown = repr(value) if isinstance(value, (str, float)) else f"a {type(value).__name__}"
+                warnings.warn(f"{owner}.{name}={shown} has no effect: eval_strategy='no', so no eval prompts are "
+                              "loaded", UserWarning, stacklevel=3)
+        evals = None
+    elif eval_dataset is not None or args.eval_dataset_name:
         evals = load_prompts(eval_dataset if eval_dataset is not None else args.eval_dataset_name,
                              args.eval_dataset_split or args.dataset_split)
     elif args.eval_dataset_split is not None:
-        evals = load_prompts(source, args.eval_dataset_split)
+        evals = load_prompts(data.load_records(source, split=args.eval_dataset_split, name=args.dataset_config),
+                             args.eval_dataset_split)
     else:
         train, evals = split_prompts(*train, args.eval_fraction, args.seed)
     tokenizers = reward_processing_classes if isinstance(reward_processing_classes, (list, tuple)) \

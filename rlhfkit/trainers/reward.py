@@ -17,18 +17,18 @@ from transformers import AutoModelForSequenceClassification
 
 from .. import data
 from ..algos import bradley_terry_loss
-from ..models.loading import ModelSourceError, check_push
+from ..models.loading import ModelSourceError
 from ..models.shared_prompt import shared_prompt_forward, supports_shared_prompt
 from .config import Checks, LoopConfig, f
 from .loop import TrainLoop
 from .mechanics import shards_parameters
-from .sft import check_output_dir, finish_training, load_model_and_tokenizer, load_split
+from .sft import check_run, finish_training, load_model_and_tokenizer, load_split
 
 
 @dataclass
 class RewardConfig(LoopConfig):
     output_dir: str = f("runs/reward", "Folder for the final model, checkpoints and metrics.jsonl.")
-    learning_rate: float = f(1e-5, "Peak AdamW learning rate.")
+    learning_rate: float = f(1e-5, "Peak learning rate.")
     ratings_as: str = f("pairs", "Ratings data: 'pairs' (Bradley-Terry on pairs within a prompt, ties dropped) or "
                                  "'regression' (squared loss on the score).")
     use_margin: bool = f(True, "Subtract the row's margin (preference strength or rating gap) inside the sigmoid.")
@@ -79,8 +79,7 @@ class RewardTrainer:
     def __init__(self, model=None, args: RewardConfig | None = None, train_dataset=None, eval_dataset=None,
                  processing_class=None):
         self.args = args = args or RewardConfig()
-        check_output_dir(args)
-        check_push(args)
+        check_run(args)
         self.objective = "regression" if args.ratings_as == "regression" else "pairwise"
         train, evals = load_split(train_dataset, eval_dataset, args, self._convert)  # data errors before the model
         self.model, self.tokenizer = load_model_and_tokenizer(model, processing_class, args,

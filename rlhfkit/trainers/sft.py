@@ -13,6 +13,7 @@ answer, not to reproduce prompts.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +21,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from .. import data
-from ..models.loading import apply_lora, check_push, load_pretrained, load_tokenizer, push_folder, \
-    write_model_card
+from ..models.loading import apply_lora, check_push, check_quantization, hub_kwargs, load_pretrained, \
+    load_tokenizer, push_folder, quantization_kwargs, write_model_card
 from ..models.reference import is_peft_model
 from ..rollout import token_logprobs
 from .config import ConfigError, LoopConfig, f, output_dir_problem
@@ -32,8 +33,12 @@ from .mechanics import set_seed
 @dataclass
 class SFTConfig(LoopConfig):
     output_dir: str = f("runs/sft", "Folder for the final model, checkpoints and metrics.jsonl.")
-    learning_rate: float = f(2e-5, "Peak AdamW learning rate.")
+    learning_rate: float = f(2e-5, "Peak learning rate.")
+    dataset_text_field: str = f("text", "Column holding the plain text of language-modelling rows; another name is "
+                                        "read as 'text' (a column 'text' beside it is left out).")
     completion_only_loss: bool = f(True, "Loss on completion / assistant tokens only; False trains on every token.")
+    assistant_only_loss: bool = f(False, "Loss on the assistant turns of conversations only, whatever "
+                                         "completion_only_loss says; the data must be conversational (messages).")
     packing: bool = f(False, "Concatenate examples into blocks of max_length (position ids restart per example; "
                              "attention is not blocked across examples).")
 
@@ -60,14 +65,24 @@ def load_model_and_tokenizer(model, processing_class, config: LoopConfig, auto_c
         if source is None:
             raise ConfigError(type(config).__name__, "model_name_or_path", "no model: pass model=... or set "
                                                                            "model_name_or_path")
+        check_quantization(config)
         model = load_pretrained(auto_cls, source, "model_name_or_path", dtype=model_dtype(config),
-                                attn_implementation=config.attn_implementation, **kwargs)
+                                attn_implementation=config.attn_implementation,
+                                **hub_kwargs(config, source, "model_name_or_path"), **quantization_kwargs(config),
+                                **kwargs)
+    elif (config.load_in_4bit or config.load_in_8bit) and not getattr(model, "is_quantized", False):
+        warnings.warn(f"{type(config).__name__}.load_in_{4 if config.load_in_4bit else 8}bit=True has no effect: the "
+                      "model was passed already loaded; load it quantized yourself or pass its name",
+                      UserWarning, stacklevel=3)
     tokenizer = processing_class
     if tokenizer is None:
         tok_source = source or getattr(model, "name_or_path", None)
         if not tok_source:
             raise ValueError("no tokenizer: pass processing_class=... (the tokenizer)")
-        tokenizer = load_tokenizer(tok_source, "model_name_or_path")
+        with warnings.catch_warnings():  # the model's load has said what model_revision does for this source
+            warnings.simplefilter("ignore", UserWarning)
+            tok_kwargs = hub_kwargs(config, tok_source, "model_name_or_path")
+        tokenizer = load_tokenizer(tok_source, "model_name_or_path", **tok_kwargs)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # the usual choice for decoder-only models
     if getattr(model.config, "pad_token_id", None) is None:
@@ -84,6 +99,23 @@ def check_output_dir(config: LoopConfig) -> None:
         raise ConfigError(type(config).__name__, "output_dir", problem)
 
 
+def check_run(config: LoopConfig) -> None:
+    """What a trainer checks before it reads data or loads a model: the output folder, push_to_hub offline,
+    and quantized loading without bitsandbytes or a GPU."""
+    check_output_dir(config)
+    check_push(config)
+    check_quantization(config)
+
+
+def check_dataset_config(config: LoopConfig, source) -> None:
+    """``dataset_config`` names a configuration of a hub dataset: refused for local data, which has none."""
+    if config.dataset_config is not None and not data.is_hub_dataset(source):
+        shown = repr(source) if isinstance(source, str) else f"a {type(source).__name__}"
+        raise ConfigError(type(config).__name__, "dataset_config",
+                          f"{config.dataset_config!r} selects a configuration of a hub dataset, but the training data "
+                          f"{shown} is local and has none; leave dataset_config out")
+
+
 def finish_training(trainer, method: str, history: list[dict]) -> list[dict]:
     """After ``loop.train``: the model card in output_dir, then the upload when ``push_to_hub``."""
     args = trainer.args
@@ -93,33 +125,37 @@ def finish_training(trainer, method: str, history: list[dict]) -> list[dict]:
             last.update({k: v for k, v in row.items() if k != "step"})
         write_model_card(args.output_dir, method=method, config=args, metrics=last)
         if args.push_to_hub:
-            push_folder(args.output_dir, args.hub_model_id or Path(args.output_dir).name)
+            push_folder(args.output_dir, args.hub_model_id or Path(args.output_dir).name,
+                        private=args.hub_private_repo)
     return history
 
 
-def load_split(train_dataset, eval_dataset, config: LoopConfig, convert):
+def load_split(train_dataset, eval_dataset, config: LoopConfig, convert, text_field: str = "text"):
     """(train, eval or None) rows, each validated right after loading then ``convert(records, fmt)``-ed.
 
     Validating before any split keeps error line numbers true to the file; splitting after
     the conversion lets ``train_eval_split`` hold out whole prompts (the ``group`` column of
-    pairs made from rankings or ratings), so no prompt is in both parts.
+    pairs made from rankings or ratings), so no prompt is in both parts. ``config.dataset_config``
+    goes to the training source (and its eval split); ``text_field`` (SFT's dataset_text_field)
+    is read as the ``text`` column.
     """
     if train_dataset is None and not config.dataset_name:
         raise ValueError("no training data: pass train_dataset=... or set dataset_name")
+    train_source = train_dataset if train_dataset is not None else config.dataset_name
+    check_dataset_config(config, train_source)
 
-    def load(source, split):
-        records = data.load_records(source, split=split)
+    def load(source, split, name=None):
+        records = data.use_text_field(data.load_records(source, split=split, name=name), text_field)
         fmt = data.detect_format(records)
         data.validate(records, fmt)
         return convert(records, fmt)
 
-    train = load(train_dataset if train_dataset is not None else config.dataset_name, config.dataset_split)
+    train = load(train_source, config.dataset_split, config.dataset_config)
     source = eval_dataset if eval_dataset is not None else config.eval_dataset_name
     if source is not None:
         return train, load(source, config.eval_dataset_split or config.dataset_split)
     if config.eval_dataset_split is not None:  # another split of the training source (e.g. test.jsonl beside train.jsonl)
-        return train, load(train_dataset if train_dataset is not None else config.dataset_name,
-                           config.eval_dataset_split)
+        return train, load(train_source, config.eval_dataset_split, config.dataset_config)
     return data.train_eval_split(train, config.eval_fraction, seed=config.seed)
 
 
@@ -149,9 +185,15 @@ class SFTTrainer:
     def __init__(self, model=None, args: SFTConfig | None = None, train_dataset=None, eval_dataset=None,
                  processing_class=None):
         self.args = args = args or SFTConfig()
-        check_output_dir(args)
-        check_push(args)
-        train, evals = load_split(train_dataset, eval_dataset, args, data.to_sft)  # data errors before model loads
+        check_run(args)
+        train, evals = load_split(train_dataset, eval_dataset, args, data.to_sft,  # data errors before model loads
+                                  text_field=args.dataset_text_field)
+        if args.assistant_only_loss:
+            for rows in (train, evals):
+                if rows is not None and "messages" not in rows.column_names:
+                    raise ConfigError(type(args).__name__, "assistant_only_loss", f"needs conversational data (a 'messages' "
+                                      f"column, or prompt/completion message lists); {data.source_name(rows)} "
+                                      "holds text rows, which have no assistant turns")
         self.model, self.tokenizer = load_model_and_tokenizer(model, processing_class, args)
         self.train_dataset = self._prepare(train)
         self.eval_dataset = self._prepare(evals) if evals is not None else None
@@ -161,7 +203,8 @@ class SFTTrainer:
 
     def _prepare(self, rows):
         tokenized = data.tokenize_dataset(rows, self.tokenizer, self.args.max_length, kind="sft",
-                                          completion_only=self.args.completion_only_loss)
+                                          completion_only=self.args.completion_only_loss,
+                                          assistant_only=self.args.assistant_only_loss)
         if self.args.packing:
             import datasets
 

@@ -10,7 +10,7 @@
 # every model is random-init from a config.
 # 1. the device: nvidia-smi, torch.cuda;
 # 2. tests: tests/trainers/test_ppo_cuda.py (fp32 and bf16 PPO on the GPU, fp32 GPU == CPU) and
-#    tests/rollout/test_vllm.py and tests/trainers/test_online_engine.py (the fake-engine glue for PPO,
+#    tests/rollout/test_vllm.py and tests/rollout/test_sampling.py (the fake-engine glue for PPO,
 #    GRPO and RLOO; with vLLM installed also the import check);
 # 3. timings (benchmarks/gpu_bench.py -> benchmarks/results/gpu.json): HF generate in bf16 against the
 #    weight-read bound, vLLM generate + one weight sync, one PPO iteration fp32 vs bf16, for a
@@ -31,7 +31,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "!!
 
 echo "== tests"
 SERVICES=0 "$PY" -m pytest -q -p no:cacheprovider -rs tests/trainers/test_ppo_cuda.py tests/rollout/test_vllm.py \
-  tests/trainers/test_online_engine.py \
+  tests/rollout/test_sampling.py \
   tests/models/test_fused_attention.py || status=1
 
 echo "== timings"

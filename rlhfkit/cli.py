@@ -430,7 +430,7 @@ def check_reward_sources(config, origins: dict, tokenizer_given: bool = False) -
     """The reward model folder (``reward_model_path``, PPO) and every reward function of ``config``, checked as
     they will load but loading no model; one line naming the field and the spec."""
     from .models.loading import check_reward_model_source
-    from .trainers.reward_funcs import check_reward_funcs
+    from .rollout.rewards import check_reward_funcs
 
     specs = config.reward_funcs
     if isinstance(specs, str):  # rlhfkit ppo: a comma-separated list

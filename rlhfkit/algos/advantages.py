@@ -70,7 +70,7 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
     std is the unbiased (Bessel) standard deviation, as ``torch.std``; a group (or batch) of
     one has std 0. ``scale`` also takes TRL's old booleans (True = "group", False = "none").
     A NaN reward marks an unscorable completion (every reward function returned None; see
-    ``trainers.reward_funcs.score(..., keep_nan=True)``): as in TRL 1.16 it is left out of the
+    ``rollout.rewards.score(..., keep_nan=True)``): as in TRL 1.16 it is left out of the
     group mean and std, and every advantage that comes out NaN (that row, or a group with fewer
     than two scorable rows when scaling by std) is set to 0.
     Shapes: rewards (N,) -> advantages (N,), N = num_prompts * group_size.

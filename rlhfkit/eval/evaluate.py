@@ -102,7 +102,7 @@ def load_prompts(source) -> list[str]:
 def check_scorer_spec(spec: str, where: str = "reward_fn") -> None:
     """``module:function`` (or ``file.py:function``) must import and name a callable (checked before any
     model loads; the trainers' reward-function loader, so its errors name file and line)."""
-    from ..trainers.reward_funcs import load_function as load_reward_function
+    from ..rollout.rewards import load_function as load_reward_function
 
     load_reward_function(spec, where)
 
@@ -141,7 +141,7 @@ def check_inputs(config: EvalConfig, where=lambda name: name) -> None:
 
 def load_function(spec: str, where: str = "reward_fn"):
     """'package.module:function' (or 'file.py:function') -> the function."""
-    from ..trainers.reward_funcs import load_function as load_reward_function
+    from ..rollout.rewards import load_function as load_reward_function
 
     if ":" not in spec:
         raise ValueError(f"{where} must look like 'module:function', got {spec!r}")

@@ -257,7 +257,7 @@ def check_run_inputs(config: PPORunConfig):
     Returns the loaded ``((prompts, columns), eval or None)`` so the data is read once.
     """
     from ..models.loading import check_model_source, check_push
-    from ..trainers.online_data import split_prompts
+    from ..rollout.prompts import split_prompts
 
     if not config.model_name_or_path:
         raise ValueError("model_name_or_path is required: the policy to train (an SFT folder)")
@@ -281,7 +281,7 @@ def check_run_inputs(config: PPORunConfig):
 def _load_prompts(source, split: str) -> tuple[list, dict]:
     """A .txt file (one prompt per line, as ``rlhfkit eval`` reads) or any dataset the data layer reads."""
     from ..eval.evaluate import load_prompts as load_text_prompts
-    from ..trainers.online_data import load_prompts
+    from ..rollout.prompts import load_prompts
 
     if str(source).endswith(".txt"):
         return load_text_prompts(source), {}
@@ -301,10 +301,10 @@ def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict
     from ..models.loading import load_tokenizer, lora_config
     from ..trainers import PPOTrainer
     from ..trainers.mechanics import set_seed
-    from ..trainers.online_data import render_prompts
-    from ..trainers.online_engine import build_engine
+    from ..rollout.prompts import render_prompts
+    from ..rollout.sampling import build_engine
     from ..trainers.ppo_train import train_ppo
-    from ..trainers.reward_funcs import load_reward_funcs
+    from ..rollout.rewards import load_reward_funcs
 
     (prompts, columns), held = check_run_inputs(config)
     tokenizer = load_tokenizer(config.model_name_or_path, "model_name_or_path")
@@ -381,7 +381,7 @@ def _completions(texts: list[str], chat: bool) -> list:
 
 def _reward_fn(reward_funcs, weights, prompts: list, chat: bool):
     """train_ppo's ``reward_fn(rendered_prompts, texts, _index=..., **columns)`` over the reward sources."""
-    from ..trainers.reward_funcs import score
+    from ..rollout.rewards import score
 
     def reward(_rendered, texts, _index, **columns):
         rewards, _ = score(reward_funcs, weights, [prompts[i] for i in _index], _completions(texts, chat), columns)
@@ -393,8 +393,8 @@ def _reward_fn(reward_funcs, weights, prompts: list, chat: bool):
 def _evaluator(trainer, config: PPORunConfig, held, reward_funcs, chat: bool):
     """Held-out evaluation: sampled responses' reward, KL to the reference, length, truncation, samples."""
     from ..models import reference_context
-    from ..trainers.online_data import render_prompts
-    from ..trainers.reward_funcs import score
+    from ..rollout.prompts import render_prompts
+    from ..rollout.rewards import score
 
     prompts, columns = held
     n = min(config.eval_prompts, len(prompts))

@@ -9,7 +9,7 @@ from .mechanics import Mechanics, atomic_save_dir, build_optimizer, set_seed
 from .ppo import PPOTrainer
 from .ppo_config import PPOConfig
 from .reward import RewardConfig, RewardTrainer
-from .reward_funcs import RewardFunc, load_reward_funcs
+from ..rollout.rewards import RewardFunc, load_reward_funcs
 from .rloo import RLOOConfig, RLOOTrainer
 from .sft import SFTConfig, SFTTrainer
 

@@ -40,12 +40,12 @@ from ..models.compat import enable_checkpointing
 from ..models.fused import fuse_activations
 from ..models.reference import create_reference_model, is_peft_model, reference_context
 from ..rollout import build_batch, response_logprobs
-from . import checkpoint, online_ckpt, online_samples
+from . import checkpoint, online_ckpt, completion_log
 from .config import ConfigError
 from .mechanics import Mechanics, build_optimizer, set_seed
 from .trackers import console_line, resolve_trackers, write_console
-from .online_data import PromptSampler, render_prompts
-from .online_engine import Completions, build_engine, engine_gap, padded_rows
+from ..rollout.prompts import PromptSampler, render_prompts
+from ..rollout.sampling import Completions, build_engine, engine_gap, padded_rows
 
 
 @dataclass
@@ -280,7 +280,7 @@ class OnlineRun:
             sampling = engine if self.method.engine_correction else None
         if cfg.log_completions:
             names = [reward_name(func, j) for j, func in enumerate(self.reward_funcs)]
-            self._samples = online_samples.samples(sampled.prompts, sampled.completions, rewards, per_func, names,
+            self._samples = completion_log.samples(sampled.prompts, sampled.completions, rewards, per_func, names,
                                                    advantages, batch.mask)
         self.cycles += 1
         return Rollout(batch, advantages, old, ref, {k: torch.as_tensor(v).detach().float().cpu()
@@ -376,7 +376,7 @@ class OnlineRun:
             if self.accelerator.is_main_process:
                 write_console(console_line(row, step))
             if cfg.log_completions and self._samples:
-                online_samples.write(self.output_dir, step, self._samples, cfg.num_completions_to_print,
+                completion_log.write(self.output_dir, step, self._samples, cfg.num_completions_to_print,
                                      self.accelerator)
                 self._samples = []  # a generation is written once, at the first logged step that trains on it
 
@@ -409,7 +409,7 @@ class OnlineRun:
             self.load_checkpoint(checkpoint.resolve(self.output_dir, resume))
         elif self.accelerator.is_main_process:
             checkpoint.truncate_metrics(self.mechanics.metrics_path, None, self.global_step)
-            checkpoint.truncate_metrics(self.output_dir / online_samples.FILE, None, self.global_step)
+            checkpoint.truncate_metrics(self.output_dir / completion_log.FILE, None, self.global_step)
         bar = tqdm(total=self.total_steps, initial=self.global_step, desc=self.method.name,
                    disable=cfg.disable_tqdm or not self.accelerator.is_main_process, dynamic_ncols=True)
         self._window, self._t_last = [], time.time()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import checkpoint, online_samples
+from . import checkpoint, completion_log
 
 REFERENCE_FILE = "reference_model.safetensors"  # with sync_ref_model: the reference moves, so it is saved
 
@@ -103,5 +103,5 @@ def load_checkpoint(run, path: Path) -> None:
     run.sampler.load_state_dict(online["sampler"])
     if run.accelerator.is_main_process:
         checkpoint.truncate_metrics(run.mechanics.metrics_path, state["metrics_offset"], run.global_step)
-        checkpoint.truncate_metrics(run.output_dir / online_samples.FILE, None, run.global_step)
+        checkpoint.truncate_metrics(run.output_dir / completion_log.FILE, None, run.global_step)
     checkpoint.set_rank_rng_state(run.accelerator, state["rng"])  # last: nothing above may draw from it

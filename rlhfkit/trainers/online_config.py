@@ -22,7 +22,7 @@ import torch
 from .. import data
 from .config import Checks, ConfigError, LoopConfig, f
 from .mechanics import set_seed
-from .online_data import load_prompts, split_prompts
+from ..rollout.prompts import load_prompts, split_prompts
 from .sft import check_dataset_config, check_run, load_model_and_tokenizer
 
 
@@ -184,7 +184,7 @@ def prepare(model, reward_funcs, args: OnlineConfig, train_dataset, eval_dataset
     ``reward_funcs``: a callable, a dotted path, a reward-model folder, or a list of them
     (default: ``args.reward_funcs``). Data and reward functions are checked before the model loads.
     """
-    from .reward_funcs import load_reward_funcs
+    from ..rollout.rewards import load_reward_funcs
 
     owner = type(args).__name__
     if args.use_vllm and rollout_engine is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .online import OnlineRun
 from .online_config import prepare
-from .reward_funcs import score
+from ..rollout.rewards import score
 from .sft import finish_training
 
 

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from .. import plot
-from . import checkpoint, online_samples
+from . import checkpoint, completion_log
 from .mechanics import atomic_save_dir, load_weights
 from .trackers import console_line, write_console
 
@@ -72,7 +72,7 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
         checkpoint.truncate_metrics(trainer.mechanics.metrics_path, None, trainer.current_step)
     main = trainer.accelerator.is_main_process
     if main:  # log_completions rows past the checkpoint, as metrics.jsonl's
-        checkpoint.truncate_metrics(output_dir / online_samples.FILE, None, trainer.current_step)
+        checkpoint.truncate_metrics(output_dir / completion_log.FILE, None, trainer.current_step)
     _check_prompts(trainer, prompts)
     _ptx_position(trainer)  # count ptx batches from here: they are part of the data position
     rng = _prompt_sampler(trainer)
@@ -113,7 +113,7 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
             if main:
                 write_console(console_line({k: v for k, v in row.items() if k != "step"}, row["step"]))
             if log_completions:  # every process: the rows are gathered
-                online_samples.write(output_dir, row["step"], samples, num_completions_to_print, trainer.accelerator)
+                completion_log.write(output_dir, row["step"], samples, num_completions_to_print, trainer.accelerator)
             if eval_fn is not None and eval_steps and trainer.current_step % eval_steps == 0:
                 evaluate()
             if save_steps and trainer.current_step % save_steps == 0:

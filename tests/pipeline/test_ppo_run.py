@@ -125,7 +125,7 @@ def test_rule_reward_only_with_lora_and_chat_prompts(folders, tmp_path, capsys):
                           output_dir=str(tmp_path / "lora"), per_device_train_batch_size=2, mini_batch_size=2,
                           num_ppo_epochs=1, max_steps=1, max_new_tokens=3, use_peft=True, lora_target_modules="c_attn",
                           report_to="none")
-    import rlhfkit.trainers.reward_funcs as rf
+    import rlhfkit.rollout.rewards as rf
 
     real = rf.load_reward_funcs
     rf.load_reward_funcs = lambda specs, tokenizer=None, device=None: real([spy], tokenizer=tokenizer)

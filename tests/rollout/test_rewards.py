@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rlhfkit.testing import tiny_reward_model, tiny_tokenizer
-from rlhfkit.trainers.reward_funcs import RewardFunc, check_reward_funcs, load_reward_funcs, score
+from rlhfkit.rollout.rewards import RewardFunc, check_reward_funcs, load_reward_funcs, score
 
 PROMPTS = ["the cat ", "a dog ", "we "]
 COMPLETIONS = ["sings all night.", "runs", "walk by the sea and sing"]

@@ -13,13 +13,13 @@ from __future__ import annotations
 import torch
 
 from ..models.reference import is_peft_model
-from ..rollout import generate_responses
+from .generate import generate_responses
 
 
 def build_engine(config, model, dtype: str = "bfloat16"):
     """A colocated ``VLLMRollout`` on the policy's folder or hub id (``use_vllm=True``), with the
     config's ``vllm_gpu_memory_utilization`` and ``vllm_sync_timeout_s``; LoRA when the policy has it."""
-    from ..rollout.vllm import VLLMRollout
+    from .vllm import VLLMRollout
 
     path = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
     if not path:
@@ -38,7 +38,7 @@ class Completions:
         self.settings = None
         self.synced_at: int | None = None
         if engine is not None:
-            from ..rollout.vllm import SamplingSettings
+            from .vllm import SamplingSettings
             # a generation kwarg the engine cannot honour is refused by name here, before training starts
             self.settings = SamplingSettings.from_generation_kwargs(
                 {k: v for k, v in generation_kwargs.items() if v is not None}, tokenizer.eos_token_id)

@@ -14,7 +14,7 @@ import torch
 from rlhfkit.testing import tiny_causal_lm
 from rlhfkit.trainers.config import ConfigError
 from rlhfkit.trainers.grpo import GRPOConfig, GRPOTrainer
-from rlhfkit.trainers.online_engine import build_engine, engine_gap, padded_rows
+from rlhfkit.rollout.sampling import build_engine, engine_gap, padded_rows
 from rlhfkit.trainers.rloo import RLOOConfig, RLOOTrainer
 from tests.rollout.test_vllm import FakeLLM, engine
 from tests.trainers.online_helpers import in_target, params_of, prompt_rows, small

@@ -25,19 +25,59 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .mechanics import atomic_save_dir, load_weights
+from safetensors.torch import load_file
 
 STATE_FILE = "trainer_state.pt"
 SUMMARY_FILE = "trainer_state.json"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"checkpoint-(\d+)")
 _OURS = re.compile(r"checkpoint-\d+|final")  # folders written through atomic_save_dir here
+
+
+def atomic_save_dir(target: str | os.PathLike, write) -> Path:
+    """Call ``write(tmp_dir)`` then move the folder to ``target`` in one rename.
+
+    A crash or Ctrl-C during ``write`` leaves the previous ``target`` untouched and only a
+    stray ``.tmp-*`` folder beside it; readers never see a half-written checkpoint.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
+        old = None
+        if target.exists():
+            old = target.with_name(f".old-{target.name}-{os.getpid()}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def load_weights(model: torch.nn.Module, folder: Path) -> None:
+    """Load a ``save_pretrained`` folder (one file or shards) into ``model`` in place."""
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    state = {}
+    for name in files:
+        state.update(load_file(folder / name))
+    result = model.load_state_dict(state, strict=False)
+    tied = {k for k in result.missing_keys if k.endswith("lm_head.weight") or "embed" in k}
+    if result.unexpected_keys or set(result.missing_keys) - tied:
+        raise ValueError(f"checkpoint {folder} does not match the model: missing {result.missing_keys}, "
+                         f"unexpected {result.unexpected_keys}")
 
 
 def rng_state() -> dict:

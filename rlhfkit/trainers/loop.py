@@ -23,16 +23,13 @@ from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler
-from tqdm.auto import tqdm
-from transformers import get_scheduler
 
-from .. import plot
 from ..models.compat import enable_checkpointing
 from ..models.fused import fuse_activations
 from . import checkpoint
 from .config import LoopConfig
-from .mechanics import Mechanics, build_optimizer, set_seed
-from .trackers import console_line, resolve_trackers, write_console
+from .mechanics import Mechanics, build_optimizer, param_groups, schedule, set_seed
+from .trackers import resolve_trackers
 
 StepFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict]]
 # A resumed run must see the same batches: these fields fix what "batch k of epoch e" is.
@@ -56,7 +53,7 @@ class TrainLoop:
         self.train_dataset, self.eval_dataset, self.collate_fn = train_dataset, eval_dataset, collate_fn
         self.sampler_fn = sampler_fn  # (dataset, seed) -> Sampler; default: seeded random order
         self.tokenizer = tokenizer
-        self.save_fn = save_fn or self._save_pretrained
+        self.save_fn = save_fn or self._write
         self.output_dir = Path(config.output_dir)
         set_seed(config.seed)
         trackers = resolve_trackers(config.report_to)  # metrics.jsonl is written whatever report_to says
@@ -72,29 +69,22 @@ class TrainLoop:
             fuse_activations(model)
         if config.torch_compile:
             model.compile()  # in place: the module, its names and save_pretrained stay as they are
-        params = [p for p in model.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]  # no weight decay on biases and norms
-        other = [p for p in params if p.dim() < 2]
         self.optimizer = build_optimizer(
-            [{"params": decay, "weight_decay": config.weight_decay}, {"params": other, "weight_decay": 0.0}],
-            config.optim, config.learning_rate, config.weight_decay, betas=(config.adam_beta1, config.adam_beta2),
-            eps=config.adam_epsilon)
+            param_groups(model, config.weight_decay), config.optim, config.learning_rate, config.weight_decay,
+            betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
         if self.mechanics.sharded and (config.save_steps or config.save_strategy == "epoch"
                                        or config.resume_from_checkpoint):
             raise ValueError("save_steps and resume_from_checkpoint are not supported under FSDP or DeepSpeed yet, "
                              "nor save_strategy='epoch' (the optimiser state is sharded across ranks); set "
                              "save_steps=0: the final model is still saved whole to output_dir (docs/distributed.md)")
-        self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
-        self.params = self.mechanics.trainable_params(self.model, self.optimizer)  # FSDP2 swaps in sharded parameters
+        self.model, self.optimizer, self.params = self.mechanics.prepare(model, self.optimizer)
         self.batches_per_epoch = len(self._loader(0))
         if self.batches_per_epoch == 0:
             raise ValueError("the training dataset is empty")
         self.updates_per_epoch = math.ceil(self.batches_per_epoch / config.gradient_accumulation_steps)
         self.total_steps = (config.max_steps if config.max_steps > 0
                             else math.ceil(self.updates_per_epoch * config.num_train_epochs))
-        warmup = config.warmup_steps or math.ceil(config.warmup_ratio * self.total_steps)
-        self.scheduler = get_scheduler(config.lr_scheduler_type, self.optimizer, num_warmup_steps=warmup,
-                                       num_training_steps=self.total_steps)
+        self.scheduler = schedule(config, self.optimizer, self.total_steps)
         self.state = LoopState()
         self._epoch_end = False  # the last optimiser step ended an epoch (the "epoch" strategies act then)
         self.history: list[dict] = []
@@ -120,17 +110,10 @@ class TrainLoop:
     # ------------------------------------------------------------------ the loop
     def train(self, resume_from_checkpoint: str | None = None) -> list[dict]:
         """Run to ``total_steps``; returns this call's logged rows. Writes the final model to ``output_dir``."""
-        resume = resume_from_checkpoint or self.config.resume_from_checkpoint
-        if self.accelerator.is_main_process:
-            checkpoint.clean_stale(self.output_dir)  # what a killed save left behind
-        self.accelerator.wait_for_everyone()
-        if resume:
-            self.load_checkpoint(checkpoint.resolve(self.output_dir, resume))
-        elif self.accelerator.is_main_process:  # a run that starts over replaces the killed run's rows
-            checkpoint.truncate_metrics(self.mechanics.metrics_path, None, self.state.global_step)
+        self.mechanics.start(self.output_dir, resume_from_checkpoint or self.config.resume_from_checkpoint,
+                             self.load_checkpoint, lambda: self.state.global_step)
         cfg, st = self.config, self.state
-        bar = tqdm(total=self.total_steps, initial=st.global_step, desc=type(self.config).__name__.replace("Config", ""),
-                   disable=cfg.disable_tqdm or not self.accelerator.is_main_process, dynamic_ncols=True)
+        bar = self.mechanics.progress(self.total_steps, st.global_step, self._trainer_name(), cfg.disable_tqdm)
         self._t_last = time.time()
         self._resume_point = self._snapshot()
         try:
@@ -174,10 +157,11 @@ class TrainLoop:
                 and not evaluated_last:
             self.evaluate()
         self.save_model(self.output_dir)
-        self.mechanics.end()
-        if self.accelerator.is_main_process:  # from metrics.jsonl: a resumed run's figure shows the whole run
-            plot.save_learning_curve(self.output_dir)
+        self.mechanics.finish(self.output_dir)
         return self.history
+
+    def _trainer_name(self) -> str:
+        return type(self.config).__name__.replace("Config", "")
 
     def _log_step(self, grad_norm, bar) -> None:
         """Log optimiser step ``state.global_step`` (when due) and record it as the point a Ctrl-C saves."""
@@ -187,8 +171,6 @@ class TrainLoop:
             row = self._log(self._window, grad_norm, time.time() - self._t_last)
             self._window, self._t_last = [], time.time()
             bar.set_postfix(loss=f"{row['train/loss']:.4f}")
-            if self.accelerator.is_main_process:  # with disable_tqdm too: the bar goes, the lines stay
-                write_console(console_line(row, step))
         self._resume_point = self._snapshot()
 
     def _after_step(self) -> None:
@@ -218,9 +200,7 @@ class TrainLoop:
                     "train/seconds_per_step": seconds / max(1, len(window) // self.config.gradient_accumulation_steps)})
         if grad_norm is not None:
             row["train/grad_norm"] = float(grad_norm)
-        self.mechanics.log(row, step=self.state.global_step)
-        self.history.append({"step": self.state.global_step, **row})
-        return row
+        return self.mechanics.record(row, self.state.global_step, self.history)  # with disable_tqdm too
 
     def _epoch_float(self) -> float:
         return self.state.epoch + self.state.batches_in_epoch / self.batches_per_epoch
@@ -241,15 +221,11 @@ class TrainLoop:
                     metrics = self.eval_fn(self.model, loader, self.accelerator)
         finally:
             self.model.train()
-        row = {f"eval/{k}": float(v) for k, v in metrics.items()}
-        self.mechanics.log(row, step=self.state.global_step)
-        self.history.append({"step": self.state.global_step, **row})
-        if self.accelerator.is_main_process:
-            write_console(console_line(row, self.state.global_step))
-        return row
+        return self.mechanics.record({f"eval/{k}": float(v) for k, v in metrics.items()}, self.state.global_step,
+                                     self.history)
 
     # ------------------------------------------------------------------ saving and resuming
-    def _save_pretrained(self, model, path: Path, state_dict: dict | None = None) -> None:
+    def _write(self, model, path: Path, state_dict: dict | None = None) -> None:
         """Default ``save_fn``: a Transformers checkpoint (plus the tokenizer when given).
 
         ``state_dict``: the gathered full weights when the model is sharded (FSDP2, ZeRO-3);
@@ -258,19 +234,12 @@ class TrainLoop:
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(path)
 
-    def _save_fn(self):
-        """``write(path)`` for the main process; gathers sharded weights first, on every rank."""
-        state = self.mechanics.full_state_dict(self.model)  # a collective under FSDP2 / ZeRO-3
-        model = self.accelerator.unwrap_model(self.model)
-        if state is None:
-            return lambda path: self.save_fn(model, Path(path))
-        return lambda path: self.save_fn(model, Path(path), state_dict=state)
-
     def save_model(self, path) -> None:
-        self.accelerator.wait_for_everyone()
-        write = self._save_fn()
-        if self.accelerator.is_main_process:
-            write(path)
+        self.mechanics.save_model(self.model, path, self.save_fn)
+
+    def _data_settings(self) -> dict:
+        """What fixes "batch k of epoch e": a resume with other values could not continue exactly."""
+        return {k: getattr(self.config, k) for k in DATA_FIELDS} | {"world": self.accelerator.num_processes}
 
     def save_checkpoint(self, point: dict | None = None) -> Path:
         """Everything a resume needs in ``checkpoint-<step>`` (layout in ``checkpoint``), written atomically.
@@ -280,45 +249,30 @@ class TrainLoop:
         """
         point = point or self._snapshot()
         st = self.state
-        self.accelerator.wait_for_everyone()
-        path = self.output_dir / f"checkpoint-{st.global_step}"
-        rngs = checkpoint.rng_states_of_all_ranks(self.accelerator, point["rng"])
-        write = self._save_fn()
-        if self.accelerator.is_main_process:
-            state = {
-                "loop": dict(st.__dict__), "rng": rngs,
-                "window": [{k: v.cpu() for k, v in row.items()} for row in point["window"]],
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "mechanics": {**self.mechanics.state_dict(), "micro": 0},
-                "metrics_offset": checkpoint.metrics_size(self.mechanics.metrics_path),
-                "data": {k: getattr(self.config, k) for k in DATA_FIELDS} | {"world": self.accelerator.num_processes},
-            }
-            summary = {"trainer": type(self.config).__name__.replace("Config", ""), **st.__dict__,
-                       "config": self.config.to_dict()}
-            checkpoint.save(self.output_dir, st.global_step,
-                            write,
-                            state, summary, self.config.save_total_limit)
-        self.accelerator.wait_for_everyone()
-        return path
+        window = [{k: v.cpu() for k, v in row.items()} for row in point["window"]]
+        summary = {"trainer": self._trainer_name(), **st.__dict__, "config": self.config.to_dict()}
+        return self.mechanics.save_checkpoint(
+            self.output_dir, st.global_step, section="loop", method_state=dict(st.__dict__), optimizer=self.optimizer,
+            scheduler=self.scheduler, writer=self.mechanics.model_writer(self.model, self.save_fn), summary=summary,
+            limit=self.config.save_total_limit, rng=point["rng"], extra={"window": window, "data": self._data_settings()})
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore weights, optimiser, scheduler, RNG, data position and log window from ``path``."""
         path = Path(path)
-        state = checkpoint.load(path, "training-loop")
-        if "loop" not in state:
-            raise ValueError(f"{path} is a PPO checkpoint; resume it with PPOTrainer.train(resume_from_checkpoint=...)")
-        now = {k: getattr(self.config, k) for k in DATA_FIELDS} | {"world": self.accelerator.num_processes}
-        changed = {k: (v, now[k]) for k, v in state["data"].items() if now.get(k) != v}
+        state = self.mechanics.read_checkpoint(path, "training-loop", "loop")
+        changed = {k: (v, now) for k, v in state["data"].items()
+                   if (now := self._data_settings().get(k)) != v}
         if changed:
             raise ValueError(f"cannot resume exactly from {path}: these settings differ from the checkpoint's "
                              f"(checkpoint, now): {changed}. Use the checkpoint's values or start a new output_dir")
-        checkpoint.load_model_weights(self.accelerator.unwrap_model(self.model), path)  # a LoRA model: its adapter
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.mechanics.load_state_dict(state["mechanics"])
-        self.state = LoopState(**state["loop"])
-        device = self.accelerator.device
-        self._window = [{k: v.to(device) for k, v in row.items()} for row in state["window"]]
-        if self.accelerator.is_main_process:
-            checkpoint.truncate_metrics(self.mechanics.metrics_path, state["metrics_offset"], self.state.global_step)
-        checkpoint.set_rank_rng_state(self.accelerator, state["rng"])  # last: nothing above may draw from it
+
+        def restore_method(state: dict) -> None:
+            self.state = LoopState(**state["loop"])
+            device = self.accelerator.device
+            self._window = [{k: v.to(device) for k, v in row.items()} for row in state["window"]]
+
+        # a LoRA model: its adapter
+        self.mechanics.restore(
+            path, state, load_weights=lambda p: checkpoint.load_model_weights(self.accelerator.unwrap_model(self.model), p),
+            optimizer=self.optimizer, scheduler=self.scheduler, restore_method=restore_method,
+            step=lambda: self.state.global_step)

@@ -1,10 +1,20 @@
-"""Training mechanics, written once and used by composition by every trainer and by ``loop``.
+"""The engine: training mechanics written once, used by composition by every trainer.
 
-``Mechanics`` owns what is not the method: device and processes (Accelerate), mixed
-precision, gradient accumulation, gradient clipping, the optimiser step, metric logging
-(JSONL always when a logging dir is set; TensorBoard or W&B through Accelerate's
-trackers) and atomic checkpoints. A method file builds its batches and computes
-``loss, metrics``; it calls ``backward`` and ``optimizer_step`` here.
+``Mechanics`` owns what is not the method, at two levels:
+
+- a step: device and processes (Accelerate), mixed precision, gradient accumulation, gradient
+  clipping, the optimiser step (``backward``, ``optimizer_step``);
+- a run: the optimiser's parameter groups and the learning-rate schedule (``param_groups``,
+  ``schedule``), ``prepare``, metric rows (``record``: JSONL always when a logging dir is set,
+  TensorBoard / W&B / Trackio through Accelerate's trackers, one console line), the progress bar,
+  the start of a run (stale-save clean-up, resume or a fresh metrics file: ``start``), checkpoints
+  in the one layout of ``checkpoint`` (``save_checkpoint`` / ``restore``: weights or LoRA adapter,
+  optimiser, scheduler, accumulation and loss-scaler state, every rank's RNG, metrics position,
+  plus the method's own section), the final model (``save_model``, gathered whole under FSDP2 and
+  ZeRO-3) and the end of a run (``finish``: trackers closed, ``learning_curve.png``).
+
+A method (``loop.TrainLoop`` for SFT/reward/DPO/KTO, ``online.OnlineRun`` for GRPO/RLOO, ``ppo``)
+says what a batch is and how it makes a loss, and when its own state is a resumable boundary.
 """
 
 from __future__ import annotations
@@ -14,15 +24,20 @@ import json
 import math
 import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, InitProcessGroupKwargs, ProjectConfiguration
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from .. import plot
+from . import checkpoint
+from .checkpoint import atomic_save_dir, load_weights  # noqa: F401 - the trainers' public names
+from .trackers import console_line, write_console
 
 
 def set_seed(seed: int) -> None:
@@ -318,6 +333,157 @@ class Mechanics:
         if self.accelerator.trackers:
             self.accelerator.end_training()
 
+    # ------------------------------------------------------------------ a run
+    def prepare(self, model, optimizer):
+        """``accelerator.prepare`` of the model and optimiser, and the parameters the optimiser steps as
+        ``prepare`` left them (FSDP2 swaps in sharded ones: a list taken before goes stale)."""
+        model, optimizer = self.accelerator.prepare(model, optimizer)
+        return model, optimizer, self.trainable_params(model, optimizer)
+
+    def progress(self, total: int, initial: int, desc: str, disable: bool = False):
+        """The run's progress bar in optimiser steps (main process only)."""
+        return tqdm(total=total, initial=initial, desc=desc, disable=disable or not self.is_main_process,
+                    dynamic_ncols=True)
+
+    def record(self, row: dict, step: int, history: list, console: bool = True) -> dict:
+        """Log one metrics row at ``step``: trackers and ``metrics.jsonl``, the run's ``history``, and one
+        console line on the main process (``console=False``: the caller prints its own)."""
+        self.log(row, step=step)
+        history.append({"step": step, **row})
+        if console and self.is_main_process:
+            write_console(console_line(row, step))
+        return row
+
+    def start(self, output_dir, resume, load: Callable[[Path], None], step: Callable[[], int],
+              logs: tuple = ()) -> None:
+        """Begin (or continue) a run in ``output_dir``: remove what a killed save left, then either
+        ``load(checkpoint folder)`` for ``resume`` (a folder or ``'latest'``), or start ``metrics.jsonl``
+        over from ``step()`` (rows of a killed run that started over are dropped). ``logs``: other
+        per-step JSONL files (``completions.jsonl``) cut back to ``step()`` either way."""
+        if self.is_main_process:
+            checkpoint.clean_stale(output_dir)
+        self.accelerator.wait_for_everyone()
+        if resume:
+            load(checkpoint.resolve(output_dir, resume))
+        elif self.is_main_process:
+            checkpoint.truncate_metrics(self.metrics_path, None, step())
+        if self.is_main_process:
+            for path in logs:
+                checkpoint.truncate_metrics(path, None, step())
+
+    def model_writer(self, model, write: Callable | None = None, tokenizer=None) -> Callable[[Path], None]:
+        """``writer(path)`` of ``model``'s files, for the main process. Call it on every rank: under FSDP2
+        and ZeRO-3 it gathers the full weights first (a collective).
+
+        ``write(unwrapped_model, path, state_dict=...)``: a custom writer (it gets ``state_dict`` only
+        when the weights were gathered); default ``save_pretrained`` plus ``tokenizer``'s files.
+        """
+        state = self.full_state_dict(model)
+        inner = self.accelerator.unwrap_model(model)
+
+        def default(m, path, state_dict=None):
+            m.save_pretrained(path, state_dict=state_dict)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(path)
+
+        write = write or default
+        if state is None:
+            return lambda path: write(inner, Path(path))
+        return lambda path: write(inner, Path(path), state_dict=state)
+
+    def save_model(self, model, path, write: Callable | None = None, tokenizer=None, atomic: bool = False) -> None:
+        """The final model to ``path`` (whole, from the main process; every rank calls). ``atomic``: into a
+        temporary folder renamed into place, for a folder of its own (never ``output_dir`` itself, which
+        holds the checkpoints)."""
+        self.accelerator.wait_for_everyone()
+        writer = self.model_writer(model, write, tokenizer)
+        if self.is_main_process:
+            if atomic:
+                atomic_save_dir(path, writer)
+            else:
+                writer(Path(path))
+        self.accelerator.wait_for_everyone()
+
+    def save_checkpoint(self, output_dir, step: int, *, section: str, method_state: dict, optimizer, scheduler,
+                        writer: Callable[[Path], None], summary: dict, limit: int | None = None,
+                        rng: dict | None = None, metrics_offset=None, mechanics_state: dict | None = None,
+                        extra: dict | None = None) -> Path:
+        """``output_dir/checkpoint-<step>`` in the one layout of ``checkpoint``, written atomically; every
+        rank calls (each rank's RNG is gathered).
+
+        ``section``/``method_state``: the method's own state under its name (``loop``, ``online``, ``ppo``);
+        ``extra``: more entries of the method beside it (the loop's log window and data settings).
+        ``writer``: from ``model_writer`` (the weights). ``summary``: ``trainer_state.json``'s fields.
+        ``rng``, ``metrics_offset``, ``mechanics_state``: those of a past moment of this same step (the
+        boundary a Ctrl-C saves), else now. A checkpoint is taken at an optimiser-step boundary, so no
+        micro-batch is pending in it.
+        """
+        self.accelerator.wait_for_everyone()
+        rngs = checkpoint.rng_states_of_all_ranks(self.accelerator, rng)
+        if metrics_offset is None:
+            metrics_offset = checkpoint.metrics_size(self.metrics_path)
+        if self.is_main_process:
+            state = {section: method_state, "rng": rngs, "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                     "mechanics": {**(mechanics_state or self.state_dict()), "micro": 0},
+                     "metrics_offset": metrics_offset, **(extra or {})}
+            checkpoint.save(output_dir, step, writer, state, summary, limit)
+        self.accelerator.wait_for_everyone()
+        return Path(output_dir) / f"checkpoint-{step}"
+
+    def read_checkpoint(self, path, trainer: str, section: str) -> dict:
+        """``trainer_state.pt`` of ``path``, refused with the writer's name when it holds no ``section``
+        (another trainer wrote it)."""
+        path = Path(path)
+        state = checkpoint.load(path, trainer)
+        if section not in state:
+            try:
+                writer = json.loads((path / checkpoint.SUMMARY_FILE).read_text()).get("trainer", "another trainer")
+            except (OSError, ValueError):
+                writer = "another trainer"
+            raise ValueError(f"{path} is not a {trainer} checkpoint (it was written by {writer}); resume it with "
+                             f"the trainer that wrote it")
+        return state
+
+    def restore(self, path, state: dict, *, load_weights: Callable[[Path], None], optimizer, scheduler,
+                restore_method: Callable[[dict], None], step: Callable[[], int]) -> None:
+        """Put a checkpoint's state back in the order that keeps a resume exact: weights (``load_weights``),
+        optimiser, scheduler, accumulation state, the method's own (``restore_method(state)``), the metrics
+        file cut back to the checkpoint, and every RNG last (nothing above may draw from it)."""
+        load_weights(Path(path))
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state["scheduler"] is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        self.load_state_dict(state["mechanics"])
+        restore_method(state)
+        if self.is_main_process:
+            checkpoint.truncate_metrics(self.metrics_path, state["metrics_offset"], step())
+        checkpoint.set_rank_rng_state(self.accelerator, state["rng"])
+
+    def finish(self, output_dir, figure=None, title: str | None = None) -> None:
+        """End a run: close the trackers and draw ``learning_curve.png`` from ``metrics.jsonl`` (the whole
+        run, a resumed one too) into ``output_dir`` (or ``figure``)."""
+        self.end()
+        path = self.metrics_path
+        if self.is_main_process and path is not None and path.exists():
+            plot.save_learning_curve(path.parent, figure, title)
+
+
+def param_groups(model, weight_decay: float) -> list[dict]:
+    """The trainable parameters of ``model`` in two optimiser groups: weight decay on matrices, none on
+    biases and norms (1-D parameters)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+def schedule(config, optimizer, total_steps: int):
+    """``config.lr_scheduler_type`` over ``total_steps`` optimiser steps, with ``warmup_steps`` (or
+    ``warmup_ratio`` of the steps) of warm-up."""
+    warmup = config.warmup_steps or math.ceil(config.warmup_ratio * total_steps)
+    return get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
+                         num_training_steps=total_steps)
+
 
 def shards_parameters() -> bool:
     """True when this process was launched to shard parameters: FSDP, or DeepSpeed ZeRO-3.
@@ -415,42 +581,3 @@ def _scalar(value):
 
 def _jsonable(config: dict) -> dict:
     return {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in config.items()}
-
-
-def atomic_save_dir(target: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_dir)`` then move the folder to ``target`` in one rename.
-
-    A crash or Ctrl-C during ``write`` leaves the previous ``target`` untouched and only a
-    stray ``.tmp-*`` folder beside it; readers never see a half-written checkpoint.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    try:
-        write(tmp)
-        old = None
-        if target.exists():
-            old = target.with_name(f".old-{target.name}-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
-
-
-def load_weights(model: torch.nn.Module, folder: Path) -> None:
-    """Load a ``save_pretrained`` folder (one file or shards) into ``model`` in place."""
-    folder = Path(folder)
-    index = folder / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
-    state = {}
-    for name in files:
-        state.update(load_file(folder / name))
-    result = model.load_state_dict(state, strict=False)
-    tied = {k for k in result.missing_keys if k.endswith("lm_head.weight") or "embed" in k}
-    if result.unexpected_keys or set(result.missing_keys) - tied:
-        raise ValueError(f"checkpoint {folder} does not match the model: missing {result.missing_keys}, "
-                         f"unexpected {result.unexpected_keys}")

@@ -1,9 +1,10 @@
 """An encoder-decoder LM (T5, BART, ...) with a scalar value head on the decoder.
 
 ``AutoModelForSeq2SeqLMWithValueHead`` is the classic API's seq2seq policy: the value of
-each decoder prefix is a linear head on the last decoder hidden state. Loading, saving,
-PEFT and the reward adapter are the functions the causal class uses (``value_head.py``);
-only the forward differs (decoder hidden states, ``decoder_input_ids``).
+each decoder prefix is a linear head on the last decoder hidden state. Its loading, saving,
+PEFT and reward-adapter methods each call the module-level function the causal class's
+method calls (``value_head.py``); ``__init__`` and the forward (decoder hidden states,
+``decoder_input_ids``) are its own.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from torch import nn
 from transformers import AutoModelForSeq2SeqLM
 
 from .compat import cache_argument, output_cache
-from .value_head import _HEAD_KWARGS, AutoModelForCausalLMWithValueHead, build_value_head, check_lm_head
+from .value_head import (_HEAD_KWARGS, build_value_head, check_lm_head, load_with_value_head,
+                         reward_adapter_score, save_with_value_head, state_dict_with_value_head,
+                         wrapped_attribute)
 
 
 class AutoModelForSeq2SeqLMWithValueHead(nn.Module):
@@ -49,17 +52,28 @@ class AutoModelForSeq2SeqLMWithValueHead(nn.Module):
         if score_module is not None:
             self.score = score_module
 
-    # Loading, saving and the rest of the public face are the causal class's own methods
-    # (shared functions, not inheritance); only __init__ and forward differ.
-    from_pretrained = classmethod(AutoModelForCausalLMWithValueHead.from_pretrained.__func__)
-    save_pretrained = AutoModelForCausalLMWithValueHead.save_pretrained
-    push_to_hub = AutoModelForCausalLMWithValueHead.push_to_hub
-    state_dict = AutoModelForCausalLMWithValueHead.state_dict
-    generate = AutoModelForCausalLMWithValueHead.generate
-    compute_reward_score = AutoModelForCausalLMWithValueHead.compute_reward_score
-    is_peft_model = AutoModelForCausalLMWithValueHead.is_peft_model
-    __getattr__ = AutoModelForCausalLMWithValueHead.__getattr__
+    # ---------------------------------------------------------------- loading / saving
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Load from a local directory, a hub id, or wrap an already-built model (also a ``PeftModel``).
 
+        Takes the same keywords as ``AutoModelForCausalLMWithValueHead.from_pretrained``; the
+        model itself loads with ``transformers_parent_class`` (``AutoModelForSeq2SeqLM``).
+        """
+        return load_with_value_head(cls, pretrained_model_name_or_path, *model_args, **kwargs)
+
+    def save_pretrained(self, save_directory, **kwargs) -> None:
+        """Write a normal Transformers checkpoint (or PEFT adapter) plus ``value_head.safetensors``."""
+        save_with_value_head(self, save_directory, **kwargs)
+
+    def push_to_hub(self, *args, **kwargs):
+        raise NotImplementedError("push the directory written by save_pretrained with huggingface_hub instead")
+
+    def state_dict(self, *args, **kwargs):
+        """The wrapped model's state dict plus ``v_head.*`` entries (TRL's layout)."""
+        return state_dict_with_value_head(self, *args, **kwargs)
+
+    # ---------------------------------------------------------------- running
     def forward(self, input_ids=None, past_key_values=None, attention_mask=None, return_past_key_values=False,
                 logits_to_keep: int = 0, **kwargs):
         """Returns ``(lm_logits, loss, values)`` over the decoder positions (float32 logits).
@@ -81,3 +95,21 @@ class AutoModelForSeq2SeqLMWithValueHead(nn.Module):
         if return_past_key_values:
             return logits, out.loss, values, output_cache(out)
         return logits, out.loss, values
+
+    def generate(self, *args, **kwargs):
+        return self.pretrained_model.generate(*args, **kwargs)
+
+    def compute_reward_score(self, input_ids, attention_mask=None, **kwargs) -> torch.Tensor:
+        """Scores (B, T, num_labels) of the reward adapter loaded with ``reward_adapter=``.
+
+        The reward adapter is switched on for this no-grad forward only; the policy adapter
+        is active again afterwards and the training mode is restored.
+        """
+        return reward_adapter_score(self, input_ids, attention_mask, **kwargs)
+
+    @property
+    def is_peft_model(self) -> bool:
+        return hasattr(self.pretrained_model, "peft_config")
+
+    def __getattr__(self, name):
+        return wrapped_attribute(self, name)

@@ -155,12 +155,18 @@ class AutoModelForCausalLMWithValueHead(nn.Module):
         return hasattr(self.pretrained_model, "peft_config")
 
     def __getattr__(self, name):
-        try:
-            return nn.Module.__getattr__(self, name)  # not super(): the seq2seq class shares this method
-        except AttributeError:
-            if name == "pretrained_model":
-                raise
-            return getattr(self.pretrained_model, name)
+        return wrapped_attribute(self, name)
+
+
+def wrapped_attribute(model: nn.Module, name: str):
+    """``__getattr__`` of both value-head classes: the module's own parameters, buffers and
+    submodules first, then the wrapped model's attribute (``model.device``, ``model.config``)."""
+    try:
+        return nn.Module.__getattr__(model, name)
+    except AttributeError:
+        if name == "pretrained_model":  # not set (yet): asking the wrapped model would recurse
+            raise
+        return getattr(model.pretrained_model, name)
 
 
 def build_value_head(pretrained_model, summary_dropout_prob=None, initializer_range: float = 0.2,

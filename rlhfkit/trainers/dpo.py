@@ -12,7 +12,6 @@ the dataset and cached on disk so no reference model stays in memory.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from .. import algos, data
-from ..models import create_reference_model, fuse_activations, is_peft_model, shared_prompt_forward, \
-    supports_shared_prompt
+from ..models import create_reference_model, fuse_activations, is_peft_model, reference_context, \
+    shared_prompt_forward, supports_shared_prompt
 from ..models.loading import load_pretrained
 from ..rollout import keep_kwargs, token_logprobs
 from .config import Checks, LoopConfig, f
@@ -114,6 +113,24 @@ def pair_logps(model, batch):
     return completion_logps(model, batch)
 
 
+def load_reference(model, ref_model, args):
+    """The frozen reference of DPO and KTO: ``ref_model`` (a model or a folder), else
+    ``args.ref_model_name_or_path``, else a frozen copy of ``model``; None for a PEFT ``model``
+    without either, whose base with the adapter disabled is the reference."""
+    if isinstance(ref_model, str) or (ref_model is None and args.ref_model_name_or_path):
+        ref_model = load_pretrained(AutoModelForCausalLM, ref_model or args.ref_model_name_or_path,
+                                    "ref_model_name_or_path", dtype=model_dtype(args),
+                                    attn_implementation=args.attn_implementation,
+                                    trust_remote_code=args.trust_remote_code)
+    if ref_model is None:
+        if is_peft_model(model):
+            return None  # the base with its adapter disabled is the reference
+        ref_model = create_reference_model(model)
+    if args.fuse_activations:
+        fuse_activations(ref_model)
+    return ref_model.eval().requires_grad_(False)
+
+
 class DPOTrainer:
     """``DPOTrainer(model, ref_model=None, args, train_dataset, eval_dataset, processing_class)``, TRL 1.x style."""
 
@@ -125,7 +142,7 @@ class DPOTrainer:
         self.model, self.tokenizer = load_model_and_tokenizer(model, processing_class, args)
         self.reference_free = args.loss_type in algos.REFERENCE_FREE
         self.average = args.loss_type in algos.LENGTH_NORMALISED
-        self.ref_model = None if self.reference_free else self._reference(ref_model)
+        self.ref_model = None if self.reference_free else load_reference(self.model, ref_model, args)
         self.share_prompt = args.share_prompt and not args.gradient_checkpointing and \
             supports_shared_prompt(self.model)
         self.train_dataset = self._prepare(train, "train")
@@ -136,20 +153,6 @@ class DPOTrainer:
                               eval_dataset=self.eval_dataset, eval_fn=self._evaluate, tokenizer=self.tokenizer)
         if self.ref_model is not None:
             self.ref_model.to(self.loop.accelerator.device)
-
-    def _reference(self, ref_model):
-        if isinstance(ref_model, str) or (ref_model is None and self.args.ref_model_name_or_path):
-            ref_model = load_pretrained(AutoModelForCausalLM, ref_model or self.args.ref_model_name_or_path,
-                                        "ref_model_name_or_path", dtype=model_dtype(self.args),
-                                        attn_implementation=self.args.attn_implementation,
-                                        trust_remote_code=self.args.trust_remote_code)
-        if ref_model is None:
-            if is_peft_model(self.model):
-                return None  # the base with its adapter disabled is the reference
-            ref_model = create_reference_model(self.model)
-        if self.args.fuse_activations:
-            fuse_activations(ref_model)
-        return ref_model.eval().requires_grad_(False)
 
     def _prepare(self, pairs, split: str):
         tokenized = data.tokenize_dataset(pairs, self.tokenizer, self.args.max_length, kind="pair")
@@ -190,9 +193,7 @@ class DPOTrainer:
 
     def _reference_context(self):
         """Under PEFT without a separate reference, the base model (adapter off) is the reference."""
-        if self.ref_model is None and is_peft_model(self.model):
-            return self.model.disable_adapter()  # self.model is the unwrapped model the loop trains
-        return contextlib.nullcontext()
+        return reference_context(self.model, self.ref_model)
 
     def _losses(self, model, batch):
         cfg = self.args

@@ -29,8 +29,9 @@ from ..algos.kto import KTO_LOSSES, USES_KL, kto_kl
 from ..data.collate import UnpairedCollator
 from ..data.convert import to_unpaired_preference
 from ..data.tokenize import TRUNCATION_MODES
+from ..models import reference_context
 from .config import Checks, LoopConfig, f
-from .dpo import DPOTrainer, completion_logps
+from .dpo import completion_logps, load_reference
 from .loop import TrainLoop
 from .sft import check_run, finish_training, load_model_and_tokenizer, load_split
 
@@ -138,7 +139,7 @@ class KTOTrainer:
         check_balance(train["label"], args, data.source_name(train))
         self.model, self.tokenizer = load_model_and_tokenizer(model, processing_class, args)
         self.uses_kl = args.loss_type in USES_KL
-        self.ref_model = DPOTrainer._reference(self, ref_model)  # same rules as DPO: copy, PEFT base or a folder
+        self.ref_model = load_reference(self.model, ref_model, args)  # as DPO: copy, PEFT base or a folder
         if args.disable_dropout:
             for m in (self.model, self.ref_model):
                 if m is not None:
@@ -152,7 +153,9 @@ class KTOTrainer:
         if self.ref_model is not None:
             self.ref_model.to(self.loop.accelerator.device)
 
-    _reference_context = DPOTrainer._reference_context  # under PEFT without a reference: the adapter-off base
+    def _reference_context(self):
+        """Under PEFT without a separate reference, the base model (adapter off) is the reference."""
+        return reference_context(self.model, self.ref_model)
 
     # ------------------------------------------------------------------ data
     def _prepare(self, rows, split: str):

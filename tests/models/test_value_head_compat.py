@@ -7,6 +7,8 @@ and config dropout, ``dtype=``, ``generate``, and ``create_reference_model`` wit
 without shared layers.
 """
 
+import inspect
+
 import pytest
 import torch
 from torch import nn
@@ -152,6 +154,28 @@ def test_class_attributes_that_scripts_read():
     expected_args = ("summary_dropout_prob", "v_head_initializer_range", "v_head_init_strategy")
     assert AutoModelForCausalLMWithValueHead.supported_args == expected_args
     assert AutoModelForSeq2SeqLMWithValueHead.supported_args == expected_args
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "t5"])
+def test_wrapper_attributes_of_both_classes(folders, arch):
+    cls, _ = _classes(arch)
+    model = cls.from_pretrained(folders[arch])
+    assert model.is_peft_model is False
+    assert model.device.type == "cpu" and model.config is model.pretrained_model.config  # from the wrapped model
+    assert model.v_head is model._modules["v_head"]  # the module's own submodule first
+    with pytest.raises(AttributeError):
+        model.no_such_attribute
+    assert {"v_head.summary.weight", "v_head.summary.bias"} <= set(model.state_dict())
+    with pytest.raises(NotImplementedError, match="save_pretrained"):
+        model.push_to_hub("somewhere")
+
+
+def test_each_value_head_class_defines_its_own_methods():
+    for cls in (AutoModelForCausalLMWithValueHead, AutoModelForSeq2SeqLMWithValueHead):
+        for name, value in vars(cls).items():
+            fn = getattr(value, "__func__", getattr(value, "fget", value))  # classmethod, property
+            if inspect.isfunction(fn):  # not data such as transformers_parent_class
+                assert fn.__qualname__ == f"{cls.__name__}.{name}", (cls.__name__, name, fn.__qualname__)
 
 
 def test_models_without_a_language_model_head_are_refused(tiny_dirs):

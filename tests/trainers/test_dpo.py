@@ -149,6 +149,12 @@ def test_dpo_reads_every_preference_shape(tokenizer, tmp_path, name):
     assert row["train/loss"] == pytest.approx(math.log(2), abs=1e-5)  # policy == reference: sigmoid(0) each
 
 
+def test_trainer_methods_are_its_own():
+    for name, value in vars(DPOTrainer).items():
+        if callable(value) and hasattr(value, "__qualname__"):
+            assert value.__qualname__ == f"DPOTrainer.{name}", (name, value.__qualname__)
+
+
 def test_bad_config_and_data(tokenizer, tmp_path):
     with pytest.raises(ValueError, match="loss_type"):
         DPOConfig(loss_type="kto")

@@ -213,6 +213,22 @@ def test_bad_input(tokenizer, tmp_path):
                    processing_class=tokenizer)
 
 
+def test_reference_from_a_folder_is_a_frozen_separate_model(tiny_dirs, tokenizer, tmp_path):
+    for kw in (dict(ref_model=str(tiny_dirs["llama"])), dict(ref_model_name_or_path=str(tiny_dirs["llama"]))):
+        trainer = KTOTrainer(model=tiny_causal_lm("llama", tokenizer), ref_model=kw.get("ref_model"),
+                             args=_cfg(tmp_path, ref_model_name_or_path=kw.get("ref_model_name_or_path")),
+                             train_dataset=unpaired(2), processing_class=tokenizer)
+        saved = AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"]).state_dict()
+        assert not trainer.ref_model.training and not any(p.requires_grad for p in trainer.ref_model.parameters())
+        assert all(torch.equal(v, saved[k]) for k, v in trainer.ref_model.state_dict().items())
+
+
+def test_trainer_methods_are_its_own():
+    for name, value in vars(KTOTrainer).items():
+        if callable(value) and hasattr(value, "__qualname__"):
+            assert value.__qualname__ == f"KTOTrainer.{name}", (name, value.__qualname__)
+
+
 def test_bad_config():
     assert all(text.strip() for text in KTOConfig.field_help().values())  # the --help text of every field
     with pytest.raises(ValueError, match="loss_type"):

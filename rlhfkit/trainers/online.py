@@ -126,7 +126,7 @@ class OnlineRun:
         optimizer = build_optimizer(groups, "adamw", config.learning_rate, config.weight_decay,
                                     betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.params = params
+        self.params = self.mechanics.trainable_params(self.model, self.optimizer)  # FSDP2 swaps in sharded ones
         self.ref_model = None
         if method.reference and not is_peft_model(model):  # under PEFT the adapter-disabled policy is the reference
             self.ref_model = ref_model if ref_model is not None else create_reference_model(model)

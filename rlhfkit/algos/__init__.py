@@ -6,8 +6,10 @@ where useful). Docstrings give the formula, the shapes and the paper or source.
 """
 
 from rlhfkit.algos.advantages import (
+    ADVANTAGE_ESTIMATORS,
     GROUP_SCALES,
     IMPORTANCE_SAMPLING_LEVELS,
+    KL_PLACEMENTS,
     LOSS_AGGREGATIONS,
     REINFORCE_BASELINES,
     group_advantages,
@@ -54,12 +56,14 @@ from rlhfkit.algos.stats import (
 )
 
 __all__ = [
+    "ADVANTAGE_ESTIMATORS",
     "AdaptiveKLController",
     "DPO_LOSSES",
     "FixedKLController",
     "GROUP_SCALES",
     "IMPORTANCE_SAMPLING_LEVELS",
     "KL_ESTIMATORS",
+    "KL_PLACEMENTS",
     "KTO_LOSSES",
     "LENGTH_NORMALISED",
     "LOSS_AGGREGATIONS",

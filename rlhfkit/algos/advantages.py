@@ -21,7 +21,7 @@ import torch
 
 from rlhfkit.algos.kl import kl_k3, kl_penalized_rewards
 from rlhfkit.algos.ppo import gae
-from rlhfkit.algos.stats import masked_mean, masked_var
+from rlhfkit.algos.stats import masked_whiten
 
 GROUP_SCALES = ("group", "batch", "none")
 
@@ -185,10 +185,23 @@ def reinforce_pp_advantages(scores: torch.Tensor, kl: torch.Tensor, mask: torch.
     mask = mask.to(kl.dtype)
     rewards, _ = kl_penalized_rewards(scores.to(kl.dtype), kl.detach(), mask, kl_coef)  # (B, T)
     returns, _ = gae(rewards, torch.zeros_like(rewards), mask, gamma, 1.0)  # (B, T); values 0 -> A = returns
-    mean = masked_mean(returns, mask)  # ()
-    var = masked_var(returns, mask, unbiased=False)  # ()
-    advantages = (returns - mean) * var.clamp(min=eps).rsqrt() * mask  # (B, T)
+    advantages = masked_whiten(returns, mask, eps=eps, unbiased=False, eps_at="floor") * mask  # (B, T)
     return advantages, returns * mask
+
+
+# advantage_estimator -> the estimator and where the KL to the reference (coefficient beta) goes:
+#   "loss":   the estimator sees the scores only; beta * KL is a term of the policy loss (``grpo_loss``)
+#   "reward": beta * KL comes off the rewards first, per token (REINFORCE++: ``kl_penalized_rewards``)
+#             or summed per sequence (TRL's RLOOTrainer), so it shapes the advantages
+# "baseline": the fixed ``baseline`` argument of ``reinforce_pp_advantages``.
+ADVANTAGE_ESTIMATORS = {
+    "grpo": {"fn": group_advantages, "kl": "loss"},
+    "rloo": {"fn": rloo_advantages, "kl": "loss"},
+    "reinforce++": {"fn": reinforce_pp_advantages, "kl": "reward", "baseline": None},
+    "reinforce++_baseline": {"fn": reinforce_pp_advantages, "kl": "reward", "baseline": "group"},
+    "rloo_kl_in_reward": {"fn": rloo_advantages, "kl": "reward"},
+}
+KL_PLACEMENTS = ("reward", "loss")
 
 
 # ---------------------------------------------------------------- the GRPO policy loss

@@ -59,20 +59,50 @@ def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) 
     return variance
 
 
+WHITEN_EPS = ("var", "floor", "std")
+
+
 def masked_whiten(
-    values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
+    values: torch.Tensor, mask: torch.Tensor | None, shift_mean: bool = True, eps: float = 1e-8, *,
+    unbiased: bool = True, eps_at: str = "var", pool: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Normalise to zero mean and unit variance over the valid elements.
 
-        whitened = (values - mean) * rsqrt(var + eps)       # var: unbiased masked_var
-        whitened += mean                                    # if not shift_mean
+        whitened = (values - mean) * rsqrt(var + eps)       eps_at="var"   (TRL 0.11.4 PPO)
+        whitened = (values - mean) * rsqrt(max(var, eps))   eps_at="floor" (OpenRLHF REINFORCE++)
+        whitened = (values - mean) / (std + eps)            eps_at="std"   (TRL 1.x RLOO)
+        whitened += mean                                    if not shift_mean
 
-    Shapes: values, mask (B, T) -> (B, T). Padding positions are transformed too
-    (callers mask them later), exactly as in TRL.
-    Source: TRL 0.11.4 ``trl.core.masked_whiten`` (eps fixed at 1e-8 there).
+    mean and var are those of the valid elements (``masked_mean``, ``masked_var``; ``unbiased``:
+    Bessel's correction, std = sqrt(var)). ``mask=None``: every element counts and the
+    statistics are ``torch.mean`` / ``torch.var`` / ``torch.std`` of ``pool`` (default ``values``),
+    e.g. the advantages of every process, gathered, applied to this process's ``values``.
+    Shapes: values, mask (B, T) (any shape; pool any shape) -> values' shape. Padding positions
+    are transformed too (callers mask them later), exactly as in TRL.
+    Sources: TRL 0.11.4 ``trl.core.masked_whiten`` (eps fixed at 1e-8 there); OpenRLHF
+    ``compute_advantages_and_returns`` (``var.clamp(min=1e-8).rsqrt()``, biased variance); TRL 1.x
+    ``RLOOTrainer`` (``normalize_advantages``: ``(adv - mean) / (std + 1e-4)``).
     """
-    mean, var = masked_mean(values, mask), masked_var(values, mask)  # (), ()
-    whitened = (values - mean) * torch.rsqrt(var + eps)  # (B, T)
+    if eps_at not in WHITEN_EPS:
+        raise ValueError(f"eps_at must be one of {WHITEN_EPS}, got {eps_at!r}")
+    if mask is None:
+        source = values if pool is None else pool
+        mean = source.mean()  # ()
+        spread = source.std(unbiased=unbiased) if eps_at == "std" else source.var(unbiased=unbiased)  # ()
+    else:
+        if pool is not None:
+            raise ValueError("pool (statistics of other values) is for mask=None; with a mask the statistics "
+                             "are the masked values'")
+        mean, spread = masked_mean(values, mask), masked_var(values, mask, unbiased=unbiased)  # (), ()
+        if eps_at == "std":
+            spread = spread.sqrt()
+    centred = values - mean
+    if eps_at == "var":
+        whitened = centred * torch.rsqrt(spread + eps)
+    elif eps_at == "floor":
+        whitened = centred * spread.clamp(min=eps).rsqrt()
+    else:
+        whitened = centred / (spread + eps)
     if not shift_mean:
         # shift_mean=False keeps the mean: PPO whitens rewards this way so their sign survives.
         whitened = whitened + mean

@@ -27,16 +27,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..algos.advantages import (GROUP_SCALES, IMPORTANCE_SAMPLING_LEVELS, LOSS_AGGREGATIONS, group_advantages,
-                                ENGINE_IS_MODES, engine_importance_weights, group_stats, grpo_loss,
-                                high_entropy_mask, reinforce_pp_advantages, rloo_advantages)
+from ..algos.advantages import (ADVANTAGE_ESTIMATORS, ENGINE_IS_MODES, GROUP_SCALES, IMPORTANCE_SAMPLING_LEVELS,
+                                LOSS_AGGREGATIONS, engine_importance_weights, group_advantages, group_stats,
+                                grpo_loss, high_entropy_mask, reinforce_pp_advantages)
 from ..algos.kl import kl_k1
-from . import online_face
 from .config import Checks, f
-from .online import Method
+from .online import Method, build
 from .online_config import OnlineConfig
+from .sft import finish_training
 
-ADVANTAGE_ESTIMATORS = ("grpo", "rloo", "reinforce++", "reinforce++_baseline")
+# advantage_estimator's choices: keys of algos' ADVANTAGE_ESTIMATORS (estimator and KL placement)
+GRPO_ESTIMATORS = ("grpo", "rloo", "reinforce++", "reinforce++_baseline")
 _SCALE_ALIASES = {True: "group", False: "none", "true": "group", "false": "none"}
 
 
@@ -67,7 +68,7 @@ class GRPOConfig(OnlineConfig):
     vllm_importance_sampling_clip_max: float | None = f(3.0, "Upper bound of the engine importance weight.")
     vllm_importance_sampling_clip_min: float | None = f(None, "Lower bound of the engine importance weight "
                                                               "(none: no lower bound).")
-    advantage_estimator: str = f("grpo", f"Baseline of the advantages, one of {ADVANTAGE_ESTIMATORS} (rlhfkit "
+    advantage_estimator: str = f("grpo", f"Baseline of the advantages, one of {GRPO_ESTIMATORS} (rlhfkit "
                                          "extension; see docs/online.md).")
 
     def __post_init__(self):
@@ -88,30 +89,32 @@ class GRPOConfig(OnlineConfig):
         c.choice("loss_type", sorted(LOSS_AGGREGATIONS))
         c.choice("scale_rewards", GROUP_SCALES)
         c.choice("importance_sampling_level", IMPORTANCE_SAMPLING_LEVELS)
-        c.choice("advantage_estimator", ADVANTAGE_ESTIMATORS)
+        c.choice("advantage_estimator", GRPO_ESTIMATORS)
         if self.delta is not None and self.delta <= 1.0 + self.epsilon_upper:
             c.fail("delta", f"must be > 1 + epsilon_high = {1.0 + self.epsilon_upper}, got {self.delta}")
 
 
 def grpo_method(cfg: GRPOConfig) -> Method:
     """GRPO's advantages and loss as plain functions over one generation / one chunk."""
-    G, estimator = cfg.num_generations, cfg.advantage_estimator
-    kl_in_reward = estimator.startswith("reinforce++") and cfg.beta > 0
+    G = cfg.num_generations
+    estimator = ADVANTAGE_ESTIMATORS[cfg.advantage_estimator]
+    estimate = estimator["fn"]
+    kl_in_reward = estimator["kl"] == "reward" and cfg.beta > 0
+    loss_beta = cfg.beta if estimator["kl"] == "loss" else 0.0
 
     def advantages(rewards, old, ref, mask, gather=lambda t: t):
         stats = group_stats(rewards, G)
         metrics = {"reward_std_group": stats["std"].mean(), "frac_reward_zero_std": stats["frac_zero_std"]}
-        if estimator == "grpo":  # scale_rewards=batch: the std of every process's rewards, as TRL
+        if estimate is group_advantages:  # scale_rewards=batch: the std of every process's rewards, as TRL
             pool = gather(rewards) if cfg.scale_rewards == "batch" else None
-            return group_advantages(rewards, G, cfg.scale_rewards, batch_rewards=pool), metrics
-        if estimator == "rloo":
-            return rloo_advantages(rewards, G), metrics
-        kl = kl_k1(old, ref) * mask if kl_in_reward else mask * 0.0  # (N, R)
+            return estimate(rewards, G, cfg.scale_rewards, batch_rewards=pool), metrics
+        if estimate is not reinforce_pp_advantages:
+            return estimate(rewards, G), metrics
+        kl = kl_k1(old, ref) * mask if kl_in_reward else mask * 0.0  # (N, R) token rewards -beta * kl
         if kl_in_reward:
             metrics["kl_reward"] = (kl.sum(-1)).mean()
-        adv, _ = reinforce_pp_advantages(rewards, kl, mask, cfg.beta if kl_in_reward else 0.0,
-                                         baseline="group" if estimator == "reinforce++_baseline" else None,
-                                         group_size=G)
+        adv, _ = estimate(rewards, kl, mask, cfg.beta if kl_in_reward else 0.0, baseline=estimator["baseline"],
+                          group_size=G)
         return adv, metrics
 
     def loss(logprobs, old, ref, adv, mask, num_items, entropy=None, gather_tokens=lambda t: t, sampling=None):
@@ -133,7 +136,7 @@ def grpo_method(cfg: GRPOConfig) -> Method:
         loss, metrics = grpo_loss(
             logprobs, old, adv, mask, epsilon_low=cfg.epsilon_low, epsilon_high=cfg.epsilon_upper,
             loss_type=cfg.loss_type, importance_sampling_level=cfg.importance_sampling_level, ref_logprobs=ref,
-            beta=0.0 if estimator.startswith("reinforce++") else cfg.beta,
+            beta=loss_beta,
             max_completion_length=cfg.max_completion_length, delta=cfg.delta, num_items=num_items,
             token_weights=weights)
         return loss, {**metrics, **extra}
@@ -160,10 +163,22 @@ class GRPOTrainer:
     def __init__(self, model=None, reward_funcs=None, args: GRPOConfig | None = None, train_dataset=None,
                  eval_dataset=None, processing_class=None, reward_processing_classes=None, peft_config=None, *,
                  rollout_engine=None):
-        online_face.build(self, args or GRPOConfig(), grpo_method, model, reward_funcs, train_dataset, eval_dataset,
-                          processing_class, reward_processing_classes, peft_config, rollout_engine)
+        build(self, args or GRPOConfig(), grpo_method, model, reward_funcs, train_dataset, eval_dataset,
+              processing_class, reward_processing_classes, peft_config, rollout_engine)
 
-    processing_class = property(online_face.processing_class)
-    train = online_face.train
-    evaluate = online_face.evaluate
-    save_model = online_face.save_model
+    @property
+    def processing_class(self):
+        """The tokenizer, under TRL's name."""
+        return self.tokenizer
+
+    def train(self, resume_from_checkpoint: str | None = None) -> list[dict]:
+        """Run ``args.max_steps`` optimiser steps (or resume); writes the model to ``output_dir``; returns the log."""
+        return finish_training(self, self.method_name, self.loop.train(resume_from_checkpoint))
+
+    def evaluate(self) -> dict:
+        """Reward and length metrics on the eval prompts (``eval/*``)."""
+        return self.loop.evaluate()
+
+    def save_model(self, path=None) -> None:
+        """Save the policy (and tokenizer) to ``path`` (default ``args.output_dir``)."""
+        self.loop.save_model(path or self.args.output_dir)

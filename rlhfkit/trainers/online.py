@@ -12,9 +12,12 @@ One generation cycle (TRL 1.x's layout; ``B = per_device_train_batch_size`` comp
         one optimiser step every gradient_accumulation_steps chunks
 
 A method (``grpo.py``, ``rloo.py``) supplies ``advantages`` and ``loss`` through :class:`Method`;
-``OnlineRun`` owns generation, scoring, the reference, Accelerate/optimiser/logging
-(``Mechanics``), the progress bar, evaluation and checkpoints (``online_ckpt``). It is used by
-composition, never subclassed. Checkpoints are written at the end of a generation cycle (the
+``OnlineRun`` owns generation and scoring (``rollout.evaluate.sample_and_score``), the reference,
+Accelerate/optimiser/logging (``Mechanics``), the progress bar, evaluation
+(``rollout.evaluate.evaluate_policy``) and checkpoints. It is used by composition, never
+subclassed; ``build`` fills a trainer (``GRPOTrainer``, ``RLOOTrainer``) with one. A checkpoint
+holds the weights, optimiser, scheduler, prompt sampler, cycle count and every RNG as they were
+at the end of a cycle (``_boundary``). Checkpoints are written at the end of a generation cycle (the
 first one at or after each ``save_steps`` multiple): a cycle's rollout is not saved, so a
 resumed run regenerates from the restored RNG exactly as the uninterrupted run did. Ctrl-C
 writes a checkpoint of the last cycle boundary when no optimiser step has happened since (with
@@ -25,10 +28,11 @@ none and says which checkpoint to resume from.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -40,12 +44,17 @@ from ..models.compat import enable_checkpointing
 from ..models.fused import fuse_activations
 from ..models.reference import create_reference_model, is_peft_model, reference_context
 from ..rollout import build_batch, response_logprobs
-from . import checkpoint, online_ckpt, completion_log
+from ..rollout.evaluate import Sampled, evaluate_policy, reward_name, sample_and_score
+from ..rollout.prompts import PromptSampler
+from ..rollout.rewards import score
+from ..rollout.sampling import Completions, build_engine, engine_gap, padded_rows
+from . import checkpoint, completion_log
 from .config import ConfigError
 from .mechanics import Mechanics, build_optimizer, set_seed
+from .online_config import prepare
 from .trackers import console_line, resolve_trackers, write_console
-from ..rollout.prompts import PromptSampler, render_prompts
-from ..rollout.sampling import Completions, build_engine, engine_gap, padded_rows
+
+REFERENCE_FILE = "reference_model.safetensors"  # with sync_ref_model: the reference moves, so it is saved
 
 
 @dataclass
@@ -88,16 +97,6 @@ class Rollout:
                 "ref": trim(pick(self.ref)), "sampling": trim(pick(self.sampling))}
 
 
-class Sampled(NamedTuple):
-    queries: list[torch.Tensor]        # N prompt token tensors (each prompt G times)
-    responses: list[torch.Tensor]      # N completions, at least one token each
-    rewards: torch.Tensor              # (N,) weighted sum of the reward functions
-    per_func: torch.Tensor             # (N, functions)
-    engine_logprobs: list[torch.Tensor] | None  # N rows from a rollout engine, or None
-    prompts: list                      # N prompts as the reward functions saw them
-    completions: list                  # N completions as the reward functions saw them
-
-
 class OnlineRun:
     """Train ``model`` with ``method`` on ``prompts`` scored by ``reward_funcs``; see the module docstring."""
 
@@ -126,7 +125,7 @@ class OnlineRun:
         optimizer = build_optimizer(groups, "adamw", config.learning_rate, config.weight_decay,
                                     betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.params = params
+        self.params = self.mechanics.trainable_params(self.model, self.optimizer)  # FSDP2 swaps in sharded ones
         self.ref_model = None
         if method.reference and not is_peft_model(model):  # under PEFT the adapter-disabled policy is the reference
             self.ref_model = ref_model if ref_model is not None else create_reference_model(model)
@@ -181,37 +180,13 @@ class OnlineRun:
             kwargs["min_p"] = cfg.min_p
         return {**kwargs, **(cfg.generation_kwargs or {})}
 
-    def _encode(self, prompts: list) -> list[torch.Tensor]:
-        """Rendered prompts as token tensors, truncated from the left to ``max_prompt_length`` (as TRL)."""
-        texts = render_prompts(self.tokenizer, prompts)
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        keep = self.config.max_prompt_length
-        device = self.accelerator.device
-        return [torch.tensor(x[-keep:] if keep else x, dtype=torch.long, device=device) for x in ids]
-
-    def _completions(self, prompts: list, responses: list[torch.Tensor]) -> list:
-        texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
-        conversational = bool(prompts) and isinstance(prompts[0], list)
-        return [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
-
     @torch.no_grad()
-    def _sample(self, prompts: list, columns: dict, G: int):
-        """G completions per prompt, generated and scored."""
-        queries = [q for q in self._encode(prompts) for _ in range(G)]
-        policy = self.accelerator.unwrap_model(self.model)
-        self.completions.sync(policy, self.global_step)  # an engine samples from the weights being trained
-        responses, engine_lps = self.completions.sample(policy, queries)
-        eos = self.tokenizer.eos_token_id
-        if engine_lps is not None:  # an empty response becomes one EOS below; its engine log-prob is unknown
-            engine_lps = [lp if len(lp) else lp.new_full((1,), float("nan")) for lp in engine_lps]
-        responses = [r if len(r) else r.new_full((1,), eos) for r in responses]
-        repeated = [p for p in prompts for _ in range(G)]
-        completions = self._completions(repeated, responses)
-        cols = {k: [v for v in vals for _ in range(G)] for k, vals in columns.items()}
-        cols["completion_ids"] = [r.tolist() for r in responses]  # as TRL passes them (token-level rules)
-        rewards, per_func = self.score_fn(self.reward_funcs, self.config.reward_weights, repeated, completions, cols)
-        return Sampled(queries, responses, rewards.to(self.accelerator.device).float(), per_func, engine_lps,
-                       repeated, completions)
+    def _sample(self, prompts: list, columns: dict, G: int) -> Sampled:
+        """G completions per prompt from the policy being trained, generated and scored."""
+        return sample_and_score(self.accelerator.unwrap_model(self.model), self.tokenizer, self.completions,
+                                self.reward_funcs, prompts, columns, G, reward_weights=self.config.reward_weights,
+                                max_prompt_length=self.config.max_prompt_length, device=self.accelerator.device,
+                                step=self.global_step, score_fn=self.score_fn)
 
     def _forward_logprobs(self, model, batch, chunk: int) -> torch.Tensor:
         """No-grad response log-probs (N, R) in chunks of ``chunk`` rows, eval mode."""
@@ -413,16 +388,16 @@ class OnlineRun:
         bar = tqdm(total=self.total_steps, initial=self.global_step, desc=self.method.name,
                    disable=cfg.disable_tqdm or not self.accelerator.is_main_process, dynamic_ncols=True)
         self._window, self._t_last = [], time.time()
-        boundary = online_ckpt.boundary(self)
+        boundary = self._boundary()
         try:
             while self.global_step < self.total_steps:
                 before = self.global_step
                 self._cycle(bar)
-                boundary = online_ckpt.boundary(self)
+                boundary = self._boundary()
                 if cfg.save_steps and before // cfg.save_steps != self.global_step // cfg.save_steps:
                     self.save_checkpoint()
         except KeyboardInterrupt:
-            online_ckpt.save_on_interrupt(self, boundary)
+            self._save_on_interrupt(boundary)
             raise
         finally:
             bar.close()
@@ -447,37 +422,118 @@ class OnlineRun:
 
     def _evaluate(self) -> dict:
         cfg = self.config
-        G = cfg.num_generations_eval or cfg.num_generations
-        per_call = max(1, cfg.per_device_eval_batch_size // G)
-        rewards, lengths, per = [], [], []
-        for start in range(0, len(self.eval_prompts), per_call):
-            prompts = self.eval_prompts[start:start + per_call]
-            cols = {k: v[start:start + per_call] for k, v in self.eval_columns.items()}
-            sampled = self._sample(prompts, cols, G)
-            responses, r, per_func = sampled.responses, sampled.rewards, sampled.per_func
-            rewards.append(r.cpu())
-            per.append(per_func.float().cpu())
-            lengths += [len(x) for x in responses]
-        rewards, per = torch.cat(rewards), torch.cat(per)
-        groups = rewards.view(-1, G)
-        row = {"eval/reward": rewards.mean().item(), "eval/reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
-               "eval/frac_reward_zero_std": groups.std(-1).lt(1e-8).float().mean().item(),
-               "eval/completions/mean_length": sum(lengths) / len(lengths)}
-        for j, func in enumerate(self.reward_funcs):
-            row[f"eval/rewards/{reward_name(func, j)}/mean"] = torch.nanmean(per[:, j]).item()
+        row = evaluate_policy(self._sample, self.reward_funcs, self.eval_prompts, self.eval_columns,
+                              num_generations=cfg.num_generations_eval or cfg.num_generations,
+                              batch_size=cfg.per_device_eval_batch_size)
         self.mechanics.log(row, step=self.global_step)
         self.history.append({"step": self.global_step, **row})
         if self.accelerator.is_main_process:
             write_console(console_line(row, self.global_step))
         return row
 
-    # ------------------------------------------------------------------ saving and resuming (online_ckpt)
-    save_model = online_ckpt.save_model
-    save_checkpoint = online_ckpt.save_checkpoint
-    load_checkpoint = online_ckpt.load_checkpoint
+    # ------------------------------------------------------------------ saving and resuming
+    def save_model(self, path) -> None:
+        """The policy (and tokenizer) to ``path``, from the main process."""
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            self._write_model(Path(path))
+
+    def _write_model(self, path: Path, with_reference: bool = False) -> None:
+        """The policy and tokenizer; in a checkpoint also a reference that ``sync_ref_model`` moves."""
+        self.accelerator.unwrap_model(self.model).save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        if with_reference and self.config.sync_ref_model:
+            from safetensors.torch import save_model  # handles tied (shared) weights
+
+            save_model(self.ref_model, str(Path(path) / REFERENCE_FILE))
+
+    def _boundary(self) -> dict:
+        """What a checkpoint records at the end of a generation cycle (the state ``rollout`` starts from)."""
+        return {"global_step": self.global_step, "cycles": self.cycles, "sampler": self.sampler.state_dict(),
+                "rng": checkpoint.rng_state(), "mechanics": self.mechanics.state_dict(),
+                "metrics_offset": checkpoint.metrics_size(self.mechanics.metrics_path)}
+
+    def _save_on_interrupt(self, last_boundary: dict) -> None:
+        """Ctrl-C: checkpoint the cycle boundary the weights belong to, when there is one.
+
+        Before a cycle's first optimiser step that is the last boundary; after its last one, the
+        state now (an interrupted evaluation has put the RNG back, nothing else draws from it).
+        """
+        last = checkpoint.checkpoints(self.output_dir)
+        point = self._boundary() if self.global_step != last_boundary["global_step"] and self._cycle_done \
+            else last_boundary
+        if self.global_step != point["global_step"]:
+            where = f"resume from {last[-1]}" if last else "no checkpoint was written yet"
+            print(f"interrupted inside a generation cycle, {self.global_step - point['global_step']} optimiser "
+                  f"step(s) past its start: no exact checkpoint can be written here; {where}", file=sys.stderr)
+            return
+        if not last or last[-1].name != f"checkpoint-{self.global_step}":
+            self.save_checkpoint(point)
+
+    def save_checkpoint(self, point: dict | None = None) -> Path:
+        """``checkpoint-<step>`` (layout in ``checkpoint``) at a cycle boundary (``point``: a past one), atomically."""
+        point = point or self._boundary()
+        self.accelerator.wait_for_everyone()
+        rngs = checkpoint.rng_states_of_all_ranks(self.accelerator, point["rng"])
+        path = self.output_dir / f"checkpoint-{self.global_step}"
+        if self.accelerator.is_main_process:
+            state = {"online": {"global_step": self.global_step, "cycles": point["cycles"],
+                                "sampler": point["sampler"], "prompt_count": len(self.prompts)},
+                     "rng": rngs, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "mechanics": {**point["mechanics"], "micro": 0},
+                     "metrics_offset": point["metrics_offset"]}
+            summary = {"trainer": self.method.name, "global_step": self.global_step, "config": self.config.to_dict()}
+            checkpoint.save(self.output_dir, self.global_step,
+                            lambda path: self._write_model(path, with_reference=True),
+                            state, summary, self.config.save_total_limit)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore what ``save_checkpoint`` wrote into a freshly built run (same prompts and processes)."""
+        path = Path(path)
+        name = self.method.name
+        state = checkpoint.load(path, name)
+        if "online" not in state:
+            raise ValueError(f"{path} is not a {name} checkpoint (it was written by another trainer); "
+                             f"resume it with the trainer that wrote it")
+        online = state["online"]
+        if online["prompt_count"] != len(self.prompts):
+            raise ValueError(f"the checkpoint {path} was trained on {online['prompt_count']} prompts, this run has "
+                             f"{len(self.prompts)}; use the same dataset to resume (or start a new output_dir)")
+        checkpoint.load_model_weights(self.accelerator.unwrap_model(self.model), path)  # a LoRA policy: its adapter
+        if self.config.sync_ref_model:  # the refreshed reference is part of the run's state
+            if not (path / REFERENCE_FILE).exists():
+                raise ValueError(f"{path} has no {REFERENCE_FILE}: it was written without sync_ref_model; resume "
+                                 f"with the same sync_ref_model setting")
+            from safetensors.torch import load_model
+
+            load_model(self.ref_model, str(path / REFERENCE_FILE))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.mechanics.load_state_dict(state["mechanics"])
+        self.global_step, self.cycles = online["global_step"], online["cycles"]
+        self.sampler.load_state_dict(online["sampler"])
+        if self.accelerator.is_main_process:
+            checkpoint.truncate_metrics(self.mechanics.metrics_path, state["metrics_offset"], self.global_step)
+            checkpoint.truncate_metrics(self.output_dir / completion_log.FILE, None, self.global_step)
+        checkpoint.set_rank_rng_state(self.accelerator, state["rng"])  # last: nothing above may draw from it
 
 
-def reward_name(func, index: int) -> str:
-    """A reward function's name in the logs: its ``name``, ``__name__``, else ``func<index>``."""
-    name = getattr(func, "name", None) or getattr(func, "__name__", None)
-    return str(name) if name and name != "<lambda>" else f"func{index}"
+def build(trainer, args, method_fn: Callable, model, reward_funcs, train_dataset, eval_dataset, processing_class,
+          reward_processing_classes, peft_config, rollout_engine=None) -> None:
+    """Fill ``trainer`` (args, model, tokenizer, reward_funcs, loop, ref_model) for ``method_fn(args)``.
+
+    Loads the model, tokenizer, reward functions and prompts (``online_config.prepare``, every
+    check before a model loads) and hands them to :class:`OnlineRun` with the method's advantages
+    and loss. ``rollout_engine``: a ``rlhfkit.rollout.vllm.VLLMRollout`` you built (rlhfkit
+    extension); ``args.use_vllm`` starts one on the policy's folder instead.
+    """
+    trainer.args = args
+    model, trainer.tokenizer, trainer.reward_funcs, train, evals = prepare(
+        model, reward_funcs, args, train_dataset, eval_dataset, processing_class, peft_config,
+        reward_processing_classes, rollout_engine)
+    trainer.model = model
+    trainer.loop = OnlineRun(args, model, trainer.tokenizer, method_fn(args), trainer.reward_funcs, score, *train,
+                             *(evals or (None, None)), rollout_engine=rollout_engine)
+    trainer.ref_model = trainer.loop.ref_model

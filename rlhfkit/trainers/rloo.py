@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..algos.advantages import group_stats, rloo_advantages, rloo_sequence_loss
-from . import online_face
+from ..algos.advantages import ADVANTAGE_ESTIMATORS, group_stats, rloo_sequence_loss
+from ..algos.stats import masked_whiten
 from .config import Checks, f
-from .online import Method
+from .online import Method, build
 from .online_config import OnlineConfig
+from .sft import finish_training
 
 
 @dataclass
@@ -48,27 +49,29 @@ class RLOOConfig(OnlineConfig):
 def rloo_method(cfg: RLOOConfig) -> Method:
     """RLOO's advantages (KL in the reward, leave-one-out baseline) and its sequence-level loss."""
     G = cfg.num_generations
+    estimator = ADVANTAGE_ESTIMATORS["rloo_kl_in_reward"]
+    estimate = estimator["fn"]
+    kl_in_reward = estimator["kl"] == "reward" and cfg.beta > 0
 
     def advantages(rewards, old, ref, mask, gather=lambda t: t):
         if cfg.reward_clip_range is not None:
             rewards = rewards.clamp(min=cfg.reward_clip_range[0], max=cfg.reward_clip_range[1])
         metrics = {}
-        if cfg.beta > 0:
+        if kl_in_reward:
             per_token = (old - ref) * mask  # (N, R) k1, summed per sequence below
             rewards = rewards - cfg.beta * per_token.sum(-1)
             metrics["kl"] = per_token.sum() / mask.sum().clamp_min(1)
         stats = group_stats(rewards, G)
         metrics.update({"reward_std_group": stats["std"].mean(), "frac_reward_zero_std": stats["frac_zero_std"]})
-        adv = rloo_advantages(rewards, G)  # (N,)
+        adv = estimate(rewards, G)  # (N,)
         if cfg.normalize_advantages:  # over every process's advantages, as TRL
-            pool = gather(adv)
-            adv = (adv - pool.mean()) / (pool.std() + 1e-4)
+            adv = masked_whiten(adv, None, eps=1e-4, eps_at="std", pool=gather(adv))  # (N,)
         return adv, metrics
 
     def loss(logprobs, old, ref, adv, mask, num_items, **_):
         return rloo_sequence_loss(logprobs, old, adv, mask, cfg.epsilon_low, cfg.epsilon_upper)
 
-    return Method("RLOO", advantages, loss, reference=cfg.beta > 0, old_logprobs=cfg.beta > 0)
+    return Method("RLOO", advantages, loss, reference=cfg.beta > 0, old_logprobs=kl_in_reward)
 
 
 class RLOOTrainer:
@@ -83,10 +86,22 @@ class RLOOTrainer:
     def __init__(self, model=None, reward_funcs=None, args: RLOOConfig | None = None, train_dataset=None,
                  eval_dataset=None, processing_class=None, reward_processing_classes=None, peft_config=None, *,
                  rollout_engine=None):
-        online_face.build(self, args or RLOOConfig(), rloo_method, model, reward_funcs, train_dataset, eval_dataset,
-                          processing_class, reward_processing_classes, peft_config, rollout_engine)
+        build(self, args or RLOOConfig(), rloo_method, model, reward_funcs, train_dataset, eval_dataset,
+              processing_class, reward_processing_classes, peft_config, rollout_engine)
 
-    processing_class = property(online_face.processing_class)
-    train = online_face.train
-    evaluate = online_face.evaluate
-    save_model = online_face.save_model
+    @property
+    def processing_class(self):
+        """The tokenizer, under TRL's name."""
+        return self.tokenizer
+
+    def train(self, resume_from_checkpoint: str | None = None) -> list[dict]:
+        """Run ``args.max_steps`` optimiser steps (or resume); writes the model to ``output_dir``; returns the log."""
+        return finish_training(self, self.method_name, self.loop.train(resume_from_checkpoint))
+
+    def evaluate(self) -> dict:
+        """Reward and length metrics on the eval prompts (``eval/*``)."""
+        return self.loop.evaluate()
+
+    def save_model(self, path=None) -> None:
+        """Save the policy (and tokenizer) to ``path`` (default ``args.output_dir``)."""
+        self.loop.save_model(path or self.args.output_dir)

@@ -521,3 +521,15 @@ def test_grpo_loss_matches_trl_116(case):
     keys = ["clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean"] + (["kl"] if case["beta"] else [])
     for key in keys:
         assert m[key].item() == pytest.approx(case["metrics"][key], **METRIC_TOL), key
+
+
+def test_advantage_estimators_name_a_function_and_a_kl_placement():
+    from rlhfkit.algos import ADVANTAGE_ESTIMATORS, KL_PLACEMENTS
+    from rlhfkit.algos.advantages import group_advantages, reinforce_pp_advantages, rloo_advantages
+
+    assert all(callable(e["fn"]) and e["kl"] in KL_PLACEMENTS for e in ADVANTAGE_ESTIMATORS.values())
+    assert ADVANTAGE_ESTIMATORS["grpo"] == {"fn": group_advantages, "kl": "loss"}
+    assert ADVANTAGE_ESTIMATORS["rloo"] == {"fn": rloo_advantages, "kl": "loss"}  # GRPO's loss carries the KL
+    assert ADVANTAGE_ESTIMATORS["rloo_kl_in_reward"] == {"fn": rloo_advantages, "kl": "reward"}  # TRL's RLOO
+    for name, baseline in (("reinforce++", None), ("reinforce++_baseline", "group")):
+        assert ADVANTAGE_ESTIMATORS[name] == {"fn": reinforce_pp_advantages, "kl": "reward", "baseline": baseline}

@@ -367,3 +367,13 @@ def test_top_entropy_quantile_trains_on_the_high_entropy_share(tokenizer, tmp_pa
     assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
     with pytest.raises(ConfigError, match="top_entropy_quantile"):
         GRPOConfig(top_entropy_quantile=0.0)
+
+
+def test_every_advantage_estimator_choice_is_an_algos_entry():
+    from rlhfkit.algos import ADVANTAGE_ESTIMATORS
+    from rlhfkit.trainers.grpo import GRPO_ESTIMATORS
+
+    assert set(GRPO_ESTIMATORS) <= set(ADVANTAGE_ESTIMATORS)
+    for name in GRPO_ESTIMATORS:  # beta sits in the loss exactly when the estimator's KL is not in the reward
+        method = grpo_method(GRPOConfig(advantage_estimator=name, beta=0.1, num_generations=2))
+        assert method.old_logprobs == (ADVANTAGE_ESTIMATORS[name]["kl"] == "reward")

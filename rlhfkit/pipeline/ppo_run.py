@@ -257,7 +257,7 @@ def check_run_inputs(config: PPORunConfig):
     Returns the loaded ``((prompts, columns), eval or None)`` so the data is read once.
     """
     from ..models.loading import check_model_source, check_push
-    from ..rollout.prompts import split_prompts
+    from ..rollout.prompts import load_prompts, split_prompts
 
     if not config.model_name_or_path:
         raise ValueError("model_name_or_path is required: the policy to train (an SFT folder)")
@@ -272,20 +272,10 @@ def check_run_inputs(config: PPORunConfig):
     check_model_source(config.model_name_or_path, "model_name_or_path")
     if config.reward_model_path:
         check_model_source(config.reward_model_path, "reward_model_path")
-    train = _load_prompts(config.dataset_name, config.dataset_split)
+    train = load_prompts(config.dataset_name, config.dataset_split)
     if config.eval_dataset_name:
-        return train, _load_prompts(config.eval_dataset_name, config.dataset_split)
+        return train, load_prompts(config.eval_dataset_name, config.dataset_split)
     return split_prompts(*train, config.eval_fraction, config.seed)
-
-
-def _load_prompts(source, split: str) -> tuple[list, dict]:
-    """A .txt file (one prompt per line, as ``rlhfkit eval`` reads) or any dataset the data layer reads."""
-    from ..eval.evaluate import load_prompts as load_text_prompts
-    from ..rollout.prompts import load_prompts
-
-    if str(source).endswith(".txt"):
-        return load_text_prompts(source), {}
-    return load_prompts(source, split)
 
 
 def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict:

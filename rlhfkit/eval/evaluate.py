@@ -79,24 +79,18 @@ def parse_named(value) -> dict[str, str]:
 
 
 def load_prompts(source) -> list[str]:
-    """Prompts from a list, a .txt file (one per line) or a records file with a 'prompt' column."""
+    """Prompts from a list, a .txt file (one per line) or records in any format the data layer reads
+    (``rlhfkit.rollout.prompts.load_prompts``, the reader every command shares); they must be texts."""
     if isinstance(source, (list, tuple)):
         return [str(p) for p in source]
-    from ..data import DataError, load_records, read_text
+    from ..data import DataError
+    from ..rollout.prompts import load_prompts as read_prompts
 
-    path = Path(source)
-    if path.suffix == ".txt":
-        if not path.is_file():
-            raise DataError(f"{source}: no such file (a .txt file of prompts, one per line)")
-        prompts = [line.rstrip("\n") for line in read_text(path, str(source)).splitlines() if line.strip()]
-        if not prompts:
-            raise DataError(f"{source}: holds no prompts (one per line)")
-        return prompts
-    records = load_records(str(path))
-    if "prompt" not in records.column_names:
-        raise DataError(f"{source}: no 'prompt' column (found columns {sorted(records.column_names)}); a prompt "
-                        "set is a .txt file (one prompt per line) or records with a 'prompt' column")
-    return [str(p) for p in records["prompt"]]
+    prompts, _ = read_prompts(source)
+    if not all(isinstance(p, str) for p in prompts):
+        raise DataError(f"{source}: holds conversations (lists of messages); rlhfkit eval scores text prompts, "
+                        "give a .txt file or records with a text 'prompt' column")
+    return prompts
 
 
 def check_scorer_spec(spec: str, where: str = "reward_fn") -> None:

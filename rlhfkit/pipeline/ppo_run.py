@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from .. import algos, rollout
+from ..trainers import PPOConfig
 from ..trainers.config import ATTENTION, Checks, ConfigError, check_field_types, f, field_default
 from ..trainers.online_config import check_vllm
-from ..trainers.ppo_config import PPOConfig
 from ..trainers.trackers import resolve_trackers
 
 GENERATION = ("max_new_tokens", "temperature", "top_k", "top_p")
@@ -257,7 +257,7 @@ def check_run_inputs(config: PPORunConfig):
     Returns the loaded ``((prompts, columns), eval or None)`` so the data is read once.
     """
     from ..models.loading import check_model_source, check_push
-    from ..rollout.prompts import split_prompts
+    from ..rollout.prompts import load_prompts, split_prompts
 
     if not config.model_name_or_path:
         raise ValueError("model_name_or_path is required: the policy to train (an SFT folder)")
@@ -272,20 +272,10 @@ def check_run_inputs(config: PPORunConfig):
     check_model_source(config.model_name_or_path, "model_name_or_path")
     if config.reward_model_path:
         check_model_source(config.reward_model_path, "reward_model_path")
-    train = _load_prompts(config.dataset_name, config.dataset_split)
+    train = load_prompts(config.dataset_name, config.dataset_split)
     if config.eval_dataset_name:
-        return train, _load_prompts(config.eval_dataset_name, config.dataset_split)
+        return train, load_prompts(config.eval_dataset_name, config.dataset_split)
     return split_prompts(*train, config.eval_fraction, config.seed)
-
-
-def _load_prompts(source, split: str) -> tuple[list, dict]:
-    """A .txt file (one prompt per line, as ``rlhfkit eval`` reads) or any dataset the data layer reads."""
-    from ..eval.evaluate import load_prompts as load_text_prompts
-    from ..rollout.prompts import load_prompts
-
-    if str(source).endswith(".txt"):
-        return load_text_prompts(source), {}
-    return load_prompts(source, split)
 
 
 def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict:
@@ -299,12 +289,10 @@ def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict
     from .. import data
     from ..models import AutoModelForCausalLMWithValueHead, CriticModel
     from ..models.loading import load_tokenizer, lora_config
-    from ..trainers import PPOTrainer
-    from ..trainers.mechanics import set_seed
     from ..rollout.prompts import render_prompts
-    from ..rollout.sampling import build_engine
-    from ..trainers.ppo_train import train_ppo
     from ..rollout.rewards import load_reward_funcs
+    from ..rollout.sampling import build_engine
+    from ..trainers import PPOTrainer, set_seed
 
     (prompts, columns), held = check_run_inputs(config)
     tokenizer = load_tokenizer(config.model_name_or_path, "model_name_or_path")
@@ -334,14 +322,14 @@ def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict
     eval_fn = _evaluator(trainer, config, held, reward_funcs, chat) if held is not None else None
     if on_loaded is not None:
         on_loaded()
-    history = train_ppo(trainer, reward_fn, render_prompts(tokenizer, prompts), steps=config.max_steps,
-                        generation_kwargs=config.generation_kwargs(), output_dir=config.output_dir,
-                        save_steps=config.save_steps, resume_from_checkpoint=config.resume_from_checkpoint,
-                        save_total_limit=config.save_total_limit, progress=progress,
-                        columns={"_index": list(range(len(prompts))), **columns},
-                        max_prompt_length=config.max_prompt_length, add_special_tokens=not chat,
-                        eval_fn=eval_fn, eval_steps=config.eval_steps, log_completions=config.log_completions,
-                        num_completions_to_print=config.num_completions_to_print)
+    history = trainer.train(reward_fn, render_prompts(tokenizer, prompts), steps=config.max_steps,
+                            generation_kwargs=config.generation_kwargs(), output_dir=config.output_dir,
+                            save_steps=config.save_steps, resume_from_checkpoint=config.resume_from_checkpoint,
+                            save_total_limit=config.save_total_limit, progress=progress,
+                            columns={"_index": list(range(len(prompts))), **columns},
+                            max_prompt_length=config.max_prompt_length, add_special_tokens=not chat,
+                            eval_fn=eval_fn, eval_steps=config.eval_steps, log_completions=config.log_completions,
+                            num_completions_to_print=config.num_completions_to_print)
     if trainer.accelerator.is_main_process:
         _publish(config, history)
     train_rows = [r for r in history if "reward" in r]

@@ -1,6 +1,8 @@
-"""Prompt datasets for the online trainers (GRPO, RLOO, REINFORCE++): rows -> prompts + reward columns.
+"""Prompt sets for every command that samples (``rlhfkit ppo``, ``grpo``, ``rloo``, ``eval``): rows -> prompts
++ reward columns.
 
-Every format the data layer reads gives prompts (``rlhfkit.data.formats``):
+``load_prompts`` is the one reader. A ``.txt`` file holds one prompt per non-empty line (no other
+columns); every format the data layer reads gives prompts too (``rlhfkit.data.formats``):
 
     prompt_only, prompt_completion, ratings, rankings   the ``prompt`` column
     preference                                          the prompt of each pair (explicit or shared prefix)
@@ -16,7 +18,9 @@ handed to reward functions as keyword arguments, as TRL does (``solution=...``,
 
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 
 from .. import data
 from ..data.checks import clean_messages
@@ -46,12 +50,29 @@ def prompts_from_records(records, fmt: str) -> tuple[list, dict[str, list]]:
     return prompts, {k: list(records[k]) for k in names if k not in drop}
 
 
-def load_prompts(source, split: str) -> tuple[list, dict[str, list]]:
-    """Load, validate (``DataError`` names file, line and field) and turn into (prompts, columns)."""
-    records = data.load_records(source, split=split)
+def load_prompts(source, split: str = "train", name: str | None = None) -> tuple[list, dict[str, list]]:
+    """Load, validate (``DataError`` names file, line and field) and turn into (prompts, columns).
+
+    ``source``: a ``.txt`` file (one prompt per non-empty line; no columns) or anything
+    ``data.load_records`` reads (``split`` picks the split of a folder, saved or hub dataset,
+    ``name`` a hub dataset's configuration)."""
+    if isinstance(source, (str, os.PathLike)) and Path(source).suffix == ".txt":
+        return _text_prompts(source), {}
+    records = data.load_records(source, split=split, name=name)
     fmt = data.detect_format(records)
     data.validate(records, fmt)
     return prompts_from_records(records, fmt)
+
+
+def _text_prompts(source) -> list[str]:
+    """The non-empty lines of a UTF-8 ``.txt`` file, as they are; a missing or empty file is a ``DataError``."""
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise data.DataError(f"{source}: no such file (a .txt file of prompts, one per line)")
+    prompts = [line for line in data.read_text(path, str(source)).splitlines() if line.strip()]
+    if not prompts:
+        raise data.DataError(f"{source}: holds no prompts (one per line)")
+    return prompts
 
 
 def split_prompts(prompts: list, columns: dict, fraction: float, seed: int):

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import data
 from .config import Checks, ConfigError, LoopConfig, f
 from .mechanics import set_seed
 from ..rollout.prompts import load_prompts, split_prompts
@@ -204,8 +203,7 @@ def prepare(model, reward_funcs, args: OnlineConfig, train_dataset, eval_dataset
         raise ConfigError(owner, "dataset_name", "no prompts: pass train_dataset=... or set dataset_name")
     source = train_dataset if train_dataset is not None else args.dataset_name
     check_dataset_config(args, source)
-    train = load_prompts(data.load_records(source, split=args.dataset_split, name=args.dataset_config),
-                         args.dataset_split)
+    train = load_prompts(source, args.dataset_split, args.dataset_config)
     if args.eval_strategy == "no":  # as TRL's scripts: no eval prompts are read (the loop evaluates whenever it has some)
         asked = {"eval_dataset": eval_dataset, "eval_dataset_name": args.eval_dataset_name,
                  "eval_dataset_split": args.eval_dataset_split, "eval_fraction": args.eval_fraction or None}
@@ -219,8 +217,7 @@ def prepare(model, reward_funcs, args: OnlineConfig, train_dataset, eval_dataset
         evals = load_prompts(eval_dataset if eval_dataset is not None else args.eval_dataset_name,
                              args.eval_dataset_split or args.dataset_split)
     elif args.eval_dataset_split is not None:
-        evals = load_prompts(data.load_records(source, split=args.eval_dataset_split, name=args.dataset_config),
-                             args.eval_dataset_split)
+        evals = load_prompts(source, args.eval_dataset_split, args.dataset_config)
     else:
         train, evals = split_prompts(*train, args.eval_fraction, args.seed)
     tokenizers = reward_processing_classes if isinstance(reward_processing_classes, (list, tuple)) \

@@ -1,15 +1,18 @@
 """PPOTrainer: the classic ``generate`` / ``step(queries, responses, scores)`` API.
 
 Reads top to bottom like the algorithm (Ziegler et al. 2019; Stiennon et al. 2020):
-score -> per-token KL-penalised rewards -> GAE -> ``ppo_epochs`` passes of clipped
-policy and value losses over shuffled minibatches. The math is in ``rlhfkit.algos``, the
-batch layout in ``ppo_batch``, sampling in ``ppo_generate``, the optimiser/logging
-mechanics in ``mechanics``.
+construction (policy with value head, frozen reference, optimiser), ``generate`` (sample
+responses), ``step`` (score -> per-token KL-penalised rewards -> GAE -> ``ppo_epochs`` passes of
+clipped policy and value losses over shuffled minibatches), logging and saving, and last TRL
+0.11.4's public helper methods on its full-sequence layout. The math is in ``rlhfkit.algos``, the
+input checks in ``ppo_batch``, the step statistics and the ptx stream in ``ppo_stats``, the
+optimiser/logging mechanics in ``mechanics``, the ``train()`` loop and checkpoints in ``ppo_train``.
 """
 
 from __future__ import annotations
 
 import inspect
+import random
 import time
 import warnings
 
@@ -22,14 +25,14 @@ from ..models import create_reference_model, is_peft_model, reference_context
 from ..models.compat import enable_checkpointing
 from ..models.fused import cpu_fp32_attention, fuse_activations
 from ..core import PPODecorators
-from ..rollout import build_batch, build_seq2seq_batch, forward_batch
-from ..rollout.decode import RolloutCache
-from . import ppo_classic, ppo_generate
+from ..rollout import build_batch, build_seq2seq_batch, forward_batch, generate_responses
+from ..rollout.decode import RolloutCache, generate_with_logprobs, lean_settings
+from . import ppo_stats, ppo_train
 from .mechanics import Mechanics, build_optimizer, set_seed
 from .ppo_batch import check_step_inputs, check_train_inputs, check_trainer_inputs, max_positions, vocab_size
-from .ppo_classic import gae_advantages
 from .ppo_config import PPOConfig
-from .ppo_stats import PTXStream, record_step_stats, summarise_minibatches
+from .ppo_stats import PTXStream, summarise_minibatches
+from .ppo_train import TrainState
 
 
 class PPOTrainer:
@@ -47,6 +50,7 @@ class PPOTrainer:
     updated weights into it; untested on GPU hardware, see docs/ppo.md).
     """
 
+    # ------------------------------------------------------------------ construction
     def __init__(self, config: PPOConfig | None = None, model=None, ref_model=None, tokenizer=None, dataset=None,
                  optimizer=None, data_collator=None, num_shared_layers: int | None = None, lr_scheduler=None,
                  training_data_collator=None, *, critic=None, ptx_dataset=None, rollout_engine=None):
@@ -106,6 +110,7 @@ class PPOTrainer:
         self.running = algos.RunningMoments()
         self._shuffle = torch.Generator().manual_seed(config.seed)
         self.current_step = 0
+        self.train_state = TrainState(random.Random(config.seed))  # train()'s prompt sampler & co. (ppo_train)
         self.max_length = max_positions(model.config)
         self.vocab_size = vocab_size(model)
         self.rollout_engine = rollout_engine
@@ -157,7 +162,7 @@ class PPOTrainer:
             groups.append({"params": self.value_params, "lr": config.critic_learning_rate or config.learning_rate})
         return build_optimizer(groups, config.optimizer, config.learning_rate, config.weight_decay)
 
-    # ------------------------------------------------------------------ data
+    # ------------------------------------------------------------------ construction: data
     def prepare_dataloader(self, dataset, data_collator=None) -> DataLoader:
         """Shuffled batches of ``config.batch_size`` (last partial batch dropped), as the classic API."""
         if self.config.remove_unused_columns and hasattr(dataset, "column_names") and hasattr(dataset, "set_format"):
@@ -169,9 +174,65 @@ class PPOTrainer:
                             drop_last=True, generator=torch.Generator().manual_seed(self.config.seed))
         return self.accelerator.prepare(loader)
 
-    # ------------------------------------------------------------------ generation
-    generate = ppo_generate.generate  # (query_tensor, length_sampler=None, batch_size=4, return_prompt=True, ...)
+    # ------------------------------------------------------------------ generate: sample the responses
+    def generate(self, query_tensor, length_sampler=None, batch_size: int = 4, return_prompt: bool = True,
+                 generate_ref_response: bool = False, remove_padding: bool = True, **generation_kwargs):
+        """Sample responses. A list of 1-D queries gives a list of 1-D tensors (left-padded
+        batches of ``batch_size``, cut after the first EOS); a single 1-D query gives a
+        ``(1, L)`` tensor. With ``generate_ref_response`` also returns the reference's.
 
+        Samples with the rollout engine when there is one, else with the lean decode loop (which
+        keeps the sampled tokens' log-probs and values for ``step``) where it applies, else with
+        Hugging Face ``generate``."""
+        single = isinstance(query_tensor, torch.Tensor)
+        if single and query_tensor.dim() != 1:
+            raise ValueError(f"query_tensor must be a 1-D tensor or a list of 1-D tensors, got shape "
+                             f"{tuple(query_tensor.shape)}; pass list(batch) for a batch")
+        queries = [query_tensor] if single else list(query_tensor)
+        if not queries:
+            raise ValueError("generate() got an empty list of queries")
+        queries = [q.to(self.accelerator.device) for q in queries]
+        eos = self.tokenizer.eos_token_id
+        kwargs = dict(pad_token_id=self.pad_token_id, eos_token_id=eos, batch_size=batch_size,
+                      return_prompt=return_prompt, remove_padding=remove_padding and not single,
+                      length_sampler=length_sampler)
+        model = self.accelerator.unwrap_model(self._train_model)
+        if self.rollout_engine is not None and not generate_ref_response and length_sampler is None:
+            from ..rollout.vllm import engine_generate_responses
+            out = engine_generate_responses(self.rollout_engine, queries, generation_kwargs, eos_token_id=eos,
+                                            return_prompt=return_prompt)
+            return out[0].unsqueeze(0) if single else out
+        lean = self._lean_generation(model, generation_kwargs, length_sampler, remove_padding and not single)
+        with self.mechanics.autocast():
+            if lean is not None:
+                out, records = generate_with_logprobs(model, queries, lean, pad_token_id=self.pad_token_id,
+                                                      eos_token_id=eos, batch_size=batch_size,
+                                                      return_prompt=return_prompt)
+                self._rollout_cache.store(self._policy_version, records)
+            else:
+                out = generate_responses(model, queries, **kwargs, generation_kwargs=generation_kwargs)
+            ref = None
+            if generate_ref_response:
+                ref_model = self.ref_model if self.ref_model is not None else model
+                ref = generate_responses(ref_model, queries, use_reference=self.ref_model is None, **kwargs,
+                                         generation_kwargs=generation_kwargs)
+        if single:
+            out = out[0].unsqueeze(0)
+            ref = ref[0].unsqueeze(0) if ref is not None else None
+        return (out, ref) if generate_ref_response else out
+
+    def _lean_generation(self, model, generation_kwargs, length_sampler, remove_padding: bool):
+        """The generation config when ``generate`` may sample with ``rollout.decode`` and keep the
+        sampled tokens' log-probs and values for ``step``; None to use Hugging Face generate."""
+        cfg = self.config
+        if (not self._reuse_rollouts or cfg.mixed_precision != "no" or self.is_encoder_decoder
+                or self.critic is not None or self.is_peft_model or length_sampler is not None or not remove_padding
+                or cfg.kl_penalty == "full"):
+            return None  # bf16 numerics differ between cached decode and full forward; the others need more
+        return lean_settings(model, dict(generation_kwargs, pad_token_id=generation_kwargs.get(
+            "pad_token_id", self.pad_token_id)))
+
+    # ------------------------------------------ step: score -> KL-penalised rewards -> GAE -> minibatch epochs
     def step(self, queries, responses, scores, response_masks=None) -> dict:
         """One PPO update on ``batch_size`` scored rollouts; returns the classic stats dict."""
         cfg, timing, t0 = self.config, {}, time.time()
@@ -196,7 +257,7 @@ class PPOTrainer:
         rewards, non_score_reward = algos.kl_penalized_rewards(scores, kl, mask, kl_coef)  # (B, R)
         timing["time/ppo/compute_rewards"] = time.time() - t
         t = time.time()
-        advantages, returns = gae_advantages(cfg, rewards, values, mask)  # (B, R) each
+        advantages, returns = self._advantages(rewards, values, mask)  # (B, R) each
         timing["time/ppo/compute_advantages"] = time.time() - t
 
         t = time.time()
@@ -211,9 +272,10 @@ class PPOTrainer:
 
         t = time.time()
         train_stats = summarise_minibatches(minibatch_stats)
-        stats = record_step_stats(scores=scores, raw_scores=raw_scores, logprobs=logprobs, ref_logprobs=ref_logprobs,
-                                  kl=kl, non_score_reward=non_score_reward, mask=mask, kl_coef=kl_coef,
-                                  queries=queries, responses=responses, train_stats=train_stats)
+        stats = ppo_stats.record_step_stats(scores=scores, raw_scores=raw_scores, logprobs=logprobs,
+                                            ref_logprobs=ref_logprobs, kl=kl, non_score_reward=non_score_reward,
+                                            mask=mask, kl_coef=kl_coef, queries=queries, responses=responses,
+                                            train_stats=train_stats)
         timing["time/ppo/calc_stats"] = time.time() - t
         stats["ppo/learning_rate"] = self.optimizer.param_groups[0]["lr"]
         self.kl_ctl.update(stats["objective/kl"], cfg.batch_size * self.accelerator.num_processes)
@@ -278,6 +340,17 @@ class PPOTrainer:
             self._reuse_rollouts = False
             warnings.warn(f"sampling-time log-probs/values differ from the recomputed ones by {gap:.2e} (> {tol}); "
                           "PPOTrainer recomputes them from now on", stacklevel=3)
+
+    def _advantages(self, rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor):
+        """``whiten_rewards`` -> GAE -> ``whiten_advantages``: (advantages, returns), (B, T) each.
+        Shared by ``step`` and the classic ``compute_advantages``."""
+        cfg = self.config
+        if cfg.whiten_rewards:
+            rewards = algos.masked_whiten(rewards * mask, mask, shift_mean=False)
+        advantages, returns = algos.gae(rewards, values, mask, cfg.gamma, cfg.lam)  # (B, T)
+        if cfg.whiten_advantages:
+            advantages = algos.masked_whiten(advantages, mask)
+        return advantages, returns
 
     def _optimize(self, batch, rollout) -> list[dict]:
         cfg = self.config
@@ -354,21 +427,6 @@ class PPOTrainer:
             if m is not None:
                 m.train(mode)
 
-    # ------------------------------------------------------------------ classic helpers (TRL 0.11 layout)
-    # Scripts call these directly; they live in ppo_classic.py (functions of the trainer, shared here
-    # as methods). step() runs the same math on rlhfkit's response-only layout, so overriding them
-    # in a subclass does not change step().
-    _step_safety_checker = ppo_classic.step_safety_checker
-    prepare_model_inputs = ppo_classic.prepare_model_inputs
-    batched_forward_pass = ppo_classic.batched_forward_pass
-    _kl_penalty = ppo_classic.kl_penalty
-    compute_rewards = ppo_classic.compute_rewards
-    compute_advantages = ppo_classic.compute_advantages
-    loss = ppo_classic.loss
-    train_minibatch = ppo_classic.train_minibatch
-    record_step_stats = ppo_classic.record_step_stats
-    gather_stats = ppo_classic.gather_stats
-
     # ------------------------------------------------------------------ logging and saving
     def log_stats(self, stats: dict, batch: dict, rewards, columns_to_log=("query", "response")) -> None:
         """Log step stats plus ``env/reward_mean|std|dist`` to the configured trackers."""
@@ -385,10 +443,8 @@ class PPOTrainer:
 
     def train(self, reward_fn, prompts, **kwargs) -> list[dict]:
         """Run the whole loop with a reward function; see ``rlhfkit.trainers.ppo_train.train_ppo``."""
-        from .ppo_train import train_ppo
-
         check_train_inputs(reward_fn, prompts)  # before any model work
-        return train_ppo(self, reward_fn, prompts, **kwargs)
+        return ppo_train.train_ppo(self, reward_fn, prompts, **kwargs)
 
     def save_pretrained(self, save_directory) -> None:
         """Save the policy (Transformers checkpoint + value head), the tokenizer and a separate critic.
@@ -414,6 +470,152 @@ class PPOTrainer:
             inner = None if critic_full is None else {k.removeprefix("model."): v for k, v in critic_full.items()
                                                       if k.startswith("model.")}  # CriticModel wraps .model
             self.critic.save_pretrained(f"{save_directory}/critic", **({"state_dict": inner} if inner else {}))
+
+
+    # ================================================================== TRL 0.11.4's helper methods
+    # Scripts written for TRL call these directly, with TRL's names, arguments and full-sequence
+    # layout (query + response padded together). step() does not call them: it runs the same math
+    # on the response-only layout above, so overriding one in a subclass does not change step().
+    def _step_safety_checker(self, batch_size, queries, responses, scores, masks=None):
+        """step()'s input checks under TRL's name; returns (queries, responses, scores, masks) as lists."""
+        q, r, s, m = check_step_inputs(queries, responses, scores, masks, batch_size, self.max_length,
+                                       self.current_device, self.vocab_size)
+        return q, r, list(s.unbind()), m
+
+    def prepare_model_inputs(self, queries, responses) -> dict:
+        """Padded ``input_ids``/``attention_mask`` of query+response, on the tokenizer's padding side
+        (encoder-decoder: the queries, plus ``decoder_input_ids``/``decoder_attention_mask`` of the
+        responses), on the trainer's device."""
+        def pad(seqs):
+            features = [{"input_ids": s, "attention_mask": torch.ones_like(s)} for s in seqs]
+            batch = (self.training_data_collator(features) if self.training_data_collator is not None
+                     else self.tokenizer.pad(features, return_tensors="pt"))
+            return {k: v.to(self.current_device) for k, v in batch.items() if k != "labels"}  # no LM loss wanted
+
+        if self.is_encoder_decoder:
+            inputs, decoder = pad(list(queries)), pad(list(responses))
+            inputs["decoder_input_ids"] = decoder["input_ids"]
+            inputs["decoder_attention_mask"] = decoder["attention_mask"]
+            return inputs
+        return pad([torch.cat([q, r]) for q, r in zip(queries, responses)])
+
+    @PPODecorators.empty_device_cache()
+    def batched_forward_pass(self, model, queries, responses, model_inputs, return_logits: bool = False,
+                             response_masks=None):
+        """``(logprobs, logits or None, values, masks)`` of the whole padded sequences, each (B, L-1)
+        (logits (B, L-1, V)), in chunks of ``mini_batch_size``; ``masks`` is 1 on the positions that
+        predict a response token (times ``response_masks``).
+
+        Unlike TRL, left-padded rows get position ids that skip the padding, so a padded row
+        computes what it computes alone; the model's train/eval mode is restored after; and for
+        an encoder-decoder the first generated token counts too (TRL masked it out).
+        """
+        chunk, seq2seq = self.config.mini_batch_size, self.is_encoder_decoder
+        was_training = model.training
+        model.eval()
+        parts = []
+        try:
+            for start in range(0, len(queries), chunk):
+                inputs = {k: v[start:start + chunk] for k, v in model_inputs.items()}
+                ids = inputs["decoder_input_ids"] if seq2seq else inputs["input_ids"]
+                attn = inputs["decoder_attention_mask"] if seq2seq else inputs["attention_mask"]
+                if not seq2seq and bool((attn[:, 0] == 0).any()) and "position_ids" not in inputs:
+                    inputs["position_ids"] = (attn.cumsum(-1) - 1).clamp_min(0)  # (b, L)
+                with self.mechanics.autocast():
+                    logits, _, values = model(**inputs)  # (b, L, V), (b, L)
+                    logprobs = algos.logprobs_from_logits(logits[:, :-1], ids[:, 1:])  # (b, L-1)
+                masks = torch.zeros_like(attn)  # (b, L)
+                masks[:, :-1] = attn[:, 1:]
+                for j in range(len(ids)):
+                    i = start + j
+                    if seq2seq:  # position 0 (the start token) predicts the first response token
+                        first, end = 0, int(attn[j].sum()) - 1
+                    else:
+                        first = len(queries[i]) - 1 + int(attn[j].nonzero()[0])  # offset of left padding
+                        end = first + len(responses[i])
+                    masks[j, :first] = 0
+                    masks[j, end:] = 0
+                    if response_masks is not None:
+                        masks[j, first:end] = masks[j, first:end] * response_masks[i].to(masks)
+                parts.append((logprobs, logits[:, :-1] if return_logits else None, values[:, :-1], masks[:, :-1]))
+        finally:
+            model.train(was_training)
+        logprobs, logits, values, masks = zip(*parts)
+        return torch.cat(logprobs), (torch.cat(logits) if return_logits else None), torch.cat(values), torch.cat(masks)
+
+    def _kl_penalty(self, logprob: torch.Tensor, ref_logprob: torch.Tensor) -> torch.Tensor:
+        """Per-token KL estimate of ``config.kl_penalty``; for "full" the inputs are log-probs (..., V)."""
+        if self.config.kl_penalty == "full":
+            return algos.kl_full(logprob, ref_logprob)
+        return algos.kl_penalty(logprob, ref_logprob, self.config.kl_penalty)
+
+    def compute_rewards(self, scores, logprobs, ref_logprobs, masks):
+        """``(rewards, non_score_rewards, kls)``, each (B, T): ``-beta * kl`` per token plus the score on
+        the last masked-in token."""
+        kls = self._kl_penalty(logprobs, ref_logprobs)  # (B, T)
+        non_score = -self.kl_ctl.value * kls  # (B, T)
+        score_only, _ = algos.kl_penalized_rewards(torch.as_tensor(scores).to(kls), torch.zeros_like(kls), masks, 0.0)
+        return non_score + score_only, non_score, kls
+
+    def compute_advantages(self, values, rewards, mask):
+        """``(values * mask, advantages, returns)`` by GAE; advantages whitened (``whiten_advantages``)."""
+        mask = mask.to(values.dtype)
+        values, rewards = values * mask, rewards * mask
+        advantages, returns = self._advantages(rewards, values, mask)  # (B, T) each
+        return values, advantages.detach(), returns
+
+    def loss(self, old_logprobs, values, logits, vpreds, logprobs, mask, advantages, returns):
+        """``(policy_loss, vf_coef * value_loss, stats)`` with TRL's flat stat names, all (B, T) inputs; a
+        minibatch whose mean ratio exceeds ``ratio_threshold`` gets zero losses (and a warning)."""
+        cfg = self.config
+        mask = mask.to(logprobs.dtype)
+        pg_loss, pg = algos.policy_loss(logprobs, old_logprobs, advantages, mask, cfg.cliprange, cfg.dual_clip)
+        vf_loss, vf = algos.value_loss(vpreds, values, returns, mask, cfg.cliprange_value)
+        loss = pg_loss + cfg.vf_coef * vf_loss
+        if float(pg["ratio_mean"]) > cfg.ratio_threshold:
+            warnings.warn(f"The average ratio of batch ({float(pg['ratio_mean']):.2f}) exceeds threshold "
+                          f"{cfg.ratio_threshold:.2f}. Skipping batch.", stacklevel=2)
+            pg_loss, vf_loss, loss = pg_loss * 0.0, vf_loss * 0.0, loss * 0.0
+        stats = {
+            "loss/policy": pg_loss.detach(), "loss/value": vf_loss.detach(), "loss/total": loss.detach(),
+            # (B, T) "logits" (TRL's own test passes them) give one entropy per row, broadcast as in TRL
+            "policy/entropy": algos.masked_mean(algos.entropy_from_logits(
+                logits.detach() if logits.dim() == 3 else logits.detach().unsqueeze(1)), mask),
+            "policy/approxkl": pg["approxkl"], "policy/policykl": pg["policykl"], "policy/clipfrac": pg["clipfrac"],
+            "policy/advantages": advantages.detach(),
+            "policy/advantages_mean": algos.masked_mean(advantages, mask).detach(),
+            "policy/ratio": pg["ratio"],
+            "returns/mean": algos.masked_mean(returns, mask).detach(),
+            "returns/var": algos.masked_var(returns, mask).detach(),
+            "val/vpred": vf["vpred"], "val/error": vf["error"], "val/clipfrac": vf["clipfrac"],
+            "val/mean": algos.masked_mean(values, mask).detach(), "val/var": algos.masked_var(values, mask).detach(),
+        }
+        return pg_loss, cfg.vf_coef * vf_loss, stats
+
+    def train_minibatch(self, old_logprobs, values, logprobs, logits, vpreds, mask, advantages, returns) -> dict:
+        """One gradient step on ``loss(...)`` (clipping, accumulation and ``optimizer.zero_grad()`` included)."""
+        self._set_train(True)
+        loss_p, loss_v, stats = self.loss(old_logprobs, values, logits, vpreds, logprobs, mask, advantages, returns)
+        self.mechanics.backward(loss_p + loss_v)
+        self.mechanics.optimizer_step(self.optimizer, self.params)
+        return stats
+
+    def record_step_stats(self, kl_coef: float, **data) -> dict:
+        """TRL's step statistics from ``scores, logprobs, ref_logprobs, non_score_reward, masks, kls,
+        queries, responses, train_stats`` (each train stat stacked over minibatches, averaged here)."""
+        train = {k: torch.as_tensor(v).float().mean(0) for k, v in data["train_stats"].items()}
+        return ppo_stats.record_step_stats(
+            scores=data["scores"], raw_scores=data.get("raw_scores", data["scores"]), logprobs=data["logprobs"],
+            ref_logprobs=data["ref_logprobs"], kl=data["kls"], non_score_reward=data["non_score_reward"],
+            mask=data["masks"], kl_coef=kl_coef, queries=data["queries"], responses=data["responses"],
+            train_stats=train, to_host=False)
+
+    def gather_stats(self, stats: dict) -> dict:
+        """Average every tensor stat over processes (identity in a single process)."""
+        if not self.is_distributed:
+            return stats
+        return {k: self.accelerator.reduce(v.to(self.accelerator.device), "mean") if isinstance(v, torch.Tensor)
+                else v for k, v in stats.items()}
 
 
 def _disable_dropout(model) -> None:

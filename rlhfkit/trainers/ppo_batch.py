@@ -1,4 +1,5 @@
-"""PPO step inputs: validate the user's lists, TRL 0.11's trainer checks and its full-sequence helpers.
+"""PPO inputs checked before any model work: ``step``'s lists, ``train``'s arguments, TRL 0.11's trainer
+checks, and the model's context length and vocabulary size they are checked against.
 
 The rollout layout itself (``RolloutBatch``, ``build_batch``) and its forward pass live in
 ``rlhfkit.rollout``; they are re-exported here for code that imported them from this module.
@@ -12,7 +13,6 @@ import warnings
 import torch
 from transformers import PreTrainedModel
 
-from ..algos import logprobs_from_logits
 from ..rollout import (RolloutBatch, Seq2SeqRolloutBatch, build_batch, build_seq2seq_batch,  # noqa: F401
                        forward_batch)  # re-exported: they lived here before rlhfkit.rollout
 
@@ -176,59 +176,3 @@ def vocab_size(model) -> int | None:
         return int(weight.shape[0])
     size = getattr(getattr(model, "config", None), "vocab_size", None)
     return int(size) if size else None
-
-
-# ---------------------------------------------------------------- TRL's full-sequence layout (public helpers)
-def classic_model_inputs(queries, responses, tokenizer, collator, device, is_encoder_decoder: bool) -> dict:
-    """TRL's ``prepare_model_inputs``: query+response padded on the tokenizer's side (seq2seq: both apart)."""
-    def pad(seqs):
-        features = [{"input_ids": s, "attention_mask": torch.ones_like(s)} for s in seqs]
-        batch = collator(features) if collator is not None else tokenizer.pad(features, return_tensors="pt")
-        return {k: v.to(device) for k, v in batch.items() if k != "labels"}  # no LM loss wanted
-
-    if is_encoder_decoder:
-        inputs, decoder = pad(list(queries)), pad(list(responses))
-        inputs["decoder_input_ids"], inputs["decoder_attention_mask"] = decoder["input_ids"], decoder["attention_mask"]
-        return inputs
-    return pad([torch.cat([q, r]) for q, r in zip(queries, responses)])
-
-
-def classic_forward_pass(model, queries, responses, model_inputs: dict, chunk: int, is_encoder_decoder: bool,
-                         return_logits: bool = False, response_masks=None):
-    """TRL's ``batched_forward_pass``: (logprobs, logits or None, values, masks), each (B, L-1).
-
-    ``masks`` is 1 on the positions that predict a response token (times ``response_masks``).
-    Unlike TRL, left-padded rows get position ids that skip the padding, so a padded row
-    computes what it computes alone; the model's train/eval mode is restored after; and for
-    an encoder-decoder the first generated token counts too (TRL masked it out).
-    """
-    was_training = model.training
-    model.eval()
-    parts = []
-    try:
-        for start in range(0, len(queries), chunk):
-            inputs = {k: v[start:start + chunk] for k, v in model_inputs.items()}
-            ids = inputs["decoder_input_ids"] if is_encoder_decoder else inputs["input_ids"]
-            attn = inputs["decoder_attention_mask"] if is_encoder_decoder else inputs["attention_mask"]
-            if not is_encoder_decoder and bool((attn[:, 0] == 0).any()) and "position_ids" not in inputs:
-                inputs["position_ids"] = (attn.cumsum(-1) - 1).clamp_min(0)  # (b, L)
-            logits, _, values = model(**inputs)  # (b, L, V), (b, L)
-            logprobs = logprobs_from_logits(logits[:, :-1], ids[:, 1:])  # (b, L-1)
-            masks = torch.zeros_like(attn)
-            masks[:, :-1] = attn[:, 1:]
-            for j in range(len(ids)):
-                i = start + j
-                if is_encoder_decoder:  # position 0 (the start token) predicts the first response token
-                    first, end = 0, int(attn[j].sum()) - 1
-                else:
-                    first = len(queries[i]) - 1 + int(attn[j].nonzero()[0])  # offset of left padding
-                    end = first + len(responses[i])
-                masks[j, :first] = 0
-                masks[j, end:] = 0
-                if response_masks is not None:
-                    masks[j, first:end] = masks[j, first:end] * response_masks[i].to(masks)
-            parts.append((logprobs, logits[:, :-1] if return_logits else None, values[:, :-1], masks[:, :-1]))
-    finally:
-        model.train(was_training)
-    logprobs, logits, values, masks = zip(*parts)
-    return torch.cat(logprobs), (torch.cat(logits) if return_logits else None), torch.cat(values), torch.cat(masks)

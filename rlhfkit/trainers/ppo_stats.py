@@ -75,38 +75,11 @@ def record_step_stats(*, scores, raw_scores, logprobs, ref_logprobs, kl, non_sco
     return stats
 
 
-def classic_loss(cfg, old_logprobs, values, logits, vpreds, logprobs, mask, advantages, returns):
-    """TRL's ``PPOTrainer.loss``: ``(policy_loss, vf_coef * value_loss, flat stats)``, all (B, T) inputs.
-
-    A minibatch whose mean ratio exceeds ``cfg.ratio_threshold`` returns zero losses and warns.
-    """
-    mask = mask.to(logprobs.dtype)
-    pg_loss, pg = algos.policy_loss(logprobs, old_logprobs, advantages, mask, cfg.cliprange, cfg.dual_clip)
-    vf_loss, vf = algos.value_loss(vpreds, values, returns, mask, cfg.cliprange_value)
-    loss = pg_loss + cfg.vf_coef * vf_loss
-    if float(pg["ratio_mean"]) > cfg.ratio_threshold:
-        warnings.warn(f"The average ratio of batch ({float(pg['ratio_mean']):.2f}) exceeds threshold "
-                      f"{cfg.ratio_threshold:.2f}. Skipping batch.", stacklevel=3)
-        pg_loss, vf_loss, loss = pg_loss * 0.0, vf_loss * 0.0, loss * 0.0
-    stats = {
-        "loss/policy": pg_loss.detach(), "loss/value": vf_loss.detach(), "loss/total": loss.detach(),
-        # (B, T) "logits" (TRL's own test passes them) give one entropy per row, broadcast as in TRL
-        "policy/entropy": algos.masked_mean(algos.entropy_from_logits(
-            logits.detach() if logits.dim() == 3 else logits.detach().unsqueeze(1)), mask),
-        "policy/approxkl": pg["approxkl"], "policy/policykl": pg["policykl"], "policy/clipfrac": pg["clipfrac"],
-        "policy/advantages": advantages.detach(), "policy/advantages_mean": algos.masked_mean(advantages, mask).detach(),
-        "policy/ratio": pg["ratio"],
-        "returns/mean": algos.masked_mean(returns, mask).detach(), "returns/var": algos.masked_var(returns, mask).detach(),
-        "val/vpred": vf["vpred"], "val/error": vf["error"], "val/clipfrac": vf["clipfrac"],
-        "val/mean": algos.masked_mean(values, mask).detach(), "val/var": algos.masked_var(values, mask).detach(),
-    }
-    return pg_loss, cfg.vf_coef * vf_loss, stats
-
-
 class PTXStream:
     """An endless shuffled stream of pre-training / SFT batches for PPO-ptx (Ouyang et al. 2022, eq. 2).
 
     ``dataset`` items are strings, dicts with ``"text"``, or dicts with ``"input_ids"``.
+    ``consumed`` counts the batches served so far: the stream's data position in a checkpoint.
     """
 
     def __init__(self, dataset, tokenizer, batch_size: int, seed: int, device):
@@ -116,6 +89,16 @@ class PTXStream:
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=self._collate,
                             generator=torch.Generator().manual_seed(seed))
         self._batches = itertools.chain.from_iterable(itertools.repeat(loader))
+        self.consumed = 0
+
+    def fast_forward(self, consumed: int) -> None:
+        """Skip to where a stream of the same data and seed stood after ``consumed`` batches (a resume)."""
+        if self.consumed > consumed:
+            raise ValueError(f"this trainer's ptx stream has already served {self.consumed} batches, the checkpoint "
+                             f"{consumed}; resume into a fresh PPOTrainer")
+        # Re-collating the skipped batches costs tokenizer time only, no model calls.
+        self._batches = itertools.islice(self._batches, consumed - self.consumed, None)
+        self.consumed = consumed
 
     def _collate(self, items):
         if all(isinstance(x, str) for x in items):
@@ -139,6 +122,7 @@ class PTXStream:
     def loss(self, model) -> torch.Tensor:
         """Mean next-token cross-entropy of the policy on the next ptx batch (padding ignored)."""
         batch = {k: v.to(self.device) for k, v in next(self._batches).items()}
+        self.consumed += 1
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         ids = batch["input_ids"]  # (b, T)
         logprobs = token_logprobs(model, ids[:, :-1], ids[:, 1:], attention_mask=batch["attention_mask"][:, :-1],

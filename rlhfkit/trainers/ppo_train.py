@@ -6,15 +6,18 @@ It is the classic loop written once (sample prompts -> ``generate`` -> ``reward_
 checkpoints, exact ``resume_from_checkpoint`` (same layout and resume path as the training
 loop's, see ``checkpoint``) and ``learning_curve.png`` at the end.
 
-Prompts are drawn by one seeded ``random.Random`` kept on the trainer, whose state is part
-of the checkpoint, so the prompts after a resume are the ones an uninterrupted run draws.
+What the loop carries between calls on one trainer is declared once, as ``TrainState``
+(``PPOTrainer.train_state``): the seeded prompt sampler, whose state is part of the checkpoint
+so the prompts after a resume are the ones an uninterrupted run draws, the number of prompts
+the run trains on, and whether an update is under way (for Ctrl-C). The ptx stream counts the
+batches it has served itself (``PTXStream.consumed``), and a resume fast-forwards it.
 """
 
 from __future__ import annotations
 
-import itertools
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -31,6 +34,21 @@ from .trackers import console_line, write_console
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 DEFAULT_GENERATION = dict(do_sample=True, top_k=0, top_p=1.0, max_new_tokens=32)
 STATE_FILE = checkpoint.STATE_FILE
+
+
+@dataclass
+class TrainState:
+    """What ``train_ppo`` keeps on a ``PPOTrainer`` (``trainer.train_state``) besides the weights.
+
+    ``prompt_rng`` draws each step's prompt indices; seeded from ``config.seed``, its state is
+    checkpointed. ``prompt_count`` is the number of prompts the run trains on (None until the first
+    ``train``); a resume must pass as many. ``in_update`` is True from ``step`` to ``log_stats``:
+    a Ctrl-C that cuts an update saves no checkpoint.
+    """
+
+    prompt_rng: random.Random
+    prompt_count: int | None = None
+    in_update: bool = False
 
 
 def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: int | None = None,
@@ -74,8 +92,7 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
     if main:  # log_completions rows past the checkpoint, as metrics.jsonl's
         checkpoint.truncate_metrics(output_dir / completion_log.FILE, None, trainer.current_step)
     _check_prompts(trainer, prompts)
-    _ptx_position(trainer)  # count ptx batches from here: they are part of the data position
-    rng = _prompt_sampler(trainer)
+    state = trainer.train_state
     history: list[dict] = []
     bar = tqdm(total=steps, initial=min(trainer.current_step, steps), desc="ppo", disable=not progress,
                dynamic_ncols=True)
@@ -102,7 +119,7 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
     boundary = _boundary(trainer)
     try:
         while trainer.current_step < steps:
-            idx = [rng.randrange(len(prompts)) for _ in range(cfg.batch_size)]
+            idx = [state.prompt_rng.randrange(len(prompts)) for _ in range(cfg.batch_size)]
             batch_columns = {k: [v[i] for i in idx] for k, v in (columns or {}).items()}
             row, samples = _ppo_iteration(trainer, reward_fn, [prompts[i] for i in idx], generation_kwargs, encode,
                                           batch_columns if columns else None)
@@ -121,7 +138,7 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
     except KeyboardInterrupt:
         # Before an update (generating, scoring) the weights are still the boundary's; right after
         # one, now is a boundary. An update is cut only by a second Ctrl-C: then nothing is saved.
-        if getattr(trainer, "_in_update", False):
+        if state.in_update:
             print("stopped inside a PPO update: no checkpoint of this step; resume from the last one", file=sys.stderr)
         elif saved != trainer.current_step:
             save(boundary if boundary["current_step"] == trainer.current_step else None)
@@ -164,73 +181,34 @@ def _ppo_iteration(trainer, reward_fn, batch_prompts: list[str], generation_kwar
         raise ValueError(f"reward_fn returned {len(scores)} scores for {len(texts)} responses")
     with checkpoint.sigint_deferred("Ctrl-C: finishing this PPO update, then saving a checkpoint "
                                     "(Ctrl-C again to stop at once, without one)"):
-        trainer._in_update = True
+        trainer.train_state.in_update = True
         stats = trainer.step(queries, responses, scores)
         trainer.log_stats(stats, {"query": batch_prompts, "response": texts}, scores)
-        trainer._in_update = False
+        trainer.train_state.in_update = False
     row = {"step": trainer.current_step, "reward": float(np.mean(scores)), "kl": stats["objective/kl"],
            "kl_coef": stats["objective/kl_coef"], "loss": stats["ppo/loss/total"],
            "response_len": stats["tokens/responses_len_mean"]}
     return row, [{"prompt": p, "completion": t, "reward": s} for p, t, s in zip(batch_prompts, texts, scores)]
 
 
-def _prompt_sampler(trainer) -> random.Random:
-    """The trainer's prompt sampler, seeded once from ``config.seed`` (restored by ``load_checkpoint``)."""
-    if getattr(trainer, "_prompt_rng", None) is None:
-        trainer._prompt_rng = random.Random(trainer.config.seed)
-    return trainer._prompt_rng
-
-
 def _check_prompts(trainer, prompts) -> None:
-    expected = getattr(trainer, "_prompt_count", None)
-    if expected is not None and expected != len(prompts):
-        raise ValueError(f"the checkpoint was trained on {expected} prompts, train() got {len(prompts)}; pass the "
-                         f"same prompts to resume exactly (or start a new output_dir)")
-    trainer._prompt_count = len(prompts)
-
-
-class _CountedStream:
-    """Wraps the ptx stream's batch iterator and counts what it hands out (its data position)."""
-
-    def __init__(self, batches, consumed: int = 0):
-        self.batches, self.consumed = batches, consumed
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        batch = next(self.batches)
-        self.consumed += 1
-        return batch
+    state = trainer.train_state
+    if state.prompt_count is not None and state.prompt_count != len(prompts):
+        raise ValueError(f"the checkpoint was trained on {state.prompt_count} prompts, train() got {len(prompts)}; "
+                         f"pass the same prompts to resume exactly (or start a new output_dir)")
+    state.prompt_count = len(prompts)
 
 
 def _ptx_position(trainer) -> int | None:
-    ptx = trainer.ptx
-    if ptx is None:
-        return None
-    if not isinstance(ptx._batches, _CountedStream):
-        ptx._batches = _CountedStream(ptx._batches)
-    return ptx._batches.consumed
-
-
-def _restore_ptx(trainer, consumed: int | None) -> None:
-    """Fast-forward a fresh trainer's ptx stream (seeded, so deterministic) to ``consumed`` batches."""
-    if trainer.ptx is None or consumed is None:
-        return
-    now = _ptx_position(trainer)
-    if now > consumed:
-        raise ValueError(f"this trainer's ptx stream has already served {now} batches, the checkpoint {consumed}; "
-                         f"resume into a fresh PPOTrainer")
-    # Re-collating the skipped batches costs tokenizer time only, no model calls.
-    stream = trainer.ptx._batches
-    stream.consumed, stream.batches = consumed, itertools.islice(stream.batches, consumed - now, None)
+    """Batches the ptx stream has served (its data position); None without ptx data."""
+    return trainer.ptx.consumed if trainer.ptx is not None else None
 
 
 def _boundary(trainer) -> dict:
     """What moves between PPO updates without touching the weights: the RNG (sampling) and the prompt
     sampler; a Ctrl-C before the next update checkpoints these as they were after the last one."""
     return {"current_step": trainer.current_step, "rng": checkpoint.rng_state(),
-            "prompt_rng": _prompt_sampler(trainer).getstate(),
+            "prompt_rng": trainer.train_state.prompt_rng.getstate(),
             "metrics_offset": checkpoint.metrics_size(trainer.mechanics.metrics_path)}
 
 
@@ -241,7 +219,6 @@ def save_checkpoint(trainer, path, save_total_limit: int | None = None, point: d
     (``_boundary``), instead of now.
     """
     path = Path(path)
-    _ptx_position(trainer)  # start counting before the first save at the latest
     point = point or _boundary(trainer)
     rngs = checkpoint.rng_states_of_all_ranks(trainer.accelerator, point["rng"])
     if not trainer.accelerator.is_main_process:
@@ -252,7 +229,7 @@ def save_checkpoint(trainer, path, save_total_limit: int | None = None, point: d
         "ppo": {"current_step": trainer.current_step, "kl_ctl": trainer.kl_ctl.state_dict(),
                 "running": trainer.running.state_dict(), "shuffle_rng": trainer._shuffle.get_state(),
                 "prompt_rng": point["prompt_rng"],
-                "prompt_count": getattr(trainer, "_prompt_count", None), "ptx_consumed": _ptx_position(trainer)},
+                "prompt_count": trainer.train_state.prompt_count, "ptx_consumed": _ptx_position(trainer)},
         "rng": rngs,
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.lr_scheduler.state_dict() if trainer.lr_scheduler is not None else None,
@@ -283,9 +260,10 @@ def load_checkpoint(trainer, path) -> None:
     trainer.kl_ctl.load_state_dict(ppo["kl_ctl"])
     trainer.running.load_state_dict(ppo["running"])
     trainer._shuffle.set_state(ppo["shuffle_rng"])
-    _prompt_sampler(trainer).setstate(ppo["prompt_rng"])
-    trainer._prompt_count = ppo["prompt_count"]
-    _restore_ptx(trainer, ppo["ptx_consumed"])
+    trainer.train_state.prompt_rng.setstate(ppo["prompt_rng"])
+    trainer.train_state.prompt_count = ppo["prompt_count"]
+    if trainer.ptx is not None and ppo["ptx_consumed"] is not None:
+        trainer.ptx.fast_forward(ppo["ptx_consumed"])
     trainer.current_step = ppo["current_step"]
     if trainer.accelerator.is_main_process:
         checkpoint.truncate_metrics(trainer.mechanics.metrics_path, state["metrics_offset"], trainer.current_step)

@@ -35,10 +35,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
-from transformers import get_scheduler
 
-from .. import plot
 from ..algos import entropy_from_logits
 from ..models.compat import enable_checkpointing
 from ..models.fused import fuse_activations
@@ -50,9 +47,9 @@ from ..rollout.rewards import score
 from ..rollout.sampling import Completions, build_engine, engine_gap, padded_rows
 from . import checkpoint, completion_log
 from .config import ConfigError
-from .mechanics import Mechanics, build_optimizer, set_seed
+from .mechanics import Mechanics, build_optimizer, param_groups, schedule, set_seed
 from .online_config import prepare
-from .trackers import console_line, resolve_trackers, write_console
+from .trackers import resolve_trackers
 
 REFERENCE_FILE = "reference_model.safetensors"  # with sync_ref_model: the reference moves, so it is saved
 
@@ -113,23 +110,22 @@ class OnlineRun:
         self.mechanics = Mechanics(
             mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
             max_grad_norm=config.max_grad_norm, log_with=trackers,
-            logging_dir=str(self.output_dir), tracker_config=config.to_dict(), jsonl=True)
+            logging_dir=str(self.output_dir), tracker_config=config.to_dict(), jsonl=True,
+            micro_batch_size=config.per_device_train_batch_size)
         self.accelerator = self.mechanics.accelerator
         if config.gradient_checkpointing:
             enable_checkpointing(model)
         if config.fuse_activations:
             fuse_activations(model)
-        params = [p for p in model.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        optimizer = build_optimizer(groups, "adamw", config.learning_rate, config.weight_decay,
-                                    betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.params = self.mechanics.trainable_params(self.model, self.optimizer)  # FSDP2 swaps in sharded ones
         self.ref_model = None
         if method.reference and not is_peft_model(model):  # under PEFT the adapter-disabled policy is the reference
+            # copied before prepare: FSDP2 turns the policy's parameters into shards in place
             self.ref_model = ref_model if ref_model is not None else create_reference_model(model)
             self.ref_model.eval().requires_grad_(False).to(self.accelerator.device)
+        optimizer = build_optimizer(param_groups(model, config.weight_decay), config.optim, config.learning_rate,
+                                    config.weight_decay, betas=(config.adam_beta1, config.adam_beta2),
+                                    eps=config.adam_epsilon)
+        self.model, self.optimizer, self.params = self.mechanics.prepare(model, optimizer)
         if config.sync_ref_model:
             self._check_sync_ref_model(method)
         world = self.accelerator.num_processes
@@ -139,9 +135,7 @@ class OnlineRun:
             config.gradient_accumulation_steps
         per_epoch = max(1, math.ceil(len(prompts) / self.prompts_per_cycle)) * self.steps_per_cycle
         self.total_steps = config.max_steps if config.max_steps > 0 else math.ceil(per_epoch * config.num_train_epochs)
-        warmup = config.warmup_steps or math.ceil(config.warmup_ratio * self.total_steps)
-        self.scheduler = get_scheduler(config.lr_scheduler_type, self.optimizer, num_warmup_steps=warmup,
-                                       num_training_steps=self.total_steps)
+        self.scheduler = schedule(config, self.optimizer, self.total_steps)
         self.sampler = PromptSampler(len(prompts), config.seed)
         self.global_step, self.cycles = 0, 0
         self._cycle_done = False  # every optimiser step of the current generation has happened
@@ -348,8 +342,6 @@ class OnlineRun:
             self._t_last = time.time()
             bar.set_postfix(reward=f"{row.get('train/reward', float('nan')):.3f}",
                             loss=f"{row.get('train/loss', float('nan')):.4f}")
-            if self.accelerator.is_main_process:
-                write_console(console_line(row, step))
             if cfg.log_completions and self._samples:
                 completion_log.write(self.output_dir, step, self._samples, cfg.num_completions_to_print,
                                      self.accelerator)
@@ -368,25 +360,16 @@ class OnlineRun:
         row["train/learning_rate"] = self.scheduler.get_last_lr()[0]
         row["train/seconds_per_step"] = seconds / max(1, len(self._window))
         self._window = []
-        self.mechanics.log(row, step=self.global_step)
-        self.history.append({"step": self.global_step, **row})
-        return row
+        return self.mechanics.record(row, self.global_step, self.history)
 
     # ------------------------------------------------------------------ the loop
     def train(self, resume_from_checkpoint: str | None = None) -> list[dict]:
         """Run to ``total_steps``; returns this call's logged rows. Writes the final model to ``output_dir``."""
         cfg = self.config
-        resume = resume_from_checkpoint or cfg.resume_from_checkpoint
-        if self.accelerator.is_main_process:
-            checkpoint.clean_stale(self.output_dir)
-        self.accelerator.wait_for_everyone()
-        if resume:
-            self.load_checkpoint(checkpoint.resolve(self.output_dir, resume))
-        elif self.accelerator.is_main_process:
-            checkpoint.truncate_metrics(self.mechanics.metrics_path, None, self.global_step)
-            checkpoint.truncate_metrics(self.output_dir / completion_log.FILE, None, self.global_step)
-        bar = tqdm(total=self.total_steps, initial=self.global_step, desc=self.method.name,
-                   disable=cfg.disable_tqdm or not self.accelerator.is_main_process, dynamic_ncols=True)
+        self.mechanics.start(self.output_dir, resume_from_checkpoint or cfg.resume_from_checkpoint,
+                             self.load_checkpoint, lambda: self.global_step,
+                             logs=(self.output_dir / completion_log.FILE,))
+        bar = self.mechanics.progress(self.total_steps, self.global_step, self.method.name, cfg.disable_tqdm)
         self._window, self._t_last = [], time.time()
         boundary = self._boundary()
         try:
@@ -404,9 +387,7 @@ class OnlineRun:
         if self.eval_prompts and not (cfg.eval_steps and self.global_step % cfg.eval_steps == 0):
             self.evaluate()
         self.save_model(self.output_dir)
-        self.mechanics.end()
-        if self.accelerator.is_main_process:  # from metrics.jsonl: a resumed run's figure shows the whole run
-            plot.save_learning_curve(self.output_dir)
+        self.mechanics.finish(self.output_dir)
         return self.history
 
     @torch.no_grad()
@@ -425,27 +406,24 @@ class OnlineRun:
         row = evaluate_policy(self._sample, self.reward_funcs, self.eval_prompts, self.eval_columns,
                               num_generations=cfg.num_generations_eval or cfg.num_generations,
                               batch_size=cfg.per_device_eval_batch_size)
-        self.mechanics.log(row, step=self.global_step)
-        self.history.append({"step": self.global_step, **row})
-        if self.accelerator.is_main_process:
-            write_console(console_line(row, self.global_step))
-        return row
+        return self.mechanics.record(row, self.global_step, self.history)
 
     # ------------------------------------------------------------------ saving and resuming
     def save_model(self, path) -> None:
-        """The policy (and tokenizer) to ``path``, from the main process."""
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            self._write_model(Path(path))
+        """The policy (and tokenizer) to ``path``, gathered whole under FSDP2 / ZeRO-3; every rank calls."""
+        self.mechanics.save_model(self.model, path, tokenizer=self.tokenizer)
 
-    def _write_model(self, path: Path, with_reference: bool = False) -> None:
-        """The policy and tokenizer; in a checkpoint also a reference that ``sync_ref_model`` moves."""
-        self.accelerator.unwrap_model(self.model).save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-        if with_reference and self.config.sync_ref_model:
-            from safetensors.torch import save_model  # handles tied (shared) weights
+    def _checkpoint_writer(self):
+        """The policy and tokenizer, and a reference that ``sync_ref_model`` moves (every rank calls)."""
+        write = self.mechanics.model_writer(self.model, tokenizer=self.tokenizer)
 
-            save_model(self.ref_model, str(Path(path) / REFERENCE_FILE))
+        def writer(path: Path) -> None:
+            write(path)
+            if self.config.sync_ref_model:
+                from safetensors.torch import save_model  # handles tied (shared) weights
+
+                save_model(self.ref_model, str(Path(path) / REFERENCE_FILE))
+        return writer
 
     def _boundary(self) -> dict:
         """What a checkpoint records at the end of a generation cycle (the state ``rollout`` starts from)."""
@@ -473,51 +451,40 @@ class OnlineRun:
     def save_checkpoint(self, point: dict | None = None) -> Path:
         """``checkpoint-<step>`` (layout in ``checkpoint``) at a cycle boundary (``point``: a past one), atomically."""
         point = point or self._boundary()
-        self.accelerator.wait_for_everyone()
-        rngs = checkpoint.rng_states_of_all_ranks(self.accelerator, point["rng"])
-        path = self.output_dir / f"checkpoint-{self.global_step}"
-        if self.accelerator.is_main_process:
-            state = {"online": {"global_step": self.global_step, "cycles": point["cycles"],
-                                "sampler": point["sampler"], "prompt_count": len(self.prompts)},
-                     "rng": rngs, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                     "mechanics": {**point["mechanics"], "micro": 0},
-                     "metrics_offset": point["metrics_offset"]}
-            summary = {"trainer": self.method.name, "global_step": self.global_step, "config": self.config.to_dict()}
-            checkpoint.save(self.output_dir, self.global_step,
-                            lambda path: self._write_model(path, with_reference=True),
-                            state, summary, self.config.save_total_limit)
-        self.accelerator.wait_for_everyone()
-        return path
+        method = {"global_step": self.global_step, "cycles": point["cycles"], "sampler": point["sampler"],
+                  "prompt_count": len(self.prompts)}
+        summary = {"trainer": self.method.name, "global_step": self.global_step, "config": self.config.to_dict()}
+        return self.mechanics.save_checkpoint(
+            self.output_dir, self.global_step, section="online", method_state=method, optimizer=self.optimizer,
+            scheduler=self.scheduler, writer=self._checkpoint_writer(), summary=summary,
+            limit=self.config.save_total_limit, rng=point["rng"], metrics_offset=point["metrics_offset"],
+            mechanics_state=point["mechanics"])
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore what ``save_checkpoint`` wrote into a freshly built run (same prompts and processes)."""
         path = Path(path)
-        name = self.method.name
-        state = checkpoint.load(path, name)
-        if "online" not in state:
-            raise ValueError(f"{path} is not a {name} checkpoint (it was written by another trainer); "
-                             f"resume it with the trainer that wrote it")
+        state = self.mechanics.read_checkpoint(path, self.method.name, "online")
         online = state["online"]
         if online["prompt_count"] != len(self.prompts):
             raise ValueError(f"the checkpoint {path} was trained on {online['prompt_count']} prompts, this run has "
                              f"{len(self.prompts)}; use the same dataset to resume (or start a new output_dir)")
-        checkpoint.load_model_weights(self.accelerator.unwrap_model(self.model), path)  # a LoRA policy: its adapter
-        if self.config.sync_ref_model:  # the refreshed reference is part of the run's state
-            if not (path / REFERENCE_FILE).exists():
-                raise ValueError(f"{path} has no {REFERENCE_FILE}: it was written without sync_ref_model; resume "
-                                 f"with the same sync_ref_model setting")
-            from safetensors.torch import load_model
+        if self.config.sync_ref_model and not (path / REFERENCE_FILE).exists():
+            raise ValueError(f"{path} has no {REFERENCE_FILE}: it was written without sync_ref_model; resume "
+                             f"with the same sync_ref_model setting")
 
-            load_model(self.ref_model, str(path / REFERENCE_FILE))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.mechanics.load_state_dict(state["mechanics"])
-        self.global_step, self.cycles = online["global_step"], online["cycles"]
-        self.sampler.load_state_dict(online["sampler"])
-        if self.accelerator.is_main_process:
-            checkpoint.truncate_metrics(self.mechanics.metrics_path, state["metrics_offset"], self.global_step)
-            checkpoint.truncate_metrics(self.output_dir / completion_log.FILE, None, self.global_step)
-        checkpoint.set_rank_rng_state(self.accelerator, state["rng"])  # last: nothing above may draw from it
+        def load_weights(folder: Path) -> None:
+            checkpoint.load_model_weights(self.accelerator.unwrap_model(self.model), folder)  # LoRA: its adapter
+            if self.config.sync_ref_model:  # the refreshed reference is part of the run's state
+                from safetensors.torch import load_model
+
+                load_model(self.ref_model, str(folder / REFERENCE_FILE))
+
+        def restore_method(state: dict) -> None:
+            self.global_step, self.cycles = state["online"]["global_step"], state["online"]["cycles"]
+            self.sampler.load_state_dict(state["online"]["sampler"])
+
+        self.mechanics.restore(path, state, load_weights=load_weights, optimizer=self.optimizer,
+                               scheduler=self.scheduler, restore_method=restore_method, step=lambda: self.global_step)
 
 
 def build(trainer, args, method_fn: Callable, model, reward_funcs, train_dataset, eval_dataset, processing_class,

@@ -3,7 +3,7 @@
 Each test launches ``train_tiny.py`` with one of the documented configs in
 ``rlhfkit/accelerate_configs/`` (so the configs themselves are what is tested) and compares the
 saved weights with a one-process run over the same global batch: 2 processes x 4 rows
-against 1 process x 4 rows x 2 accumulation steps (loop trainers) or x 8 rows (PPO).
+against 1 process x 4 rows x 2 accumulation steps (loop trainers) or x 8 rows (PPO, GRPO, RLOO).
 ``world.json`` proves the run really was sharded: Accelerate falls back to plain data
 parallel without a word when it cannot shard.
 
@@ -63,7 +63,7 @@ def one_process(tmp_path_factory):
     def get(method: str) -> Path:
         if method not in runs:
             out = tmp_path_factory.mktemp(f"one-{method}")
-            bs, gas = ("8", "1") if method.startswith("ppo") else ("4", "2")
+            bs, gas = ("8", "1") if method.startswith("ppo") or method in ("grpo", "rloo") else ("4", "2")
             _run([sys.executable, str(SCRIPT), method, str(out), bs, gas, "--no-save"], f"1 process {method}")
             runs[method] = out
         return runs[method]
@@ -97,6 +97,25 @@ LOOP_CASES = [("fsdp2.yaml", "FSDP"), pytest.param("zero2.yaml", "DEEPSPEED", ma
 @pytest.mark.parametrize("method", ["sft", "reward", "dpo"])
 @pytest.mark.parametrize("config,kind", LOOP_CASES)
 def test_loop_trainers_two_processes_equal_one(tmp_path, one_process, config, kind, method):
+    world = _launch(config, method, tmp_path / "two")
+    assert world["distributed_type"] == kind and world["num_processes"] == 2, world
+    one = load_file(one_process(method) / "model.safetensors")
+    two = load_file(tmp_path / "two" / "model.safetensors")
+    _assert_trained(one, method)
+    _assert_same(one, two)
+
+
+ONLINE_CASES = [("fsdp2.yaml", "grpo", "FSDP"), pytest.param("zero2.yaml", "rloo", "DEEPSPEED", marks=needs_deepspeed),
+                pytest.param("fsdp2.yaml", "rloo", "FSDP", marks=slow),
+                pytest.param("zero2.yaml", "grpo", "DEEPSPEED", marks=[needs_deepspeed, slow])]
+
+
+@pytest.mark.parametrize("config,method,kind", ONLINE_CASES)
+def test_online_trainers_two_processes_equal_one(tmp_path, one_process, config, method, kind):
+    """GRPO and RLOO (RLOO with its frozen reference): the optimiser steps the parameters ``prepare`` left
+    (FSDP2 swaps in sharded ones), the reference is copied before sharding, DeepSpeed is told the
+    micro-batch, and the final model is gathered whole before it is saved. Completions come from a
+    scripted engine (``train_tiny.ScriptedEngine``), the same rows whatever the processes' RNG."""
     world = _launch(config, method, tmp_path / "two")
     assert world["distributed_type"] == kind and world["num_processes"] == 2, world
     one = load_file(one_process(method) / "model.safetensors")

@@ -2,8 +2,8 @@
 
     python train_tiny.py <method> <output_dir> <per_device_batch> <grad_accum> [--no-save]
 
-``method``: sft, reward, dpo, ppo (value head + frozen reference) or ppo_critic (separate
-critic). Besides the model in ``output_dir`` it writes ``world.json`` (how Accelerate really
+``method``: sft, reward, dpo, ppo (value head + frozen reference), ppo_critic (separate
+critic), grpo or rloo (RLOO with its KL to a frozen reference). Besides the model in ``output_dir`` it writes ``world.json`` (how Accelerate really
 ran: distributed type, processes, model class), so a test can tell sharded from plain runs.
 PPO also writes ``weights.safetensors``: the trained modules' full weights gathered through
 ``Mechanics.full_state_dict`` (every rank takes part), then calls the public
@@ -46,6 +46,52 @@ def loop_trainer(method, out, bs, gas, tok):
         return DPOTrainer(model=tiny_causal_lm("gpt2", tok, hidden_size=32), args=DPOConfig(max_length=64, **common),
                           train_dataset=hidden_rule_preferences(32, 0), processing_class=tok)
     raise SystemExit(f"unknown method {method!r}")
+
+
+class ScriptedEngine:
+    """A rollout engine whose completions are a fixed function of the prompt and of the completion's place
+    in its group: the same rows on one process or two, whatever each rank's RNG (sampling from the model
+    could not be: one batch of 8 draws other random numbers than two of 4). The completions of a group
+    differ, so group-relative advantages are not zero and the weights move."""
+
+    def __init__(self, eos: int, group: int):
+        self.eos, self.group = eos, group
+
+    def generate(self, prompt_ids, settings):
+        from rlhfkit.rollout.vllm import EngineRollout
+
+        responses = []
+        for i, ids in enumerate(prompt_ids):  # a group's G copies are consecutive, whole groups per rank
+            k, base = i % self.group, sum(ids)
+            responses.append(torch.tensor([10 + (base * 7 + k * 29 + j * 11) % 150 for j in range(3)] + [self.eos]))
+        return EngineRollout(responses, [torch.zeros(len(r)) for r in responses])
+
+    def sync_weights(self, model):
+        pass
+
+
+def low_tokens(prompts, completions, completion_ids, **_):
+    """Reward: the share of completion tokens below 80 (deterministic, differs within a group)."""
+    return [sum(t < 80 for t in ids) / len(ids) for ids in completion_ids]
+
+
+def online_trainer(method, out, bs, gas, tok):
+    """GRPO or RLOO: one process with ``bs=8`` and two with ``bs=4`` draw the same 2 prompts per
+    generation (every rank takes whole groups of G=4) and take one optimiser step on the same 8 rows."""
+    from rlhfkit import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    common = dict(output_dir=out, max_steps=STEPS, per_device_train_batch_size=bs, gradient_accumulation_steps=gas,
+                  learning_rate=LR, adam_epsilon=ADAM_EPS, report_to="none", disable_tqdm=True, seed=SEED,
+                  max_grad_norm=1.0, num_generations=4, max_completion_length=4)
+    prompts = [{"prompt": f"p{i} x" + " y" * (i % 3)} for i in range(8)]
+    model = tiny_causal_lm("gpt2", tok, hidden_size=32)
+    engine = ScriptedEngine(tok.eos_token_id, 4)
+    if method == "grpo":
+        args = GRPOConfig(vllm_importance_sampling_correction=False, **common)
+        return GRPOTrainer(model=model, reward_funcs=low_tokens, args=args, train_dataset=prompts,
+                           processing_class=tok, rollout_engine=engine)
+    return RLOOTrainer(model=model, reward_funcs=low_tokens, args=RLOOConfig(**common), train_dataset=prompts,
+                       processing_class=tok, rollout_engine=engine)
 
 
 def run_ppo(method, out, bs, gas, tok):
@@ -98,7 +144,8 @@ def main():
         trainer = run_ppo(method, out, bs, gas, tok)
         accelerator, model = trainer.accelerator, trainer._train_model
     else:
-        trainer = loop_trainer(method, out, bs, gas, tok)
+        build = online_trainer if method in ("grpo", "rloo") else loop_trainer
+        trainer = build(method, out, bs, gas, tok)
         trainer.train()
         accelerator, model = trainer.loop.accelerator, trainer.loop.model
     if accelerator.is_main_process:

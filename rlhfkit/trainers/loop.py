@@ -235,7 +235,7 @@ class TrainLoop:
             self.tokenizer.save_pretrained(path)
 
     def save_model(self, path) -> None:
-        self.mechanics.save_model(self.model, path, self.save_fn)
+        self.mechanics.save_model(path, self.mechanics.model_writer(self.model, self.save_fn))
 
     def _data_settings(self) -> dict:
         """What fixes "batch k of epoch e": a resume with other values could not continue exactly."""

@@ -391,12 +391,11 @@ class Mechanics:
             return lambda path: write(inner, Path(path))
         return lambda path: write(inner, Path(path), state_dict=state)
 
-    def save_model(self, model, path, write: Callable | None = None, tokenizer=None, atomic: bool = False) -> None:
-        """The final model to ``path`` (whole, from the main process; every rank calls). ``atomic``: into a
-        temporary folder renamed into place, for a folder of its own (never ``output_dir`` itself, which
-        holds the checkpoints)."""
+    def save_model(self, path, writer: Callable[[Path], None], atomic: bool = False) -> None:
+        """The final model to ``path`` with ``writer`` (from ``model_writer``, made on every rank), from the
+        main process. ``atomic``: into a temporary folder renamed into place, for a folder of its own (never
+        ``output_dir`` itself, which holds the checkpoints)."""
         self.accelerator.wait_for_everyone()
-        writer = self.model_writer(model, write, tokenizer)
         if self.is_main_process:
             if atomic:
                 atomic_save_dir(path, writer)

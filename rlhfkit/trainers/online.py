@@ -411,7 +411,7 @@ class OnlineRun:
     # ------------------------------------------------------------------ saving and resuming
     def save_model(self, path) -> None:
         """The policy (and tokenizer) to ``path``, gathered whole under FSDP2 / ZeRO-3; every rank calls."""
-        self.mechanics.save_model(self.model, path, tokenizer=self.tokenizer)
+        self.mechanics.save_model(path, self.mechanics.model_writer(self.model, tokenizer=self.tokenizer))
 
     def _checkpoint_writer(self):
         """The policy and tokenizer, and a reference that ``sync_ref_model`` moves (every rank calls)."""

@@ -450,26 +450,34 @@ class PPOTrainer:
         """Save the policy (Transformers checkpoint + value head), the tokenizer and a separate critic.
 
         Under FSDP2 / ZeRO-3 every process must call it: the sharded weights are gathered first."""
-        full = self.mechanics.full_state_dict(self._train_model)  # None unless sharded; a collective then
-        critic_full = self.mechanics.full_state_dict(self._train_critic) if self._train_critic is not None else None
-        if not self.accelerator.is_main_process:
-            return
-        model = self.accelerator.unwrap_model(self._train_model)
-        if full is None:
-            model.save_pretrained(save_directory)
-        else:
-            from safetensors.torch import save_file
+        write = self.model_writer()
+        if self.accelerator.is_main_process:
+            write(save_directory)
 
-            body = {k: v for k, v in full.items() if not k.startswith("v_head.")}
-            head = {k.removeprefix("v_head."): v.contiguous() for k, v in full.items() if k.startswith("v_head.")}
-            self.mechanics.alias_tied(body, model.pretrained_model)  # embeddings = LM head saved once
-            model.pretrained_model.save_pretrained(save_directory, state_dict=body)
-            save_file(head, f"{save_directory}/value_head.safetensors", metadata={"format": "pt"})
-        self.tokenizer.save_pretrained(save_directory)
-        if self.critic is not None:
-            inner = None if critic_full is None else {k.removeprefix("model."): v for k, v in critic_full.items()
-                                                      if k.startswith("model.")}  # CriticModel wraps .model
-            self.critic.save_pretrained(f"{save_directory}/critic", **({"state_dict": inner} if inner else {}))
+    def model_writer(self):
+        """``write(folder)`` of ``save_pretrained``'s files, for the main process; every rank calls this
+        (under FSDP2 / ZeRO-3 the sharded weights are gathered here, a collective)."""
+        full = self.mechanics.full_state_dict(self._train_model)  # None unless sharded
+        critic_full = self.mechanics.full_state_dict(self._train_critic) if self._train_critic is not None else None
+
+        def write(save_directory) -> None:
+            model = self.accelerator.unwrap_model(self._train_model)
+            if full is None:
+                model.save_pretrained(save_directory)
+            else:
+                from safetensors.torch import save_file
+
+                body = {k: v for k, v in full.items() if not k.startswith("v_head.")}
+                head = {k.removeprefix("v_head."): v.contiguous() for k, v in full.items() if k.startswith("v_head.")}
+                self.mechanics.alias_tied(body, model.pretrained_model)  # embeddings = LM head saved once
+                model.pretrained_model.save_pretrained(save_directory, state_dict=body)
+                save_file(head, f"{save_directory}/value_head.safetensors", metadata={"format": "pt"})
+            self.tokenizer.save_pretrained(save_directory)
+            if self.critic is not None:
+                inner = None if critic_full is None else {k.removeprefix("model."): v for k, v in critic_full.items()
+                                                          if k.startswith("model.")}  # CriticModel wraps .model
+                self.critic.save_pretrained(f"{save_directory}/critic", **({"state_dict": inner} if inner else {}))
+        return write
 
 
     # ================================================================== TRL 0.11.4's helper methods

@@ -24,11 +24,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from tqdm.auto import tqdm
 
 from .. import plot
 from . import checkpoint, completion_log
-from .mechanics import atomic_save_dir, load_weights
 from .trackers import console_line, write_console
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
@@ -81,21 +79,14 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
     output_dir = Path(output_dir or cfg.output_dir)
     save_steps = save_steps if save_steps is not None else cfg.save_steps
     generation_kwargs = {**DEFAULT_GENERATION, "pad_token_id": trainer.pad_token_id, **(generation_kwargs or {})}
-    if trainer.accelerator.is_main_process:
-        checkpoint.clean_stale(output_dir)
-    trainer.accelerator.wait_for_everyone()
-    if resume_from_checkpoint:
-        load_checkpoint(trainer, checkpoint.resolve(output_dir, resume_from_checkpoint))
-    elif trainer.accelerator.is_main_process:  # rows past this step belong to a run that died
-        checkpoint.truncate_metrics(trainer.mechanics.metrics_path, None, trainer.current_step)
+    engine = trainer.mechanics
+    engine.start(output_dir, resume_from_checkpoint, lambda path: load_checkpoint(trainer, path),
+                 lambda: trainer.current_step, logs=(output_dir / completion_log.FILE,))
     main = trainer.accelerator.is_main_process
-    if main:  # log_completions rows past the checkpoint, as metrics.jsonl's
-        checkpoint.truncate_metrics(output_dir / completion_log.FILE, None, trainer.current_step)
     _check_prompts(trainer, prompts)
     state = trainer.train_state
     history: list[dict] = []
-    bar = tqdm(total=steps, initial=min(trainer.current_step, steps), desc="ppo", disable=not progress,
-               dynamic_ncols=True)
+    bar = engine.progress(steps, min(trainer.current_step, steps), "ppo", disable=not progress)
     saved = None
 
     def save(point=None):
@@ -110,11 +101,8 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
         nonlocal evaluated
         with checkpoint.rng_preserved():  # training (and any later checkpoint) is the same with or without it
             metrics = eval_fn(trainer)
-        trainer.mechanics.log(metrics, step=trainer.current_step)
-        history.append({"step": trainer.current_step, **metrics})
+        engine.record(metrics, trainer.current_step, history)
         evaluated = trainer.current_step
-        if main:
-            write_console(console_line(metrics, trainer.current_step))
 
     boundary = _boundary(trainer)
     try:
@@ -149,12 +137,8 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
         evaluate()
     if saved != trainer.current_step:
         save()
-    if trainer.accelerator.is_main_process:
-        atomic_save_dir(output_dir / "final", trainer.save_pretrained)
-    trainer.mechanics.end()
-    metrics_path = trainer.mechanics.metrics_path
-    if main and metrics_path is not None and metrics_path.exists():  # the whole run, a resumed one too
-        plot.save_learning_curve(metrics_path.parent, output_dir / plot.FIGURE_FILE, output_dir.name)
+    engine.save_model(output_dir / "final", trainer.model_writer(), atomic=True)
+    engine.finish(output_dir, output_dir / plot.FIGURE_FILE, output_dir.name)  # metrics may live elsewhere
     return history
 
 
@@ -213,58 +197,50 @@ def _boundary(trainer) -> dict:
 
 
 def save_checkpoint(trainer, path, save_total_limit: int | None = None, point: dict | None = None) -> Path:
-    """Policy, tokenizer, critic and the full trainer state, in the shared checkpoint layout, atomically.
+    """Policy, tokenizer, critic and the full trainer state, in the shared checkpoint layout, atomically;
+    every process calls it.
 
     ``point``: the RNG, prompt-sampler and metrics position of a past moment of this same step
     (``_boundary``), instead of now.
     """
     path = Path(path)
-    point = point or _boundary(trainer)
-    rngs = checkpoint.rng_states_of_all_ranks(trainer.accelerator, point["rng"])
-    if not trainer.accelerator.is_main_process:
-        return path
     if path.name != f"checkpoint-{trainer.current_step}":
         raise ValueError(f"a PPO checkpoint folder is named checkpoint-{trainer.current_step}, got {path.name}")
-    state = {
-        "ppo": {"current_step": trainer.current_step, "kl_ctl": trainer.kl_ctl.state_dict(),
-                "running": trainer.running.state_dict(), "shuffle_rng": trainer._shuffle.get_state(),
-                "prompt_rng": point["prompt_rng"],
-                "prompt_count": trainer.train_state.prompt_count, "ptx_consumed": _ptx_position(trainer)},
-        "rng": rngs,
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.lr_scheduler.state_dict() if trainer.lr_scheduler is not None else None,
-        "mechanics": trainer.mechanics.state_dict(),
-        "metrics_offset": point["metrics_offset"],
-    }
+    point = point or _boundary(trainer)
+    method = {"current_step": trainer.current_step, "kl_ctl": trainer.kl_ctl.state_dict(),
+              "running": trainer.running.state_dict(), "shuffle_rng": trainer._shuffle.get_state(),
+              "prompt_rng": point["prompt_rng"], "prompt_count": trainer.train_state.prompt_count,
+              "ptx_consumed": _ptx_position(trainer)}
     summary = {"trainer": "PPO", "current_step": trainer.current_step, "config": trainer.config.to_dict()}
-    return checkpoint.save(path.parent, trainer.current_step, trainer.save_pretrained, state, summary,
-                           save_total_limit)
+    return trainer.mechanics.save_checkpoint(
+        path.parent, trainer.current_step, section="ppo", method_state=method, optimizer=trainer.optimizer,
+        scheduler=trainer.lr_scheduler, writer=trainer.model_writer(), summary=summary, limit=save_total_limit,
+        rng=point["rng"], metrics_offset=point["metrics_offset"])
 
 
 def load_checkpoint(trainer, path) -> None:
     """Restore what ``save_checkpoint`` wrote into an existing (fresh) trainer."""
     path = Path(path)
-    state = checkpoint.load(path, "PPO")
-    if "ppo" not in state:
-        raise ValueError(f"{path} is not a PPO checkpoint (it was written by the SFT/reward/DPO training loop)")
-    model = trainer.accelerator.unwrap_model(trainer._train_model)
-    checkpoint.load_model_weights(model.pretrained_model, path)  # a LoRA policy: its adapter
-    model.v_head.load_state_dict(load_file(path / "value_head.safetensors"))
-    if trainer.critic is not None:
-        load_weights(trainer.critic.model, path / "critic")
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    if trainer.lr_scheduler is not None and state["scheduler"] is not None:
-        trainer.lr_scheduler.load_state_dict(state["scheduler"])
-    trainer.mechanics.load_state_dict(state["mechanics"])
-    ppo = state["ppo"]
-    trainer.kl_ctl.load_state_dict(ppo["kl_ctl"])
-    trainer.running.load_state_dict(ppo["running"])
-    trainer._shuffle.set_state(ppo["shuffle_rng"])
-    trainer.train_state.prompt_rng.setstate(ppo["prompt_rng"])
-    trainer.train_state.prompt_count = ppo["prompt_count"]
-    if trainer.ptx is not None and ppo["ptx_consumed"] is not None:
-        trainer.ptx.fast_forward(ppo["ptx_consumed"])
-    trainer.current_step = ppo["current_step"]
-    if trainer.accelerator.is_main_process:
-        checkpoint.truncate_metrics(trainer.mechanics.metrics_path, state["metrics_offset"], trainer.current_step)
-    checkpoint.set_rank_rng_state(trainer.accelerator, state["rng"])  # last: nothing above may draw from it
+    state = trainer.mechanics.read_checkpoint(path, "PPO", "ppo")
+
+    def load_weights(folder: Path) -> None:
+        model = trainer.accelerator.unwrap_model(trainer._train_model)
+        checkpoint.load_model_weights(model.pretrained_model, folder)  # a LoRA policy: its adapter
+        model.v_head.load_state_dict(load_file(folder / "value_head.safetensors"))
+        if trainer.critic is not None:
+            checkpoint.load_weights(trainer.critic.model, folder / "critic")
+
+    def restore_method(state: dict) -> None:
+        ppo = state["ppo"]
+        trainer.kl_ctl.load_state_dict(ppo["kl_ctl"])
+        trainer.running.load_state_dict(ppo["running"])
+        trainer._shuffle.set_state(ppo["shuffle_rng"])
+        trainer.train_state.prompt_rng.setstate(ppo["prompt_rng"])
+        trainer.train_state.prompt_count = ppo["prompt_count"]
+        if trainer.ptx is not None and ppo["ptx_consumed"] is not None:
+            trainer.ptx.fast_forward(ppo["ptx_consumed"])
+        trainer.current_step = ppo["current_step"]
+
+    trainer.mechanics.restore(path, state, load_weights=load_weights, optimizer=trainer.optimizer,
+                              scheduler=trainer.lr_scheduler, restore_method=restore_method,
+                              step=lambda: trainer.current_step)

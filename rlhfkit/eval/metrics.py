@@ -26,7 +26,8 @@ import torch
 
 from .. import algos
 from .. import rollout
-from ..rollout import build_batch, generate_responses
+from ..rollout import build_batch
+from ..rollout.sampling import sample_responses
 from ..trainers.reward import classification_metrics
 
 Scorer = Callable[[list[str], list[str]], Sequence[float]]
@@ -67,8 +68,8 @@ def sample(model, tokenizer, prompts: Sequence[str], *, n_per_prompt: int = 1, m
     kwargs = dict(do_sample=True, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens, **generation_kwargs)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     torch.manual_seed(seed)
-    responses = generate_responses(model, queries, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
-                                   batch_size=batch_size, return_prompt=False, generation_kwargs=kwargs)
+    responses, _, _ = sample_responses(model, queries, kwargs, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+                                       batch_size=batch_size)
     texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
     return Samples(flat, [q.cpu() for q in queries], [r.cpu() for r in responses], texts, time.time() - start)
 

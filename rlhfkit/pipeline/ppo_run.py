@@ -383,6 +383,7 @@ def _evaluator(trainer, config: PPORunConfig, held, reward_funcs, chat: bool):
     from ..models import reference_context
     from ..rollout.prompts import render_prompts
     from ..rollout.rewards import score
+    from ..rollout.sampling import sample_responses
 
     prompts, columns = held
     n = min(config.eval_prompts, len(prompts))
@@ -400,9 +401,9 @@ def _evaluator(trainer, config: PPORunConfig, held, reward_funcs, chat: bool):
         queries = [torch.tensor(q, dtype=torch.long, device=device) for q in encoded]
         with torch.random.fork_rng(devices=[]):  # evaluation never moves the training RNG (exact resume)
             torch.manual_seed(config.seed)
-            responses = rollout.generate_responses(model, queries, pad_token_id=trainer.pad_token_id,
-                                                   eos_token_id=eos, batch_size=config.mini_batch_size,
-                                                   return_prompt=False, generation_kwargs=config.generation_kwargs())
+            responses, _, _ = sample_responses(model, queries, config.generation_kwargs(),
+                                               pad_token_id=trainer.pad_token_id, eos_token_id=eos,
+                                               batch_size=config.mini_batch_size)
         texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
         rewards, per_func = score(reward_funcs, config.weights(), prompts, _completions(texts, chat), columns)
         safe = [r if len(r) else torch.tensor([trainer.pad_token_id], device=device) for r in responses]

@@ -1,6 +1,11 @@
-"""Where the online trainers' completions come from: Hugging Face ``generate``, or a vLLM engine.
+"""Where every trainer's responses come from: one dispatcher over the three ways to sample.
 
-``Completions`` hides the choice from ``online.OnlineRun``: ``sample(model, queries)`` returns
+``sample_responses`` picks, in this order, a rollout engine (vLLM's surface: ``generate`` /
+``sync_weights``), the lean decode loop of ``rollout.decode`` (which also keeps the sampled tokens'
+log-probs and values, for PPO's reuse), or Hugging Face ``generate``; ``PPOTrainer.generate`` and
+the online trainers' ``Completions`` both call it.
+
+``Completions`` holds the online trainers' choice for ``online.OnlineRun``: ``sample(model, queries)`` returns
 the responses (the stop token kept) and, from an engine, the engine's log-probability of each
 sampled token (``None`` from ``generate``); ``sync(model, step)`` pushes the policy into the
 engine once per optimiser step that changed it, so every generation samples from the weights
@@ -13,7 +18,43 @@ from __future__ import annotations
 import torch
 
 from ..models.reference import is_peft_model
+from .decode import generate_with_logprobs
 from .generate import generate_responses
+
+
+def sample_responses(model, queries: list[torch.Tensor], generation_kwargs: dict, *, pad_token_id: int, eos_token_id,
+                     batch_size: int, return_prompt: bool = False, engine=None, settings=None, lean=None,
+                     remove_padding: bool = True, length_sampler=None, use_reference: bool = False):
+    """Responses to ``queries`` (1-D token tensors): ``(responses, engine_logprobs, records)``.
+
+    ``engine``: sample with it (``settings``: its ``SamplingSettings``, else made from
+    ``generation_kwargs``); ``engine_logprobs`` are then the engine's log-probs of the sampled tokens.
+    ``lean``: the decode loop's settings (``rollout.decode.lean_settings``); ``records`` are then its
+    per-response ``(query, response, logprobs, values)`` for ``RolloutCache``. Otherwise Hugging Face
+    ``generate`` (``generate_responses``: ``remove_padding``, ``length_sampler``, ``use_reference``).
+    Responses end after their first EOS (kept); ``return_prompt`` puts the query in front.
+    """
+    if engine is not None:
+        if settings is None:
+            from .vllm import SamplingSettings
+
+            settings = SamplingSettings.from_generation_kwargs(generation_kwargs, eos_token_id)
+        out = engine.generate([q.tolist() for q in queries], settings)
+        device = queries[0].device
+        responses = [r.to(device) for r in out.response_ids]
+        if return_prompt:
+            responses = [torch.cat([q, r]) for q, r in zip(queries, responses)]
+        return responses, [lp.to(device) for lp in out.logprobs], None
+    if lean is not None:
+        responses, records = generate_with_logprobs(model, queries, lean, pad_token_id=pad_token_id,
+                                                    eos_token_id=eos_token_id, batch_size=batch_size,
+                                                    return_prompt=return_prompt)
+        return responses, None, records
+    responses = generate_responses(model, queries, pad_token_id=pad_token_id, eos_token_id=eos_token_id,
+                                   batch_size=batch_size, return_prompt=return_prompt, remove_padding=remove_padding,
+                                   length_sampler=length_sampler, use_reference=use_reference,
+                                   generation_kwargs=generation_kwargs)
+    return responses, None, None
 
 
 def build_engine(config, model, dtype: str = "bfloat16"):
@@ -50,16 +91,11 @@ class Completions:
             self.synced_at = step
 
     def sample(self, model, queries: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
-        eos = self.tokenizer.eos_token_id
-        if self.engine is None:
-            responses = generate_responses(model, queries, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos,
-                                           batch_size=len(queries), return_prompt=False,
-                                           generation_kwargs=self.generation_kwargs)
-            return responses, None
-        out = self.engine.generate([q.tolist() for q in queries], self.settings)
-        device = queries[0].device
-        return [r.to(device) for r in out.response_ids], [lp.to(device) for lp in out.logprobs]
-
+        responses, engine_logprobs, _ = sample_responses(
+            model, queries, self.generation_kwargs, pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id, batch_size=len(queries), engine=self.engine,
+            settings=self.settings)
+        return responses, engine_logprobs
 
 def padded_rows(rows: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
     """The engine's per-row log-probs as a tensor shaped and typed like ``like`` (N, R), NaN-padded."""

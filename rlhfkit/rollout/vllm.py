@@ -258,11 +258,3 @@ def _v0_model(engine):
             return obj
     return None
 
-
-def engine_generate_responses(engine: VLLMRollout, queries: list[torch.Tensor], generation_kwargs: dict, *,
-                              eos_token_id=None, return_prompt: bool = True) -> list[torch.Tensor]:
-    """``PPOTrainer.generate``'s output (query + response, or the response) from a rollout engine."""
-    settings = SamplingSettings.from_generation_kwargs(generation_kwargs, eos_token_id)
-    out = engine.generate([q.tolist() for q in queries], settings)
-    device = queries[0].device
-    return [torch.cat([q, r.to(device)]) if return_prompt else r.to(device) for q, r in zip(queries, out.response_ids)]

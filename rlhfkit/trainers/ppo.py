@@ -25,8 +25,9 @@ from ..models import create_reference_model, is_peft_model, reference_context
 from ..models.compat import enable_checkpointing
 from ..models.fused import cpu_fp32_attention, fuse_activations
 from ..core import PPODecorators
-from ..rollout import build_batch, build_seq2seq_batch, forward_batch, generate_responses
-from ..rollout.decode import RolloutCache, generate_with_logprobs, lean_settings
+from ..rollout import build_batch, build_seq2seq_batch, forward_batch
+from ..rollout.decode import RolloutCache, lean_settings
+from ..rollout.sampling import sample_responses
 from . import ppo_stats, ppo_train
 from .mechanics import Mechanics, build_optimizer, set_seed
 from .ppo_batch import check_step_inputs, check_train_inputs, check_trainer_inputs, max_positions, vocab_size
@@ -198,24 +199,18 @@ class PPOTrainer:
                       length_sampler=length_sampler)
         model = self.accelerator.unwrap_model(self._train_model)
         if self.rollout_engine is not None and not generate_ref_response and length_sampler is None:
-            from ..rollout.vllm import engine_generate_responses
-            out = engine_generate_responses(self.rollout_engine, queries, generation_kwargs, eos_token_id=eos,
-                                            return_prompt=return_prompt)
-            return out[0].unsqueeze(0) if single else out
+            out, _, _ = sample_responses(model, queries, generation_kwargs, engine=self.rollout_engine, **kwargs)
+            return out[0].unsqueeze(0) if single else out  # the engine runs its own kernels: no autocast
         lean = self._lean_generation(model, generation_kwargs, length_sampler, remove_padding and not single)
         with self.mechanics.autocast():
-            if lean is not None:
-                out, records = generate_with_logprobs(model, queries, lean, pad_token_id=self.pad_token_id,
-                                                      eos_token_id=eos, batch_size=batch_size,
-                                                      return_prompt=return_prompt)
+            out, _, records = sample_responses(model, queries, generation_kwargs, lean=lean, **kwargs)
+            if records is not None:
                 self._rollout_cache.store(self._policy_version, records)
-            else:
-                out = generate_responses(model, queries, **kwargs, generation_kwargs=generation_kwargs)
             ref = None
             if generate_ref_response:
                 ref_model = self.ref_model if self.ref_model is not None else model
-                ref = generate_responses(ref_model, queries, use_reference=self.ref_model is None, **kwargs,
-                                         generation_kwargs=generation_kwargs)
+                ref, _, _ = sample_responses(ref_model, queries, generation_kwargs,
+                                             use_reference=self.ref_model is None, **kwargs)
         if single:
             out = out[0].unsqueeze(0)
             ref = ref[0].unsqueeze(0) if ref is not None else None

@@ -1,4 +1,4 @@
-"""One training loop (``loop``), shared mechanics, and one short file per method."""
+"""The engine (``mechanics``), the training loop on it (``loop``), and one recipe file per method."""
 
 from .config import LoopConfig
 from .dpo import DPOConfig, DPOTrainer

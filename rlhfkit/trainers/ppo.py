@@ -48,7 +48,8 @@ class PPOTrainer:
     ``(policy_optimizer, critic_optimizer)``, kept as ``trainer.optimizer`` and ``trainer.critic_optimizer``.
     FSDP needs one optimiser per model: there the two models are prepared apart, a single optimiser
     over both is refused, and without one each model gets its own Adam. DeepSpeed refuses a separate
-    critic) and ``ptx_dataset`` (texts or ``input_ids`` for the SFT loss mixed in with ``config.ptx_coef``) and ``rollout_engine`` (a
+    critic) and ``ptx_dataset`` (texts or ``input_ids`` for the SFT loss mixed in with
+    ``config.ptx_coef``) and ``rollout_engine`` (a
     ``rlhfkit.rollout.vllm.VLLMRollout``: ``generate`` samples with it, and every ``step`` pushes the
     updated weights into it; untested on GPU hardware, see docs/ppo.md).
     """

@@ -275,8 +275,10 @@ class Mechanics:
         ``skip_backward`` counts a micro-batch whose backward was deliberately skipped, so
         accumulation stays aligned. Parameters without a gradient are left alone by the
         optimiser (no momentum update). Returns the pre-clip gradient norm when clipping
-        is on, else None.
+        is on, else None. ``optimizer``: one, or a tuple of optimisers stepped together (one per
+        model where models are prepared apart); ``params`` are all of theirs, clipped as one.
         """
+        optimizers = optimizer if isinstance(optimizer, tuple) else (optimizer,)
         self._micro += int(skip_backward)
         if self._micro % self.gradient_accumulation_steps and not force:
             return None
@@ -291,15 +293,19 @@ class Mechanics:
             return None
         grad_norm = None
         if self.scaler is not None:
-            self.scaler.unscale_(optimizer)
+            for opt in optimizers:
+                self.scaler.unscale_(opt)
         if self.max_grad_norm is not None:
             grad_norm = self.accelerator.clip_grad_norm_(params, self.max_grad_norm)
+        for opt in optimizers:
+            if self.scaler is not None:
+                self.scaler.step(opt)
+            else:
+                opt.step()
         if self.scaler is not None:
-            self.scaler.step(optimizer)
             self.scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad()  # no argument: keeps a user's patched zero_grad (torch's default frees grads)
+        for opt in optimizers:
+            opt.zero_grad()  # no argument: keeps a user's patched zero_grad (torch's default frees grads)
         if scheduler is not None:
             scheduler.step()
         self._micro = 0

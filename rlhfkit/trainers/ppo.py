@@ -45,8 +45,12 @@ class PPOTrainer:
     the embeddings and first N layers (``create_reference_model``). ``optimizer`` and
     ``lr_scheduler`` become Accelerate's wrappers (``trainer.optimizer.optimizer`` is yours).
     rlhfkit extras (keyword-only): ``critic`` (a ``CriticModel`` used instead of the shared
-    value head, trained with ``config.critic_learning_rate``) and ``ptx_dataset`` (texts or
-    ``input_ids`` for the SFT loss mixed in with ``config.ptx_coef``) and ``rollout_engine`` (a
+    value head, trained with ``config.critic_learning_rate``; ``optimizer`` may then be a pair
+    ``(policy_optimizer, critic_optimizer)``, kept as ``trainer.optimizer`` and ``trainer.critic_optimizer``.
+    FSDP needs one optimiser per model: there the two models are prepared apart, a single optimiser
+    over both is refused, and without one each model gets its own Adam. DeepSpeed refuses a separate
+    critic) and ``ptx_dataset`` (texts or ``input_ids`` for the SFT loss mixed in with
+    ``config.ptx_coef``) and ``rollout_engine`` (a
     ``rlhfkit.rollout.vllm.VLLMRollout``: ``generate`` samples with it, and every ``step`` pushes the
     updated weights into it; untested on GPU hardware, see docs/ppo.md).
     """
@@ -70,6 +74,11 @@ class PPOTrainer:
             raise ValueError("critic_warmup_steps > 0 is not supported under DeepSpeed (its engine steps inside "
                              "backward(), before the policy's gradients could be dropped); set it to 0 or use "
                              "DDP/FSDP2")
+        if self.mechanics.deepspeed and critic is not None:
+            raise ValueError("a separate critic= is not supported under DeepSpeed: each DeepSpeed engine clips and "
+                             "steps its own model inside backward(), so the policy and the critic could not be "
+                             "clipped by their joint gradient norm as elsewhere; use FSDP2 or DDP, or the policy's "
+                             "shared value head (no critic=)")
         self.current_device = self.accelerator.device
         self.is_distributed = self.accelerator.num_processes > 1
         config.set_computed(world_size=self.accelerator.num_processes,
@@ -86,17 +95,27 @@ class PPOTrainer:
         PPODecorators.optimize_device_cache = config.optimize_device_cache
 
         self._setup_models(model, ref_model, critic, num_shared_layers)
-        optimizer = optimizer or self._default_optimizer()
+        optimizers = self._optimizers_for(optimizer)
         self.dataset = dataset
         self.data_collator = data_collator
         self.training_data_collator = training_data_collator
-        prepared = self.accelerator.prepare(*(m for m in (model, critic, optimizer) if m is not None))
-        self._train_model = prepared[0]
-        self._train_critic = prepared[1] if critic is not None else None
+        if critic is not None and self.mechanics.sharded:
+            # FSDP2 takes one model per prepare() call, each with the optimiser of its own parameters
+            self._train_model, policy_optimizer = self.accelerator.prepare(model, optimizers[0])
+            self._train_critic, critic_optimizer = self.accelerator.prepare(critic, optimizers[1])
+            optimizers = (policy_optimizer, critic_optimizer)
+        else:
+            prepared = self.accelerator.prepare(*(m for m in (model, critic) if m is not None), *optimizers)
+            self._train_model = prepared[0]
+            self._train_critic = prepared[1] if critic is not None else None
+            optimizers = prepared[-len(optimizers):]
         self._collect_params()  # FSDP2 swapped in sharded parameters: the lists taken above are stale
         self.mechanics.register_generate(self._train_model)  # generate() through FSDP2's root hooks
-        # Accelerate's wrappers, as TRL: `trainer.optimizer.optimizer` is the user's optimiser
-        self.optimizer = prepared[-1]
+        # Accelerate's wrappers, as TRL: `trainer.optimizer.optimizer` is the user's optimiser; with one
+        # optimiser per model, `trainer.critic_optimizer` is the critic's
+        self.optimizer = optimizers[0]
+        self.critic_optimizer = optimizers[1] if len(optimizers) > 1 else None
+        self._stepped = self.optimizer if self.critic_optimizer is None else tuple(optimizers)
         self.lr_scheduler = self.accelerator.prepare(lr_scheduler) if lr_scheduler is not None else None
         if self.ref_model is not None:
             self.ref_model.to(self.accelerator.device)
@@ -155,13 +174,44 @@ class PPOTrainer:
         self._policy_only_params = [p for p in self.policy_params if id(p) not in value_ids]
         self.params = self._policy_only_params + self.value_params
 
-    def _default_optimizer(self):
-        """Adam over the policy (with the shared head); a separate critic gets its own learning rate."""
+    def _optimizers_for(self, optimizer) -> tuple:
+        """The optimiser(s) to prepare: ``(one,)`` over every trained parameter, or ``(policy's, critic's)``.
+
+        A separate critic under FSDP is prepared apart from the policy, so each needs an optimiser over
+        its own parameters: a single optimiser over both is refused there. A pair
+        ``(policy_optimizer, critic_optimizer)`` is taken everywhere a separate critic trains.
+        """
+        split = self.critic is not None and self.mechanics.sharded
+        if isinstance(optimizer, (tuple, list)):
+            if self.critic is None or len(optimizer) != 2:
+                raise ValueError("optimizer=(policy_optimizer, critic_optimizer) is for a separate critic=; pass "
+                                 "one optimiser otherwise")
+            for opt, module, who in ((optimizer[0], self.model, "policy"), (optimizer[1], self.critic, "critic")):
+                mine = {id(p) for p in module.parameters()}
+                if any(id(p) not in mine for g in opt.param_groups for p in g["params"]):
+                    raise ValueError(f"optimizer=(policy_optimizer, critic_optimizer): the {who} optimiser updates "
+                                     f"parameters that are not the {who}'s")
+            return tuple(optimizer)
+        if optimizer is not None and split:
+            raise ValueError("under FSDP the policy and a separate critic are prepared apart, each "
+                             "with its own optimiser: pass optimizer=(policy_optimizer, critic_optimizer), one over "
+                             "model's trainable parameters and one over critic's, or no optimizer (PPOConfig's "
+                             "optimizer, learning_rate and critic_learning_rate then build both)")
+        if optimizer is not None:
+            return (optimizer,)
+        return self._default_optimizer(split)
+
+    def _default_optimizer(self, split: bool = False) -> tuple:
+        """Adam over the policy (with the shared head); a separate critic gets its own learning rate, in a
+        second parameter group (``split``: in an optimiser of its own)."""
         config = self.config
         groups = [{"params": self.policy_params, "lr": config.learning_rate}]
         if self.critic is not None:
             groups.append({"params": self.value_params, "lr": config.critic_learning_rate or config.learning_rate})
-        return build_optimizer(groups, config.optimizer, config.learning_rate, config.weight_decay)
+        if split:
+            return tuple(build_optimizer([g], config.optimizer, config.learning_rate, config.weight_decay)
+                         for g in groups)
+        return (build_optimizer(groups, config.optimizer, config.learning_rate, config.weight_decay),)
 
     # ------------------------------------------------------------------ construction: data
     def prepare_dataloader(self, dataset, data_collator=None) -> DataLoader:
@@ -360,7 +410,9 @@ class PPOTrainer:
                 stats = self._train_minibatch(batch.rows(idx), {k: v[idx] for k, v in rollout.items()}, warmup)
                 all_stats.append(stats)
                 if cfg.early_stopping and float(stats["policy/policykl"]) > 1.5 * cfg.target_kl:
-                    self.optimizer.zero_grad(set_to_none=True)
+                    for optimizer in (self.optimizer, self.critic_optimizer):
+                        if optimizer is not None:
+                            optimizer.zero_grad(set_to_none=True)
                     return all_stats
         return all_stats
 
@@ -396,7 +448,7 @@ class PPOTrainer:
             if critic_warmup:  # the value loss must not move the policy (a shared backbone) during warm-up
                 for p in self._policy_only_params:
                     p.grad = None
-        self.mechanics.optimizer_step(self.optimizer, self.params, skip_backward=skip)
+        self.mechanics.optimizer_step(self._stepped, self.params, skip_backward=skip)
         loss = torch.where(skipped, loss * 0.0, loss)
         zero = torch.zeros((), device=loss.device)
         return {
@@ -600,7 +652,7 @@ class PPOTrainer:
         self._set_train(True)
         loss_p, loss_v, stats = self.loss(old_logprobs, values, logits, vpreds, logprobs, mask, advantages, returns)
         self.mechanics.backward(loss_p + loss_v)
-        self.mechanics.optimizer_step(self.optimizer, self.params)
+        self.mechanics.optimizer_step(self._stepped, self.params)
         return stats
 
     def record_step_stats(self, kl_coef: float, **data) -> dict:

@@ -100,7 +100,8 @@ def run_ppo(method, out, bs, gas, tok):
     processes with bs=4 (gas=1) take one optimiser step per ``step()`` over the same 8 rows.
     Responses have one length and advantages are not whitened: both are per-process
     statistics (masked means over a minibatch, whitening over a local batch, as TRL 0.11),
-    and with them on, 2 processes are not one process with a bigger batch."""
+    and with them on, 2 processes are not one process with a bigger batch. Under FSDP2 and DeepSpeed a
+    separate critic gets an optimiser of its own (one Adam over both models elsewhere: the same updates)."""
     from rlhfkit import AutoModelForCausalLMWithValueHead, PPOConfig, PPOTrainer
     from rlhfkit.models import CriticModel
 
@@ -111,6 +112,10 @@ def run_ppo(method, out, bs, gas, tok):
                     whiten_advantages=False)
     params = [p for m in (model, critic) if m is not None for p in m.parameters()]
     optimizer = torch.optim.Adam(params, lr=LR, eps=ADAM_EPS)
+    sharded = any(os.environ.get(f"ACCELERATE_USE_{kind}", "false") == "true" for kind in ("FSDP", "DEEPSPEED"))
+    if critic is not None and sharded:  # prepared apart there, each model with its own optimiser
+        optimizer = (torch.optim.Adam(model.parameters(), lr=LR, eps=ADAM_EPS),
+                     torch.optim.Adam(critic.parameters(), lr=LR, eps=ADAM_EPS))
     trainer = PPOTrainer(cfg, model, tokenizer=tok, optimizer=optimizer, critic=critic)
     world, rank = trainer.accelerator.num_processes, trainer.accelerator.process_index
     gen = torch.Generator().manual_seed(1)

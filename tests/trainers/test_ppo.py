@@ -149,6 +149,54 @@ def test_separate_critic_and_critic_warmup(tiny_dirs):
     assert any(not torch.equal(v, policy_before[k]) for k, v in model.pretrained_model.state_dict().items())
 
 
+def _critic_run(tiny_dirs, optimizer=None, lr_critic=5e-3):
+    """Two PPO steps with a separate critic; ``optimizer(model, critic)`` builds the optimiser(s) to pass."""
+    torch.manual_seed(0)  # the value head's random initialisation
+    tok = AutoTokenizer.from_pretrained(tiny_dirs["gpt2"])
+    model = AutoModelForCausalLMWithValueHead.from_pretrained(tiny_dirs["gpt2"])
+    critic = CriticModel.from_pretrained(tiny_dirs["reward"])
+    cfg = PPOConfig(batch_size=4, mini_batch_size=2, learning_rate=1e-3, critic_learning_rate=lr_critic,
+                    max_grad_norm=0.5)
+    trainer = PPOTrainer(cfg, model, None, tok, critic=critic,
+                         optimizer=optimizer(model, critic) if optimizer is not None else None)
+    for seed in (0, 1):
+        trainer.step(*_rollouts(seed=seed))
+    return trainer, {**{f"p.{k}": v for k, v in model.state_dict().items()},
+                     **{f"c.{k}": v for k, v in critic.state_dict().items()}}
+
+
+def test_critic_with_one_optimiser_per_model_trains_as_one_optimiser(tiny_dirs, monkeypatch):
+    """Under FSDP the critic is prepared apart from the policy with an optimiser of its own (built from the
+    config, or the user's pair); the updates, clipped by the joint gradient norm, are those of one optimiser."""
+    from rlhfkit.trainers.mechanics import Mechanics
+
+    _, one = _critic_run(tiny_dirs)
+    pair = lambda m, c: (torch.optim.Adam(m.parameters(), lr=1e-3), torch.optim.Adam(c.parameters(), lr=5e-3))
+    single = lambda m, c: torch.optim.Adam([{"params": list(m.parameters()), "lr": 1e-3},
+                                            {"params": list(c.parameters()), "lr": 5e-3}])
+    _, user_one = _critic_run(tiny_dirs, single)
+    _, user_pair = _critic_run(tiny_dirs, pair)  # a pair is taken without FSDP too
+    monkeypatch.setattr(Mechanics, "sharded", property(lambda self: True))  # prepare() apart, as under FSDP
+    split, apart = _critic_run(tiny_dirs)
+    assert [g["lr"] for g in split.optimizer.param_groups] == [1e-3]
+    assert [g["lr"] for g in split.critic_optimizer.param_groups] == [5e-3]
+    for k, v in one.items():  # the default optimisers (fused Adam) ...
+        torch.testing.assert_close(apart[k], v, rtol=1e-6, atol=1e-7, msg=k)
+    for k, v in user_one.items():  # ... and the user's (torch's default Adam)
+        torch.testing.assert_close(user_pair[k], v, rtol=1e-6, atol=1e-7, msg=k)
+    with pytest.raises(ValueError, match=r"optimizer=\(policy_optimizer, critic_optimizer\)"):
+        _critic_run(tiny_dirs, single)
+
+
+def test_optimiser_pair_is_checked(tiny_dirs):
+    with pytest.raises(ValueError, match="the critic optimiser updates parameters that are not the critic's"):
+        _critic_run(tiny_dirs, lambda m, c: (torch.optim.Adam(m.parameters()), torch.optim.Adam(m.parameters())))
+    with pytest.raises(ValueError, match="is for a separate critic="):
+        trainer, tok = _make(tiny_dirs)
+        PPOTrainer(PPOConfig(batch_size=4, mini_batch_size=2), trainer.model, None, tok,
+                   optimizer=(torch.optim.Adam(trainer.model.parameters()),) * 2)
+
+
 def test_critic_warmup_with_shared_head_moves_only_the_head(tiny_dirs):
     trainer, _ = _make(tiny_dirs, critic_warmup_steps=1)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}

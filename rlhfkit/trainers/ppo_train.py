@@ -215,7 +215,9 @@ def save_checkpoint(trainer, path, save_total_limit: int | None = None, point: d
     return trainer.mechanics.save_checkpoint(
         path.parent, trainer.current_step, section="ppo", method_state=method, optimizer=trainer.optimizer,
         scheduler=trainer.lr_scheduler, writer=trainer.model_writer(), summary=summary, limit=save_total_limit,
-        rng=point["rng"], metrics_offset=point["metrics_offset"])
+        rng=point["rng"], metrics_offset=point["metrics_offset"],
+        extra={"critic_optimizer": trainer.critic_optimizer.state_dict()} if trainer.critic_optimizer is not None
+        else None)
 
 
 def load_checkpoint(trainer, path) -> None:
@@ -240,6 +242,11 @@ def load_checkpoint(trainer, path) -> None:
         if trainer.ptx is not None and ppo["ptx_consumed"] is not None:
             trainer.ptx.fast_forward(ppo["ptx_consumed"])
         trainer.current_step = ppo["current_step"]
+        if trainer.critic_optimizer is not None:  # the critic's own optimiser (one per model under FSDP2)
+            if "critic_optimizer" not in state:
+                raise ValueError(f"{path} holds one optimiser, this trainer has a policy and a critic optimiser; "
+                                 f"resume with the optimiser setting of the run that wrote it")
+            trainer.critic_optimizer.load_state_dict(state["critic_optimizer"])
 
     trainer.mechanics.restore(path, state, load_weights=load_weights, optimizer=trainer.optimizer,
                               scheduler=trainer.lr_scheduler, restore_method=restore_method,

@@ -338,3 +338,34 @@ def test_ratio_threshold_skips_the_update(tiny_dirs):
     stats = trainer.step(*_rollouts())
     assert stats["ppo/policy/skipped"] == 1.0 and stats["ppo/loss/total"] == 0.0
     assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+
+
+def test_a_critic_with_its_own_optimiser_resumes_exactly(tiny_dirs, tmp_path):
+    """With ``optimizer=(policy_optimizer, critic_optimizer)`` (as under FSDP2) the checkpoint also holds
+    the critic optimiser's state: a resumed run ends with the uninterrupted run's policy and critic."""
+    from safetensors.torch import load_file
+
+    tok = AutoTokenizer.from_pretrained(tiny_dirs["gpt2"])
+
+    def trainer():
+        model = AutoModelForCausalLMWithValueHead.from_pretrained(tiny_dirs["gpt2"])
+        critic = CriticModel.from_pretrained(tiny_dirs["reward"])
+        pair = (torch.optim.Adam(model.pretrained_model.parameters(), lr=1e-2),
+                torch.optim.Adam(critic.parameters(), lr=1e-2))
+        return PPOTrainer(PPOConfig(batch_size=4, mini_batch_size=2, seed=1), model, tokenizer=tok, optimizer=pair,
+                          critic=critic)
+
+    def reward(prompts, responses):
+        return [float(len(r) % 3) for r in responses]
+
+    prompts = [f"word{i} word{i + 1}" for i in range(8)]
+    run = dict(steps=4, save_steps=2, progress=False, generation_kwargs={"max_new_tokens": 4})
+    trainer().train(reward, prompts, output_dir=str(tmp_path / "a"), **run)
+    assert "critic_optimizer" in torch.load(tmp_path / "a" / "checkpoint-2" / "trainer_state.pt", weights_only=False)
+    import shutil
+
+    shutil.copytree(tmp_path / "a" / "checkpoint-2", tmp_path / "b" / "checkpoint-2")
+    trainer().train(reward, prompts, output_dir=str(tmp_path / "b"), resume_from_checkpoint="latest", **run)
+    for name in ("model.safetensors", "value_head.safetensors", "critic/model.safetensors"):
+        one, two = load_file(tmp_path / "a" / "final" / name), load_file(tmp_path / "b" / "final" / name)
+        assert all(torch.equal(one[k], two[k]) for k in one), name

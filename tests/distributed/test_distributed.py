@@ -94,15 +94,20 @@ LOOP_CASES = [("fsdp2.yaml", "FSDP"), pytest.param("zero2.yaml", "DEEPSPEED", ma
               pytest.param("zero3.yaml", "DEEPSPEED", marks=needs_deepspeed)]
 
 
-@pytest.mark.parametrize("method", ["sft", "reward", "dpo"])
-@pytest.mark.parametrize("config,kind", LOOP_CASES)
-def test_loop_trainers_two_processes_equal_one(tmp_path, one_process, config, kind, method):
+def _assert_saved_model_equals_one(tmp_path, one_process, config: str, kind: str, method: str):
+    """2 processes under ``config`` really ran as ``kind`` and saved the 1-process run's trained model."""
     world = _launch(config, method, tmp_path / "two")
     assert world["distributed_type"] == kind and world["num_processes"] == 2, world
     one = load_file(one_process(method) / "model.safetensors")
     two = load_file(tmp_path / "two" / "model.safetensors")
     _assert_trained(one, method)
     _assert_same(one, two)
+
+
+@pytest.mark.parametrize("method", ["sft", "reward", "dpo"])
+@pytest.mark.parametrize("config,kind", LOOP_CASES)
+def test_loop_trainers_two_processes_equal_one(tmp_path, one_process, config, kind, method):
+    _assert_saved_model_equals_one(tmp_path, one_process, config, kind, method)
 
 
 ONLINE_CASES = [("fsdp2.yaml", "grpo", "FSDP"), pytest.param("zero2.yaml", "rloo", "DEEPSPEED", marks=needs_deepspeed),
@@ -116,12 +121,7 @@ def test_online_trainers_two_processes_equal_one(tmp_path, one_process, config, 
     (FSDP2 swaps in sharded ones), the reference is copied before sharding, DeepSpeed is told the
     micro-batch, and the final model is gathered whole before it is saved. Completions come from a
     scripted engine (``train_tiny.ScriptedEngine``), the same rows whatever the processes' RNG."""
-    world = _launch(config, method, tmp_path / "two")
-    assert world["distributed_type"] == kind and world["num_processes"] == 2, world
-    one = load_file(one_process(method) / "model.safetensors")
-    two = load_file(tmp_path / "two" / "model.safetensors")
-    _assert_trained(one, method)
-    _assert_same(one, two)
+    _assert_saved_model_equals_one(tmp_path, one_process, config, kind, method)
 
 
 def _ppo_weights(out: Path) -> dict:

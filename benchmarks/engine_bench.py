@@ -5,12 +5,14 @@
 Each (trainer, checkout, repeat) is one fresh subprocess with that checkout first on ``PYTHONPATH``;
 checkouts alternate inside each repeat, so a slow minute of a busy machine hits both. The same
 workload for both: a GPT-2-shaped model of 4 layers x 256 hidden (vocabulary of
-``rlhfkit.testing.tiny_tokenizer``), dropout 0, fp32, 2 threads, one warm-up step then ``--steps``
+``rlhfkit.testing.tiny_tokenizer``), dropout 0, fp32, ``--threads`` torch threads (1 by default), one warm-up step then ``--steps``
 timed steps (from the log row of optimiser step 1 to that of the last step: set-up, the final save
 and the learning-curve figure are not timed). Small on purpose: per-step overhead of the engine (logging, bookkeeping,
 accumulation) is then a visible share of a step. Trainers: sft, reward, dpo, kto (the training
 loop), grpo, rloo (the online loop: 8 completions of 8 tokens per step), ppo (classic ``step`` on
-fixed rollouts of batch 8, mini-batch 4, 2 PPO epochs). Prints the median seconds per step of each
+fixed rollouts of batch 8, mini-batch 4, 2 PPO epochs). ``--clock cpu`` (the default) counts the
+process's CPU seconds, which other work on a shared machine barely moves; ``--clock wall`` counts elapsed
+seconds. Prints the median seconds per step of each
 side, the range, and after / before (> 1: the current checkout is slower).
 """
 
@@ -28,6 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINERS = ("sft", "reward", "dpo", "kto", "grpo", "rloo", "ppo")
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+CLOCK = CLOCKS["cpu"]
+THREADS = 1
 MODEL = dict(n_layer=4, n_embd=256, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
 
 
@@ -35,7 +40,7 @@ def child(trainer: str, steps: int) -> float:
     """One run in this process: seconds per optimiser step after the first."""
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     from rlhfkit.testing import hidden_rule_preferences, tiny_causal_lm, tiny_reward_model, tiny_tokenizer
 
     tok = tiny_tokenizer()
@@ -80,7 +85,7 @@ def child(trainer: str, steps: int) -> float:
 
     def timed_log(row, step):  # from the log row of optimiser step 1 to that of the last step
         if any(k.startswith("train/") for k in row):
-            clock.setdefault(step, time.perf_counter())
+            clock.setdefault(step, CLOCK())
         log(row, step)
 
     t.loop.mechanics.log = timed_log
@@ -100,10 +105,10 @@ def _ppo(tok, model, steps: int) -> float:
     responses = [torch.randint(10, 300, (16,), generator=gen) for _ in range(8)]
     scores = [torch.randn((), generator=gen) for _ in range(8)]
     trainer.step(queries, responses, scores)  # warm-up
-    start = time.perf_counter()
+    start = CLOCK()
     for _ in range(steps):
         trainer.step(queries, responses, scores)
-    return (time.perf_counter() - start) / steps
+    return (CLOCK() - start) / steps
 
 
 def main() -> None:
@@ -112,8 +117,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--trainers", default=",".join(TRAINERS))
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
+                   help="cpu: the process's CPU seconds (all its threads), steady on a machine shared with other "
+                        "work; wall: elapsed seconds, right on an idle machine")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of each run (the same for both checkouts)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
+    global CLOCK, THREADS
+    CLOCK, THREADS = CLOCKS[args.clock], args.threads
     if args.child:
         print(json.dumps({"seconds_per_step": child(args.child, args.steps)}))
         return
@@ -125,15 +136,17 @@ def main() -> None:
         for trainer in args.trainers.split(","):
             order = list(sides) if repeat % 2 == 0 else list(sides)[::-1]
             for side in order:
-                env = {**os.environ, "PYTHONPATH": str(sides[side]), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2",
+                env = {**os.environ, "PYTHONPATH": str(sides[side]), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads),
                        "TOKENIZERS_PARALLELISM": "false"}
-                done = subprocess.run([sys.executable, __file__, "--child", trainer, "--steps", str(args.steps)],
+                done = subprocess.run([sys.executable, __file__, "--child", trainer, "--steps", str(args.steps),
+                                       "--clock", args.clock, "--threads", str(args.threads)],
                                       env=env, capture_output=True, text=True, cwd=sides[side])
                 if done.returncode:
                     raise SystemExit(f"{side} {trainer} failed:\n{done.stderr[-3000:]}")
                 value = json.loads(done.stdout.strip().splitlines()[-1])["seconds_per_step"]
                 times[(trainer, side)].append(value)
                 print(f"repeat {repeat + 1} {trainer:6s} {side:6s} {value * 1000:8.1f} ms/step", file=sys.stderr)
+    print(f"{args.clock} clock, {args.threads} thread(s), {args.repeats} repeats x {args.steps} steps")
     print(f"| trainer | before ms/step (median, range) | after ms/step (median, range) | after / before |")
     print("|---|---|---|---|")
     for trainer in args.trainers.split(","):

@@ -1,10 +1,14 @@
-"""Prompts -> responses -> tensors the online methods share.
+"""Prompts -> responses -> scores -> tensors: what every method that samples shares (PPO, GRPO, RLOO, eval).
 
-``generate``: responses from Hugging Face ``generate``; ``decode``: a lean sampling loop that keeps
-each token's log-prob; ``vllm``: the optional vLLM engine (imported only when used).
-``batch``: the typed rollout (``RolloutBatch``) and its layout. ``logprobs``: token
-log-probs over a region, with the package's one ``logits_to_keep`` check. ``evaluate``: held-out
-evaluation of a policy (``evaluate_policy``) and the sample-and-score step training shares with it.
+``prompts``: the one prompt reader (``load_prompts``, ``.txt`` included) and the seeded prompt sampler.
+``sampling``: ``sample_responses``, the one dispatcher over the three ways to sample: ``generate``
+(Hugging Face ``generate``), ``decode`` (a lean sampling loop that keeps each token's log-prob and
+value) and ``vllm`` (the optional vLLM engine, imported only when used).
+``rewards``: reward functions and reward-model scoring with TRL's contract (``load_reward_funcs``, ``score``).
+``batch``: the typed rollout (``RolloutBatch``, ``build_batch``) and its layout. ``logprobs``: token
+log-probs over a region (``token_logprobs``, PPO's ``forward_batch``), with the package's one
+``logits_to_keep`` check. ``evaluate``: held-out evaluation of a policy (``evaluate_policy``) and the
+sample-and-score step training shares with it.
 """
 
 from .batch import RolloutBatch, Seq2SeqRolloutBatch, build_batch, build_seq2seq_batch

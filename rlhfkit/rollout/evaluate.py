@@ -5,8 +5,9 @@
     row = evaluate_policy(sample, reward_funcs, prompts, columns, num_generations=4, batch_size=16)
     row["eval/reward"], row["eval/reward_std"], row["eval/completions/mean_length"], ...
 
-``sample_and_score`` draws G completions for each prompt through ``sampling.Completions`` (the one
-dispatcher between Hugging Face ``generate`` and a rollout engine) and scores them with
+``sample_and_score`` draws G completions for each prompt through ``sampling.Completions`` (over
+``sampling.sample_responses``, the one dispatcher between Hugging Face ``generate`` and a rollout
+engine) and scores them with
 ``rewards.score``; the online trainers' rollouts (``trainers.online.OnlineRun``) and
 ``evaluate_policy`` both use it, so an evaluation samples exactly as training does.
 ``evaluate_policy`` draws from the global RNG; wrap it (``trainers.checkpoint.rng_preserved``)

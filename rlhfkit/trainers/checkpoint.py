@@ -1,4 +1,4 @@
-"""One checkpoint layout and one resume path for every trainer (the loop's SFT/reward/DPO and PPO).
+"""One checkpoint layout and one resume path for every trainer (SFT, reward, DPO, KTO, GRPO, RLOO, PPO).
 
 ``output_dir/checkpoint-<step>/`` holds:
 

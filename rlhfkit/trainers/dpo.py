@@ -1,4 +1,4 @@
-"""Direct preference optimisation and its family, on the one training loop.
+"""Direct preference optimisation and its family, on the training loop (``loop.TrainLoop``).
 
     DPOTrainer(model="runs/sft", args=DPOConfig(output_dir="runs/dpo", beta=0.1, loss_type="sigmoid"),
                train_dataset="data/prefs.jsonl").train()

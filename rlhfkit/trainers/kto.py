@@ -1,4 +1,4 @@
-"""KTO: alignment from unpaired thumbs-up / thumbs-down feedback, on the one training loop.
+"""KTO: alignment from unpaired thumbs-up / thumbs-down feedback, on the training loop (``loop.TrainLoop``).
 
     KTOTrainer(model="runs/sft", args=KTOConfig(output_dir="runs/kto", beta=0.1),
                train_dataset="data/feedback.jsonl").train()

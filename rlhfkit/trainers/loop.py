@@ -1,11 +1,12 @@
-"""The one training loop: batches -> ``step_fn`` -> optimiser, with everything around it.
+"""The training loop of the methods trained on a dataset: batches -> ``step_fn`` -> optimiser, on the engine.
 
-A method (SFT, reward, DPO) supplies a tokenized dataset, a collator and
-``step_fn(model, batch) -> (loss, metrics)``; ``TrainLoop`` owns the rest: Accelerate
-(devices, processes), mixed precision, gradient accumulation and clipping, AdamW with a
-warm-up schedule, the progress bar, metrics (JSONL, TensorBoard, W&B), periodic
-evaluation, atomic checkpoints, and exact resume (model, optimiser, scheduler, RNG and
-position in the data; layout in ``checkpoint``). It is used by composition, never subclassed.
+A method (SFT, reward, DPO, KTO) supplies a tokenized dataset, a collator and
+``step_fn(model, batch) -> (loss, metrics)``; ``TrainLoop`` runs the epochs and steps and drives
+``mechanics.Mechanics`` for the rest: Accelerate (devices, processes), mixed precision, gradient
+accumulation and clipping, the optimiser (``optim``, AdamW by default) with its warm-up schedule,
+the progress bar, metrics (JSONL, TensorBoard, W&B) and atomic checkpoints. The loop adds periodic
+evaluation and exact resume (model, optimiser, scheduler, RNG, position in the data and log window;
+layout in ``checkpoint``). It is used by composition, never subclassed.
 
 Shuffling is re-seeded from ``seed + epoch`` at each epoch, so the order of the data is a
 function of the epoch alone and a resumed run sees the same batches as an uninterrupted one.

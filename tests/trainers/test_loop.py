@@ -1,4 +1,4 @@
-"""The one training loop: resume exactness, accumulation, atomic checkpoints, processes."""
+"""TrainLoop (the loop of SFT, reward, DPO and KTO): resume exactness, accumulation, atomic checkpoints, processes."""
 
 import json
 import os

@@ -189,11 +189,12 @@ class ActorCritic(nn.Module):
         return out
 
     # ------------------------------------------------------------------ save / load
-    def save_pretrained(self, folder) -> None:
-        """``policy_config.json`` + ``policy.safetensors`` (written to temp names, then renamed)."""
+    def save_pretrained(self, folder, state_dict: dict | None = None) -> None:
+        """``policy_config.json`` + ``policy.safetensors`` (written to temp names, then renamed).
+        ``state_dict``: the weights to write instead of the module's own (the engine's model writer)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in (state_dict or self.state_dict()).items()}
         save_file(state, str(folder / (WEIGHTS_FILE + ".tmp")))
         (folder / (CONFIG_FILE + ".tmp")).write_text(json.dumps(self.spec, indent=2))
         os.replace(folder / (WEIGHTS_FILE + ".tmp"), folder / WEIGHTS_FILE)

@@ -46,6 +46,13 @@ class ControlConfig:
     clip_reward: float = f(10.0, "Clip scaled rewards to [-clip_reward, clip_reward].")
     bootstrap_truncated: bool = f(True, "At a time-limit truncation, add gamma * V(final observation) to the "
                                         "reward instead of treating the end as terminal.")
+    save_steps: int = f(0, "Write a checkpoint every this many environment steps, at the end of the first "
+                           "iteration at or after each multiple, named checkpoint-<global_step> (0: only the final "
+                           "policy/).")
+    save_total_limit: int | None = f(None, "Keep at most this many checkpoints (oldest deleted first).")
+    resume_from_checkpoint: str | None = f(None, "A checkpoint-<global_step> folder to resume from, or 'latest' for "
+                                                 "the newest in output_dir; the run continues exactly as if never "
+                                                 "stopped (same config).")
     torch_threads: int = f(1, "CPU threads for PyTorch (small networks run fastest on one).")
     tensorboard: bool = f(True, "Write TensorBoard logs to output_dir/tensorboard.")
     progress: bool = f(True, "Show a progress bar.")
@@ -53,12 +60,14 @@ class ControlConfig:
     def __post_init__(self):
         check_field_types(self)  # "ten" where a number belongs -> ConfigError naming the field
         c = Checks(self)
-        c.at_least(1, "total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads")
+        c.at_least(1, "total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads",
+                   "save_total_limit")
+        c.at_least(0, "save_steps")
         c.positive("learning_rate", "clip_coef", "max_grad_norm", "clip_obs", "clip_reward", "fixed_std", "target_kl")
         c.within("gamma", 0, 1)
         c.within("gae_lambda", 0, 1)
         c.choice("activation", ("tanh", "relu"))
-        c.non_empty("env_id", "output_dir")
+        c.non_empty("env_id", "output_dir", "resume_from_checkpoint")
         if not self.hidden_sizes or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0
                                             for h in self.hidden_sizes):
             c.fail("hidden_sizes", f"must be a non-empty list of positive integers, got {self.hidden_sizes!r}")

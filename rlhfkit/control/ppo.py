@@ -7,30 +7,49 @@ surrogate), ``algos.value_loss`` (clipped value loss), ``algos.entropy_bonus`` a
 ``algos.masked_whiten`` (advantage whitening). The mapping to RLHF: an action is a token, an
 episode is a response, the environment's reward is the reward model's score.
 Hyper-parameters follow cleanrl's ``ppo.py`` / ``ppo_continuous_action.py`` (Huang et al. 2022).
+
+The mechanics are the LLM trainers' engine, ``trainers.mechanics.Mechanics``, used by composition:
+backward, gradient clipping and the optimiser step, metric rows (``metrics.jsonl`` and TensorBoard),
+the progress bar, checkpoints and exact resume, the final save and the learning curve. The model
+stays a plain module on the CPU (no ``prepare``: tiny MLPs stepped beside NumPy environments).
+A checkpoint is taken at the end of an iteration and holds everything the next one starts from:
+weights (with the observation normaliser), Adam, the sampling/shuffle generator, every environment
+object (pickled: its physics state, its RNG, its time-limit counter, so an episode in progress
+continues), the current observations, the running episode returns and lengths, the reward
+scaler, and the global RNGs.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from safetensors.torch import load_file
 
-from .. import algos, plot
-from .agent import ActorCritic
+from .. import algos
+from ..trainers.mechanics import Mechanics
+from .agent import CONFIG_FILE, WEIGHTS_FILE, ActorCritic
 from .config import ControlConfig
 
+TRAINER = "control"  # the checkpoint's section and trainer name
 
-def make_envs(cfg: ControlConfig) -> gym.vector.SyncVectorEnv:
-    """``num_envs`` copies of ``env_id``; a finished episode resets in the same step (its last
-    observation is in ``info["final_obs"]``), so every stored transition is a real one."""
-    check_env_id(cfg.env_id)
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make(cfg.env_id) for _ in range(cfg.num_envs)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+def make_envs(cfg: ControlConfig, restored: list | None = None) -> gym.vector.SyncVectorEnv:
+    """``num_envs`` copies of ``env_id`` (or the ``restored`` environment objects of a checkpoint); a
+    finished episode resets in the same step (its last observation is in ``info["final_obs"]``), so
+    every stored transition is a real one. In this mode the vector env keeps no state of its own
+    between steps: its environments are the whole state."""
+    if restored is None:
+        check_env_id(cfg.env_id)
+        fns = [lambda: gym.make(cfg.env_id) for _ in range(cfg.num_envs)]
+    else:
+        fns = [lambda env=env: env for env in restored]
+    envs = gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     space = envs.single_action_space
     if not isinstance(space, (gym.spaces.Discrete, gym.spaces.Box)):
         raise ValueError(f"{cfg.env_id}: action space {space} is neither Discrete nor Box")
@@ -64,6 +83,13 @@ class RewardScaler:
         self.returns = np.zeros(num_envs)
         self.moments = algos.RunningMoments()
         self.gamma, self.clip = gamma, clip
+
+    def state_dict(self) -> dict:
+        return {"returns": self.returns.copy(), "moments": self.moments.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.returns = np.array(state["returns"], dtype=np.float64)
+        self.moments.load_state_dict(state["moments"])
 
     def __call__(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
         self.returns = self.returns * self.gamma + rewards
@@ -110,8 +136,9 @@ def collect(cfg, envs, agent, state, scaler, gen, log_episode):
     return {k: torch.stack(v) for k, v in buf.items()}, last_values
 
 
-def update(cfg, agent, optimizer, roll, last_values, gen) -> dict:
-    """GAE over the window, then ``update_epochs`` x ``num_minibatches`` clipped PPO steps."""
+def update(cfg, agent, optimizer, mechanics: Mechanics, params, roll, last_values, gen) -> dict:
+    """GAE over the window, then ``update_epochs`` x ``num_minibatches`` clipped PPO steps (backward,
+    clipping to ``max_grad_norm`` and the optimiser step by ``mechanics``)."""
     ones = torch.ones_like(roll["rewards"].T)  # (N, T)
     advantages, returns = algos.gae(roll["rewards"].T, roll["values"].T, ones, cfg.gamma, cfg.gae_lambda,
                                     last_values=last_values, dones=roll["dones"].T)  # (N, T) each
@@ -132,10 +159,8 @@ def update(cfg, agent, optimizer, roll, last_values, gen) -> dict:
                                           cfg.clip_coef if cfg.clip_vloss else float("inf"))
             ent_loss = algos.entropy_bonus(entropy[None], m, cfg.ent_coef)
             loss = pg_loss + cfg.vf_coef * v_loss + ent_loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
-            optimizer.step()
+            mechanics.backward(loss)
+            mechanics.optimizer_step(optimizer, params)  # clip, step, zero the gradients
             for key, value in (("loss/policy", pg_loss), ("loss/value", v_loss), ("loss/entropy", entropy.mean()),
                                ("approx_kl", pg["approxkl"]), ("clipfrac", pg["clipfrac"])):
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
@@ -153,71 +178,155 @@ def update(cfg, agent, optimizer, roll, last_values, gen) -> dict:
 
 
 def train_control(cfg: ControlConfig) -> list[dict]:
-    """Train, write ``metrics.jsonl`` / TensorBoard / ``learning_curve.png`` / ``policy/``; return the
-    per-episode rows (``global_step``, ``episodic_return``, ``episodic_length``)."""
-    torch.set_num_threads(cfg.torch_threads)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    envs = make_envs(cfg)
-    agent = build_agent(cfg, envs)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.learning_rate, eps=1e-5)
-    norm_reward = cfg.normalize_reward if cfg.normalize_reward is not None else not agent.discrete
-    scaler = RewardScaler(cfg.num_envs, cfg.gamma, cfg.clip_reward) if norm_reward else None
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    writer = _tensorboard(out) if cfg.tensorboard else None
-    episodes: list[dict] = []
-    metrics = (out / "metrics.jsonl").open("w")
-
-    def log_episode(step: int, ret: float, length: int) -> None:
-        row = {"global_step": step, "episodic_return": ret, "episodic_length": length}
-        episodes.append(row)
-        metrics.write(json.dumps(row) + "\n")
-        if writer is not None:
-            writer.add_scalar("charts/episodic_return", ret, step)
-            writer.add_scalar("charts/episodic_length", length, step)
-
-    obs, _ = envs.reset(seed=cfg.seed)
-    state = {"obs": obs, "global_step": 0, "ep_return": np.zeros(cfg.num_envs), "ep_length": np.zeros(cfg.num_envs, int)}
-    iterations = max(1, cfg.total_timesteps // cfg.batch_size)
-    bar = tqdm(total=iterations * cfg.batch_size, desc=f"ppo {cfg.env_id}", disable=not cfg.progress,
-               dynamic_ncols=True, unit="step")
-    start = time.perf_counter()
-    try:
-        for it in range(iterations):
-            if cfg.anneal_lr:
-                optimizer.param_groups[0]["lr"] = cfg.learning_rate * (1.0 - it / iterations)
-            roll, last_values = collect(cfg, envs, agent, state, scaler, gen, log_episode)
-            stats = update(cfg, agent, optimizer, roll, last_values, gen)
-            stats.update(global_step=state["global_step"], iteration=it + 1,
-                         learning_rate=optimizer.param_groups[0]["lr"],
-                         sps=state["global_step"] / (time.perf_counter() - start))
-            metrics.write(json.dumps(stats) + "\n")
-            metrics.flush()
-            if writer is not None:
-                for key, value in stats.items():
-                    if key not in ("global_step", "iteration"):
-                        writer.add_scalar(key if "/" in key else f"charts/{key}", value, state["global_step"])
-            bar.update(cfg.batch_size)
-            recent = [e["episodic_return"] for e in episodes[-20:]]
-            if recent:
-                bar.set_postfix(ret=f"{np.mean(recent):.1f}", sps=f"{stats['sps']:.0f}")
-    finally:
-        bar.close()
-        metrics.close()
-        envs.close()
-        if writer is not None:
-            writer.close()
-    agent.save_pretrained(out / "policy")
-    plot.learning_curve(out, title=cfg.env_id)  # episodic return from metrics.jsonl, with its 20-episode mean
-    return episodes
+    """Train, write ``metrics.jsonl`` / TensorBoard / ``learning_curve.png`` / ``policy/`` (and
+    ``checkpoint-<global_step>/`` every ``save_steps``); return this call's per-episode rows
+    (``global_step``, ``episodic_return``, ``episodic_length``). ``resume_from_checkpoint`` continues
+    a run from a checkpoint exactly."""
+    return ControlRun(cfg).train()
 
 
-def _tensorboard(out: Path):
-    from torch.utils.tensorboard import SummaryWriter
+def _tracker_name(key: str) -> str | None:
+    """A metric's TensorBoard tag: grouped as cleanrl does (``loss/*`` as they are, the rest under
+    ``charts/``); the iteration counter is not drawn."""
+    if key == "iteration":
+        return None
+    return key if "/" in key else f"charts/{key}"
 
-    return SummaryWriter(str(out / "tensorboard"))
+
+class ControlRun:
+    """One run of control PPO: environments, actor-critic, Adam and the engine; see the module docstring."""
+
+    def __init__(self, cfg: ControlConfig):
+        torch.set_num_threads(cfg.torch_threads)
+        torch.manual_seed(cfg.seed)
+        self.cfg, self.output_dir = cfg, Path(cfg.output_dir)
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # action sampling and minibatch shuffles
+        self.envs = make_envs(cfg)
+        if cfg.save_steps:
+            self._check_picklable()
+        self.agent = build_agent(cfg, self.envs)
+        self.optimizer = torch.optim.Adam(self.agent.parameters(), lr=cfg.learning_rate, eps=1e-5)
+        self.params = Mechanics.trainable_params(self.agent, self.optimizer)
+        norm_reward = cfg.normalize_reward if cfg.normalize_reward is not None else not self.agent.discrete
+        self.scaler = RewardScaler(cfg.num_envs, cfg.gamma, cfg.clip_reward) if norm_reward else None
+        # Accelerate's TensorBoard tracker writes to logging_dir/<project name>: output_dir/tensorboard
+        self.mechanics = Mechanics(max_grad_norm=cfg.max_grad_norm, log_with="tensorboard" if cfg.tensorboard else None,
+                                   logging_dir=str(self.output_dir), tracker_project_name="tensorboard",
+                                   tracker_config=cfg.to_dict(), step_key="global_step", tracker_name=_tracker_name)
+        obs, _ = self.envs.reset(seed=cfg.seed)
+        self.state = {"obs": obs, "global_step": 0, "ep_return": np.zeros(cfg.num_envs),
+                      "ep_length": np.zeros(cfg.num_envs, int)}
+        self.iterations = max(1, cfg.total_timesteps // cfg.batch_size)
+        self.iteration = 0
+        self.episodes: list[dict] = []  # this call's episode rows
+        self.updates: list[dict] = []   # this call's update rows
+
+    def train(self) -> list[dict]:
+        cfg, mech = self.cfg, self.mechanics
+        try:
+            mech.start(self.output_dir, cfg.resume_from_checkpoint, self.load_checkpoint,
+                       lambda: self.state["global_step"])
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            self._loop()
+        except BaseException:
+            mech.end()
+            raise
+        finally:
+            self.envs.close()
+        mech.save_model(self.output_dir / "policy", mech.model_writer(self.agent))
+        mech.finish(self.output_dir, title=cfg.env_id)  # episodic return from metrics.jsonl, with its 20-episode mean
+        return self.episodes
+
+    def _loop(self) -> None:
+        cfg, state = self.cfg, self.state
+        bar = self.mechanics.progress(self.iterations * cfg.batch_size, self.iteration * cfg.batch_size,
+                                      f"ppo {cfg.env_id}", disable=not cfg.progress, unit="step")
+        start, start_step = time.perf_counter(), state["global_step"]
+        try:
+            while self.iteration < self.iterations:
+                if cfg.anneal_lr:
+                    self.optimizer.param_groups[0]["lr"] = cfg.learning_rate * (1.0 - self.iteration / self.iterations)
+                finished: list[tuple[int, dict]] = []  # (global_step, row) of the episodes that end in this rollout
+                roll, last_values = collect(cfg, self.envs, self.agent, state, self.scaler, self.gen,
+                                            lambda step, ret, length: finished.append(
+                                                (step, {"episodic_return": ret, "episodic_length": length})))
+                self.mechanics.record_rows(finished, self.episodes)
+                stats = update(cfg, self.agent, self.optimizer, self.mechanics, self.params, roll, last_values,
+                               self.gen)
+                self.iteration += 1
+                stats.update(iteration=self.iteration, learning_rate=self.optimizer.param_groups[0]["lr"],
+                             sps=(state["global_step"] - start_step) / (time.perf_counter() - start))
+                self.mechanics.record(stats, state["global_step"], self.updates, console=False)
+                bar.update(cfg.batch_size)
+                recent = [e["episodic_return"] for e in self.episodes[-20:]]
+                if recent:
+                    bar.set_postfix(ret=f"{np.mean(recent):.1f}", sps=f"{stats['sps']:.0f}")
+                step = state["global_step"]
+                if cfg.save_steps and (step - cfg.batch_size) // cfg.save_steps != step // cfg.save_steps:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _check_picklable(self) -> None:
+        """A checkpoint holds the environment objects themselves; refuse at the start, not at the first save."""
+        try:
+            pickle.dumps(self.envs.envs)
+        except (pickle.PicklingError, TypeError, AttributeError) as err:
+            raise ValueError(f"save_steps={self.cfg.save_steps}: the {self.cfg.env_id} environments cannot be "
+                             f"pickled into a checkpoint ({err}); set save_steps=0 to train without "
+                             f"checkpoints") from None
+
+    def save_checkpoint(self) -> Path:
+        """``output_dir/checkpoint-<global_step>`` at the end of an iteration (the policy files, loadable with
+        ``ActorCritic.from_pretrained``, plus ``trainer_state.pt``/``.json``), written atomically."""
+        cfg, step = self.cfg, self.state["global_step"]
+        method = {"iteration": self.iteration, "global_step": step, "obs": self.state["obs"].copy(),
+                  "ep_return": self.state["ep_return"].copy(), "ep_length": self.state["ep_length"].copy(),
+                  "envs": pickle.dumps(self.envs.envs), "generator": self.gen.get_state(),
+                  "reward_scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                  "env_id": cfg.env_id, "num_envs": cfg.num_envs, "gymnasium": gym.__version__}
+        summary = {"trainer": TRAINER, "global_step": step, "iteration": self.iteration, "config": cfg.to_dict()}
+        return self.mechanics.save_checkpoint(
+            self.output_dir, step, section=TRAINER, method_state=method, optimizer=self.optimizer, scheduler=None,
+            writer=self.mechanics.model_writer(self.agent), summary=summary, limit=cfg.save_total_limit)
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore what ``save_checkpoint`` wrote into this freshly built run (same config)."""
+        path, cfg = Path(path), self.cfg
+        state = self.mechanics.read_checkpoint(path, TRAINER, TRAINER)
+        saved = state[TRAINER]
+        for name in ("env_id", "num_envs"):
+            if saved[name] != getattr(cfg, name):
+                raise ValueError(f"{path} was trained with {name}={saved[name]!r}, this run has "
+                                 f"{name}={getattr(cfg, name)!r}; resume with the same {name} (or start a new "
+                                 f"output_dir)")
+        if (saved["reward_scaler"] is None) != (self.scaler is None):
+            raise ValueError(f"{path} was trained with reward normalisation {'off' if saved['reward_scaler'] is None else 'on'}, "
+                             f"this run has it {'on' if self.scaler is not None else 'off'}; resume with the same "
+                             f"normalize_reward")
+
+        def load_weights(folder: Path) -> None:
+            spec = json.loads((folder / CONFIG_FILE).read_text())
+            differ = sorted(k for k in spec if spec[k] != self.agent.spec.get(k))
+            if differ:
+                raise ValueError(f"{folder / CONFIG_FILE}: the policy differs from this run's in {', '.join(differ)}; "
+                                 f"resume with the config that wrote the checkpoint")
+            self.agent.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+
+        def restore_method(state: dict) -> None:
+            self.envs.close()
+            self.envs = make_envs(cfg, pickle.loads(saved["envs"]))
+            self.iteration = saved["iteration"]
+            self.state.update(global_step=saved["global_step"], obs=saved["obs"].copy(),
+                              ep_return=saved["ep_return"].copy(), ep_length=saved["ep_length"].copy())
+            self.gen.set_state(saved["generator"])
+            if self.scaler is not None:
+                self.scaler.load_state_dict(saved["reward_scaler"])
+
+        self.mechanics.restore(path, state, load_weights=load_weights, optimizer=self.optimizer, scheduler=None,
+                               restore_method=restore_method, step=lambda: self.state["global_step"])
 
 
 def evaluate_policy(policy: ActorCritic, env_id: str, episodes: int = 10, seed: int = 1000) -> list[float]:

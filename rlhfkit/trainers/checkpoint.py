@@ -228,11 +228,11 @@ def metrics_size(path) -> int | None:
     return os.path.getsize(path) if path is not None and os.path.exists(path) else None
 
 
-def truncate_metrics(path, offset: int | None, step: int) -> None:
+def truncate_metrics(path, offset: int | None, step: int, key: str = "step") -> None:
     """Drop the rows a killed run logged after the checkpoint, so each step appears once.
 
-    ``offset`` (the file size at the checkpoint) cuts exactly; rows with a step above the
-    checkpoint's are dropped in any case (a metrics file from elsewhere, or no offset).
+    ``offset`` (the file size at the checkpoint) cuts exactly; rows whose step (``row[key]``) is above
+    the checkpoint's, or missing, are dropped in any case (a metrics file from elsewhere, or no offset).
     """
     if path is None or not os.path.exists(path):
         return
@@ -240,16 +240,16 @@ def truncate_metrics(path, offset: int | None, step: int) -> None:
     if offset is not None and os.path.getsize(path) >= offset:
         os.truncate(path, offset)
     lines = path.read_bytes().splitlines(keepends=True)
-    kept = [line for line in lines if _row_step(line) is not None and _row_step(line) <= step]
+    kept = [line for line in lines if _row_step(line, key) is not None and _row_step(line, key) <= step]
     if len(kept) != len(lines):
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_bytes(b"".join(kept))
         os.replace(tmp, path)
 
 
-def _row_step(line: bytes) -> int | None:
+def _row_step(line: bytes, key: str = "step") -> int | None:
     try:
-        return int(json.loads(line)["step"])
+        return int(json.loads(line)[key])
     except (ValueError, KeyError, TypeError):  # a half-written last line of a killed run
         return None
 

@@ -127,9 +127,14 @@ class Mechanics:
                  max_grad_norm: float | None = None, log_with: str | list | None = None,
                  logging_dir: str | None = None, accelerator_kwargs: dict | None = None,
                  tracker_project_name: str = "rlhfkit", tracker_config: dict | None = None,
-                 tracker_kwargs: dict | None = None, jsonl: bool = True, micro_batch_size: int | None = None):
+                 tracker_kwargs: dict | None = None, jsonl: bool = True, micro_batch_size: int | None = None,
+                 step_key: str = "step", tracker_name: Callable[[str], str | None] | None = None):
         """``log_with``: Accelerate tracker name(s) ('tensorboard', 'wandb'); 'jsonl' or None for none.
         ``jsonl``: also append every log call to ``logging_dir/metrics.jsonl``.
+        ``step_key``: the name of the step counter in each ``metrics.jsonl`` row and ``record``'s history (control
+        PPO counts ``global_step``, environment steps); a resume cuts the file back by it.
+        ``tracker_name(key) -> name or None``: a metric's name in the trackers where it differs from its name in
+        ``metrics.jsonl`` (None: not sent to the trackers); default: the same name.
         ``micro_batch_size``: rows per backward on one process; DeepSpeed's config needs it
         (its ``train_micro_batch_size_per_gpu``), other modes ignore it.
         A ``run_name`` in ``tracker_config`` (the training configs have one) names the run in W&B and
@@ -164,6 +169,7 @@ class Mechanics:
         self.max_grad_norm = max_grad_norm
         self.gradient_accumulation_steps = gradient_accumulation_steps
         self.logging_dir = Path(logging_dir) if logging_dir and jsonl else None
+        self.step_key, self.tracker_name = step_key, tracker_name
         self._micro = 0
         if trackers is not None:
             self.accelerator.init_trackers(tracker_project_name, config=_jsonable(tracker_config or {}),
@@ -327,13 +333,23 @@ class Mechanics:
 
     def log(self, metrics: dict, step: int) -> None:
         """Scalars to the trackers and, on the main process, one JSON line per call."""
-        scalars = {k: v for k, v in ((k, _scalar(v)) for k, v in metrics.items()) if v is not None}
-        if self.accelerator.trackers:
-            self.accelerator.log(scalars, step=step)
-        if self.logging_dir is not None and self.is_main_process:
+        self.log_rows([(step, metrics)])
+
+    def log_rows(self, rows: list[tuple[int, dict]]) -> None:
+        """``log`` of several ``(step, metrics)`` rows, appended to ``metrics.jsonl`` in one write (a run that
+        logs many small rows, such as one per finished episode)."""
+        lines = []
+        for step, metrics in rows:
+            scalars = {k: v for k, v in ((k, _scalar(v)) for k, v in metrics.items()) if v is not None}
+            if self.accelerator.trackers:
+                tracked = scalars if self.tracker_name is None else \
+                    {name: v for name, v in ((self.tracker_name(k), v) for k, v in scalars.items()) if name is not None}
+                self.accelerator.log(tracked, step=step)
+            lines.append(json.dumps({self.step_key: step, **scalars}) + "\n")
+        if lines and self.logging_dir is not None and self.is_main_process:
             self.logging_dir.mkdir(parents=True, exist_ok=True)
             with open(self.metrics_path, "a") as fh:
-                fh.write(json.dumps({"step": step, **scalars}) + "\n")
+                fh.write("".join(lines))
 
     def end(self) -> None:
         if self.accelerator.trackers:
@@ -346,19 +362,24 @@ class Mechanics:
         model, optimizer = self.accelerator.prepare(model, optimizer)
         return model, optimizer, self.trainable_params(model, optimizer)
 
-    def progress(self, total: int, initial: int, desc: str, disable: bool = False):
-        """The run's progress bar in optimiser steps (main process only)."""
+    def progress(self, total: int, initial: int, desc: str, disable: bool = False, unit: str = "it"):
+        """The run's progress bar (main process only), in optimiser steps or in ``unit``s of the caller's own."""
         return tqdm(total=total, initial=initial, desc=desc, disable=disable or not self.is_main_process,
-                    dynamic_ncols=True)
+                    dynamic_ncols=True, unit=unit)
 
     def record(self, row: dict, step: int, history: list, console: bool = True) -> dict:
         """Log one metrics row at ``step``: trackers and ``metrics.jsonl``, the run's ``history``, and one
         console line on the main process (``console=False``: the caller prints its own)."""
         self.log(row, step=step)
-        history.append({"step": step, **row})
+        history.append({self.step_key: step, **row})
         if console and self.is_main_process:
             write_console(console_line(row, step))
         return row
+
+    def record_rows(self, rows: list[tuple[int, dict]], history: list) -> None:
+        """``record`` of several ``(step, row)`` rows at once (``log_rows``), without console lines."""
+        self.log_rows(rows)
+        history.extend({self.step_key: step, **row} for step, row in rows)
 
     def start(self, output_dir, resume, load: Callable[[Path], None], step: Callable[[], int],
               logs: tuple = ()) -> None:
@@ -372,7 +393,7 @@ class Mechanics:
         if resume:
             load(checkpoint.resolve(output_dir, resume))
         elif self.is_main_process:
-            checkpoint.truncate_metrics(self.metrics_path, None, step())
+            checkpoint.truncate_metrics(self.metrics_path, None, step(), key=self.step_key)
         if self.is_main_process:
             for path in logs:
                 checkpoint.truncate_metrics(path, None, step())
@@ -462,7 +483,7 @@ class Mechanics:
         self.load_state_dict(state["mechanics"])
         restore_method(state)
         if self.is_main_process:
-            checkpoint.truncate_metrics(self.metrics_path, state["metrics_offset"], step())
+            checkpoint.truncate_metrics(self.metrics_path, state["metrics_offset"], step(), key=self.step_key)
         checkpoint.set_rank_rng_state(self.accelerator, state["rng"])
 
     def finish(self, output_dir, figure=None, title: str | None = None) -> None:

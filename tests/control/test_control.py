@@ -156,3 +156,45 @@ def test_fused_rollout_forward_equals_the_two_networks(discrete, activation):
     head, values = agent.fused_forward()(obs)
     torch.testing.assert_close(head, agent.actor(obs), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(values, agent.value(obs), rtol=1e-5, atol=1e-6)
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "policy.safetensors"))
+
+
+def _rows(path):
+    return [{k: v for k, v in json.loads(line).items() if k != "sps"} for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("env_id, num_steps", [("Pendulum-v1", 96), ("CartPole-v1", 64)])
+def test_a_resumed_run_ends_bit_for_bit_where_the_uninterrupted_one_does(tmp_path, env_id, num_steps):
+    # 4 iterations with a checkpoint after the 2nd; Pendulum's 200-step episodes are mid-way at every
+    # checkpoint, its reward scaler and observation normaliser are on: all of it must come back
+    kw = dict(env_id=env_id, num_envs=2, num_steps=num_steps, total_timesteps=8 * num_steps, seed=5,
+              save_steps=4 * num_steps, progress=False, tensorboard=False)
+    full = tmp_path / "full"
+    train_control(ControlConfig(output_dir=str(full), **kw))
+    assert sorted(p.name for p in full.glob("checkpoint-*")) == [f"checkpoint-{4 * num_steps}",
+                                                               f"checkpoint-{8 * num_steps}"]
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    (resumed / "metrics.jsonl").write_text((full / "metrics.jsonl").read_text())  # the killed run had logged it all
+    import shutil
+
+    shutil.copytree(full / f"checkpoint-{4 * num_steps}", resumed / f"checkpoint-{4 * num_steps}")
+    train_control(ControlConfig(output_dir=str(resumed), resume_from_checkpoint="latest", **kw))
+    a, b = _weights(full / "policy"), _weights(resumed / "policy")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _rows(resumed / "metrics.jsonl") == _rows(full / "metrics.jsonl")  # each row once, the same values
+    mid = _weights(full / f"checkpoint-{4 * num_steps}")
+    assert any(not torch.equal(mid[k], a[k]) for k in a)  # the second half did train
+
+
+def test_resume_refuses_another_environment(tmp_path):
+    kw = dict(num_envs=2, num_steps=32, total_timesteps=128, seed=0, save_steps=64, progress=False,
+              tensorboard=False, output_dir=str(tmp_path))
+    train_control(ControlConfig(**kw))
+    with pytest.raises(ValueError, match="env_id"):
+        train_control(ControlConfig(**{**kw, "env_id": "Acrobot-v1"}, resume_from_checkpoint="latest"))

@@ -67,9 +67,10 @@ class DistillationConfig(LoopConfig):
     lmbda: float = f(1.0, "Share of micro-batches trained on the student's own samples (on-policy), drawn per "
                           "micro-batch from the run's RNG; the others train on the dataset's completions (or, with "
                           "seq_kd, on the teacher's samples). 0: supervised KD on the dataset only.")
-    beta: float = f(1.0, "Interpolation of the generalised Jensen-Shannon divergence: 0 forward KL(teacher || "
-                         "student), 1 reverse KL(student || teacher), in between beta KL(teacher || M) + (1 - beta) "
-                         "KL(student || M) with M = beta teacher + (1 - beta) student (0.5: JSD).")
+    beta: float = f(1.0, "Interpolation of the generalised Jensen-Shannon divergence: 0 forward KL(teacher, "
+                         "student), 1 reverse KL(student, teacher), in between beta KL(teacher, M) + (1 - beta) "
+                         "KL(student, M) with M = beta teacher + (1 - beta) student (0.5: JSD); KL(a, b) = sum_v a_v "
+                         "log(a_v / b_v) over the vocabulary.")
     temperature: float = f(1.0, "Sampling temperature; both models' logits are divided by it in the loss too.")
     seq_kd: bool = f(False, "Sequence-level KD (Kim & Rush 2016): the off-policy micro-batches (1 - lmbda of them) "
                             "train on completions the teacher samples, instead of the dataset's.")
@@ -154,6 +155,19 @@ def vocab_size(model) -> int:
     return int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
 
 
+def shared_vocab(student: int, teacher: int, tokens: int) -> int:
+    """The logits both models' distributions are compared over: all of them, or, when the two LM heads differ in
+    size but both cover the tokenizer's ``tokens`` ids, the first ``min(student, teacher)`` (the rows beyond are
+    padding no token id reaches: models of one family are often padded to different multiples)."""
+    if student == teacher:
+        return student
+    if min(student, teacher) < tokens:
+        raise ValueError(f"the teacher's LM head has {teacher} rows and the student's {student}, and the tokenizer has "
+                         f"{tokens} tokens; distillation compares the two next-token distributions token by token, so "
+                         "both must use the student's tokenizer (a teacher of the student's model family)")
+    return min(student, teacher)
+
+
 def dataset_completions(prompts: list, columns: dict) -> list | None:
     """Each row's completion: the ``completion`` column, or a conversation's last assistant message; else None."""
     if "completion" in columns:
@@ -207,11 +221,7 @@ class DistillationTrainer:
                                               "(the teacher samples them) or give prompt-completion rows")
         self.model, self.tokenizer = load_model_and_tokenizer(model, processing_class, args)
         self.teacher_model = load_teacher(teacher_model, args)
-        student_vocab, teacher_vocab = vocab_size(self.model), vocab_size(self.teacher_model)
-        if student_vocab != teacher_vocab:
-            raise ValueError(f"the teacher's vocabulary has {teacher_vocab} tokens and the student's {student_vocab}; "
-                             "distillation compares their next-token distributions token by token, so both must use "
-                             "the same tokenizer (a teacher of the student's model family)")
+        self.vocab = shared_vocab(vocab_size(self.model), vocab_size(self.teacher_model), len(self.tokenizer))
         if args.disable_dropout:
             for module in self.model.modules():
                 if isinstance(module, torch.nn.Dropout):
@@ -276,9 +286,10 @@ class DistillationTrainer:
     def _logits(self, model, queries: list[torch.Tensor], responses: list[torch.Tensor]):
         """Student logits (with grad), teacher logits (no grad) and the mask over ``responses`` after ``queries``."""
         batch = build_batch(queries, responses, None, self.tokenizer.pad_token_id)
-        student = response_forward(model, batch, where="the distillation loss").logits  # (B, R, V)
+        student = response_forward(model, batch, where="the distillation loss").logits[..., :self.vocab]  # (B, R, V)
         with torch.no_grad():
-            teacher = response_forward(self.teacher_model, batch, where="the teacher's forward").logits  # (B, R, V)
+            teacher = response_forward(self.teacher_model, batch, where="the teacher's forward").logits
+            teacher = teacher[..., :self.vocab]  # (B, R, V)
         return student, teacher, batch.mask  # mask (B, R)
 
     def _step(self, model, batch: dict) -> tuple[torch.Tensor, dict]:

@@ -196,10 +196,19 @@ def test_what_the_trainer_refuses(tokenizer, teacher, tmp_path):
     with pytest.raises(ValueError, match="teacher_model is the very model being trained"):
         DistillationTrainer(model=student, teacher_model=student, args=DistillationConfig(**small(tmp_path)),
                             train_dataset=pairs(), processing_class=tokenizer)
-    other = tiny_causal_lm("gpt2", tokenizer, hidden_size=32, vocab_size=len(tokenizer) + 8)
-    with pytest.raises(ValueError, match=f"{len(tokenizer) + 8} tokens and the student's {len(tokenizer)}"):
+    other = tiny_causal_lm("gpt2", tokenizer, hidden_size=32, vocab_size=len(tokenizer) - 8)
+    with pytest.raises(ValueError, match=f"LM head has {len(tokenizer) - 8} rows and the student's {len(tokenizer)}"):
         DistillationTrainer(model=student, teacher_model=other, args=DistillationConfig(**small(tmp_path)),
                             train_dataset=pairs(), processing_class=tokenizer)
+
+
+def test_a_teacher_head_padded_beyond_the_tokenizer_is_compared_on_the_shared_rows(tokenizer, tmp_path):
+    padded = tiny_causal_lm("gpt2", tokenizer, seed=1, hidden_size=32, vocab_size=len(tokenizer) + 8)
+    trainer = DistillationTrainer(model=tiny_causal_lm("gpt2", tokenizer, hidden_size=32), teacher_model=padded,
+                                  args=DistillationConfig(**small(tmp_path, max_steps=1)), train_dataset=pairs(),
+                                  processing_class=tokenizer)
+    assert trainer.vocab == len(tokenizer)
+    assert torch.isfinite(torch.tensor(trainer.train()[0]["train/loss"]))
 
 
 def test_cli_runs_offline_and_requires_a_teacher(tokenizer, teacher, tiny_dirs, tmp_path, capsys):

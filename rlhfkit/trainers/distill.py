@@ -140,8 +140,8 @@ def load_teacher(teacher_model, args: DistillationConfig):
         extra = dict(args.teacher_model_init_kwargs or {})
         if isinstance(extra.get("dtype"), str) and extra["dtype"] != "auto":
             if extra["dtype"] not in MODEL_DTYPES:
-                raise ConfigError(owner, "teacher_model_init_kwargs", f"dtype must be one of {', '.join(MODEL_DTYPES)}, "
-                                                                      f"got {extra['dtype']!r}")
+                raise ConfigError(owner, "teacher_model_init_kwargs",
+                                  f"dtype must be one of {', '.join(MODEL_DTYPES)}, got {extra['dtype']!r}")
             extra["dtype"] = getattr(torch, extra["dtype"])
         teacher = load_pretrained(AutoModelForCausalLM, source, "teacher_model_name_or_path", **{**kwargs, **extra})
     if args.fuse_activations:
@@ -233,7 +233,7 @@ class DistillationTrainer:
                               eval_dataset=self.eval_dataset, eval_fn=self._evaluate, tokenizer=self.tokenizer)
         if self.loop.mechanics.sharded:
             raise ValueError("distillation does not run under FSDP or DeepSpeed yet (the teacher is not sharded and "
-                             "the student samples with generate); launch it with DDP (one full copy per process)")
+                             "the student samples with generate); run it in one process")
         self.accelerator = self.loop.accelerator
         self.teacher_model.to(self.accelerator.device)
 

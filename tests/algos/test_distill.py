@@ -34,7 +34,8 @@ def test_hand_computed_case():
     assert reverse.item() == pytest.approx(0.5 * math.log(2 / 3) + 0.5 * math.log(2.0), rel=1e-5)
     assert reverse.item() == pytest.approx(0.1438410, rel=1e-5)
     # beta = 1/2: M = (5/8, 3/8); 1/2 [3/4 ln(6/5) + 1/4 ln(2/3)] + 1/2 [1/2 ln(4/5) + 1/2 ln(4/3)]
-    by_hand = 0.5 * (0.75 * math.log(1.2) + 0.25 * math.log(2 / 3)) + 0.5 * (0.5 * math.log(0.8) + 0.5 * math.log(4 / 3))
+    by_hand = 0.5 * (0.75 * math.log(1.2) + 0.25 * math.log(2 / 3)) \
+        + 0.5 * (0.5 * math.log(0.8) + 0.5 * math.log(4 / 3))
     assert half.item() == pytest.approx(by_hand, rel=1e-5)
     assert half.item() == pytest.approx(0.0338221, rel=1e-5)
     # beta = 1/4: M = (9/16, 7/16), the weights are beta on the teacher's side and 1 - beta on the student's

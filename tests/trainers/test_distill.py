@@ -62,9 +62,9 @@ def pairs(n: int = 12) -> list[dict]:
 
 
 def make(tokenizer, teacher, tmp_path, rows=None, student=None, **overrides):
-    return DistillationTrainer(model=student if student is not None else tiny_causal_lm("gpt2", tokenizer,
-                                                                                        hidden_size=32),
-                               teacher_model=copy.deepcopy(teacher), args=DistillationConfig(**small(tmp_path, **overrides)),
+    student = student if student is not None else tiny_causal_lm("gpt2", tokenizer, hidden_size=32)
+    return DistillationTrainer(model=student, teacher_model=copy.deepcopy(teacher),
+                               args=DistillationConfig(**small(tmp_path, **overrides)),
                                train_dataset=rows if rows is not None else pairs(), processing_class=tokenizer)
 
 
@@ -139,7 +139,9 @@ def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(tokenizer, teacher
     resumed_history = resumed.train(resume_from_checkpoint="latest")
     a, b = _weights(whole), _weights(resumed)
     assert all(torch.equal(a[n], b[n]) for n in a)
-    losses = lambda h: [(r["step"], r["train/loss"], r["train/on_policy"]) for r in h if "train/loss" in r]  # noqa: E731
+    def losses(history):
+        return [(r["step"], r["train/loss"], r["train/on_policy"]) for r in history if "train/loss" in r]
+
     assert losses(resumed_history) == losses(whole_history)[2:]
 
 
@@ -209,6 +211,20 @@ def test_a_teacher_head_padded_beyond_the_tokenizer_is_compared_on_the_shared_ro
                                   processing_class=tokenizer)
     assert trainer.vocab == len(tokenizer)
     assert torch.isfinite(torch.tensor(trainer.train()[0]["train/loss"]))
+
+
+def test_a_teacher_folder_loads_with_its_init_kwargs(tokenizer, teacher, tmp_path):
+    teacher.save_pretrained(tmp_path / "teacher")
+    config = small(tmp_path / "run", max_steps=1, teacher_model_name_or_path=str(tmp_path / "teacher"))
+    trainer = DistillationTrainer(model=tiny_causal_lm("gpt2", tokenizer, hidden_size=32), processing_class=tokenizer,
+                                  args=DistillationConfig(**config, teacher_model_init_kwargs={"dtype": "bfloat16"}),
+                                  train_dataset=pairs())
+    assert next(trainer.teacher_model.parameters()).dtype == torch.bfloat16
+    assert torch.isfinite(torch.tensor(trainer.train()[0]["train/loss"]))  # the loss upcasts the teacher's logits
+    with pytest.raises(ConfigError, match="teacher_model_init_kwargs: dtype must be one of"):
+        DistillationTrainer(model=tiny_causal_lm("gpt2", tokenizer, hidden_size=32), processing_class=tokenizer,
+                            args=DistillationConfig(**config, teacher_model_init_kwargs={"dtype": "float8"}),
+                            train_dataset=pairs())
 
 
 def test_cli_runs_offline_and_requires_a_teacher(tokenizer, teacher, tiny_dirs, tmp_path, capsys):

@@ -8,10 +8,12 @@ __version__ = "0.1.0"
 
 from .models import (AutoModelForCausalLMWithValueHead, AutoModelForSeq2SeqLMWithValueHead, CriticModel, RewardModel,
                      create_reference_model)
-from .trainers import (DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, KTOConfig, KTOTrainer, PPOConfig, PPOTrainer,
+from .trainers import (DistillationConfig, DistillationTrainer, DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer,
+                       KTOConfig, KTOTrainer, PPOConfig, PPOTrainer,
                        RewardConfig, RewardTrainer, RLOOConfig, RLOOTrainer, SFTConfig, SFTTrainer, set_seed)
 
 __all__ = ["AutoModelForCausalLMWithValueHead", "AutoModelForSeq2SeqLMWithValueHead", "CriticModel", "DPOConfig",
-           "DPOTrainer", "GRPOConfig", "GRPOTrainer", "KTOConfig", "KTOTrainer", "PPOConfig", "PPOTrainer",
+           "DPOTrainer", "DistillationConfig", "DistillationTrainer", "GRPOConfig", "GRPOTrainer", "KTOConfig",
+           "KTOTrainer", "PPOConfig", "PPOTrainer",
            "RLOOConfig", "RLOOTrainer", "RewardConfig", "RewardModel", "RewardTrainer", "SFTConfig", "SFTTrainer",
            "__version__", "create_reference_model", "set_seed"]

@@ -24,7 +24,8 @@ from .trainers.config import ConfigError, f, output_dir_problem
 
 TRAINERS = {"sft": ("SFTConfig", "SFTTrainer"), "reward": ("RewardConfig", "RewardTrainer"),
             "dpo": ("DPOConfig", "DPOTrainer"), "kto": ("KTOConfig", "KTOTrainer"),
-            "grpo": ("GRPOConfig", "GRPOTrainer"), "rloo": ("RLOOConfig", "RLOOTrainer")}
+            "grpo": ("GRPOConfig", "GRPOTrainer"), "rloo": ("RLOOConfig", "RLOOTrainer"),
+            "distill": ("DistillationConfig", "DistillationTrainer")}
 
 
 class UsageExit(SystemExit):
@@ -96,6 +97,7 @@ SUMMARY = {
     "ppo": "PPO with a value head and a frozen reference against a reward model and/or reward functions",
     "grpo": "GRPO, Dr. GRPO, DAPO, GSPO, REINFORCE++ with reward functions and/or reward models",
     "rloo": "RLOO (leave-one-out baseline) with reward functions and/or reward models",
+    "distill": "on-policy distillation (GKD): a student learns a frozen teacher's next-token distributions",
     "eval": "score policies (reward, KL, win rate, length) and a reward model (accuracy) on held-out data",
     "compare": "train PPO and DPO on the same data and budget, evaluate both, write a report",
     "demo": "the whole pipeline offline: pre-train, SFT, simulated feedback, reward model, PPO vs DPO, report",
@@ -127,6 +129,9 @@ DESCRIPTIONS = {
             "models on a prompt dataset (docs/online.md)",
     "rloo": "RLOO (leave-one-out baseline) with reward functions and/or reward models on a prompt dataset "
             "(docs/online.md)",
+    "distill": "On-policy distillation (GKD): the student samples completions (or reads the dataset's, lmbda), the "
+               "teacher scores every token, and the loss is the generalised JSD between their next-token "
+               "distributions (docs/distill.md)",
     "ppo": "PPO on a policy folder with a reward model and/or reward functions, prompts from any dataset, held-out "
            "evaluation, checkpoints and resume (docs/online.md)",
     "demo": "Pre-train a tiny model from scratch, SFT, simulated annotators, calibration, reward model, PPO and DPO, "
@@ -145,7 +150,8 @@ DESCRIPTIONS = {
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     """The ``rlhfkit`` parser and its config sub-parsers by name; flags come from the config dataclasses."""
     parser = argparse.ArgumentParser(prog="rlhfkit", description="RLHF for Hugging Face Transformers models: SFT, "
-                                     "reward models, PPO, DPO and its family, KTO, GRPO, RLOO, human feedback.",
+                                     "reward models, PPO, DPO and its family, KTO, GRPO, RLOO, on-policy distillation, "
+                                     "human feedback.",
                                      epilog=HELP_EPILOG, formatter_class=_TopFormatter)
     parser.add_argument("--version", action="version", version=f"rlhfkit {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="<command>")
@@ -345,7 +351,9 @@ def _train(args, overrides) -> int:
 
     config_cls, trainer_cls = (getattr(trainers, name) for name in TRAINERS[args.command])
     config, origins = build_config(config_cls, args, overrides)
-    for name in ("model_name_or_path", "dataset_name"):
+    required = ("model_name_or_path", "dataset_name", *(("teacher_model_name_or_path",)
+                                                        if hasattr(config, "teacher_model_name_or_path") else ()))
+    for name in required:
         if not getattr(config, name):
             raise UsageError(f"--{name} is required (a flag, a key of --config or {name}=...)")
     check_inputs(config, origins, policy=args.command != "reward")
@@ -397,8 +405,9 @@ def check_inputs(config, origins: dict, policy: bool = True) -> None:
 
     check = check_policy_source if policy else check_model_source
     check(config.model_name_or_path, _origin(origins, "model_name_or_path"))
-    if getattr(config, "ref_model_name_or_path", None):
-        check_policy_source(config.ref_model_name_or_path, _origin(origins, "ref_model_name_or_path"))
+    for name in ("ref_model_name_or_path", "teacher_model_name_or_path"):
+        if getattr(config, name, None):
+            check_policy_source(getattr(config, name), _origin(origins, name))
     check_data_paths(config, origins, ("dataset_name", "eval_dataset_name"))
     check_output_dir(config.output_dir, _origin(origins, "output_dir"))
     check_resume(config, origins, marker="trainer_state.json")

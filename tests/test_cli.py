@@ -174,8 +174,8 @@ def test_failed_run_leaves_the_previous_config_yaml(tmp_path, tiny_lm):
 def test_every_command_takes_key_value_overrides(tmp_path, capsys):
     assert main(["tiny-model", "--output_dir", str(tmp_path / "m"), "hidden_size=32", "arch=llama"]) == 0
     assert json.loads((tmp_path / "m" / "config.json").read_text())["hidden_size"] == 32
-    for command in ("sft", "reward", "dpo", "kto", "grpo", "rloo", "ppo", "eval", "compare", "demo", "ppo-example",
-                    "tiny-model"):
+    for command in ("sft", "reward", "dpo", "kto", "grpo", "rloo", "distill", "ppo", "eval", "compare", "demo",
+                    "ppo-example", "tiny-model"):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "not_a_field_anywhere=1"])
         assert exit_info.value.code == 2 and "unknown" in str(exit_info.value) and "field" in str(exit_info.value)

@@ -1,4 +1,5 @@
-"""Pure tensor math for RLHF: masked statistics, log-probs, KL, PPO, group-advantage and preference losses.
+"""Pure tensor math for RLHF: masked statistics, log-probs, KL, PPO, group-advantage, preference and
+distillation losses.
 
 Imports torch only; no config objects, no ``.item()``, no I/O. Each function takes
 tensors and plain numbers and returns tensors (a loss plus a dict of detached metrics
@@ -19,6 +20,7 @@ from rlhfkit.algos.advantages import (
     rloo_advantages,
     rloo_sequence_loss,
 )
+from rlhfkit.algos.distill import DISTILL_REDUCTIONS, generalized_jsd_loss, token_divergence
 from rlhfkit.algos.dpo import (
     DPO_LOSSES,
     LENGTH_NORMALISED,
@@ -58,6 +60,7 @@ from rlhfkit.algos.stats import (
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "AdaptiveKLController",
+    "DISTILL_REDUCTIONS",
     "DPO_LOSSES",
     "FixedKLController",
     "GROUP_SCALES",
@@ -77,6 +80,7 @@ __all__ = [
     "entropy_bonus",
     "entropy_from_logits",
     "gae",
+    "generalized_jsd_loss",
     "group_advantages",
     "group_stats",
     "grpo_loss",
@@ -105,5 +109,6 @@ __all__ = [
     "robust_dpo_loss",
     "sequence_logprobs",
     "simpo_loss",
+    "token_divergence",
     "value_loss",
 ]

@@ -302,7 +302,8 @@ def write_model_card(output_dir, *, method: str, config, metrics: dict | None = 
         load += "\n\nfrom rlhfkit import RewardModel  # scores texts exactly as training tokenized them\n" \
                 f"rm = RewardModel(\"{out.name}\")\nrm([\"prompt\"], [\"response\"])"
     keys = ("run_name", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-            "gradient_accumulation_steps", "max_length", "beta", "loss_type", "lora_r", "lora_alpha", "seed")
+            "gradient_accumulation_steps", "max_length", "beta", "loss_type", "teacher_model_name_or_path", "lmbda",
+            "temperature", "lora_r", "lora_alpha", "seed")
     rows = [f"| {k} | {getattr(config, k)} |" for k in keys if hasattr(config, k)
             and (k not in ("lora_r", "lora_alpha") or peft) and (k != "run_name" or config.run_name)]
     body = [f"# {out.name}", "", f"Trained with rlhfkit {__version__} (`rlhfkit {method}`) "

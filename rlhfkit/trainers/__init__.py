@@ -1,6 +1,7 @@
 """The engine (``mechanics``), the training loop on it (``loop``), and one recipe file per method."""
 
 from .config import LoopConfig
+from .distill import DistillationConfig, DistillationTrainer
 from .dpo import DPOConfig, DPOTrainer
 from .grpo import GRPOConfig, GRPOTrainer
 from .kto import KTOConfig, KTOTrainer
@@ -13,7 +14,8 @@ from ..rollout.rewards import RewardFunc, load_reward_funcs
 from .rloo import RLOOConfig, RLOOTrainer
 from .sft import SFTConfig, SFTTrainer
 
-__all__ = ["DPOConfig", "DPOTrainer", "GRPOConfig", "GRPOTrainer", "KTOConfig", "KTOTrainer", "LoopConfig", "Mechanics",
+__all__ = ["DPOConfig", "DPOTrainer", "DistillationConfig", "DistillationTrainer", "GRPOConfig", "GRPOTrainer",
+           "KTOConfig", "KTOTrainer", "LoopConfig", "Mechanics",
            "PPOConfig", "PPOTrainer", "RLOOConfig", "RLOOTrainer", "RewardConfig", "RewardFunc", "RewardTrainer",
            "SFTConfig", "SFTTrainer", "TrainLoop", "atomic_save_dir", "build_optimizer", "load_reward_funcs",
            "set_seed"]

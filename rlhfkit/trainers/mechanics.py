@@ -13,8 +13,8 @@
   plus the method's own section), the final model (``save_model``, gathered whole under FSDP2 and
   ZeRO-3) and the end of a run (``finish``: trackers closed, ``learning_curve.png``).
 
-A method (``loop.TrainLoop`` for SFT/reward/DPO/KTO, ``online.OnlineRun`` for GRPO/RLOO, ``ppo``)
-says what a batch is and how it makes a loss, and when its own state is a resumable boundary.
+A method (``loop.TrainLoop`` for SFT/reward/DPO/KTO/distillation, ``online.OnlineRun`` for GRPO/RLOO,
+``ppo``) says what a batch is and how it makes a loss, and when its own state is a resumable boundary.
 """
 
 from __future__ import annotations

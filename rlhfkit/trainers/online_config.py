@@ -4,7 +4,8 @@
 ``num_generations`` completions per prompt, clipping, the reward functions); ``GRPOConfig``
 and ``RLOOConfig`` list these fields (dataclass field inheritance: data only) plus their own.
 ``prepare`` turns (model, reward_funcs, datasets, tokenizer, peft_config) as TRL takes them
-into the pieces ``online.OnlineRun`` needs, checking everything before the model loads.
+into the pieces ``online.OnlineRun`` needs, checking everything before the model loads; its
+``load_prompt_sets`` (the train and eval prompts) serves distillation's student sampling too.
 
 Batch sizes count completions, as in TRL: one generation cycle samples
 ``per_device_train_batch_size * steps_per_generation`` completions per process, that is
@@ -176,6 +177,40 @@ def _device():
     return None
 
 
+def load_prompt_sets(args: LoopConfig, train_dataset, eval_dataset, stacklevel: int = 2):
+    """(train, evals) prompt sets of a sampling trainer, each ``(prompts, columns)`` of ``load_prompts``; evals is
+    None when there are none.
+
+    ``train_dataset`` / ``eval_dataset`` (a path, ``datasets.Dataset`` or rows) win over ``args.dataset_name`` /
+    ``args.eval_dataset_name``; without eval data, ``eval_dataset_split`` of the training source, else
+    ``eval_fraction`` of its prompts, is held out. ``eval_strategy='no'`` reads no eval prompts (and warns about
+    eval settings given, at ``stacklevel`` above the caller).
+    """
+    owner = type(args).__name__
+    if train_dataset is None and not args.dataset_name:
+        raise ConfigError(owner, "dataset_name", "no prompts: pass train_dataset=... or set dataset_name")
+    source = train_dataset if train_dataset is not None else args.dataset_name
+    check_dataset_config(args, source)
+    train = load_prompts(source, args.dataset_split, args.dataset_config)
+    if args.eval_strategy == "no":  # as TRL's scripts: no eval prompts are read (the loop evaluates whenever it has some)
+        asked = {"eval_dataset": eval_dataset, "eval_dataset_name": args.eval_dataset_name,
+                 "eval_dataset_split": args.eval_dataset_split, "eval_fraction": args.eval_fraction or None}
+        for name, value in asked.items():
+            if value is not None:
+                shown = repr(value) if isinstance(value, (str, float)) else f"a {type(value).__name__}"
+                warnings.warn(f"{owner}.{name}={shown} has no effect: eval_strategy='no', so no eval prompts are "
+                              "loaded", UserWarning, stacklevel=stacklevel + 1)
+        evals = None
+    elif eval_dataset is not None or args.eval_dataset_name:
+        evals = load_prompts(eval_dataset if eval_dataset is not None else args.eval_dataset_name,
+                             args.eval_dataset_split or args.dataset_split)
+    elif args.eval_dataset_split is not None:
+        evals = load_prompts(source, args.eval_dataset_split, args.dataset_config)
+    else:
+        train, evals = split_prompts(*train, args.eval_fraction, args.seed)
+    return train, evals
+
+
 def prepare(model, reward_funcs, args: OnlineConfig, train_dataset, eval_dataset, processing_class, peft_config,
             reward_processing_classes=None, rollout_engine=None):
     """(model, tokenizer, reward_funcs, (prompts, columns), (eval_prompts, eval_columns) or None), checked.
@@ -199,27 +234,7 @@ def prepare(model, reward_funcs, args: OnlineConfig, train_dataset, eval_dataset
     if args.reward_weights is not None and len(args.reward_weights) != len(specs):
         raise ConfigError(owner, "reward_weights", f"has {len(args.reward_weights)} weights for {len(specs)} reward "
                                                    f"functions; give one weight per function")
-    if train_dataset is None and not args.dataset_name:
-        raise ConfigError(owner, "dataset_name", "no prompts: pass train_dataset=... or set dataset_name")
-    source = train_dataset if train_dataset is not None else args.dataset_name
-    check_dataset_config(args, source)
-    train = load_prompts(source, args.dataset_split, args.dataset_config)
-    if args.eval_strategy == "no":  # as TRL's scripts: no eval prompts are read (the loop evaluates whenever it has some)
-        asked = {"eval_dataset": eval_dataset, "eval_dataset_name": args.eval_dataset_name,
-                 "eval_dataset_split": args.eval_dataset_split, "eval_fraction": args.eval_fraction or None}
-        for name, value in asked.items():
-            if value is not None:
-                shown = repr(value) if isinstance(value, (str, float)) else f"a {type(value).__name__}"
-                warnings.warn(f"{owner}.{name}={shown} has no effect: eval_strategy='no', so no eval prompts are "
-                              "loaded", UserWarning, stacklevel=3)
-        evals = None
-    elif eval_dataset is not None or args.eval_dataset_name:
-        evals = load_prompts(eval_dataset if eval_dataset is not None else args.eval_dataset_name,
-                             args.eval_dataset_split or args.dataset_split)
-    elif args.eval_dataset_split is not None:
-        evals = load_prompts(source, args.eval_dataset_split, args.dataset_config)
-    else:
-        train, evals = split_prompts(*train, args.eval_fraction, args.seed)
+    train, evals = load_prompt_sets(args, train_dataset, eval_dataset, stacklevel=3)
     tokenizers = reward_processing_classes if isinstance(reward_processing_classes, (list, tuple)) \
         else [reward_processing_classes] * len(specs)
     if len(tokenizers) != len(specs):

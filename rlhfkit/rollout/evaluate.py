@@ -32,6 +32,9 @@ class Sampled(NamedTuple):
     engine_logprobs: list[torch.Tensor] | None  # N rows from a rollout engine, or None
     prompts: list                      # N prompts as the reward functions saw them
     completions: list                  # N completions as the reward functions saw them
+    masks: list[torch.Tensor] | None = None    # multi-turn: N policy masks (1 on sampled tokens), else None
+    truncated: list[bool] | None = None        # multi-turn: N flags, cut by the token cap; else None (no EOS)
+    episodes: list | None = None               # multi-turn: the N ``agents.Episode``s
 
 
 def reward_name(func, index: int) -> str:
@@ -92,7 +95,7 @@ def evaluate_policy(sample: Callable[[list, dict, int], Sampled], reward_funcs: 
         eval/reward                     mean reward of all completions
         eval/reward_std                 their unbiased std (0 for a single completion)
         eval/frac_reward_zero_std       share of prompts whose G rewards have std < 1e-8
-        eval/completions/mean_length    mean completion length in tokens
+        eval/completions/mean_length    mean completion length in tokens (multi-turn: policy tokens)
         eval/rewards/<name>/mean        nanmean of each reward function's scores
 
     ``sample(prompts, columns, G) -> Sampled``: ``sample_and_score`` with the policy, tokenizer,
@@ -111,7 +114,8 @@ def evaluate_policy(sample: Callable[[list, dict, int], Sampled], reward_funcs: 
         sampled = sample(prompts[start:start + per_call], cols, G)
         rewards.append(sampled.rewards.cpu())
         per.append(sampled.per_func.float().cpu())
-        lengths += [len(x) for x in sampled.responses]
+        lengths += [len(x) for x in sampled.responses] if sampled.masks is None else \
+            [int(m.sum()) for m in sampled.masks]  # multi-turn: the policy's own tokens
     rewards, per = torch.cat(rewards), torch.cat(per)  # (P * G,), (P * G, functions)
     groups = rewards.view(-1, G)  # (P, G)
     row = {"eval/reward": rewards.mean().item(), "eval/reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,

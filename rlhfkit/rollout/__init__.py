@@ -2,6 +2,8 @@
 
 ``generate``: responses from Hugging Face ``generate``; ``decode``: a lean sampling loop that keeps
 each token's log-prob; ``vllm``: the optional vLLM engine (imported only when used).
+``agents``: multi-turn episodes (model turns, tool results, environment observations) with a
+policy mask; ``tools``: tool schemas, the call format and calls with a timeout.
 ``batch``: the typed rollout (``RolloutBatch``) and its layout. ``logprobs``: token
 log-probs over a region, with the package's one ``logits_to_keep`` check. ``evaluate``: held-out
 evaluation of a policy (``evaluate_policy``) and the sample-and-score step training shares with it.

@@ -501,9 +501,8 @@ class Agent:
                 episode.finish("environment_error", f"{outcome.reason}: {outcome.detail}")
         asked = {id(e) for e in asks}
         for episode in started:
-            if id(episode) not in asked and callable(getattr(episode.environment, "step", None)) and \
-                    episode.step_rewards:
-                episode.environment_reward = sum(episode.step_rewards)
+            if id(episode) not in asked and callable(getattr(episode.environment, "step", None)):
+                episode.environment_reward = float(sum(episode.step_rewards))  # 0.0 when cut before any step
 
 
 def episode_metrics(episodes: list[Episode]) -> dict[str, float]:

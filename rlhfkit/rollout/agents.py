@@ -334,7 +334,7 @@ class Agent:
             if outcome.ok:
                 observations[k] = outcome.value
             else:
-                failures[k] = f"{outcome.reason}: {outcome.detail}"
+                failures[k] = outcome.detail
         episodes = []
         for k, (prompt, env) in enumerate(zip(prompts, envs)):
             prompt = with_observation(prompt, observations.get(k))
@@ -435,7 +435,7 @@ class Agent:
                              self.tool_timeout, render=_step_result)
         for (episode, _), outcome in zip(work, outcomes):
             if not outcome.ok:
-                episode.finish("environment_error", f"{outcome.reason}: {outcome.detail}")
+                episode.finish("environment_error", outcome.detail)
                 continue
             observation, reward, done = outcome.value
             episode.step_rewards.append(reward)
@@ -498,7 +498,7 @@ class Agent:
             if outcome.ok:
                 episode.environment_reward = outcome.value
             else:
-                episode.finish("environment_error", f"{outcome.reason}: {outcome.detail}")
+                episode.finish("environment_error", outcome.detail)
         asked = {id(e) for e in asks}
         for episode in started:
             if id(episode) not in asked and callable(getattr(episode.environment, "step", None)):

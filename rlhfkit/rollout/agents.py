@@ -372,7 +372,9 @@ class Agent:
 
     def _model_turn(self, episode: Episode, tokens: list[int], logprobs, budget: int):
         """Record the policy's turn; returns the action to take (step text or tool calls), or None when it ended."""
-        prefix = self.tokenizer.decode(episode.prompt_ids + episode.ids, skip_special_tokens=False)
+        templated = getattr(self.tokenizer, "response_template", None) is not None  # its parser reads the prefix
+        prefix = self.tokenizer.decode(episode.prompt_ids + episode.ids, skip_special_tokens=False) if templated \
+            else ""
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         episode.add(tokens, True, "assistant", text, logprobs)
         message = {"role": "assistant", "content": text}

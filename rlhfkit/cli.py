@@ -360,6 +360,8 @@ def _train(args, overrides) -> int:
     check_trackers(config, origins, "report_to")
     if hasattr(config, "reward_funcs"):  # GRPO, RLOO: every reward function imports, every folder is a reward model
         check_reward_sources(config, origins)
+    if hasattr(config, "tools"):  # GRPO, RLOO: tools and environments import
+        check_agent_sources(config, origins)
     if getattr(args, "check_only", False):
         return 0
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON summary only (`rlhfkit sft ... | jq .`)
@@ -446,11 +448,27 @@ def check_reward_sources(config, origins: dict, tokenizer_given: bool = False) -
         specs = [s.strip() for s in specs.split(",") if s.strip()]
     if getattr(config, "reward_model_path", None):
         check_reward_model_source(config.reward_model_path, _origin(origins, "reward_model_path"))
+    elif not specs and getattr(config, "environment_factory", None):
+        pass  # an environment may be the reward; the trainer says so when it has none
     elif not specs:
         raise UsageError(f"{_origin(origins, 'reward_funcs')}: no reward function: give reward_funcs (dotted paths "
                          "'package.module:function', 'path/to/file.py:function' or reward-model folders)")
     try:
         check_reward_funcs(specs or [], _origin(origins, "reward_funcs"), tokenizer_given=tokenizer_given)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def check_agent_sources(config, origins: dict) -> None:
+    """Every dotted path in ``tools`` names a function and ``environment_factory`` a class (or a dict of them)."""
+    from .rollout.rewards import load_function
+
+    try:
+        for i, spec in enumerate(config.tools or []):
+            load_function(spec, f"{_origin(origins, 'tools')}[{i}]", expected="a tool function")
+        if config.environment_factory:
+            load_function(config.environment_factory, _origin(origins, "environment_factory"),
+                          expected="an environment class or a dict of them", dict_ok=True)
     except ValueError as err:
         raise UsageError(str(err)) from None
 

@@ -42,14 +42,20 @@ def toy_corpus(n: int = 2000, seed: int = 0) -> list[str]:
     return [f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_ENDS)}." for _ in range(n)]
 
 
-def tiny_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None) -> PreTrainedTokenizerFast:
+def tiny_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None, individual_digits: bool = False,
+                   merge_across_words: bool = False) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer locally (a few hundred milliseconds).
 
     It has ``<|bos|>``, ``<|eos|>``, ``<|pad|>`` and ``<|unk|>`` tokens, pads on the
-    right like GPT-2, and carries a minimal chat template.
+    right like GPT-2, and carries a minimal chat template. ``individual_digits``: every digit is
+    a token of its own (numbers are never merged), which makes arithmetic text easier to copy;
+    ``merge_across_words``: merges may span spaces and punctuation, so a phrase the corpus
+    repeats (a fixed markup) becomes a few tokens.
     """
     tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=not merge_across_words)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level]) \
+        if individual_digits else byte_level
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -431,6 +431,15 @@ CASES = [
          r"kto.yaml line 1: unknown KTOConfig field 'desirable_weigth'; did you mean 'desirable_weight'"),
     Case("kto-data-folder-empty", lambda c: c.kto("--dataset_name", c.folder("no-data", {"README.md": "hi\n"})),
          r"no-data.*no data files"),
+    # ---- grpo: tools and environments ----
+    Case("grpo-tool-no-attribute", lambda c: c.grpo("--tools", "os.path:no_such_tool"),
+         r"--tools\[0\]: module 'os.path' has no attribute 'no_such_tool'"),
+    Case("grpo-tool-not-callable", lambda c: c.grpo("--tools", "os:sep"),
+         r"--tools\[0\]: 'os:sep' is a str, not a tool function"),
+    Case("grpo-env-not-a-class", lambda c: c.grpo("--environment_factory", "os:sep"),
+         r"--environment_factory: 'os:sep' is a str, not an environment class or a dict of them"),
+    Case("grpo-max-tool-iterations", lambda c: c.grpo("--max_tool_calling_iterations", "-1"),
+         r"max_tool_calling_iterations.*-1"),
     # ---- grpo: reward functions ----
     Case("grpo-rf-no-module", lambda c: c.grpo("--reward_funcs", "nosuchmodule_q.fn"),
          r"--reward_funcs: cannot import module 'nosuchmodule_q'.*PYTHONPATH"),

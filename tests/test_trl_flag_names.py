@@ -48,7 +48,8 @@ SUPPORTED = {
             "disable_dropout"],
     "grpo": ONLINE + ["delta", "importance_sampling_level", "scale_rewards", "loss_type", "top_entropy_quantile",
                       "vllm_importance_sampling_correction", "vllm_importance_sampling_mode",
-                      "vllm_importance_sampling_clip_max", "vllm_importance_sampling_clip_min"],
+                      "vllm_importance_sampling_clip_max", "vllm_importance_sampling_clip_min",
+                      "max_tool_calling_iterations"],
     "rloo": ONLINE + ["normalize_advantages", "reward_clip_range"],
 }
 
@@ -145,7 +146,6 @@ NOT_SUPPORTED["rloo"] = ONLINE_NOT_SUPPORTED
 NOT_SUPPORTED["grpo"] = {
     **ONLINE_NOT_SUPPORTED,
     "completions go to completions.jsonl in output_dir, not to a hub dataset": ["log_completions_hub_repo"],
-    "completions are generated in one turn: no tool calls": ["max_tool_calling_iterations"],
     "the loss types rlhfkit implements (grpo, dr_grpo, dapo, bnpo; GSPO through importance_sampling_level) need "
     "none of these: SAPO, VESPO, entropy bonuses, off-policy masks and the KL bias correction are not implemented": [
         "sapo_temperature_neg", "sapo_temperature_pos", "vespo_k_pos", "vespo_lambda_pos", "vespo_k_neg",

@@ -34,23 +34,29 @@ def _fallback(tokenizer, messages: list[dict], add_generation_prompt: bool) -> s
     return "".join(parts)
 
 
-def render_messages(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
-    """One conversation as text: the tokenizer's chat template, or the documented fallback."""
+def render_messages(tokenizer, messages: list[dict], add_generation_prompt: bool, tools: list[dict] | None = None) -> str:
+    """One conversation as text: the tokenizer's chat template, or the documented fallback.
+
+    ``tools``: JSON schemas of the tools the model may call, handed to the template (``tools=``)
+    so it can describe them; the fallback does not show them.
+    """
     messages = clean_messages(messages)
     if getattr(tokenizer, "chat_template", None) is None:
         return _fallback(tokenizer, messages, add_generation_prompt)
+    extra = {"tools": tools} if tools else {}
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                             **extra)
     except Exception as err:  # noqa: BLE001 - Jinja raises many types; report them as data problems
         raise DataError(f"the tokenizer's chat template failed on {len(messages)} message(s) "
                         f"({type(err).__name__}: {err})") from err
 
 
-def render_prompt(tokenizer, prompt) -> str:
-    """A prompt as text: a string as is, messages with the generation prompt appended."""
+def render_prompt(tokenizer, prompt, tools: list[dict] | None = None) -> str:
+    """A prompt as text: a string as is, messages with the generation prompt appended (and ``tools``)."""
     if isinstance(prompt, str):
         return prompt
-    return render_messages(tokenizer, prompt, add_generation_prompt=True)
+    return render_messages(tokenizer, prompt, add_generation_prompt=True, tools=tools)
 
 
 def _suffix(full: str, prefix: str, what: str) -> str:

@@ -9,6 +9,8 @@ value) and ``vllm`` (the optional vLLM engine, imported only when used).
 log-probs over a region (``token_logprobs``, PPO's ``forward_batch``), with the package's one
 ``logits_to_keep`` check. ``evaluate``: held-out evaluation of a policy (``evaluate_policy``) and the
 sample-and-score step training shares with it.
+``agents``: multi-turn episodes (model turns, tool results, environment observations) with a
+policy mask; ``tools``: tool schemas, the call format and calls with a timeout.
 """
 
 from .batch import RolloutBatch, Seq2SeqRolloutBatch, build_batch, build_seq2seq_batch

@@ -35,6 +35,9 @@ class Sampled(NamedTuple):
     engine_logprobs: list[torch.Tensor] | None  # N rows from a rollout engine, or None
     prompts: list                      # N prompts as the reward functions saw them
     completions: list                  # N completions as the reward functions saw them
+    masks: list[torch.Tensor] | None = None    # multi-turn: N policy masks (1 on sampled tokens), else None
+    truncated: list[bool] | None = None        # multi-turn: N flags, cut by the token cap; else None (no EOS)
+    episodes: list | None = None               # multi-turn: the N ``agents.Episode``s
 
 
 def reward_name(func, index: int) -> str:
@@ -94,6 +97,13 @@ def sample_and_score(policy, tokenizer, completions: Completions, reward_funcs: 
     return Sampled(queries, responses, rewards, per_func, engine_lps, repeated, values)
 
 
+def _lengths(sampled: Sampled) -> list[int]:
+    """Completion lengths in tokens; of a multi-turn episode, the policy's own tokens."""
+    if sampled.masks is None:
+        return [len(x) for x in sampled.responses]
+    return [int(m.sum()) for m in sampled.masks]
+
+
 class Evaluation(NamedTuple):
     """Every completion of one ``evaluate_policy`` call; rows ``[k*G, (k+1)*G)`` are prompt k's."""
 
@@ -102,6 +112,7 @@ class Evaluation(NamedTuple):
     responses: list[torch.Tensor]      # P * G completions (token ids, at least one each)
     prompts: list                      # P * G prompts as the reward functions saw them
     completions: list                  # P * G completions as the reward functions saw them
+    lengths: list[int]                 # P * G completion lengths in tokens (multi-turn: the policy's own tokens)
     extra: dict[str, torch.Tensor]     # name -> (P * G,) values from ``per_sample``, on the CPU
     num_generations: int               # G
 
@@ -110,7 +121,7 @@ def online_metrics(evaluation: Evaluation, reward_funcs: list) -> dict:
     """The online trainers' ``eval/*`` row of ``evaluate_policy`` (see there); a ``per_sample`` value
     ``name`` is reported as its nanmean, ``eval/<name>``."""
     rewards, per, G = evaluation.rewards, evaluation.per_func, evaluation.num_generations
-    lengths = [len(x) for x in evaluation.responses]
+    lengths = evaluation.lengths
     groups = rewards.view(-1, G)  # (P, G)
     row = {"eval/reward": rewards.mean().item(), "eval/reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
            "eval/frac_reward_zero_std": groups.std(-1).lt(1e-8).float().mean().item(),
@@ -132,7 +143,7 @@ def evaluate_policy(sample: Callable[[list, dict, int], Sampled], reward_funcs: 
         eval/reward                     mean reward of all completions
         eval/reward_std                 their unbiased std (0 for a single completion)
         eval/frac_reward_zero_std       share of prompts whose G rewards have std < 1e-8
-        eval/completions/mean_length    mean completion length in tokens
+        eval/completions/mean_length    mean completion length in tokens (multi-turn: policy tokens)
         eval/rewards/<name>/mean        nanmean of each reward function's scores
         eval/<name>                     nanmean of each ``per_sample`` value
 
@@ -162,5 +173,6 @@ def evaluate_policy(sample: Callable[[list, dict, int], Sampled], reward_funcs: 
         per_func=torch.cat([p.per_func.float().cpu() for p in parts]),
         responses=[r for p in parts for r in p.responses], prompts=[x for p in parts for x in p.prompts],
         completions=[c for p in parts for c in p.completions],
+        lengths=[n for p in parts for n in _lengths(p)],
         extra={k: torch.cat([e[k] for e in extras]) for k in (extras[0] if extras else {})}, num_generations=G)
     return summary(evaluation) if summary is not None else online_metrics(evaluation, reward_funcs)

@@ -76,18 +76,23 @@ def _callable_name(fn) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
-def load_function(spec: str, where: str) -> Callable:
+REWARD_FUNCTION = "a function (prompts, completions, **columns) -> list[float]"
+
+
+def load_function(spec: str, where: str, expected: str = REWARD_FUNCTION, dict_ok: bool = False) -> Callable:
     """'package.module:function', 'package.module.function' or 'path/to/file.py:function' -> the function;
     any problem (no such module or file, an error while importing it, no such name, not callable) is a
-    one-line ValueError starting with ``where``."""
+    one-line ValueError starting with ``where`` (``expected``: what the spec should name, for the
+    message). ``dict_ok``: a dict of callables is accepted too (environments by name)."""
     module_name, sep, name = spec.rpartition(":")
     if not sep:
         if spec.endswith(".py"):
             raise ValueError(f"{where}: {spec!r} is a Python file; name the function in it: '{spec}:function'")
         module_name, _, name = spec.rpartition(".")
     if not module_name or not name:
-        raise ValueError(f"{where}: {spec!r} is not a reward-model folder, and not a dotted path "
-                         "'package.module:function', 'package.module.function' or 'path/to/file.py:function'")
+        folder = "a reward-model folder, and not " if expected == REWARD_FUNCTION else ""
+        raise ValueError(f"{where}: {spec!r} is not {folder}a dotted path 'package.module:function', "
+                         "'package.module.function' or 'path/to/file.py:function'")
     if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
         module, what = _import_file(module_name, spec, where), f"file {module_name!r}"
     else:
@@ -98,10 +103,11 @@ def load_function(spec: str, where: str) -> Callable:
         raise ValueError(f"{where}: {what} has no attribute {name!r} (from {spec!r})"
                          f"{f'; did you mean {close[0]!r}?' if close else ''}")
     fn = getattr(module, name)
+    if dict_ok and isinstance(fn, dict) and fn and all(callable(v) for v in fn.values()):
+        return fn
     if not callable(fn):
         kind = type(fn).__name__
-        raise ValueError(f"{where}: {spec!r} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not a function "
-                         "(prompts, completions, **columns) -> list[float]")
+        raise ValueError(f"{where}: {spec!r} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not {expected}")
     return fn
 
 

@@ -15,6 +15,8 @@ hardware, see that module) or anything with its ``generate``/``sync_weights`` su
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..models.reference import is_peft_model
@@ -90,11 +92,20 @@ class Completions:
             self.engine.sync_weights(model)
             self.synced_at = step
 
-    def sample(self, model, queries: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    def sample(self, model, queries: list[torch.Tensor], max_new_tokens: int | None = None
+               ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """One response per query; ``max_new_tokens`` overrides the configured length (a multi-turn
+        episode's next turn gets what is left of its token budget)."""
+        kwargs, settings = self.generation_kwargs, self.settings
+        if max_new_tokens is not None:
+            kwargs = {**kwargs, "max_new_tokens": max_new_tokens}
+            if settings is not None:
+                settings = dataclasses.replace(settings, max_new_tokens=max_new_tokens,
+                                               min_new_tokens=min(settings.min_new_tokens, max_new_tokens))
         responses, engine_logprobs, _ = sample_responses(
-            model, queries, self.generation_kwargs, pad_token_id=self.tokenizer.pad_token_id,
+            model, queries, kwargs, pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id, batch_size=len(queries), engine=self.engine,
-            settings=self.settings)
+            settings=settings)
         return responses, engine_logprobs
 
 def padded_rows(rows: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:

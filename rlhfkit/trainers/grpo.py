@@ -147,7 +147,7 @@ def grpo_method(cfg: GRPOConfig) -> Method:
 
 class GRPOTrainer:
     """``GRPOTrainer(model, reward_funcs, args, train_dataset, eval_dataset, processing_class,
-    reward_processing_classes, peft_config)``, TRL 1.x style.
+    reward_processing_classes, peft_config, tools, environment_factory)``, TRL 1.x style.
 
     ``model``: a path / hub id or a ``PreTrainedModel`` (default ``args.model_name_or_path``);
     ``reward_funcs``: a callable ``(prompts, completions, **columns) -> list[float]``, a dotted
@@ -156,15 +156,20 @@ class GRPOTrainer:
     (default ``args.dataset_name``). ``GRPOTrainer(args=config)`` builds everything from the config.
     ``rollout_engine`` (keyword, rlhfkit extension): a ``rlhfkit.rollout.vllm.VLLMRollout`` to sample
     with; ``args.use_vllm=True`` starts one on the policy's folder instead.
+    ``tools`` (functions), ``environment_factory`` (a class, or a dict of them by name) and
+    ``tool_parser`` (keyword, ``text -> list[ToolCall]``) make every completion a multi-turn episode
+    (TRL 1.x's ``tools`` / ``environment_factory``; docs/agents.md): inserted tool and environment
+    tokens are masked out of the loss, KL and entropy.
     """
 
     method_name = "grpo"
 
     def __init__(self, model=None, reward_funcs=None, args: GRPOConfig | None = None, train_dataset=None,
-                 eval_dataset=None, processing_class=None, reward_processing_classes=None, peft_config=None, *,
-                 rollout_engine=None):
+                 eval_dataset=None, processing_class=None, reward_processing_classes=None, peft_config=None,
+                 tools=None, environment_factory=None, *, rollout_engine=None, tool_parser=None):
         build(self, args or GRPOConfig(), grpo_method, model, reward_funcs, train_dataset, eval_dataset,
-              processing_class, reward_processing_classes, peft_config, rollout_engine)
+              processing_class, reward_processing_classes, peft_config, rollout_engine, tools=tools,
+              environment_factory=environment_factory, tool_parser=tool_parser)
 
     @property
     def processing_class(self):

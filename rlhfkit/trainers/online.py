@@ -41,9 +41,10 @@ from ..models.compat import enable_checkpointing
 from ..models.fused import fuse_activations
 from ..models.reference import create_reference_model, is_peft_model, reference_context
 from ..rollout import build_batch, response_logprobs
+from ..rollout.agents import Agent, environment_reward, episode_metrics, sample_episodes
 from ..rollout.evaluate import Sampled, evaluate_policy, reward_name, sample_and_score
 from ..rollout.prompts import PromptSampler
-from ..rollout.rewards import score
+from ..rollout.rewards import RewardFunc, load_function, score
 from ..rollout.sampling import Completions, build_engine, engine_gap, padded_rows
 from . import checkpoint, completion_log
 from .config import ConfigError
@@ -99,11 +100,20 @@ class OnlineRun:
 
     def __init__(self, config, model, tokenizer, method: Method, reward_funcs: list, score_fn: Callable,
                  prompts: list, columns: dict, eval_prompts: list | None = None, eval_columns: dict | None = None,
-                 ref_model=None, rollout_engine=None):
+                 ref_model=None, rollout_engine=None, agent=None):
         self.config, self.method, self.tokenizer = config, method, tokenizer
         self.reward_funcs, self.score_fn = reward_funcs, score_fn
         self.prompts, self.columns = prompts, columns
         self.eval_prompts, self.eval_columns = eval_prompts, eval_columns or {}
+        self.agent = agent  # rollout.agents.Agent: multi-turn episodes with tools / environments, or None
+        self.reward_weights = config.reward_weights
+        if agent is not None and agent.rewarded and self.reward_weights is not None and \
+                len(self.reward_weights) == len(reward_funcs) - 1:
+            self.reward_weights = [*self.reward_weights, 1.0]  # the environment's reward (build appends it)
+        if agent is not None:
+            agent.check_columns(columns, len(prompts), "the training prompts")
+            if eval_prompts:
+                agent.check_columns(self.eval_columns, len(eval_prompts), "the eval prompts")
         self.output_dir = Path(config.output_dir)
         set_seed(config.seed)
         trackers = resolve_trackers(config.report_to)  # metrics.jsonl is written whatever report_to says
@@ -176,9 +186,14 @@ class OnlineRun:
 
     @torch.no_grad()
     def _sample(self, prompts: list, columns: dict, G: int) -> Sampled:
-        """G completions per prompt from the policy being trained, generated and scored."""
+        """G completions (multi-turn: episodes) per prompt from the policy being trained, generated and scored."""
+        if self.agent is not None:
+            return sample_episodes(self.accelerator.unwrap_model(self.model), self.tokenizer, self.completions,
+                                   self.agent, self.reward_funcs, prompts, columns, G,
+                                   reward_weights=self.reward_weights, device=self.accelerator.device,
+                                   step=self.global_step, score_fn=self.score_fn)
         return sample_and_score(self.accelerator.unwrap_model(self.model), self.tokenizer, self.completions,
-                                self.reward_funcs, prompts, columns, G, reward_weights=self.config.reward_weights,
+                                self.reward_funcs, prompts, columns, G, reward_weights=self.reward_weights,
                                 max_prompt_length=self.config.max_prompt_length, device=self.accelerator.device,
                                 step=self.global_step, score_fn=self.score_fn)
 
@@ -220,9 +235,14 @@ class OnlineRun:
         sampled = self._sample(prompts, columns, G)
         queries, responses, rewards, per_func = sampled.queries, sampled.responses, sampled.rewards, sampled.per_func
         eos = self.tokenizer.eos_token_id
-        truncated = torch.tensor([int(r[-1]) != eos for r in responses], device=rewards.device)  # (N,)
-        masks = [torch.full((len(r),), 0.0 if (cfg.mask_truncated_completions and t) else 1.0, device=r.device)
-                 for r, t in zip(responses, truncated.tolist())]
+        if sampled.masks is not None:  # episodes: the policy's tokens only; truncated = cut by the token cap
+            truncated = torch.tensor(sampled.truncated, device=rewards.device)  # (N,)
+            policy = [m.to(r.device) for m, r in zip(sampled.masks, responses)]
+        else:
+            truncated = torch.tensor([int(r[-1]) != eos for r in responses], device=rewards.device)  # (N,)
+            policy = [torch.ones(len(r), device=r.device) for r in responses]
+        masks = [m * (0.0 if (cfg.mask_truncated_completions and t) else 1.0)
+                 for m, t in zip(policy, truncated.tolist())]
         batch = build_batch(queries, responses, masks, self.tokenizer.pad_token_id)
         chunk = cfg.per_device_train_batch_size
         old = self._forward_logprobs(self.model, batch, chunk) if self._needs_old() else None
@@ -232,7 +252,7 @@ class OnlineRun:
                 ref = self._forward_logprobs(self.ref_model or self.model, batch, chunk)
         gather = self.accelerator.gather if self.accelerator.num_processes > 1 else (lambda t: t)
         advantages, adv_metrics = self.method.advantages(rewards, old, ref, batch.mask, gather)
-        lengths = torch.tensor([float(len(r)) for r in responses])
+        lengths = torch.stack([m.sum().float().cpu() for m in policy])  # (N,) tokens the policy wrote, as TRL
         done = lengths[~truncated.cpu()]
         metrics = {"reward": rewards.mean(), "reward_std": rewards.std() if len(rewards) > 1 else rewards.new_zeros(()),
                    "completions/mean_length": lengths.mean(), "completions/min_length": lengths.min(),
@@ -242,6 +262,8 @@ class OnlineRun:
         for j, func in enumerate(self.reward_funcs):
             values = per_func[:, j].float()
             metrics[f"rewards/{reward_name(func, j)}/mean"] = torch.nanmean(values)
+        if sampled.episodes is not None:
+            metrics.update(episode_metrics(sampled.episodes))
         sampling = None
         if sampled.engine_logprobs is not None and old is not None:
             engine = padded_rows(sampled.engine_logprobs, old)  # (N, R)
@@ -488,19 +510,76 @@ class OnlineRun:
 
 
 def build(trainer, args, method_fn: Callable, model, reward_funcs, train_dataset, eval_dataset, processing_class,
-          reward_processing_classes, peft_config, rollout_engine=None) -> None:
+          reward_processing_classes, peft_config, rollout_engine=None, tools=None, environment_factory=None,
+          tool_parser=None) -> None:
     """Fill ``trainer`` (args, model, tokenizer, reward_funcs, loop, ref_model) for ``method_fn(args)``.
 
     Loads the model, tokenizer, reward functions and prompts (``online_config.prepare``, every
     check before a model loads) and hands them to :class:`OnlineRun` with the method's advantages
     and loss. ``rollout_engine``: a ``rlhfkit.rollout.vllm.VLLMRollout`` you built (rlhfkit
-    extension); ``args.use_vllm`` starts one on the policy's folder instead.
+    extension); ``args.use_vllm`` starts one on the policy's folder instead. ``tools``,
+    ``environment_factory`` (default: ``args.tools``, ``args.environment_factory``) and
+    ``tool_parser`` make the rollouts multi-turn episodes (``rollout.agents``); an environment with
+    a reward adds the reward function ``environment``.
     """
     trainer.args = args
+    owner = type(args).__name__
+    tools = _resolve_tools(tools if tools is not None else args.tools, owner)
+    environment_factory = _resolve_environments(environment_factory if environment_factory is not None
+                                                else args.environment_factory, owner)
     model, trainer.tokenizer, trainer.reward_funcs, train, evals = prepare(
         model, reward_funcs, args, train_dataset, eval_dataset, processing_class, peft_config,
-        reward_processing_classes, rollout_engine)
+        reward_processing_classes, rollout_engine, environment=environment_factory is not None)
     trainer.model = model
+    agent = None
+    if tools or environment_factory is not None or tool_parser is not None:
+        agent = _agent(args, trainer.tokenizer, tools, environment_factory, tool_parser)
+        if agent.rewarded:
+            trainer.reward_funcs = [*trainer.reward_funcs, RewardFunc("environment", environment_reward,
+                                                                      "environment_factory")]
+        elif not trainer.reward_funcs:
+            raise ConfigError(owner, "reward_funcs", "no reward function, and the environment has no get_reward() "
+                                                     "or step(): pass reward_funcs=...")
+    trainer.environment_factory, trainer.tools = environment_factory, tools
     trainer.loop = OnlineRun(args, model, trainer.tokenizer, method_fn(args), trainer.reward_funcs, score, *train,
-                             *(evals or (None, None)), rollout_engine=rollout_engine)
+                             *(evals or (None, None)), rollout_engine=rollout_engine, agent=agent)
     trainer.ref_model = trainer.loop.ref_model
+
+
+def _resolve_tools(tools, owner: str) -> list:
+    """Tool functions: callables as they are, dotted paths imported (a bad one is a ConfigError on ``tools``)."""
+    if tools is None:
+        return []
+    out = []
+    for i, tool in enumerate(tools if isinstance(tools, (list, tuple)) else [tools]):
+        if isinstance(tool, str):
+            try:
+                tool = load_function(tool, f"tools[{i}]", expected="a tool function")
+            except ValueError as err:
+                raise ConfigError(owner, "tools", str(err)) from None
+        out.append(tool)
+    return out
+
+
+def _resolve_environments(factory, owner: str):
+    """An environment class / callable / dict of them; a dotted path is imported."""
+    if isinstance(factory, str):
+        try:
+            return load_function(factory, "environment_factory", expected="an environment class or a dict of them",
+                                 dict_ok=True)
+        except ValueError as err:
+            raise ConfigError(owner, "environment_factory", str(err)) from None
+    return factory
+
+
+def _agent(args, tokenizer, tools, environment_factory, tool_parser) -> Agent:
+    """The multi-turn rollout settings; a tool without a schema or a broken factory is a ConfigError."""
+    try:
+        return Agent(tokenizer, tools=tools, environment_factory=environment_factory,
+                     environment_column=args.environment_column,
+                     max_tool_calling_iterations=args.max_tool_calling_iterations,
+                     max_completion_length=args.max_completion_length, max_prompt_length=args.max_prompt_length,
+                     tool_timeout=args.tool_timeout, tool_parser=tool_parser)
+    except (TypeError, ValueError) as err:
+        field = "tools" if str(err).startswith("tool") else "environment_factory"
+        raise ConfigError(type(args).__name__, field, str(err)) from None

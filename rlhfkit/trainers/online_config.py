@@ -39,11 +39,28 @@ class OnlineConfig(LoopConfig):
     reward_funcs: list[str] | None = f(None, "Reward functions: dotted paths 'package.module:function' (called as "
                                              "f(prompts, completions, **columns) -> list[float]) or reward-model "
                                              "folders; several are summed with reward_weights.")
-    reward_weights: list[float] | None = f(None, "Weight of each reward function (default: 1.0 each).")
+    reward_weights: list[float] | None = f(None, "Weight of each reward function (default: 1.0 each); an "
+                                                 "environment's own reward is added with weight 1.0.")
+    # ---- multi-turn rollouts: tools and environments (docs/agents.md) ----
+    tools: list[str] | None = f(None, "Tools the model may call, as dotted paths 'package.module:function' (type "
+                                      "hints and a Google-style docstring each); a call's result is inserted and "
+                                      "the model goes on. The trainer's tools= takes the functions themselves.")
+    environment_factory: str | None = f(None, "Dotted path to an environment class (one instance per episode: "
+                                              "reset(**columns), then step(action) or tool methods, optional "
+                                              "get_reward()), or to a dict of them by name. The trainer's "
+                                              "environment_factory= takes the class or dict itself.")
+    environment_column: str = f("environment", "Dataset column naming each prompt's environment when "
+                                               "environment_factory is a dict of them.")
+    max_tool_calling_iterations: int | None = f(None, "Most inserted turns (tool results or environment "
+                                                      "observations) per episode; none: no limit but "
+                                                      "max_completion_length.")
+    tool_timeout: float | None = f(30.0, "Seconds a tool call or environment reset/step/get_reward may take; one "
+                                         "that runs longer ends its episode (none: no limit).")
     # ---- generation ----
     num_generations: int = f(8, "Completions sampled per prompt (the group); at least 2.")
     max_prompt_length: int | None = f(512, "Keep the last this many prompt tokens (none: the whole prompt).")
-    max_completion_length: int = f(256, "Longest completion in tokens; longer ones are cut (truncated).")
+    max_completion_length: int = f(256, "Longest completion in tokens; longer ones are cut (truncated). In "
+                                        "multi-turn episodes: the model's and the inserted tokens together.")
     temperature: float = f(1.0, "Sampling temperature; the training log-probs use the same temperature.")
     top_p: float = f(1.0, "Nucleus sampling: keep the smallest token set with this much probability (1.0: all).")
     top_k: int = f(0, "Keep the k most likely tokens when sampling (0: all).")
@@ -115,6 +132,10 @@ class OnlineConfig(LoopConfig):
         c.within("top_p", 0.0, 1.0)
         c.within("min_p", 0.0, 1.0)
         c.at_least(1, "num_completions_to_print", "num_generations_eval")
+        c.at_least(0, "max_tool_calling_iterations")
+        c.positive("tool_timeout")
+        if self.tools is not None and not all(isinstance(s, str) and s.strip() for s in self.tools):
+            c.fail("tools", f"must be a list of dotted paths 'package.module:function', got {self.tools!r}")
         c.within("ref_model_mixup_alpha", 0.0, 1.0)
         c.at_least(1, "ref_model_sync_steps")
         if self.vllm_mode != "colocate":
@@ -212,11 +233,12 @@ def load_prompt_sets(args: LoopConfig, train_dataset, eval_dataset, stacklevel: 
 
 
 def prepare(model, reward_funcs, args: OnlineConfig, train_dataset, eval_dataset, processing_class, peft_config,
-            reward_processing_classes=None, rollout_engine=None):
+            reward_processing_classes=None, rollout_engine=None, environment: bool = False):
     """(model, tokenizer, reward_funcs, (prompts, columns), (eval_prompts, eval_columns) or None), checked.
 
     ``reward_funcs``: a callable, a dotted path, a reward-model folder, or a list of them
     (default: ``args.reward_funcs``). Data and reward functions are checked before the model loads.
+    ``environment``: an environment_factory is given, which may be the only reward (no reward_funcs).
     """
     from ..rollout.rewards import load_reward_funcs
 
@@ -226,7 +248,9 @@ def prepare(model, reward_funcs, args: OnlineConfig, train_dataset, eval_dataset
         require_vllm()  # before any model loads
     check_run(args)
     specs = reward_funcs if reward_funcs is not None else args.reward_funcs
-    if specs is None or (isinstance(specs, (list, tuple)) and not specs):
+    if environment and (specs is None or (isinstance(specs, (list, tuple)) and not specs)):
+        specs = []
+    elif specs is None or (isinstance(specs, (list, tuple)) and not specs):
         raise ConfigError(owner, "reward_funcs", "no reward function: pass reward_funcs=... (a callable, a dotted "
                                                  "path 'module:function' or a reward-model folder) or set "
                                                  "reward_funcs in the config")

@@ -76,7 +76,7 @@ def rloo_method(cfg: RLOOConfig) -> Method:
 
 class RLOOTrainer:
     """``RLOOTrainer(model, reward_funcs, args, train_dataset, eval_dataset, processing_class,
-    reward_processing_classes, peft_config)``, TRL 1.x style.
+    reward_processing_classes, peft_config, tools, environment_factory)``, TRL 1.x style.
 
     Arguments as ``GRPOTrainer``; ``RLOOTrainer(args=config)`` builds everything from the config.
     """
@@ -84,10 +84,11 @@ class RLOOTrainer:
     method_name = "rloo"
 
     def __init__(self, model=None, reward_funcs=None, args: RLOOConfig | None = None, train_dataset=None,
-                 eval_dataset=None, processing_class=None, reward_processing_classes=None, peft_config=None, *,
-                 rollout_engine=None):
+                 eval_dataset=None, processing_class=None, reward_processing_classes=None, peft_config=None,
+                 tools=None, environment_factory=None, *, rollout_engine=None, tool_parser=None):
         build(self, args or RLOOConfig(), rloo_method, model, reward_funcs, train_dataset, eval_dataset,
-              processing_class, reward_processing_classes, peft_config, rollout_engine)
+              processing_class, reward_processing_classes, peft_config, rollout_engine, tools=tools,
+              environment_factory=environment_factory, tool_parser=tool_parser)
 
     @property
     def processing_class(self):

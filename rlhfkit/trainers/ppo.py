@@ -138,7 +138,13 @@ class PPOTrainer:
         self._rollout_cache, self._policy_version, self._reuse_verified = RolloutCache(), 0, False
         self._reuse_rollouts = bool(config.reuse_rollout_logprobs)
         if rollout_engine is not None:  # the engine may have loaded other weights than this policy's
-            rollout_engine.sync_weights(self.accelerator.unwrap_model(self._train_model))
+            rollout_engine.sync_weights(self.unwrapped_model)
+
+    @property
+    def unwrapped_model(self):
+        """The policy being trained (with its value head) out of Accelerate's wrapper (DDP, a DeepSpeed
+        engine): the module to sample from or evaluate, as ``generate`` and checkpoint loading do."""
+        return self.accelerator.unwrap_model(self._train_model)
 
     def _setup_models(self, model, ref_model, critic, num_shared_layers) -> None:
         """Policy, frozen reference (or None under PEFT), optional critic, and their parameter lists."""
@@ -247,7 +253,7 @@ class PPOTrainer:
         kwargs = dict(pad_token_id=self.pad_token_id, eos_token_id=eos, batch_size=batch_size,
                       return_prompt=return_prompt, remove_padding=remove_padding and not single,
                       length_sampler=length_sampler)
-        model = self.accelerator.unwrap_model(self._train_model)
+        model = self.unwrapped_model
         if self.rollout_engine is not None and not generate_ref_response and length_sampler is None:
             out, _, _ = sample_responses(model, queries, generation_kwargs, engine=self.rollout_engine, **kwargs)
             return out[0].unsqueeze(0) if single else out  # the engine runs its own kernels: no autocast
@@ -312,7 +318,7 @@ class PPOTrainer:
         timing["time/ppo/optimize_step"] = time.time() - t
         if self.rollout_engine is not None:  # the next rollouts must come from the updated policy
             t = time.time()
-            self.rollout_engine.sync_weights(self.accelerator.unwrap_model(self._train_model))
+            self.rollout_engine.sync_weights(self.unwrapped_model)
             timing["time/ppo/weight_sync"] = time.time() - t
 
         t = time.time()
@@ -508,7 +514,7 @@ class PPOTrainer:
         critic_full = self.mechanics.full_state_dict(self._train_critic) if self._train_critic is not None else None
 
         def write(save_directory) -> None:
-            model = self.accelerator.unwrap_model(self._train_model)
+            model = self.unwrapped_model
             if full is None:
                 model.save_pretrained(save_directory)
             else:

@@ -226,7 +226,7 @@ def load_checkpoint(trainer, path) -> None:
     state = trainer.mechanics.read_checkpoint(path, "PPO", "ppo")
 
     def load_weights(folder: Path) -> None:
-        model = trainer.accelerator.unwrap_model(trainer._train_model)
+        model = trainer.unwrapped_model
         checkpoint.load_model_weights(model.pretrained_model, folder)  # a LoRA policy: its adapter
         model.v_head.load_state_dict(load_file(folder / "value_head.safetensors"))
         if trainer.critic is not None:

@@ -141,3 +141,59 @@ def test_with_the_generate_dispatcher_a_seed_gives_the_same_row(tokenizer):
 def test_reward_name():
     assert reward_name(named("acc"), 0) == "acc" and reward_name(lambda: 0, 3) == "func3"
     assert reward_name(len, 1) == "len"
+
+
+def test_per_sample_values_are_computed_per_call_and_averaged():
+    rewards = {"a": [1.0, 3.0], "b": [0.0, 2.0], "c": [5.0, 5.0]}
+    lengths = {"a": [1, 2], "b": [3, 4], "c": [5, 6]}
+    seen = []
+
+    def per_sample(sampled):  # the completion lengths, and a value missing (NaN) for even lengths
+        seen.append(len(sampled.responses))
+        n = torch.tensor([float(len(r)) for r in sampled.responses])
+        return {"len": n, "odd": torch.where(n % 2 == 1, n, torch.full_like(n, float("nan")))}
+
+    row = evaluate_policy(fixed_sampler(rewards, lengths, []), [named("r"), named("twice")], ["a", "b", "c"],
+                          num_generations=2, batch_size=4, per_sample=per_sample)
+    assert seen == [4, 2]  # once per sampling call, on that call's completions
+    assert row["eval/len"] == pytest.approx(21 / 6, rel=1e-6)
+    assert row["eval/odd"] == pytest.approx((1 + 3 + 5) / 3, rel=1e-6)  # nanmean: the even lengths left out
+    assert row["eval/reward"] == pytest.approx(16 / 6, rel=1e-6)
+
+
+def test_summary_gets_every_completion_in_prompt_order():
+    rewards = {"a": [1.0], "b": [4.0], "c": [2.0]}
+    lengths = {"a": [2], "b": [3], "c": [1]}
+    got = {}
+
+    def summary(evaluation):
+        got["evaluation"] = evaluation
+        return {"eval/reward_mean": evaluation.rewards.mean().item(),
+                "eval/reward_std": evaluation.rewards.std(correction=0).item()}
+
+    row = evaluate_policy(fixed_sampler(rewards, lengths, []), [named("r"), named("twice")], ["a", "b", "c"],
+                          num_generations=1, batch_size=2, summary=summary,
+                          per_sample=lambda s: {"len": torch.tensor([len(r) for r in s.responses])})
+    evaluation = got["evaluation"]
+    assert evaluation.rewards.tolist() == [1.0, 4.0, 2.0] and evaluation.num_generations == 1
+    assert evaluation.per_func.tolist() == [[1.0, 2.0], [4.0, 8.0], [2.0, 4.0]]
+    assert [len(r) for r in evaluation.responses] == [2, 3, 1] and evaluation.extra["len"].tolist() == [2, 3, 1]
+    # mean 7/3; population variance ((1 - 7/3)^2 + (4 - 7/3)^2 + (2 - 7/3)^2) / 3 = 14/9
+    assert row == {"eval/reward_mean": pytest.approx(7 / 3, rel=1e-6),
+                   "eval/reward_std": pytest.approx(math.sqrt(14 / 9), rel=1e-6)}
+
+
+def test_add_special_tokens_puts_the_tokenizers_own_around_text_prompts():
+    from tokenizers.processors import TemplateProcessing
+
+    from rlhfkit.rollout.evaluate import encode_prompts
+    from rlhfkit.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    tok._tokenizer.post_processor = TemplateProcessing(single="<|bos|> $A", special_tokens=[("<|bos|>",
+                                                                                            tok.bos_token_id)])
+    plain = tok("the cat sings", add_special_tokens=False)["input_ids"]
+    assert [q.tolist() for q in encode_prompts(tok, ["the cat sings"], None)] == [plain]  # TRL's GRPO: none
+    with_bos = encode_prompts(tok, ["the cat sings"], None, add_special_tokens=True)[0].tolist()
+    assert with_bos == [tok.bos_token_id] + plain
+    assert encode_prompts(tok, ["the cat sings"], 2, add_special_tokens=True)[0].tolist() == with_bos[-2:]

@@ -17,6 +17,7 @@ free-text labels are not part of it.
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from dataclasses import dataclass, fields
@@ -25,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import algos, rollout
 from ..trainers import PPOConfig
 from ..trainers.config import ATTENTION, Checks, ConfigError, check_field_types, f, field_default
 from ..trainers.online_config import check_vllm
@@ -379,56 +379,64 @@ def _reward_fn(reward_funcs, weights, prompts: list, chat: bool):
 
 
 def _evaluator(trainer, config: PPORunConfig, held, reward_funcs, chat: bool):
-    """Held-out evaluation: sampled responses' reward, KL to the reference, length, truncation, samples."""
+    """Held-out evaluation through ``rollout.evaluate_policy``, the online trainers' own: one sampled
+    response per prompt, tokenised, sampled and scored as training does it; its reward, KL to the
+    reference, length, truncation under this command's ``eval/*`` names; samples to eval_samples.jsonl."""
+    from ..eval.metrics import response_logprobs, sequence_kl
     from ..models import reference_context
-    from ..rollout.prompts import render_prompts
+    from ..rollout.evaluate import evaluate_policy, sample_and_score
     from ..rollout.rewards import score
-    from ..rollout.sampling import sample_responses
+    from ..rollout.sampling import Completions
 
     prompts, columns = held
     n = min(config.eval_prompts, len(prompts))
     prompts, columns = prompts[:n], {k: v[:n] for k, v in columns.items()}
     tokenizer = trainer.tokenizer
-    encoded = [tokenizer(t, add_special_tokens=not chat)["input_ids"][-config.max_prompt_length:]
-               for t in render_prompts(tokenizer, prompts)]
+    completions = Completions(tokenizer, config.generation_kwargs())  # Hugging Face generate, seeded below
     samples_path = Path(config.output_dir) / "eval_samples.jsonl"
+    sources = [Path(src).name or src for src in config.reward_sources()]
     eos = tokenizer.eos_token_id
+
+    def score_fn(funcs, weights, batch_prompts, batch_completions, cols):
+        # the reward functions get what training hands them (_reward_fn): the dataset's columns only
+        return score(funcs, weights, batch_prompts, batch_completions,
+                     {k: v for k, v in cols.items() if k != "completion_ids"})
+
+    def kl(sampled) -> dict:
+        """Summed per-token k3 estimate of KL(policy || reference) of each sampled response: (n,)."""
+        model, pad = trainer.unwrapped_model, trainer.pad_token_id
+        size = len(sampled.queries)
+        logprobs, mask = response_logprobs(model, sampled.queries, sampled.responses, pad, size)  # (n, R) each
+        with reference_context(trainer.model, trainer.ref_model):  # a LoRA policy: the adapter-disabled base
+            ref = trainer.ref_model if trainer.ref_model is not None else model
+            ref_logprobs, _ = response_logprobs(ref, sampled.queries, sampled.responses, pad, size)  # (n, R)
+        return {"kl": sequence_kl(logprobs, ref_logprobs, mask, "k3")}
+
+    def summary(evaluation) -> dict:
+        rewards, per_func = evaluation.rewards, evaluation.per_func  # (n,), (n, sources)
+        texts = tokenizer.batch_decode(evaluation.responses, skip_special_tokens=True)
+        _write_samples(samples_path, trainer.current_step, evaluation.prompts, texts, rewards.tolist(),
+                       config.eval_samples_to_log, trainer.accelerator.is_main_process)
+        lengths = np.array([len(r) for r in evaluation.responses])
+        truncated = np.mean([int(r[-1]) != eos for r in evaluation.responses])  # no EOS: cut at max_new_tokens
+        metrics = {"eval/reward_mean": float(rewards.mean()), "eval/reward_std": float(rewards.std(correction=0)),
+                   "eval/kl": float(evaluation.extra["kl"].mean()), "eval/length_mean": float(lengths.mean()),
+                   "eval/truncated": float(truncated), "eval/prompts": n}
+        if per_func.shape[1] > 1:
+            for j, src in enumerate(sources):
+                metrics[f"eval/rewards/{src}"] = float(torch.nanmean(per_func[:, j]))
+        return metrics
 
     @torch.no_grad()
     def evaluate(trainer) -> dict:
-        model = trainer.accelerator.unwrap_model(trainer._train_model)
-        device = trainer.accelerator.device
-        queries = [torch.tensor(q, dtype=torch.long, device=device) for q in encoded]
+        sample = functools.partial(sample_and_score, trainer.unwrapped_model, tokenizer, completions, reward_funcs,
+                                   reward_weights=config.weights(), max_prompt_length=config.max_prompt_length,
+                                   device=trainer.accelerator.device, step=trainer.current_step, score_fn=score_fn,
+                                   add_special_tokens=not chat)  # text prompts: as train_ppo encodes them
         with torch.random.fork_rng(devices=[]):  # evaluation never moves the training RNG (exact resume)
             torch.manual_seed(config.seed)
-            responses, _, _ = sample_responses(model, queries, config.generation_kwargs(),
-                                               pad_token_id=trainer.pad_token_id, eos_token_id=eos,
-                                               batch_size=config.mini_batch_size)
-        texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
-        rewards, per_func = score(reward_funcs, config.weights(), prompts, _completions(texts, chat), columns)
-        safe = [r if len(r) else torch.tensor([trainer.pad_token_id], device=device) for r in responses]
-        batch = rollout.build_batch(queries, safe, None, trainer.pad_token_id)
-        was_training = model.training
-        model.eval()
-        try:
-            logprobs = rollout.response_logprobs(model, batch)  # (N, R)
-            with reference_context(trainer.model, trainer.ref_model):
-                ref = trainer.ref_model if trainer.ref_model is not None else model
-                ref_logprobs = rollout.response_logprobs(ref, batch)  # (N, R)
-        finally:
-            model.train(was_training)
-        kl = (algos.kl_penalty(logprobs, ref_logprobs, "k3") * batch.mask).sum(-1)  # (N,)
-        lengths = np.array([len(r) for r in responses])
-        truncated = np.mean([not (len(r) and int(r[-1]) == eos) for r in responses])
-        _write_samples(samples_path, trainer.current_step, prompts, texts, rewards.tolist(),
-                       config.eval_samples_to_log, trainer.accelerator.is_main_process)
-        metrics = {"eval/reward_mean": float(rewards.mean()), "eval/reward_std": float(rewards.std(correction=0)),
-                   "eval/kl": float(kl.mean()), "eval/length_mean": float(lengths.mean()),
-                   "eval/truncated": float(truncated), "eval/prompts": n}
-        if per_func.shape[1] > 1:
-            for j, src in enumerate(config.reward_sources()):
-                metrics[f"eval/rewards/{Path(src).name or src}"] = float(torch.nanmean(per_func[:, j]))
-        return metrics
+            return evaluate_policy(sample, reward_funcs, prompts, columns, num_generations=1,
+                                   batch_size=config.mini_batch_size, per_sample=kl, summary=summary)
 
     return evaluate
 

@@ -723,7 +723,7 @@ CASES = [
                                                         "--prompts", c.file("q.jsonl", '{"question": "q"}\n')),
          r"error: .*q.jsonl has no 'prompt' column"),
     Case("fb-generate-empty-prompts", lambda c: c.fb("generate", "--project", "helpful", "--policy", c.lm,
-                                                     "--prompts", c.file("blank.txt", "\n\n")), r"error: .*blank.txt: no prompts"),
+                                                     "--prompts", c.file("blank.txt", "\n\n")), r"error: .*blank.txt: holds no prompts"),
     Case("fb-generate-temperature", lambda c: c.fb("generate", "--project", "helpful", "--policy", c.lm,
                                                    "--prompts", c.file("p.txt", "hi\n"), "--temperature", "-1"),
          r"error: --temperature: temperature must be a number in \(0, 100\]"),

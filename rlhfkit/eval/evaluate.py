@@ -80,13 +80,14 @@ def parse_named(value) -> dict[str, str]:
 
 def load_prompts(source) -> list[str]:
     """Prompts from a list, a .txt file (one per line) or records in any format the data layer reads
-    (``rlhfkit.rollout.prompts.load_prompts``, the reader every command shares); they must be texts."""
+    (``rlhfkit.rollout.prompts.load_prompts``, the reader every command shares; rows with a 'prompt'
+    column are read for it alone); they must be texts."""
     if isinstance(source, (list, tuple)):
         return [str(p) for p in source]
     from ..data import DataError
     from ..rollout.prompts import load_prompts as read_prompts
 
-    prompts, _ = read_prompts(source)
+    prompts, _ = read_prompts(source, columns=False)
     if not all(isinstance(p, str) for p in prompts):
         raise DataError(f"{source}: holds conversations (lists of messages); rlhfkit eval scores text prompts, "
                         "give a .txt file or records with a text 'prompt' column")

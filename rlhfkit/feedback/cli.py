@@ -96,7 +96,8 @@ class ImportArgs(ProjectArgs):
 @dataclass
 class GenerateArgs(ProjectArgs):
     policy: str = f("", "Folder (or hub name) of a causal LM and its tokenizer; required.", required=True)
-    prompts: str = f("", "A .txt file (one prompt per line) or records with 'prompt'; required.", required=True)
+    prompts: str = f("", "A .txt file (one prompt per line), or records with a 'prompt' column, conversations or "
+                          "preference pairs in any format the data layer reads; required.", required=True)
     n: int = f(2, "Responses per prompt.")
     max_new_tokens: int = f(64, "Longest response, in tokens.")
     temperature: float = f(1.0, "Sampling temperature.")
@@ -378,26 +379,33 @@ def _summary(summary: dict) -> str:
             f"response(s), items created: {made}; {summary['items_existing']} already existed")
 
 
-def _read_prompts(path: str, origin: str = "--prompts") -> list:
-    from .sources import not_utf8, read_records
+PROMPT_INPUTS = ("a .txt file (one prompt per line), or records (.jsonl, .json, .csv, .parquet, a folder or a saved "
+                 "dataset) with a 'prompt' column, conversations ('messages') or preference pairs")
 
-    if Path(path).suffix.lower() == ".txt":
-        try:
-            prompts = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-        except UnicodeDecodeError:
-            raise _fail(not_utf8(path)) from None
-        except FileNotFoundError:
-            raise _fail(f"{origin}: no such file {path!r}; give a .txt file (one prompt per line) or records with "
-                        "a 'prompt' column") from None
-        except OSError as err:
-            raise _fail(f"{origin}: cannot read {path}: {err.strerror or err}") from None
-        if not prompts:
-            raise _fail(f"{path}: no prompts (one per line)")
-        return prompts
-    rows = read_records(path)
-    if "prompt" not in rows.column_names:
-        raise _fail(f"{path} has no 'prompt' column (columns: {rows.column_names})")
-    return list(rows["prompt"])
+
+def _read_prompts(path: str, origin: str = "--prompts") -> list:
+    """The prompts of ``path`` through the reader every training command uses (``rollout.prompts.load_prompts``):
+    a ``.txt`` file's lines (stripped), the 'prompt' column of any rows (whatever else they hold: an import
+    file's ``prompt`` + ``response`` rows too), the turns before a conversation's last answer, the prompt of
+    preference pairs. Refusals name the file and line."""
+    from ..data import DataError
+    from ..rollout.prompts import load_prompts
+    from .sources import not_utf8
+
+    local = Path(path).expanduser()
+    if local.suffix.lower() in (".txt", ".jsonl", ".json", ".csv", ".parquet") and not local.exists():
+        raise _fail(f"{origin}: no such file {path!r}; give {PROMPT_INPUTS}")
+    text_file = local.suffix.lower() == ".txt"
+    try:
+        prompts, _ = load_prompts(path, columns=False, texts=False)
+    except DataError as err:
+        message = str(err)
+        if text_file and "not UTF-8" in message:
+            message = not_utf8(local)  # the line and its column, as the import of a file says it
+        raise _fail(message) from None
+    except OSError as err:  # a file that cannot be read (permissions, a folder named x.txt)
+        raise _fail(f"{origin}: cannot read {path}: {err.strerror or err}") from None
+    return [p.strip() for p in prompts] if text_file else prompts
 
 
 def _generate(args) -> int:

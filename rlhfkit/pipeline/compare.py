@@ -131,14 +131,8 @@ def _compare(cfg: CompareConfig, progress: bool, train_seconds: dict | None, ext
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(cfg.policy)
-    pairs = [json.loads(line) for line in Path(cfg.pairs).read_text().splitlines() if line.strip()] \
-        if str(cfg.pairs).endswith(".jsonl") else None
-    if cfg.prompts:
-        prompts = load_prompts(cfg.prompts)
-    elif pairs is not None:
-        prompts = list(dict.fromkeys(p["prompt"] for p in pairs))
-    else:
-        raise ValueError("give prompts (PPO's training prompts) or pairs as .jsonl to take them from")
+    # default: the prompt of each pair, once, in any format the data layer reads pairs in
+    prompts = load_prompts(cfg.prompts) if cfg.prompts else list(dict.fromkeys(load_prompts(cfg.pairs)))
     eval_prompts = load_prompts(cfg.eval_prompts) if cfg.eval_prompts else prompts
     rm = metrics.reward_model_scorer(cfg.reward_model)
     scorers = {REWARD: rm}

@@ -1,5 +1,5 @@
-"""Prompt sets for every command that samples (``rlhfkit ppo``, ``grpo``, ``rloo``, ``eval``): rows -> prompts
-+ reward columns.
+"""Prompt sets for every command that samples (``rlhfkit ppo``, ``grpo``, ``rloo``, ``eval``, ``compare``,
+``feedback generate``): rows -> prompts + reward columns.
 
 ``load_prompts`` is the one reader. A ``.txt`` file holds one prompt per non-empty line (no other
 columns); every format the data layer reads gives prompts too (``rlhfkit.data.formats``):
@@ -50,18 +50,40 @@ def prompts_from_records(records, fmt: str) -> tuple[list, dict[str, list]]:
     return prompts, {k: list(records[k]) for k in names if k not in drop}
 
 
-def load_prompts(source, split: str = "train", name: str | None = None) -> tuple[list, dict[str, list]]:
+def load_prompts(source, split: str = "train", name: str | None = None, *, columns: bool = True,
+                 texts: bool = True) -> tuple[list, dict[str, list]]:
     """Load, validate (``DataError`` names file, line and field) and turn into (prompts, columns).
 
     ``source``: a ``.txt`` file (one prompt per non-empty line; no columns) or anything
     ``data.load_records`` reads (``split`` picks the split of a folder, saved or hub dataset,
-    ``name`` a hub dataset's configuration)."""
-    if isinstance(source, (str, os.PathLike)) and Path(source).suffix == ".txt":
+    ``name`` a hub dataset's configuration).
+    ``columns=False``: only the prompts are wanted (``rlhfkit eval``, ``rlhfkit feedback generate``):
+    rows with a ``prompt`` column are read for it alone, whatever else they hold (the feedback
+    app's ``prompt`` + ``response`` rows, a ratings file without scores), and no columns come back.
+    ``texts=False``: plain-text rows (``language_modeling``: a ``text`` to continue) are refused,
+    for a command that must show a prompt to people."""
+    if isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".txt":
         return _text_prompts(source), {}
     records = data.load_records(source, split=split, name=name)
-    fmt = data.detect_format(records)
+    if not columns and "prompt" in records.column_names:
+        records = records.select_columns(["prompt"])
+        data.validate(records, "prompt_only")
+        return prompts_from_records(records, "prompt_only")[0], {}
+    try:
+        fmt = data.detect_format(records)
+    except data.DataError as err:
+        if columns:
+            raise
+        name = data.source_name(records)  # the 'prompt' column is what a prompt set is expected to have
+        raise data.DataError(f"{name} has no 'prompt' column: {str(err).removeprefix(name + ': ')}") from None
+    if fmt == "language_modeling" and not texts:
+        raise data.DataError(f"{data.source_name(records)} has no 'prompt' column (columns: "
+                             f"{sorted(records.column_names)}): its rows are texts to continue, not prompts; give "
+                             "rows with a 'prompt' column, conversations ('messages') or preference pairs, or a .txt "
+                             "file (one prompt per line)")
     data.validate(records, fmt)
-    return prompts_from_records(records, fmt)
+    prompts, found = prompts_from_records(records, fmt)
+    return prompts, found if columns else {}
 
 
 def _text_prompts(source) -> list[str]:

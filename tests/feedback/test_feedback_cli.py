@@ -397,3 +397,60 @@ def test_a_typo_in_a_flag_suggests_the_snake_case_name(tmp_path, capsys, words, 
     line = refused(capsys, *words, typo, "1", "--db", str(tmp_path / "new.db"))
     assert line.startswith(f"error: unknown flag {typo}; did you mean {suggestion}?"), line
     assert not (tmp_path / "new.db").exists()
+
+
+def _stored_prompts(url, project) -> list[tuple[str, dict | None]]:
+    from sqlalchemy import select
+
+    from rlhfkit.feedback.store import Project, Prompt
+
+    Session = db.connect(url)
+    with Session() as s:
+        rows = s.execute(select(Prompt.text, Prompt.meta).join(Project).where(Project.name == project)
+                         .order_by(Prompt.id)).all()
+    db.engine_of(Session).dispose()
+    return [(text, meta) for text, meta in rows]
+
+
+def test_generate_reads_prompts_as_the_training_commands_do(url, tmp_path, capsys):
+    """--prompts takes every prompt source `rlhfkit ppo` / `grpo` take (rollout.prompts.load_prompts), and
+    rows with a 'prompt' column whatever else they hold, as before."""
+    from rlhfkit.testing import save_tiny
+
+    policy = save_tiny(tmp_path / "policy")
+    user = lambda text: {"role": "user", "content": text}  # noqa: E731
+    answer = lambda text: {"role": "assistant", "content": text}  # noqa: E731
+    files = {
+        # conversations: the turns before the last answer
+        "chat.jsonl": [{"messages": [user("hi"), answer("hello"), user("sing"), answer("la")]}],
+        # preference pairs sharing their first turns: that shared prefix
+        "shared.jsonl": [{"chosen": [user("the moon"), answer("rises")], "rejected": [user("the moon"), answer("no")]}],
+        # the feedback import's own rows: the prompt, the rest left alone
+        "rated.jsonl": [{"prompt": "the band", "response": "plays"}],
+    }
+    for name, rows in files.items():
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "UPPER.TXT").write_text(" the river \n")
+    run(capsys, "project", "create", "reads", "--db", url)
+    for name in (*files, "UPPER.TXT"):
+        out = run(capsys, "generate", "--project", "reads", "--policy", str(policy), "--prompts", str(tmp_path / name),
+                  "--n", "1", "--max-new-tokens", "3", "--db", url)
+        assert "for 1 prompt(s)" in out, name
+    stored = _stored_prompts(url, "reads")
+    assert stored[0][1] == {"messages": [user("hi"), answer("hello"), user("sing")]}
+    assert stored[1][1] == {"messages": [user("the moon")]}
+    assert [text for text, _ in stored[2:]] == ["the band", "the river"]  # a .txt line stripped, as before
+
+
+def test_generate_names_the_file_and_line_of_a_bad_prompt(url, tmp_path, capsys):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"prompt": "fine"}\n{"prompt": "also fine"}\n{"prompt": ""}\n')
+    line = refused(capsys, "generate", "--project", "p", "--policy", "x", "--prompts", str(rows), "--db", url)
+    assert f"{rows} line 3 (row 2): field 'prompt' is empty" in line
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text('{"text": "once upon a time"}\n')
+    line = refused(capsys, "generate", "--project", "p", "--policy", "x", "--prompts", str(texts), "--db", url)
+    assert "has no 'prompt' column (columns: ['text'])" in line and "texts to continue, not prompts" in line
+    line = refused(capsys, "generate", "--project", "p", "--policy", "x", "--prompts", str(tmp_path / "no.parquet"),
+                   "--db", url)
+    assert f"--prompts: no such file '{tmp_path / 'no.parquet'}'; give a .txt file" in line

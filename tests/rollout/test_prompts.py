@@ -79,3 +79,57 @@ def test_grpo_names_an_empty_txt_prompt_file(tiny, tmp_path, monkeypatch, capsys
     assert err.value.code == 2
     assert f"{empty}: holds no prompts (one per line)" in capsys.readouterr().err
     assert not (tmp_path / "out" / "metrics.jsonl").exists()
+
+
+def test_columns_false_reads_the_prompt_column_of_any_rows(tmp_path):
+    """Only the prompts wanted (rlhfkit eval, rlhfkit feedback generate): rows with a 'prompt' column give it,
+    whatever else they hold; the prompt itself is still checked, by file and line."""
+    def rows(name, *records):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        return str(path)
+
+    imported = rows("rated.jsonl", {"prompt": "a", "response": "r"}, {"prompt": "b", "response": "s"})
+    with pytest.raises(DataError, match="match no known format"):  # every column is wanted: its format must be known
+        load_prompts(imported)
+    assert load_prompts(imported, columns=False) == (["a", "b"], {})
+    unchecked = rows("pc.jsonl", {"prompt": "a", "completion": ""})  # an empty completion, never read
+    assert load_prompts(unchecked, columns=False) == (["a"], {})
+    chat = rows("chat.jsonl", {"prompt": [{"role": "user", "content": "hi"}], "score": "n/a"})
+    assert load_prompts(chat, columns=False) == ([[{"role": "user", "content": "hi"}]], {})
+    bad = rows("bad.jsonl", {"prompt": "a", "response": "r"}, {"prompt": "", "response": "r"})
+    with pytest.raises(DataError, match=r"bad\.jsonl line 2 \(row 1\): field 'prompt' is empty"):
+        load_prompts(bad, columns=False)
+    messages = rows("m.jsonl", {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]})
+    assert load_prompts(messages, columns=False) == ([[{"role": "user", "content": "hi"}]], {})
+    assert load_prompts(messages)[1] == {"messages": [[{"role": "user", "content": "hi"},
+                                                       {"role": "assistant", "content": "x"}]]}
+
+
+def test_texts_false_refuses_texts_to_continue(tmp_path):
+    path = tmp_path / "lm.jsonl"
+    path.write_text(json.dumps({"text": "once upon a time"}) + "\n")
+    assert load_prompts(str(path)) == (["once upon a time"], {})
+    with pytest.raises(DataError, match=r"lm\.jsonl has no 'prompt' column \(columns: \['text'\]\): its rows are "
+                                        r"texts to continue"):
+        load_prompts(str(path), texts=False)
+
+
+def test_a_txt_suffix_in_capitals_is_a_prompt_file(tmp_path):
+    path = tmp_path / "P.TXT"
+    path.write_text("one\ntwo\n")
+    assert load_prompts(str(path)) == (["one", "two"], {})
+
+
+def test_eval_takes_rows_with_a_prompt_column_whatever_else_they_hold(tmp_path):
+    path = tmp_path / "rated.csv"
+    path.write_text("prompt,response\nthe cat,sings\na dog,runs\n")
+    assert eval_load_prompts(str(path)) == ["the cat", "a dog"]
+
+
+def test_columns_false_says_the_prompt_column_is_missing(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps({"question": "why?"}) + "\n")
+    with pytest.raises(DataError, match=r"q\.jsonl has no 'prompt' column: columns \['question'\] match no known "
+                                        r"format \(rename 'question' to 'prompt'"):
+        load_prompts(str(path), columns=False)

@@ -3,7 +3,8 @@
 ``generate``: responses from Hugging Face ``generate``; ``decode``: a lean sampling loop that keeps
 each token's log-prob; ``vllm``: the optional vLLM engine (imported only when used).
 ``batch``: the typed rollout (``RolloutBatch``) and its layout. ``logprobs``: token
-log-probs over a region, with the package's one ``logits_to_keep`` check. ``evaluate``: held-out
+log-probs over a region, with the package's one ``logits_to_keep`` check. ``packing``: the same
+log-probs from padding-free (packed) forward passes. ``evaluate``: held-out
 evaluation of a policy (``evaluate_policy``) and the sample-and-score step training shares with it.
 """
 
@@ -13,9 +14,12 @@ from .evaluate import evaluate_policy, sample_and_score
 from .generate import generate_responses, left_pad, truncate_after_eos
 from .logprobs import (RegionOutput, forward_batch, keep_kwargs, response_forward, response_logprobs,
                        token_logprobs)
+from .packing import (PackedLayout, PackedRegion, pack_layout, pack_rows, packed_forward_batch,
+                      packed_response_forward, packed_token_logprobs, require_padding_free)
 from .vllm import EngineRollout, SamplingSettings, VLLMRollout
 
-__all__ = ["EngineRollout", "RegionOutput", "RolloutBatch", "RolloutCache", "SamplingSettings", "VLLMRollout",
+__all__ = ["EngineRollout", "PackedLayout", "PackedRegion", "RegionOutput", "RolloutBatch", "RolloutCache", "SamplingSettings", "VLLMRollout",
            "evaluate_policy", "generate_with_logprobs", "lean_settings", "Seq2SeqRolloutBatch", "build_batch",
            "build_seq2seq_batch", "forward_batch", "generate_responses", "keep_kwargs", "left_pad",
-           "response_forward", "response_logprobs", "sample_and_score", "token_logprobs", "truncate_after_eos"]
+           "pack_layout", "pack_rows", "packed_forward_batch", "packed_response_forward", "packed_token_logprobs",
+           "require_padding_free", "response_forward", "response_logprobs", "sample_and_score", "token_logprobs", "truncate_after_eos"]

@@ -1,7 +1,7 @@
 """Tiny offline models for tests, examples and machines without a GPU or a model hub.
 
 Everything here is built locally: a byte-level BPE tokenizer trained on a small
-generated corpus, and randomly initialised causal LMs (GPT-2 or Llama shape) or
+generated corpus, and randomly initialised causal LMs (GPT-2, Llama or Qwen2 shape) or
 sequence-classification reward models (``num_labels=1``). Nothing is downloaded.
 
     >>> from rlhfkit.testing import tiny_tokenizer, tiny_causal_lm
@@ -25,9 +25,10 @@ from transformers import (
     GPT2Config,
     LlamaConfig,
     PreTrainedTokenizerFast,
+    Qwen2Config,
 )
 
-ARCHS = ("gpt2", "llama")
+ARCHS = ("gpt2", "llama", "qwen2")
 SPECIAL_TOKENS = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>", "unk_token": "<|unk|>"}
 
 _SUBJECTS = ["the cat", "a dog", "my friend", "the teacher", "we", "they", "the band", "a robot", "the river"]
@@ -75,7 +76,7 @@ def tiny_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None, indiv
 
 def tiny_config(arch: str = "gpt2", tokenizer=None, vocab_size: int | None = None, hidden_size: int = 64,
                 num_layers: int = 2, num_heads: int = 4, max_positions: int = 256, **overrides):
-    """A small ``GPT2Config`` or ``LlamaConfig`` (dropout off so tests are deterministic)."""
+    """A small ``GPT2Config``, ``LlamaConfig`` or ``Qwen2Config`` (dropout off so tests are deterministic)."""
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
     vocab = vocab_size or (len(tokenizer) if tokenizer is not None else 256)
@@ -93,7 +94,7 @@ def tiny_config(arch: str = "gpt2", tokenizer=None, vocab_size: int | None = Non
                num_key_value_heads=max(1, num_heads // 2), max_position_embeddings=max_positions,
                tie_word_embeddings=False, **ids)
     cfg.update(overrides)
-    return LlamaConfig(**cfg)
+    return LlamaConfig(**cfg) if arch == "llama" else Qwen2Config(**cfg)
 
 
 def tiny_causal_lm(arch: str = "gpt2", tokenizer=None, seed: int = 0, **config_kwargs):

@@ -43,7 +43,7 @@ ONLINE = ["num_generations", "num_generations_eval", "max_completion_length", "g
 SUPPORTED = {
     "sft": ["max_length", "packing", "completion_only_loss", "assistant_only_loss", "dataset_text_field"],
     "reward": ["max_length", "center_rewards_coefficient"],
-    "dpo": ["max_length", "precompute_ref_log_probs", "loss_type", "label_smoothing", "beta"],
+    "dpo": ["max_length", "precompute_ref_log_probs", "loss_type", "label_smoothing", "beta", "padding_free"],
     "kto": ["max_length", "precompute_ref_log_probs", "loss_type", "beta", "desirable_weight", "undesirable_weight",
             "disable_dropout"],
     "grpo": ONLINE + ["delta", "importance_sampling_level", "scale_rewards", "loss_type", "top_entropy_quantile",
@@ -117,8 +117,7 @@ NOT_SUPPORTED = {
                 "discopop_tau"],
             "the DPO reference stays frozen (TR-DPO's sync is in GRPO/RLOO only)": [
                 "sync_ref_model", "ref_model_mixup_alpha", "ref_model_sync_steps"],
-            "pairs are truncated completion first, then the prompt from the left; batches are padded": [
-                "truncation_mode", "padding_free"],
+            "pairs are truncated completion first, then the prompt from the left": ["truncation_mode"],
             "precompute_ref_log_probs scores with per_device_eval_batch_size": ["precompute_ref_batch_size"],
             TOKENS: ["pad_token"], NUM_PROC: ["dataset_num_proc"], MOE: ["router_aux_loss_coef"],
             OFFLOAD: ["activation_offloading"]},

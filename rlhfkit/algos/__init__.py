@@ -47,6 +47,7 @@ from rlhfkit.algos.kl import (
 )
 from rlhfkit.algos.kto import KTO_LOSSES, USES_KL, apo_zero_unpaired_loss, kto_kl, kto_loss
 from rlhfkit.algos.logprobs import entropy_from_logits, logprobs_from_logits, sequence_logprobs
+from rlhfkit.algos.packing import segment_mean, segment_sum, unpack_tokens
 from rlhfkit.algos.preference import bradley_terry_loss
 from rlhfkit.algos.ppo import entropy_bonus, gae, policy_loss, value_loss
 from rlhfkit.algos.stats import (
@@ -107,8 +108,11 @@ __all__ = [
     "rloo_advantages",
     "rloo_sequence_loss",
     "robust_dpo_loss",
+    "segment_mean",
+    "segment_sum",
     "sequence_logprobs",
     "simpo_loss",
     "token_divergence",
+    "unpack_tokens",
     "value_loss",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 
+import torch
 from torch import nn
 
 logger = logging.getLogger("rlhfkit")
@@ -99,3 +100,57 @@ def is_checkpointing(model) -> bool:
     name = "is_activation_checkpointing" if hasattr(type(inner), "is_activation_checkpointing") \
         else "is_gradient_checkpointing"
     return bool(getattr(inner, name, False))
+
+
+def _first_output(out) -> torch.Tensor:
+    """The main tensor of a forward's output: logits, a value tensor, or the last hidden state."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, tuple):
+        return out[0]
+    logits = getattr(out, "logits", None)
+    return logits if logits is not None else out.last_hidden_state
+
+
+@torch.no_grad()
+def packed_attention_problem(model) -> str | None:
+    """None when ``model`` keeps packed sequences apart, else what happens instead.
+
+    Padding-free batches concatenate sequences in one row with position ids restarting at 0
+    for each and no attention mask; Transformers' mask builder (``masking_utils``) reads the
+    restarts as sequence boundaries for eager, SDPA and flex attention, and FlashAttention reads
+    them as its varlen boundaries. A model with its own attention code (OPT's learned positions,
+    BLOOM's ALiBi, state-space models) lets the sequences see each other. This runs the model
+    (eval mode, no grad) once on two packed sequences of 4 and 3 tokens and once on the second
+    alone, and compares its outputs for the second: they must agree to float rounding of the
+    model's dtype.
+    """
+    inner = unwrap_model(model)
+    params = forward_parameters(model)
+    if "position_ids" not in params and "kwargs" not in params:
+        return "its forward takes no position_ids"
+    weight = next((p for p in inner.parameters() if p.is_floating_point()), None)
+    if weight is None:
+        return "it has no floating-point weights to run"
+    vocab = getattr(getattr(inner, "config", None), "vocab_size", None) or 8
+    first = torch.tensor([3, 5, 7, 2], device=weight.device) % vocab
+    second = torch.tensor([4, 1, 6], device=weight.device) % vocab
+    ids = torch.cat([first, second])[None]  # (1, 7)
+    positions = torch.tensor([[0, 1, 2, 3, 0, 1, 2]], device=weight.device)
+    extra = {"use_cache": False} if "use_cache" in params or "kwargs" in params else {}
+    was = model.training
+    model.eval()
+    try:
+        packed = _first_output(model(input_ids=ids, position_ids=positions, **extra))[0, 4:].float()
+        alone = _first_output(model(input_ids=second[None], position_ids=positions[:, :3], **extra))[0].float()
+    except Exception as err:  # noqa: BLE001 - any failure means the layout cannot be used
+        return f"a packed forward failed ({type(err).__name__}: {err})"
+    finally:
+        model.train(was)
+    tol = 1e-4 if weight.dtype in (torch.float32, torch.float64) else 3e-2  # relative to the outputs' scale
+    gap = float((packed - alone).abs().max())
+    scale = 1.0 + float(alone.abs().max())
+    if gap > tol * scale:
+        return (f"the second of two packed sequences differs from the same sequence alone by {gap:.3g} (allowed "
+                f"{tol * scale:.3g}): its attention crosses the position-id restarts")
+    return None

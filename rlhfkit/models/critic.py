@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
+from .compat import forward_parameters
+
 _HEAD_NAMES = ("score", "classifier", "v_head")
 
 
@@ -28,6 +30,7 @@ class CriticModel(nn.Module):
         if self.head is None:
             raise ValueError(f"{type(model).__name__} has no linear head named one of {_HEAD_NAMES}")
         self.backbone = model.base_model
+        self._takes_use_cache = "use_cache" in forward_parameters(self.backbone)
 
     @classmethod
     def from_pretrained(cls, path, **kwargs) -> "CriticModel":
@@ -38,11 +41,16 @@ class CriticModel(nn.Module):
             model.config.pad_token_id = model.config.eos_token_id
         return cls(model)
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep: int = 0) -> torch.Tensor:
-        """Values (B, T) (or of the last ``logits_to_keep`` positions), float32."""
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+    def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0) -> torch.Tensor:
+        """Values (B, T), float32; of the last K positions for ``logits_to_keep=K > 0``, or (n,) of the True
+        positions of a (B, T) bool ``logits_to_keep`` (a packed batch)."""
+        # no cache: a critic never decodes, and a cache would hide packed sequences' boundaries from the mask
+        cache = {"use_cache": False} if self._takes_use_cache else {}
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **cache)
         hidden = out.last_hidden_state
-        if logits_to_keep:
+        if isinstance(logits_to_keep, torch.Tensor):
+            hidden = hidden[logits_to_keep]  # (n, H)
+        elif logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()  # (B, T)
 

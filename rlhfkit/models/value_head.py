@@ -116,21 +116,26 @@ class AutoModelForCausalLMWithValueHead(nn.Module):
 
     # ---------------------------------------------------------------- running
     def forward(self, input_ids=None, past_key_values=None, attention_mask=None, return_past_key_values=False,
-                logits_to_keep: int = 0, **kwargs):
+                logits_to_keep=0, **kwargs):
         """Returns ``(lm_logits, loss, values)``; logits are upcast to float32 like the classic API.
 
         ``logits_to_keep=K > 0`` computes logits and values for the last K positions only,
-        which saves most of the LM-head cost when only response tokens matter.
+        which saves most of the LM-head cost when only response tokens matter. A (B, T) bool
+        ``logits_to_keep`` (a packed batch) keeps its True positions: logits (n, V), values (n,).
         """
         kwargs["output_hidden_states"] = True
-        if logits_to_keep and self._accepts_logits_to_keep:
+        mask = isinstance(logits_to_keep, torch.Tensor)
+        if (mask or logits_to_keep) and self._accepts_logits_to_keep:
             kwargs["logits_to_keep"] = logits_to_keep
         if past_key_values is not None:
             kwargs[self._cache_argument] = past_key_values
         out = self.pretrained_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        hidden = out.hidden_states[-1]
+        hidden = out.hidden_states[-1]  # (B, T, H): hidden states are never cut
         logits = out.logits
-        if logits_to_keep:
+        if mask:
+            hidden = hidden[logits_to_keep]  # (n, H)
+            logits = logits if self._accepts_logits_to_keep else logits[logits_to_keep]  # (n, V)
+        elif logits_to_keep:
             hidden, logits = hidden[:, -logits_to_keep:], logits[:, -logits_to_keep:]
         values = self.v_head(hidden.to(self.v_head.summary.weight.device))  # (B, T)
         if logits.dtype != torch.float32:

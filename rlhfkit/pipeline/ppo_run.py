@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..trainers import PPOConfig
-from ..trainers.config import ATTENTION, Checks, ConfigError, check_field_types, f, field_default
+from ..trainers.config import ATTENTION, Checks, ConfigError, check_field_types, check_padding_free, f, field_default
 from ..trainers.online_config import check_vllm
 from ..trainers.trackers import resolve_trackers
 
@@ -136,6 +136,8 @@ class PPORunConfig:
     disable_dropout: bool = _knob("disable_dropout")
     fuse_activations: bool = _knob("fuse_activations")
     reuse_rollout_logprobs: bool = _knob("reuse_rollout_logprobs")
+    padding_free: bool = _knob("padding_free")
+    max_packed_length: int | None = _knob("max_packed_length")
     accelerator_kwargs: dict = _knob("accelerator_kwargs")
     # ---- LoRA ----
     use_peft: bool = f(False, "Train LoRA adapters on the policy; the reference is then the adapter-disabled "
@@ -192,6 +194,7 @@ class PPORunConfig:
         c.within("eval_fraction", 0.0, 1.0, high_open=True)
         c.within("top_p", 0.0, 1.0)
         c.choice("dtype", ("float32", "bfloat16", "float16"))
+        check_padding_free(c, self.max_prompt_length + self.max_new_tokens, "max_prompt_length + max_new_tokens")
         if self.temperature <= 0:
             c.fail("temperature", f"must be > 0, got {self.temperature}")
         # the checks of LoopConfig (every other command): attention kernel, trackers, precision, hub id

@@ -19,11 +19,12 @@ from ..models.compat import note_logits_to_keep
 from .batch import RolloutBatch, Seq2SeqRolloutBatch
 
 
-def keep_kwargs(model, keep: int, where: str = "the forward pass") -> dict:
+def keep_kwargs(model, keep, where: str = "the forward pass") -> dict:
     """``{"logits_to_keep": keep}`` when ``model``'s forward can compute the LM head on its last
-    ``keep`` positions only, else ``{}`` (said once per model class in the log: same results,
-    slower). ``where`` names the caller in that message. ``keep <= 0`` means all positions."""
-    if keep > 0 and note_logits_to_keep(model, where):
+    ``keep`` positions only (or, for a (B, T) bool tensor, on its True positions), else ``{}`` (said
+    once per model class in the log: same results, slower). ``where`` names the caller in that
+    message. ``keep <= 0`` means all positions."""
+    if (isinstance(keep, torch.Tensor) or keep > 0) and note_logits_to_keep(model, where):
         return {"logits_to_keep": keep}
     return {}
 

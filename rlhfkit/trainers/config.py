@@ -177,6 +177,31 @@ class Checks:
                 self.fail(name, "is empty; give a value or leave it out")
 
 
+# Padding-free batches (rollout/packing.py): one text for DPOConfig, the online configs and PPOConfig.
+PADDING_FREE_HELP = ("Run the training forward passes padding-free: the sequences of a micro-batch are concatenated "
+                     "without padding, position ids restarting at 0 for each and no attention mask, so no compute "
+                     "goes to padding (same losses and gradients up to float rounding). Needs a model whose "
+                     "attention follows the restarts (GPT-2, Llama, Mistral, Qwen, ...: checked before training). "
+                     "Off by default: it can be slower, see docs/online.md.")
+MAX_PACKED_LENGTH_HELP = ("With padding_free: most tokens in one packed row (sequences go longest first into the first "
+                          "row with room; all rows run in one forward). Attention costs the square of a row's length, "
+                          "so shorter rows can be faster; none: one row per micro-batch.")
+
+
+def check_padding_free(c: Checks, longest: int | None = None, what: str = "") -> None:
+    """``max_packed_length`` is >= 1, used only with ``padding_free``, and (when ``longest`` is known) holds the
+    longest sequence, ``what`` saying where that length comes from."""
+    cfg = c.config
+    c.at_least(1, "max_packed_length")
+    if cfg.max_packed_length is None:
+        return
+    if not cfg.padding_free:
+        c.fail("max_packed_length", "is used by padding_free=True only; set padding_free or leave it unset")
+    if longest is not None and cfg.max_packed_length < longest:
+        c.fail("max_packed_length", f"must hold the longest sequence, {what} = {longest}, got "
+                                    f"{cfg.max_packed_length}")
+
+
 @dataclass
 class LoopConfig:
     # ---- what to train on ----

@@ -5,7 +5,8 @@
 
 Chosen and rejected go through the model in ONE forward pass (a 2B batch), and the LM head
 only sees positions that predict completion tokens (``rollout.token_logprobs``), so prompt tokens
-cost no vocabulary projection. The reference is a frozen copy, the adapter-disabled base
+cost no vocabulary projection. With ``padding_free`` the 2B sequences run packed, without padding
+(``rollout.packing``). The reference is a frozen copy, the adapter-disabled base
 under PEFT, a separate model, nothing (SimPO, ORPO), or log-probs precomputed once over
 the dataset and cached on disk so no reference model stays in memory.
 """
@@ -25,8 +26,8 @@ from .. import algos, data
 from ..models import create_reference_model, fuse_activations, is_peft_model, reference_context, \
     shared_prompt_forward, supports_shared_prompt
 from ..models.loading import load_pretrained
-from ..rollout import keep_kwargs, token_logprobs
-from .config import Checks, LoopConfig, f
+from ..rollout import keep_kwargs, packed_token_logprobs, require_padding_free, token_logprobs
+from .config import MAX_PACKED_LENGTH_HELP, PADDING_FREE_HELP, Checks, LoopConfig, check_padding_free, f
 from .loop import TrainLoop
 from .sft import check_run, finish_training, load_model_and_tokenizer, load_split, model_dtype
 
@@ -49,7 +50,9 @@ class DPOConfig(LoopConfig):
                                               "in output_dir) and free the reference model.")
     share_prompt: bool = f(True, "Run each prompt once and chosen/rejected on its cached keys/values, for the policy "
                                  "and the reference (same loss and gradients, less work); off under gradient "
-                                 "checkpointing or for models without a KV cache.")
+                                 "checkpointing, with padding_free or for models without a KV cache.")
+    padding_free: bool = f(False, PADDING_FREE_HELP)
+    max_packed_length: int | None = f(None, MAX_PACKED_LENGTH_HELP)
 
     def __post_init__(self):
         super().__post_init__()
@@ -63,6 +66,7 @@ class DPOConfig(LoopConfig):
             c.fail("label_smoothing", f"is used by loss_type {', '.join(SMOOTHED)} only; loss_type="
                                       f"{self.loss_type!r} would ignore it (set it to 0)")
         c.non_empty("ref_model_name_or_path")
+        check_padding_free(c, self.max_length, "max_length")
 
 
 def completion_logps(model, batch):
@@ -82,6 +86,25 @@ def completion_logps(model, batch):
     n_tokens = mask.sum(-1)  # (2B,)
     mean_logits = (logits.detach().mean(-1) * mask).sum(-1) / n_tokens.clamp_min(1)  # (2B,)
     return algos.sequence_logprobs(logprobs, mask), n_tokens, logprobs, mask, mean_logits
+
+
+def packed_completion_logps(model, batch, max_packed_length: int | None = None):
+    """:func:`completion_logps` from a padding-free forward of the same batch (``rollout.packing``).
+
+    Only the completion tokens reach the LM head; their log-probs come back per sequence as segment
+    sums and per token in the (2B, K) layout of :func:`completion_logps` (0 off the completions).
+    """
+    labels = batch["labels"]  # (2B, T), -100 on prompt and padding
+    T = labels.shape[1]
+    K = T - int(batch["prompt_lengths"].min())
+    targets = labels[:, T - K:]  # (2B, K)
+    scored = targets != data.IGNORE_INDEX  # (2B, K)
+    out = packed_token_logprobs(model, batch["input_ids"][:, :-1], targets.clamp_min(0),
+                                batch["attention_mask"][:, :-1], scored=scored, max_packed_length=max_packed_length,
+                                where="the DPO forward")
+    mask = scored.float()
+    mean_logits = out.means(out.logits.detach().mean(-1))  # (2B,): mean over completion tokens of the vocab mean
+    return out.sums(out.token_logprobs), mask.sum(-1), out.logprobs, mask, mean_logits
 
 
 def shared_completion_logps(model, batch):
@@ -106,8 +129,11 @@ def shared_completion_logps(model, batch):
     return algos.sequence_logprobs(logprobs, mask), n_tokens, logprobs, mask, mean_logits
 
 
-def pair_logps(model, batch):
-    """Prompt-once when the batch carries that layout and has prompts, else the concatenated forward."""
+def pair_logps(model, batch, padding_free: bool = False, max_packed_length: int | None = None):
+    """Padding-free when asked; else prompt-once when the batch carries that layout and has prompts, else the
+    concatenated forward."""
+    if padding_free:
+        return packed_completion_logps(model, batch, max_packed_length)
     if "completion_input_ids" in batch and batch["prompt_input_ids"].shape[1] > 0:
         return shared_completion_logps(model, batch)
     return completion_logps(model, batch)
@@ -143,8 +169,12 @@ class DPOTrainer:
         self.reference_free = args.loss_type in algos.REFERENCE_FREE
         self.average = args.loss_type in algos.LENGTH_NORMALISED
         self.ref_model = None if self.reference_free else load_reference(self.model, ref_model, args)
-        self.share_prompt = args.share_prompt and not args.gradient_checkpointing and \
+        self.share_prompt = args.share_prompt and not args.gradient_checkpointing and not args.padding_free and \
             supports_shared_prompt(self.model)
+        if args.padding_free:  # before any step: a model whose attention crosses the packed sequences is refused
+            for m in (self.model, self.ref_model):
+                if m is not None:
+                    require_padding_free(m)
         self.train_dataset = self._prepare(train, "train")
         self.eval_dataset = self._prepare(evals, "eval") if evals is not None else None
         if args.precompute_ref_log_probs and self.ref_model is not None:
@@ -182,7 +212,7 @@ class DPOTrainer:
         chosen, rejected = [], []
         for batch in loader:
             with self._reference_context():
-                seq, *_ = completion_logps(self.ref_model or self.model, batch)
+                seq, *_ = self._logps(self.ref_model or self.model, batch)
             half = len(seq) // 2
             chosen.append(seq[:half].float().cpu())
             rejected.append(seq[half:].float().cpu())
@@ -195,9 +225,12 @@ class DPOTrainer:
         """Under PEFT without a separate reference, the base model (adapter off) is the reference."""
         return reference_context(self.model, self.ref_model)
 
+    def _logps(self, model, batch):
+        return pair_logps(model, batch, self.args.padding_free, self.args.max_packed_length)
+
     def _losses(self, model, batch):
         cfg = self.args
-        seq, n_tokens, logprobs, mask, mean_logits = pair_logps(model, batch)  # sums over completions
+        seq, n_tokens, logprobs, mask, mean_logits = self._logps(model, batch)  # sums over completions
         B = seq.shape[0] // 2
         norm = n_tokens.clamp_min(1) if self.average else torch.ones_like(n_tokens)  # IPO, SimPO, ORPO: per token
         chosen, rejected = seq[:B] / norm[:B], seq[B:] / norm[B:]
@@ -209,7 +242,7 @@ class DPOTrainer:
             ref = batch.get("ref_logps")
             if ref is None:
                 with torch.no_grad(), self._reference_context():
-                    ref, *_ = pair_logps(self.ref_model or model, batch)
+                    ref, *_ = self._logps(self.ref_model or model, batch)
             extra = dict(label_smoothing=cfg.label_smoothing) if cfg.loss_type in ("sigmoid", "robust") else {}
             losses, r_c, r_r = algos.DPO_LOSSES[cfg.loss_type](chosen, rejected, ref[:B] / norm[:B],
                                                                ref[B:] / norm[B:], cfg.beta, **extra)

@@ -40,7 +40,7 @@ from ..algos import entropy_from_logits
 from ..models.compat import enable_checkpointing
 from ..models.fused import fuse_activations
 from ..models.reference import create_reference_model, is_peft_model, reference_context
-from ..rollout import build_batch, response_logprobs
+from ..rollout import build_batch, packed_response_forward, require_padding_free, response_logprobs
 from ..rollout.agents import Agent, environment_reward, episode_metrics, sample_episodes
 from ..rollout.evaluate import Sampled, evaluate_policy, reward_name, sample_and_score
 from ..rollout.prompts import PromptSampler
@@ -132,6 +132,10 @@ class OnlineRun:
             # copied before prepare: FSDP2 turns the policy's parameters into shards in place
             self.ref_model = ref_model if ref_model is not None else create_reference_model(model)
             self.ref_model.eval().requires_grad_(False).to(self.accelerator.device)
+        if config.padding_free:  # before prepare wraps or shards the policy: refuse a model that cannot pack
+            for m in (model, self.ref_model):
+                if m is not None:
+                    require_padding_free(m)
         optimizer = build_optimizer(param_groups(model, config.weight_decay), config.optim, config.learning_rate,
                                     config.weight_decay, betas=(config.adam_beta1, config.adam_beta2),
                                     eps=config.adam_epsilon)
@@ -207,12 +211,32 @@ class OnlineRun:
             for start in range(0, batch.response_ids.shape[0], chunk):
                 idx = torch.arange(start, min(start + chunk, batch.response_ids.shape[0]), device=out.device)
                 sub = batch.rows(idx)
-                with self.mechanics.autocast():
-                    lp = response_logprobs(model, sub, temperature=self.config.temperature)
+                lp = self._response_forward(model, sub, no_logits=True)[0]
                 out[idx, :sub.response_length] = lp.float()
             return out[:, :R]
         finally:
             model.train(was)
+
+    def _response_forward(self, model, batch, no_logits: bool = False):
+        """(log-probs (B, R), entropy (B, R) or None) of the response tokens, padded or padding-free.
+
+        The forward runs under autocast; the entropies after it, without grad and in blocks of 64
+        positions (no (B, R, V) temporaries beside the logits). ``no_logits`` skips them.
+        """
+        cfg = self.config
+        with self.mechanics.autocast():
+            if cfg.padding_free:
+                out = packed_response_forward(model, batch, temperature=cfg.temperature,
+                                              max_packed_length=cfg.max_packed_length, where="the online update")
+                logprobs, logits = out.logprobs, out.logits  # (B, R), (n, V) packed
+            else:
+                logprobs, logits = response_logprobs(model, batch, temperature=cfg.temperature, with_logits=True)
+        if no_logits:
+            return logprobs, None
+        with torch.no_grad():
+            if cfg.padding_free:
+                return logprobs, out.unpack(entropy_from_logits(logits.detach()[None], chunk_size=64)[0])  # (B, R)
+            return logprobs, entropy_from_logits(logits.detach(), chunk_size=64)  # (B, R)
 
     def _needs_old(self) -> bool:
         """Old log-probs are computed when the ratio is off-policy, a KL sits in the reward, or on logging cycles."""
@@ -287,13 +311,10 @@ class OnlineRun:
     def _update(self, model, part: dict, num_items: float, first_pass: bool) -> tuple[torch.Tensor, dict]:
         cfg = self.config
         batch = part["batch"]
-        with self.mechanics.autocast():
-            logprobs, logits = response_logprobs(model, batch, temperature=cfg.temperature, with_logits=True)
+        logprobs, entropy = self._response_forward(model, batch)
         logprobs = logprobs.float()  # (B, R)
         mask = batch.mask  # (B, R)
         old = part["old"] if part["old"] is not None else logprobs.detach()
-        with torch.no_grad():  # in blocks of 64 positions: no (B, R, V) temporaries beside the logits
-            entropy = entropy_from_logits(logits.detach(), chunk_size=64)  # (B, R)
         loss, metrics = self.method.loss(logprobs, old, part["ref"], part["advantages"], mask, num_items,
                                          entropy=entropy, gather_tokens=self._gather_tokens,
                                          sampling=part["sampling"])

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import Checks, ConfigError, LoopConfig, f
+from .config import MAX_PACKED_LENGTH_HELP, PADDING_FREE_HELP, Checks, ConfigError, LoopConfig, check_padding_free, f
 from .mechanics import set_seed
 from ..rollout.prompts import load_prompts, split_prompts
 from .sft import check_dataset_config, check_run, load_model_and_tokenizer
@@ -107,6 +107,8 @@ class OnlineConfig(LoopConfig):
                                             "done when needed (num_iterations > 1, steps_per_generation > "
                                             "gradient_accumulation_steps, a KL in the reward) and on logging steps, "
                                             "where sampling/logprob_diff_* is logged.")
+    padding_free: bool = f(False, PADDING_FREE_HELP)
+    max_packed_length: int | None = f(None, MAX_PACKED_LENGTH_HELP)
 
     def __post_init__(self):
         if self.steps_per_generation is None and self.generation_batch_size is None:
@@ -138,6 +140,8 @@ class OnlineConfig(LoopConfig):
             c.fail("tools", f"must be a list of dotted paths 'package.module:function', got {self.tools!r}")
         c.within("ref_model_mixup_alpha", 0.0, 1.0)
         c.at_least(1, "ref_model_sync_steps")
+        longest = None if self.max_prompt_length is None else self.max_prompt_length + self.max_completion_length
+        check_padding_free(c, longest, "max_prompt_length + max_completion_length")
         if self.vllm_mode != "colocate":
             c.fail("vllm_mode", f"must be colocate, got {self.vllm_mode!r} (TRL's server mode, `trl vllm-serve`, is "
                                 "not supported: run the engine in this process)")

@@ -25,7 +25,8 @@ from ..models import create_reference_model, is_peft_model, reference_context
 from ..models.compat import enable_checkpointing
 from ..models.fused import cpu_fp32_attention, fuse_activations
 from ..core import PPODecorators
-from ..rollout import build_batch, build_seq2seq_batch, forward_batch
+from ..rollout import (build_batch, build_seq2seq_batch, forward_batch, packed_forward_batch,
+                       require_padding_free)
 from ..rollout.decode import RolloutCache, lean_settings
 from ..rollout.sampling import sample_responses
 from . import ppo_stats, ppo_train
@@ -167,6 +168,13 @@ class PPOTrainer:
                     cpu_fp32_attention(m)
         if config.gradient_checkpointing:
             enable_checkpointing(model.pretrained_model)
+        if config.padding_free:  # after the attention swap above: the check runs what training runs
+            if config.is_encoder_decoder:
+                raise ValueError("padding_free=True is for causal LMs; an encoder-decoder policy runs padded batches "
+                                 "(set padding_free=False)")
+            for m in (model, ref_model, critic):
+                if m is not None:
+                    require_padding_free(m)
         self._collect_params()
 
     def _collect_params(self) -> None:
@@ -368,9 +376,9 @@ class PPOTrainer:
             chunk = batch.rows(torch.arange(start, min(start + self.config.mini_batch_size, len(batch.input_ids))))
             with self.mechanics.autocast():
                 with reference_context(self.model, self.ref_model):
-                    ref_logprobs, _, ref_logits = forward_batch(ref_model, chunk)
+                    ref_logprobs, _, ref_logits = self._forward(ref_model, chunk)
                 logprobs, values, logits = ((ref_logprobs, ref_logprobs, None) if skip_policy
-                                            else forward_batch(self._train_model, chunk, self._train_critic))
+                                            else self._forward(self._train_model, chunk, self._train_critic))
             full_kl = algos.kl_full(logits, ref_logits) if full else torch.zeros_like(logprobs)
             del logits, ref_logits
             # chunks may be narrower than the batch (trimmed padding): pad back to R with zeros
@@ -381,6 +389,12 @@ class PPOTrainer:
         if cached is not None and self._reuse_verified:  # the verifying step too: a resumed run computes the same
             logprobs, values = cached
         return logprobs, values, ref_logprobs, (full_kl if full else None)
+
+    def _forward(self, model, batch, critic=None):
+        """``forward_batch`` (log-probs, values, logits of the response tokens), padding-free with ``padding_free``."""
+        if self.config.padding_free:
+            return packed_forward_batch(model, batch, critic, self.config.max_packed_length)
+        return forward_batch(model, batch, critic)
 
     def _check_cached(self, cached, logprobs, values, mask, tol: float = 1e-4) -> None:
         """First reuse: the sampled log-probs/values must equal the recomputed ones within ``tol``."""
@@ -427,7 +441,7 @@ class PPOTrainer:
         R = mb.response_length
         old = {k: v[:, :R] for k, v in old.items()}
         with self.mechanics.autocast():
-            logprobs, vpreds, logits = forward_batch(self._train_model, mb, self._train_critic)
+            logprobs, vpreds, logits = self._forward(self._train_model, mb, self._train_critic)
             pg_loss, pg_stats = algos.policy_loss(logprobs, old["logprobs"], old["advantages"], mb.mask,
                                                   cfg.cliprange, cfg.dual_clip)
             vf_loss, vf_stats = algos.value_loss(vpreds, old["values"], old["returns"], mb.mask, cfg.cliprange_value)

@@ -12,7 +12,8 @@ import sys
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 
-from .config import ConfigError, field_default, warn_ignored
+from .config import MAX_PACKED_LENGTH_HELP, PADDING_FREE_HELP, Checks, ConfigError, check_padding_free, field_default, \
+    warn_ignored
 
 
 def _f(default, help: str, **kw):
@@ -106,6 +107,8 @@ class PPOConfig:
     weight_decay: float = _f(0.0, "Weight decay for 'adamw'.")
     fuse_activations: bool = _f(True, "Run GPT-2's composed gelu_new as PyTorch's fused kernel and, under CPU autocast, attention in float32 (same function; models/fused.py).")
     reuse_rollout_logprobs: bool = _f(True, "Reuse the log-probs/values computed while sampling (fp32, plain sampling) as the old policy's, after the first step verified them against a recompute; False: always recompute.")
+    padding_free: bool = _f(False, PADDING_FREE_HELP)
+    max_packed_length: int | None = _f(None, MAX_PACKED_LENGTH_HELP)
     output_dir: str = _f("runs/ppo", "Where train() writes checkpoints and metrics.")
     save_steps: int = _f(0, "train(): save a checkpoint every this many steps (0: only at the end).")
 
@@ -133,6 +136,7 @@ class PPOConfig:
                               f"must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         if self.dual_clip is not None and self.dual_clip <= 1:
             raise ConfigError("PPOConfig", "dual_clip", f"must be > 1 (e.g. 3.0), got {self.dual_clip}")
+        check_padding_free(Checks(self))
         if self.optimizer not in ("adam", "adamw"):
             raise ConfigError("PPOConfig", "optimizer", f"must be 'adam' or 'adamw', got {self.optimizer!r}")
         from .trackers import missing_tracker_problem

@@ -7,9 +7,10 @@
     ...
     return finish_training(trainer, "sft", trainer.loop.train(resume_from_checkpoint))   model card, upload
 
-Every recipe on ``TrainLoop`` or ``OnlineRun`` (SFT, reward, DPO, KTO, distillation, GRPO, RLOO)
-calls these in this order, so a bad folder, a bad row or a missing model is reported the same
-way, and before minutes of loading, whichever trainer reads it.
+Every recipe on ``TrainLoop`` or ``OnlineRun`` (SFT, reward, DPO, KTO, distillation, GRPO and RLOO
+through ``online_config.prepare``) calls the ones it needs in this order, so a bad folder, a bad
+row or a missing model is reported the same way whichever trainer meets it, and before minutes
+of loading.
 """
 
 from __future__ import annotations

@@ -340,17 +340,32 @@ def _sample(policy_path, prompts: Sequence[Any], n: int, max_new_tokens: int, se
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ..data import render_prompt
     from ..models.loading import ModelSourceError, load_pretrained, load_tokenizer
-    from ..rollout import generate_responses as rollout
 
     try:  # the trainers' loaders: a folder that is not a model, or a hub id that cannot load, named plainly
         tokenizer = load_tokenizer(policy_path, "policy")
         model = load_pretrained(AutoModelForCausalLM, policy_path, "policy")
     except ModelSourceError as err:
         raise invalid(str(err)) from None
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    outputs = sample_ids(model, tokenizer, prompts, n, max_new_tokens, seed, temperature, batch_size, progress)
+    return [tokenizer.decode(out, skip_special_tokens=True) for out in outputs]
+
+
+def sample_ids(model, tokenizer, prompts: Sequence[Any], n: int, max_new_tokens: int, seed: int, temperature: float,
+               batch_size: int, progress: Callable[[int, int], None] | None = None) -> list:
+    """The response token ids (1-D tensors, EOS kept, no prompt) of ``n`` samples per prompt, prompt by prompt.
+
+    Each prompt is rendered with the tokenizer's chat template when it is a list of messages
+    (``data.render_prompt``). Sampling goes through ``rollout.sampling.sample_responses``, the
+    dispatcher every trainer samples with, seeded once with ``seed``.
+    """
+    import torch
+
+    from ..data import render_prompt
+    from ..rollout.sampling import sample_responses
+
+    device = next(model.parameters()).device
     queries = []
     for i, prompt in enumerate(prompts):
         if not isinstance(prompt, (str, list)) or not prompt:
@@ -361,11 +376,11 @@ def _sample(policy_path, prompts: Sequence[Any], n: int, max_new_tokens: int, se
     torch.manual_seed(seed)
     kwargs = {"do_sample": True, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": 0, "top_p": 1.0}
     outputs = []
-    # One rollout call per batch (the same batches and random stream as one call for all), to report progress.
+    # One call per batch (the same batches and random stream as one call for all), to report progress.
     for start in range(0, len(queries), batch_size):
-        outputs += rollout(model, queries[start:start + batch_size], pad_token_id=pad,
-                           eos_token_id=tokenizer.eos_token_id, batch_size=batch_size, return_prompt=False,
-                           generation_kwargs=kwargs)
+        responses, _, _ = sample_responses(model, queries[start:start + batch_size], kwargs, pad_token_id=pad,
+                                           eos_token_id=tokenizer.eos_token_id, batch_size=batch_size)
+        outputs += responses
         if progress is not None:
             progress(len(outputs), len(queries))
-    return [tokenizer.decode(out, skip_special_tokens=True) for out in outputs]
+    return outputs

@@ -44,7 +44,7 @@ from ..rollout.sampling import sample_responses
 from .config import MODEL_DTYPES, Checks, ConfigError, LoopConfig, f, field_default
 from .loop import TrainLoop
 from .online_config import load_prompt_sets
-from .sft import check_run, finish_training, load_model_and_tokenizer, model_dtype
+from .setup import check_run, finish_training, load_model_and_tokenizer, model_dtype
 
 
 @dataclass

@@ -20,16 +20,14 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM
 
 from .. import algos, data
-from ..models import create_reference_model, fuse_activations, is_peft_model, reference_context, \
-    shared_prompt_forward, supports_shared_prompt
-from ..models.loading import load_pretrained
-from ..rollout import keep_kwargs, packed_token_logprobs, require_padding_free, token_logprobs
+from ..models import reference_context, shared_prompt_forward, supports_shared_prompt
+from ..rollout import keep_kwargs, packed_token_logprobs, require_padding_free
 from .config import MAX_PACKED_LENGTH_HELP, PADDING_FREE_HELP, Checks, LoopConfig, check_padding_free, f
+from .logps import completion_logps
 from .loop import TrainLoop
-from .sft import check_run, finish_training, load_model_and_tokenizer, load_split, model_dtype
+from .setup import check_run, finish_training, load_model_and_tokenizer, load_reference, load_split
 
 
 SMOOTHED = ("sigmoid", "robust", "simpo")  # the losses that take label_smoothing
@@ -67,25 +65,6 @@ class DPOConfig(LoopConfig):
                                       f"{self.loss_type!r} would ignore it (set it to 0)")
         c.non_empty("ref_model_name_or_path")
         check_padding_free(c, self.max_length, "max_length")
-
-
-def completion_logps(model, batch):
-    """Summed log-probs of the completion tokens and their counts, (2B,) each, plus the per-token
-    log-probs (2B, K) and mask (2B, K) for an SFT term, and mean logits per row (2B,).
-
-    Only the positions from the shortest prompt on reach the LM head (``rollout.token_logprobs``).
-    """
-    labels = batch["labels"]  # (2B, T), -100 on prompt and padding
-    T = labels.shape[1]
-    K = T - int(batch["prompt_lengths"].min())  # position T-K-1 predicts the first completion token
-    targets = labels[:, T - K:]  # (2B, K)
-    out = token_logprobs(model, batch["input_ids"][:, :-1], targets.clamp_min(0),
-                         attention_mask=batch["attention_mask"][:, :-1], where="the DPO forward")
-    logits, logprobs = out.logits, out.logprobs  # (2B, K, V), (2B, K)
-    mask = (targets != data.IGNORE_INDEX).float()
-    n_tokens = mask.sum(-1)  # (2B,)
-    mean_logits = (logits.detach().mean(-1) * mask).sum(-1) / n_tokens.clamp_min(1)  # (2B,)
-    return algos.sequence_logprobs(logprobs, mask), n_tokens, logprobs, mask, mean_logits
 
 
 def packed_completion_logps(model, batch, max_packed_length: int | None = None):
@@ -137,24 +116,6 @@ def pair_logps(model, batch, padding_free: bool = False, max_packed_length: int 
     if "completion_input_ids" in batch and batch["prompt_input_ids"].shape[1] > 0:
         return shared_completion_logps(model, batch)
     return completion_logps(model, batch)
-
-
-def load_reference(model, ref_model, args):
-    """The frozen reference of DPO and KTO: ``ref_model`` (a model or a folder), else
-    ``args.ref_model_name_or_path``, else a frozen copy of ``model``; None for a PEFT ``model``
-    without either, whose base with the adapter disabled is the reference."""
-    if isinstance(ref_model, str) or (ref_model is None and args.ref_model_name_or_path):
-        ref_model = load_pretrained(AutoModelForCausalLM, ref_model or args.ref_model_name_or_path,
-                                    "ref_model_name_or_path", dtype=model_dtype(args),
-                                    attn_implementation=args.attn_implementation,
-                                    trust_remote_code=args.trust_remote_code)
-    if ref_model is None:
-        if is_peft_model(model):
-            return None  # the base with its adapter disabled is the reference
-        ref_model = create_reference_model(model)
-    if args.fuse_activations:
-        fuse_activations(ref_model)
-    return ref_model.eval().requires_grad_(False)
 
 
 class DPOTrainer:

@@ -34,7 +34,7 @@ from ..algos.kl import kl_k1
 from .config import Checks, f
 from .online import Method, build
 from .online_config import OnlineConfig
-from .sft import finish_training
+from .setup import finish_training
 
 # advantage_estimator's choices: keys of algos' ADVANTAGE_ESTIMATORS (estimator and KL placement)
 GRPO_ESTIMATORS = ("grpo", "rloo", "reinforce++", "reinforce++_baseline")

@@ -31,9 +31,9 @@ from ..data.convert import to_unpaired_preference
 from ..data.tokenize import TRUNCATION_MODES
 from ..models import reference_context
 from .config import Checks, LoopConfig, f
-from .dpo import completion_logps, load_reference
+from .logps import completion_logps
 from .loop import TrainLoop
-from .sft import check_run, finish_training, load_model_and_tokenizer, load_split
+from .setup import check_run, finish_training, load_model_and_tokenizer, load_reference, load_split
 
 SIDES = {"chosen": True, "rejected": False}  # TRL's metric names for desirable / undesirable rows
 

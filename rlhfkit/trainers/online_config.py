@@ -23,7 +23,7 @@ import torch
 from .config import MAX_PACKED_LENGTH_HELP, PADDING_FREE_HELP, Checks, ConfigError, LoopConfig, check_padding_free, f
 from .mechanics import set_seed
 from ..rollout.prompts import load_prompts, split_prompts
-from .sft import check_dataset_config, check_run, load_model_and_tokenizer
+from .setup import check_dataset_config, check_run, load_model_and_tokenizer
 
 
 @dataclass

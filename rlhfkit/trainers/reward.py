@@ -22,7 +22,7 @@ from ..models.shared_prompt import shared_prompt_forward, supports_shared_prompt
 from .config import Checks, LoopConfig, f
 from .loop import TrainLoop
 from .mechanics import shards_parameters
-from .sft import check_run, finish_training, load_model_and_tokenizer, load_split
+from .setup import check_run, finish_training, load_model_and_tokenizer, load_split
 
 
 @dataclass

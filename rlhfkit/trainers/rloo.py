@@ -23,7 +23,7 @@ from ..algos.stats import masked_whiten
 from .config import Checks, f
 from .online import Method, build
 from .online_config import OnlineConfig
-from .sft import finish_training
+from .setup import finish_training
 
 
 @dataclass

@@ -141,3 +141,33 @@ def test_evaluate_policies(models, tokenizer):
                                                             [s["words"] for s in a["samples"]]))
     with pytest.raises(ValueError, match="baseline"):
         evaluate_policies({"a": policy}, tokenizer, ["x"], scorers={"w": length}, baseline="zzz")
+
+
+def test_sample_and_win_rates_equal_hugging_face_generate_with_the_same_seed(models, tokenizer):
+    # eval samples through rollout.sampling.sample_responses; pinned to generate_responses called directly
+    from rlhfkit.rollout.generate import generate_responses
+
+    policy, other = models
+    prompts = ["the band", "a robot", "my friend sings"]
+    flat = prompts * 2
+    queries = [torch.tensor(tokenizer(p)["input_ids"], dtype=torch.long) for p in flat]
+    kwargs = dict(do_sample=True, top_k=0, top_p=1.0, max_new_tokens=6)
+
+    def direct(model):
+        torch.manual_seed(3)
+        return generate_responses(model, queries, pad_token_id=tokenizer.pad_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, batch_size=4, return_prompt=False,
+                                  generation_kwargs=kwargs)
+
+    got = sample(policy, tokenizer, prompts, n_per_prompt=2, max_new_tokens=6, batch_size=4, seed=3)
+    want = direct(policy)
+    assert all(torch.equal(q, w) for q, w in zip(got.query_ids, queries))  # the same tokenisation
+    assert len(got.response_ids) == 6 and all(torch.equal(g, w) for g, w in zip(got.response_ids, want))
+    chars = lambda prompts, responses: [float(len(r)) for r in responses]  # noqa: E731
+    res = evaluate_policies({"a": policy, "b": other}, tokenizer, prompts, scorers={"chars": chars},
+                            samples_per_prompt=2, max_new_tokens=6, batch_size=4, seed=3)
+    texts = {name: tokenizer.batch_decode(direct(model), skip_special_tokens=True)
+             for name, model in (("a", policy), ("b", other))}
+    assert [s["response"] for s in res["policies"]["b"]["samples"]] == texts["b"]
+    assert res["policies"]["b"]["win_rate"]["chars"] == win_rate(chars(flat, texts["b"]), chars(flat, texts["a"]))
+    assert res["policies"]["b"]["win_rate"]["chars"] != 0.5  # the scores tell the policies apart

@@ -25,7 +25,7 @@ def test_revision_goes_to_hub_ids_and_warns_for_a_local_folder(tmp_path):
 
 def test_revision_and_remote_code_reach_from_pretrained_for_model_and_tokenizer(monkeypatch, tokenizer):
     from rlhfkit.testing import tiny_causal_lm
-    from rlhfkit.trainers import sft
+    from rlhfkit.trainers import setup
 
     calls = []
 
@@ -33,10 +33,10 @@ def test_revision_and_remote_code_reach_from_pretrained_for_model_and_tokenizer(
         calls.append((auto_cls.__name__, name, kwargs))
         return tiny_causal_lm("gpt2", tokenizer) if auto_cls.__name__ != "AutoTokenizer" else tokenizer
 
-    monkeypatch.setattr(sft, "load_pretrained", fake_load)
+    monkeypatch.setattr(setup, "load_pretrained", fake_load)
     monkeypatch.setattr(loading, "load_pretrained", fake_load)
     config = SFTConfig(model_name_or_path="owner/model", model_revision="abc123", trust_remote_code=True)
-    sft.load_model_and_tokenizer(None, None, config)
+    setup.load_model_and_tokenizer(None, None, config)
     assert [(cls, name) for cls, name, _ in calls] == [("AutoModelForCausalLM", "owner/model"),
                                                        ("AutoTokenizer", "owner/model")]
     for _, _, kwargs in calls:

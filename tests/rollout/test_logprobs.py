@@ -121,7 +121,7 @@ def test_every_caller_keeps_prompt_positions_out_of_the_head(kind):
     """SFT's loss, DPO's forward, eval's log-probs and PPO's ptx loss all go through token_logprobs."""
     from rlhfkit import data
     from rlhfkit.eval.metrics import response_logprobs as eval_logprobs
-    from rlhfkit.trainers.dpo import completion_logps
+    from rlhfkit.trainers.logps import completion_logps
     from rlhfkit.trainers.sft import causal_lm_loss
 
     torch.manual_seed(0)

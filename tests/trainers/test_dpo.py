@@ -9,7 +9,8 @@ import torch
 from rlhfkit import DPOConfig, DPOTrainer
 from rlhfkit.data import DataError, PairCollator
 from rlhfkit.testing import hidden_rule_preferences, tiny_causal_lm
-from rlhfkit.trainers.dpo import completion_logps, shared_completion_logps
+from rlhfkit.trainers.dpo import shared_completion_logps
+from rlhfkit.trainers.logps import completion_logps
 
 DATA = Path(__file__).parent.parent / "fixtures" / "data"
 

@@ -16,7 +16,7 @@ import rlhfkit.cli
 from rlhfkit.algos.kto import kto_kl, kto_loss
 from rlhfkit.data import DataError
 from rlhfkit.testing import hidden_rule_preferences, tiny_causal_lm
-from rlhfkit.trainers.dpo import completion_logps
+from rlhfkit.trainers.logps import completion_logps
 from rlhfkit.trainers.kto import KTOConfig, KTOTrainer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -584,7 +584,7 @@ def test_a_fresh_reward_head_and_lora_adapters_start_from_the_seed(tmp_path):
     from transformers import AutoModelForSequenceClassification
 
     from rlhfkit.trainers import RewardConfig
-    from rlhfkit.trainers.sft import load_model_and_tokenizer
+    from rlhfkit.trainers.setup import load_model_and_tokenizer
 
     save_tiny(tmp_path / "lm", "gpt2", "causal-lm", hidden_size=32)
     cfg = RewardConfig(model_name_or_path=str(tmp_path / "lm"), output_dir=str(tmp_path / "out"), seed=3,

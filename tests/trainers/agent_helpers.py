@@ -85,3 +85,68 @@ def pretrain(output_dir, steps: int = 300, tool_share: float = 0.3, seed: int = 
                      seed=seed, warmup_steps=10)
     SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer).train()
     return model, tokenizer
+
+
+# ---- a multi-turn game: guess a number in 1..5 with "higher" / "lower" after each guess ----
+
+GAME_PROMPT = "Play."
+HIGHEST = 5
+GAME_RULES = f"Guess a number from 1 to {HIGHEST}."
+
+
+class HigherLower:
+    """The Environment protocol: each model turn is a guess; "higher" / "lower" (reward 0) or "correct"
+    (reward 1, done). A turn without a number 1..HIGHEST is answered with the rules again."""
+
+    def reset(self, secret: int) -> str:
+        self.secret = int(secret)
+        return GAME_RULES
+
+    def step(self, action: str):
+        found = [int(d) for d in re.findall(r"\d", action) if 1 <= int(d) <= HIGHEST]
+        if not found:
+            return GAME_RULES, 0.0, False
+        guess = found[-1]
+        if guess == self.secret:
+            return "correct", 1.0, True
+        return ("higher" if guess < self.secret else "lower"), 0.0, False
+
+
+def game_conversations(n: int, seed: int = 0, turns: int = 3) -> list[dict]:
+    """Games played by guessing uniformly at random, whatever the feedback: the format, no strategy."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        secret = rng.randint(1, HIGHEST)
+        messages = [{"role": "user", "content": f"{GAME_PROMPT}\n\n{GAME_RULES}"}]
+        for _ in range(turns):
+            guess = rng.randint(1, HIGHEST)
+            messages.append({"role": "assistant", "content": str(guess)})
+            if guess == secret:
+                break
+            messages.append({"role": "user", "content": "higher" if guess < secret else "lower"})
+        if messages[-1]["role"] == "user":
+            messages.pop()  # a game ends on the model's turn
+        rows.append({"messages": messages})
+    return rows
+
+
+def game_prompts(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    return [{"prompt": [{"role": "user", "content": GAME_PROMPT}], "secret": rng.randint(1, HIGHEST)} for _ in range(n)]
+
+
+def pretrain_game(output_dir, steps: int = 150, seed: int = 0, hidden_size: int = 64, num_layers: int = 2,
+                  learning_rate: float = 3e-3):
+    """(model, tokenizer) that plays the game's format with random guesses."""
+    rows = game_conversations(2000, seed)
+    probe = tiny_tokenizer(256)
+    texts = [render_messages(probe, r["messages"], add_generation_prompt=False) for r in rows]
+    tokenizer = tiny_tokenizer(300, corpus=texts, individual_digits=True, merge_across_words=True)
+    model = tiny_causal_lm("gpt2", tokenizer, seed=seed, hidden_size=hidden_size, num_layers=num_layers,
+                           max_positions=128)
+    args = SFTConfig(output_dir=str(output_dir), max_steps=steps, learning_rate=learning_rate,
+                     per_device_train_batch_size=32, assistant_only_loss=True, max_length=96, logging_steps=50,
+                     report_to="none", disable_tqdm=True, seed=seed, warmup_steps=10)
+    SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer).train()
+    return model, tokenizer

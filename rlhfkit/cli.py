@@ -570,8 +570,9 @@ def _ppo(args, overrides) -> int:
     for name in ("model_name_or_path", "dataset_name"):
         if not getattr(config, name):
             raise UsageError(f"--{name} is required (a flag, a key of --config or {name}=...)")
-    if not config.reward_sources():
-        raise UsageError("--reward_model_path and/or --reward_funcs is required: PPO needs a reward")
+    if not config.reward_sources() and config.environment_factory is None:
+        raise UsageError("--reward_model_path and/or --reward_funcs is required: PPO needs a reward (or an "
+                         "--environment_factory whose environment gives one)")
     _check_ppo(config, origins)
     check_trackers(config, origins, "report_to")
     if getattr(args, "check_only", False):

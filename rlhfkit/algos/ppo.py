@@ -21,6 +21,8 @@ def gae(
     lam: float,
     last_values: torch.Tensor | None = None,
     dones: torch.Tensor | None = None,
+    *,
+    skip_masked: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalized Advantage Estimation.
 
@@ -40,7 +42,26 @@ def gae(
     Source: Schulman et al. 2016, "High-Dimensional Continuous Control Using Generalized
     Advantage Estimation"; TRL 0.11.4 ``PPOTrainer.compute_advantages`` (same loop); the done
     handling as in cleanrl's ``ppo.py`` (Huang et al. 2022, "The 37 Implementation Details of PPO").
+
+    ``skip_masked=True`` (multi-turn episodes: the policy's turns with inserted tool results or
+    observations between them) runs the recursion over each row's mask = 1 positions only.
+    With p_1 < p_2 < ... < p_n the row's positions where ``mask`` is 1:
+
+        delta_k = r_{p_k} + gamma * V_{p_{k+1}} - V_{p_k}       (V_{p_{n+1}} = last_values, or 0)
+        A_{p_k} = delta_k + gamma * lam * A_{p_{k+1}}
+
+    so an inserted span is skipped: it is neither discounted nor bootstrapped through, and the
+    last policy token of a turn bootstraps from the value of the first policy token of the next
+    turn. Rewards, values (and ``dones``) on masked positions are ignored, and the advantages and
+    returns there are 0. For a right-padded mask (ones, then zeros) it is the plain recursion,
+    bit for bit. Computed by moving each row's policy positions to the front (a stable sort),
+    running the recursion above on that prefix, and scattering the result back.
     """
+    if skip_masked:
+        order = torch.sort((mask <= 0).to(torch.int8), dim=-1, stable=True).indices  # (B, T) policy first
+        packed = gae(rewards.gather(-1, order), values.gather(-1, order), mask.gather(-1, order), gamma, lam,
+                     last_values, dones.gather(-1, order) if dones is not None else None)
+        return tuple(torch.zeros_like(p).scatter(-1, order, p) for p in packed)  # (B, T) each
     values = values.detach() * mask  # (B, T)
     rewards = rewards.detach() * mask  # (B, T)
     T = rewards.shape[-1]

@@ -90,6 +90,28 @@ class PPORunConfig:
     temperature: float = f(1.0, "Sampling temperature of the rollouts.")
     top_k: int = f(0, "Sample from the top k tokens only (0: all).")
     top_p: float = f(1.0, "Nucleus sampling mass (1.0: off).")
+    # ---- multi-turn episodes: tools and environments (docs/agents.md#ppo) ----
+    tools: list[str] | None = _knob("tools", "Tools the model may call, as dotted paths 'package.module:function' "
+                                             "(type hints and a Google-style docstring each); a call's result is "
+                                             "inserted and the model goes on.")
+    environment_factory: str | None = _knob("environment_factory", "Dotted path to an environment class (one "
+                                                                   "instance per episode: reset(**columns), then "
+                                                                   "step(action) or tool methods, optional "
+                                                                   "get_reward()), or to a dict of them by name; "
+                                                                   "its reward is added to the reward sources' (it "
+                                                                   "may be the only reward).")
+    environment_column: str = _knob("environment_column", "Dataset column naming each prompt's environment when "
+                                                          "environment_factory is a dict of them.")
+    max_tool_calling_iterations: int | None = _knob("max_tool_calling_iterations", "Most inserted turns (tool "
+                                                                                   "results or environment "
+                                                                                   "observations) per episode; "
+                                                                                   "none: no limit but "
+                                                                                   "max_new_tokens, which caps the "
+                                                                                   "model's and the inserted tokens "
+                                                                                   "together.")
+    tool_timeout: float | None = _knob("tool_timeout", "Seconds a tool call or environment reset/step/get_reward "
+                                                       "may take; one that runs longer ends its episode (none: no "
+                                                       "limit).")
     # ---- KL penalty ----
     kl_coef: float = f(0.2, "Initial (or, with adap_kl_ctrl false, fixed) coefficient of the per-token KL penalty "
                             "(PPOConfig's init_kl_coef).")
@@ -208,6 +230,10 @@ class PPORunConfig:
             c.fail("critic_from_reward_model", "needs reward_model_path (the critic starts from that reward model)")
         if self.eval_dataset_name and self.eval_fraction:
             c.fail("eval_fraction", "set eval_dataset_name or eval_fraction, not both")
+        if self.multi_turn() and (self.eval_dataset_name or self.eval_fraction):
+            c.fail("eval_dataset_name" if self.eval_dataset_name else "eval_fraction",
+                   "held-out evaluation samples single-turn responses; it is not available with tools or "
+                   "environment_factory (leave eval_dataset_name and eval_fraction unset)")
         if self.ptx_coef > 0 and not self.ptx_dataset_name:
             c.fail("ptx_coef", "> 0 needs ptx_dataset_name (the SFT data mixed into each minibatch)")
         n = len(self.reward_sources())
@@ -241,6 +267,10 @@ class PPORunConfig:
                                         "wandb": {"name": self.run_name, **self.tracker_kwargs.get("wandb", {})}}
         return PPOConfig(**values)
 
+    def multi_turn(self) -> bool:
+        """Responses are multi-turn episodes (tools or an environment)."""
+        return bool(self.tools) or self.environment_factory is not None
+
     def reward_sources(self) -> list[str]:
         """The reward model (if any) then each reward function, in order."""
         funcs = [s.strip() for s in (self.reward_funcs or "").split(",") if s.strip()]
@@ -266,8 +296,9 @@ def check_run_inputs(config: PPORunConfig):
         raise ValueError("model_name_or_path is required: the policy to train (an SFT folder)")
     if not config.dataset_name:
         raise ValueError("dataset_name is required: the prompts to train on")
-    if not config.reward_sources():
-        raise ValueError("give reward_model_path and/or reward_funcs: PPO needs a reward")
+    if not config.reward_sources() and config.environment_factory is None:
+        raise ValueError("give reward_model_path and/or reward_funcs (or an environment_factory whose environment "
+                         "gives a reward): PPO needs a reward")
     if config.use_vllm:
         from ..rollout.vllm import require_vllm
         require_vllm()
@@ -302,7 +333,8 @@ def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     try:
-        reward_funcs = load_reward_funcs(config.reward_sources(), tokenizer=tokenizer)
+        reward_funcs = load_reward_funcs(config.reward_sources(), tokenizer=tokenizer) if config.reward_sources() \
+            else []  # an environment's reward alone
     except ValueError as err:  # a dotted path that does not import, a folder that is no reward model
         field = "reward_model_path" if config.reward_model_path and "reward_funcs[0]" in str(err) else "reward_funcs"
         raise ConfigError("PPORunConfig", field, str(err)) from None
@@ -321,11 +353,16 @@ def run_ppo(config: PPORunConfig, progress: bool = True, on_loaded=None) -> dict
         trainer = PPOTrainer(config.ppo_config(), policy, None, tokenizer, critic=critic, ptx_dataset=ptx,
                              rollout_engine=engine)
     chat = bool(prompts) and data.is_conversational(prompts[0])
-    reward_fn = _reward_fn(reward_funcs, config.weights(), prompts, chat)
+    if config.multi_turn():  # episodes: the agent renders the prompts itself, with the tools' schemas
+        reward_fn = _episode_reward_fn(reward_funcs, config.weights()) if reward_funcs else None
+        train_prompts = prompts
+    else:
+        reward_fn = _reward_fn(reward_funcs, config.weights(), prompts, chat)
+        train_prompts = render_prompts(tokenizer, prompts)
     eval_fn = _evaluator(trainer, config, held, reward_funcs, chat) if held is not None else None
     if on_loaded is not None:
         on_loaded()
-    history = trainer.train(reward_fn, render_prompts(tokenizer, prompts), steps=config.max_steps,
+    history = trainer.train(reward_fn, train_prompts, steps=config.max_steps,
                             generation_kwargs=config.generation_kwargs(), output_dir=config.output_dir,
                             save_steps=config.save_steps, resume_from_checkpoint=config.resume_from_checkpoint,
                             save_total_limit=config.save_total_limit, progress=progress,
@@ -376,6 +413,18 @@ def _reward_fn(reward_funcs, weights, prompts: list, chat: bool):
 
     def reward(_rendered, texts, _index, **columns):
         rewards, _ = score(reward_funcs, weights, [prompts[i] for i in _index], _completions(texts, chat), columns)
+        return rewards.tolist()
+
+    return reward
+
+
+def _episode_reward_fn(reward_funcs, weights):
+    """train_ppo's reward_fn over episodes: the reward sources get the prompts as the episodes saw them, the
+    completions as messages (chat) or text, the dataset's columns, ``environments`` and ``episodes``."""
+    from ..rollout.rewards import score
+
+    def reward(prompts, completions, _index, **columns):
+        rewards, _ = score(reward_funcs, weights, prompts, completions, columns)
         return rewards.tolist()
 
     return reward

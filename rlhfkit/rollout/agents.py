@@ -152,6 +152,29 @@ def environment_reward(prompts, completions, episodes, **columns):
     return [e.environment_reward for e in episodes]
 
 
+def environment_token_rewards(episode: Episode) -> list[float]:
+    """The environment's reward of ``episode`` per token of ``episode.ids`` (0 elsewhere), for per-token methods (PPO).
+
+    A ``step`` environment without ``get_reward``: each step's reward on the last policy token
+    of the model turn it stepped (``step_rewards[j]`` belongs to the j-th model turn); otherwise
+    ``environment_reward`` (``get_reward()``, or None: nothing) on the episode's last policy
+    token. The sum is ``environment_reward`` either way. An episode without policy tokens gets none.
+    """
+    out = [0.0] * len(episode.ids)
+    policy = [t for t, p in enumerate(episode.policy_mask) if p]
+    if not policy:
+        return out
+    env = episode.environment
+    if env is not None and callable(getattr(env, "step", None)) and not callable(getattr(env, "get_reward", None)):
+        turns = [t for t in episode.turns if t.role == "assistant"]
+        for reward, turn in zip(episode.step_rewards, turns):
+            last = [t for t in policy if t < turn.end]
+            out[last[-1] if last else policy[0]] += reward
+    elif episode.environment_reward is not None:
+        out[policy[-1]] += episode.environment_reward
+    return out
+
+
 def _public_methods(env) -> dict[str, Callable]:
     """An environment's tools: its public methods, bound, except reset / step / get_reward."""
     out = {}

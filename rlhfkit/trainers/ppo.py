@@ -31,7 +31,8 @@ from ..rollout.decode import RolloutCache, lean_settings
 from ..rollout.sampling import sample_responses
 from . import ppo_stats, ppo_train
 from .mechanics import Mechanics, build_optimizer, set_seed
-from .ppo_batch import check_step_inputs, check_train_inputs, check_trainer_inputs, max_positions, vocab_size
+from .ppo_batch import (check_step_inputs, check_token_rewards, check_train_inputs, check_trainer_inputs,
+                        max_positions, vocab_size)
 from .ppo_config import PPOConfig
 from .ppo_stats import PTXStream, summarise_minibatches
 from .ppo_train import TrainState
@@ -292,12 +293,28 @@ class PPOTrainer:
             "pad_token_id", self.pad_token_id)))
 
     # ------------------------------------------ step: score -> KL-penalised rewards -> GAE -> minibatch epochs
-    def step(self, queries, responses, scores, response_masks=None) -> dict:
-        """One PPO update on ``batch_size`` scored rollouts; returns the classic stats dict."""
+    def step(self, queries, responses, scores, response_masks=None, *, token_rewards=None) -> dict:
+        """One PPO update on ``batch_size`` scored rollouts; returns the classic stats dict.
+
+        ``response_masks`` (one 0/1 tensor per response, 1 = a token the policy sampled) makes a
+        response a multi-turn episode: its 0 tokens (tool results, observations) are context, not
+        actions. They take no part in the policy loss, the KL penalty, the entropy or the value
+        loss, and GAE runs over the 1 tokens only (``algos.gae(..., skip_masked=True)``: an
+        inserted span is skipped, the last policy token before it bootstraps from the value of the
+        first policy token after it); their advantages, returns and values are 0. The score lands
+        on the last policy token. ``token_rewards`` (rlhfkit extension; one float tensor per
+        response, 0 on inserted tokens) adds rewards on chosen policy tokens, e.g. an environment's
+        per-turn rewards at the last token of each turn; the score processing (scaling, clipping,
+        ``missing_eos_penalty``) applies to ``scores`` only. See docs/agents.md#ppo.
+        """
         cfg, timing, t0 = self.config, {}, time.time()
         queries, responses, scores, response_masks = check_step_inputs(
             queries, responses, scores, response_masks, cfg.batch_size, self.max_length, self.accelerator.device,
             self.vocab_size)
+        if token_rewards is not None:
+            if self.is_encoder_decoder:
+                raise ValueError("token_rewards is for causal LMs; an encoder-decoder policy takes scores only")
+            token_rewards = check_token_rewards(token_rewards, responses, response_masks, self.accelerator.device)
         raw_scores = scores
         scores = self._process_scores(scores, responses)
         batch = (build_seq2seq_batch(queries, responses, response_masks, self.pad_token_id,
@@ -314,13 +331,16 @@ class PPOTrainer:
         kl = full_kl if full_kl is not None else algos.kl_penalty(logprobs, ref_logprobs, cfg.kl_penalty)  # (B, R)
         kl_coef = self.kl_ctl.value
         rewards, non_score_reward = algos.kl_penalized_rewards(scores, kl, mask, kl_coef)  # (B, R)
+        if token_rewards is not None:
+            rewards = rewards + _padded(token_rewards, rewards)  # (B, R)
         timing["time/ppo/compute_rewards"] = time.time() - t
         t = time.time()
-        advantages, returns = self._advantages(rewards, values, mask)  # (B, R) each
+        advantages, returns = self._advantages(rewards, values, mask, skip_masked=True)  # (B, R) each
         timing["time/ppo/compute_advantages"] = time.time() - t
 
         t = time.time()
-        rollout = dict(logprobs=logprobs, values=values * mask, advantages=advantages, returns=returns)
+        # inserted tokens are no actions: advantage 0 there (whitening shifted them) and value 0
+        rollout = dict(logprobs=logprobs, values=values * mask, advantages=advantages * mask, returns=returns)
         minibatch_stats = self._optimize(batch, rollout)
         self._policy_version += 1  # rollouts sampled before this update are stale
         timing["time/ppo/optimize_step"] = time.time() - t
@@ -406,13 +426,14 @@ class PPOTrainer:
             warnings.warn(f"sampling-time log-probs/values differ from the recomputed ones by {gap:.2e} (> {tol}); "
                           "PPOTrainer recomputes them from now on", stacklevel=3)
 
-    def _advantages(self, rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor):
+    def _advantages(self, rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, skip_masked: bool = False):
         """``whiten_rewards`` -> GAE -> ``whiten_advantages``: (advantages, returns), (B, T) each.
-        Shared by ``step`` and the classic ``compute_advantages``."""
+        Shared by ``step`` (GAE over the policy tokens only, ``skip_masked``) and the classic
+        ``compute_advantages`` (TRL's full-sequence recursion)."""
         cfg = self.config
         if cfg.whiten_rewards:
             rewards = algos.masked_whiten(rewards * mask, mask, shift_mean=False)
-        advantages, returns = algos.gae(rewards, values, mask, cfg.gamma, cfg.lam)  # (B, T)
+        advantages, returns = algos.gae(rewards, values, mask, cfg.gamma, cfg.lam, skip_masked=skip_masked)  # (B, T)
         if cfg.whiten_advantages:
             advantages = algos.masked_whiten(advantages, mask)
         return advantages, returns
@@ -509,8 +530,13 @@ class PPOTrainer:
         self.mechanics.log(logs, step=self.current_step)
 
     def train(self, reward_fn, prompts, **kwargs) -> list[dict]:
-        """Run the whole loop with a reward function; see ``rlhfkit.trainers.ppo_train.train_ppo``."""
-        check_train_inputs(reward_fn, prompts)  # before any model work
+        """Run the whole loop with a reward function; see ``rlhfkit.trainers.ppo_train.train_ppo``.
+
+        ``tools=``, ``environment_factory=`` and ``tool_parser=`` (or ``config.tools`` /
+        ``config.environment_factory``) make every response a multi-turn episode (docs/agents.md#ppo)."""
+        multi_turn = any(kwargs.get(k) is not None for k in ("tools", "environment_factory", "tool_parser")) or \
+            bool(self.config.tools) or self.config.environment_factory is not None
+        check_train_inputs(reward_fn, prompts, multi_turn)  # before any model work
         return ppo_train.train_ppo(self, reward_fn, prompts, **kwargs)
 
     def save_pretrained(self, save_directory) -> None:
@@ -691,6 +717,14 @@ class PPOTrainer:
             return stats
         return {k: self.accelerator.reduce(v.to(self.accelerator.device), "mean") if isinstance(v, torch.Tensor)
                 else v for k, v in stats.items()}
+
+
+def _padded(rows: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """Per-response 1-D tensors as a (B, R) tensor shaped and typed like ``like``, zero-padded on the right."""
+    out = torch.zeros_like(like)  # (B, R)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = row.to(like)
+    return out
 
 
 def _disable_dropout(model) -> None:

@@ -58,6 +58,9 @@ def check_step_inputs(queries, responses, scores, response_masks, batch_size: in
                       device, vocab_size: int | None = None):
     """Validate ``step``'s arguments; returns (queries, responses, scores (B,), masks or None).
 
+    ``response_masks[i]`` is 1 on the tokens of ``responses[i]`` the policy sampled and 0 on
+    the ones inserted (tool results, observations); any other value is refused.
+
     Runs before any model work, so a bad token id or score fails here with its index, not
     deep inside an embedding lookup.
     """
@@ -90,11 +93,53 @@ def check_step_inputs(queries, responses, scores, response_masks, batch_size: in
         for i, (m, r) in enumerate(zip(response_masks, responses)):
             if m.shape != r.shape:
                 raise ValueError(f"response_masks[{i}] has shape {tuple(m.shape)}, responses[{i}] {tuple(r.shape)}")
+            if not bool(((m == 0) | (m == 1)).all()):
+                raise ValueError(f"response_masks[{i}] holds values other than 0 and 1: 1 marks a token the policy "
+                                 "sampled, 0 an inserted one (a tool result, an observation)")
     return queries, responses, torch.stack(values).to(device), response_masks
 
 
-def check_train_inputs(reward_fn, prompts) -> None:
-    """``PPOTrainer.train``'s arguments: a callable and a list of prompt strings (a bare string is an error)."""
+def check_token_rewards(token_rewards, responses, masks, device) -> list[torch.Tensor]:
+    """``step``'s ``token_rewards``: one finite 1-D float tensor per response, 0 on inserted tokens."""
+    if not isinstance(token_rewards, (list, tuple)) or len(token_rewards) != len(responses):
+        got = len(token_rewards) if isinstance(token_rewards, (list, tuple)) else type(token_rewards).__name__
+        raise ValueError(f"token_rewards must be a list of one tensor per response ({len(responses)}), got {got}")
+    out = []
+    for i, (t, r) in enumerate(zip(token_rewards, responses)):
+        t = torch.as_tensor(t, dtype=torch.float32, device=device)
+        if t.shape != r.shape:
+            raise ValueError(f"token_rewards[{i}] has shape {tuple(t.shape)}, responses[{i}] {tuple(r.shape)}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"token_rewards[{i}] holds a value that is not a finite number")
+        if masks is not None:
+            inserted = (masks[i] == 0) & (t != 0)
+            if bool(inserted.any()):
+                raise ValueError(f"token_rewards[{i}] puts a reward on token {int(inserted.nonzero()[0])}, which "
+                                 f"response_masks[{i}] marks as inserted (0); put it on a policy token (the last "
+                                 "one of the turn it rewards)")
+        out.append(t)
+    return out
+
+
+def check_train_inputs(reward_fn, prompts, multi_turn: bool = False) -> None:
+    """``PPOTrainer.train``'s arguments: a callable and a list of prompt strings (a bare string is an error).
+
+    ``multi_turn`` (tools or environments): prompts may also be message lists, and ``reward_fn``
+    None (the environment's reward alone; checked once the environment is built)."""
+    if multi_turn:
+        if reward_fn is not None and not callable(reward_fn):
+            raise TypeError(f"train(reward_fn, prompts): reward_fn must be callable (prompts, completions) -> scores, "
+                            f"or None with an environment that gives a reward, got {type(reward_fn).__name__}")
+        if isinstance(prompts, (str, bytes)) or not isinstance(prompts, (list, tuple)):
+            raise TypeError(f"train(reward_fn, prompts): prompts must be a list of strings or message lists, got "
+                            f"{type(prompts).__name__}")
+        for i, p in enumerate(prompts):
+            messages = isinstance(p, (list, tuple)) and all(isinstance(m, dict) and "role" in m and "content" in m
+                                                            for m in p)
+            if not (isinstance(p, str) or (messages and p)):
+                raise TypeError(f"train(reward_fn, prompts): prompts[{i}] is {type(p).__name__}; each prompt is a "
+                                "string or a list of {'role': ..., 'content': ...} messages")
+        return
     if not callable(reward_fn):
         raise TypeError(f"train(reward_fn, prompts): reward_fn must be callable (prompts, responses) -> scores, "
                         f"got {type(reward_fn).__name__}")

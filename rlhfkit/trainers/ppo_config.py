@@ -109,6 +109,12 @@ class PPOConfig:
     reuse_rollout_logprobs: bool = _f(True, "Reuse the log-probs/values computed while sampling (fp32, plain sampling) as the old policy's, after the first step verified them against a recompute; False: always recompute.")
     padding_free: bool = _f(False, PADDING_FREE_HELP)
     max_packed_length: int | None = _f(None, MAX_PACKED_LENGTH_HELP)
+    # ---- multi-turn episodes for train(): tools and environments (docs/agents.md#ppo) ----
+    tools: list[str] | None = _f(None, "train(): tools the model may call, as dotted paths 'package.module:function' (type hints and a Google-style docstring each); a call's result is inserted and the model goes on. train(tools=...) takes the functions themselves.")
+    environment_factory: str | None = _f(None, "train(): dotted path to an environment class (one instance per episode: reset(**columns), then step(action) or tool methods, optional get_reward()), or to a dict of them by name. train(environment_factory=...) takes the class or dict itself.")
+    environment_column: str = _f("environment", "train(): the prompt column naming each prompt's environment when environment_factory is a dict of them.")
+    max_tool_calling_iterations: int | None = _f(None, "train(): most inserted turns (tool results or environment observations) per episode; None: no limit but max_new_tokens, which caps the model's and the inserted tokens together.")
+    tool_timeout: float | None = _f(30.0, "train(): seconds a tool call or environment reset/step/get_reward may take; one that runs longer ends its episode (None: no limit).")
     output_dir: str = _f("runs/ppo", "Where train() writes checkpoints and metrics.")
     save_steps: int = _f(0, "train(): save a checkpoint every this many steps (0: only at the end).")
 
@@ -137,6 +143,7 @@ class PPOConfig:
         if self.dual_clip is not None and self.dual_clip <= 1:
             raise ConfigError("PPOConfig", "dual_clip", f"must be > 1 (e.g. 3.0), got {self.dual_clip}")
         check_padding_free(Checks(self))
+        self._check_multi_turn()
         if self.optimizer not in ("adam", "adamw"):
             raise ConfigError("PPOConfig", "optimizer", f"must be 'adam' or 'adamw', got {self.optimizer!r}")
         from .trackers import missing_tracker_problem
@@ -149,6 +156,28 @@ class PPOConfig:
             # Classic configs set it alone and it was silently ignored; keep them running.
             warnings.warn("PPOConfig.use_score_norm has no effect without use_score_scaling=True", stacklevel=2)
         warn_ignored(self, stacklevel=4)
+
+    def _check_multi_turn(self) -> None:
+        """The multi-turn fields' types and ranges (the online trainers' rules)."""
+        tools = self.tools
+        if tools is not None and (not isinstance(tools, (list, tuple)) or
+                                  not all(isinstance(t, str) and t.strip() for t in tools)):
+            raise ConfigError("PPOConfig", "tools", f"must be a list of dotted paths 'package.module:function', got "
+                                                    f"{tools!r}; pass the functions themselves as train(tools=...)")
+        if self.environment_factory is not None and not (isinstance(self.environment_factory, str)
+                                                         and self.environment_factory.strip()):
+            raise ConfigError("PPOConfig", "environment_factory",
+                              f"must be a dotted path 'package.module:Class', got {self.environment_factory!r}; pass "
+                              "the class (or dict) itself as train(environment_factory=...)")
+        if not isinstance(self.environment_column, str) or not self.environment_column:
+            raise ConfigError("PPOConfig", "environment_column", f"must be a column name, got "
+                                                                 f"{self.environment_column!r}")
+        n = self.max_tool_calling_iterations
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            raise ConfigError("PPOConfig", "max_tool_calling_iterations", f"must be an integer >= 0 or None, got {n!r}")
+        t = self.tool_timeout
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0):
+            raise ConfigError("PPOConfig", "tool_timeout", f"must be a number of seconds > 0 or None, got {t!r}")
 
     def _replace_computed(self, name: str, value, how: str) -> None:
         """Set a computed classic field; a different value given by hand is replaced, with a warning (the

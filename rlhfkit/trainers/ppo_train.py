@@ -15,6 +15,7 @@ batches it has served itself (``PTXStream.consumed``), and a resume fast-forward
 
 from __future__ import annotations
 
+import inspect
 import random
 import sys
 from dataclasses import dataclass
@@ -26,7 +27,11 @@ import torch
 from safetensors.torch import load_file
 
 from .. import plot
+from ..rollout.agents import Agent, environment_token_rewards, episode_metrics, sample_episodes
+from ..rollout.rewards import RewardFunc, score
+from ..rollout.sampling import Completions
 from . import checkpoint, completion_log
+from .config import ConfigError
 from .trackers import console_line, write_console
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
@@ -55,7 +60,8 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
               progress: bool = True, columns: dict[str, Sequence] | None = None,
               max_prompt_length: int | None = None, add_special_tokens: bool = True,
               eval_fn: Callable[[object], dict] | None = None, eval_steps: int = 0,
-              log_completions: bool = False, num_completions_to_print: int | None = None) -> list[dict]:
+              log_completions: bool = False, num_completions_to_print: int | None = None,
+              tools=None, environment_factory=None, tool_parser: Callable | None = None) -> list[dict]:
     """Run until ``trainer.current_step == steps`` (default ``config.steps``); returns this call's log rows.
 
     ``reward_fn(prompts, responses) -> scores`` gets decoded text, one score per response:
@@ -71,6 +77,17 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
     the lines); ``log_completions`` adds a table of ``num_completions_to_print`` (None: all)
     prompts, responses and rewards there and in ``output_dir/completions.jsonl``. At the end
     ``output_dir/learning_curve.png`` is drawn from ``metrics.jsonl``.
+
+    Multi-turn episodes (docs/agents.md#ppo): ``tools`` (functions), ``environment_factory`` (a
+    class, or a dict of them by name; default: ``config.tools`` / ``config.environment_factory``,
+    dotted paths) and ``tool_parser`` (``text -> list[ToolCall]``) make every response an episode
+    sampled by ``rollout.agents`` (caps: ``config.max_tool_calling_iterations``,
+    ``config.tool_timeout``, and ``max_new_tokens`` for the model's and inserted tokens together).
+    Prompts may then be text or messages. ``reward_fn(prompts, completions, **columns)`` gets the
+    completion as the episode's messages (message prompts) or its text after the prompt, plus
+    ``environments`` and ``episodes`` when its signature names them (or has ``**kwargs``); it may
+    be None when the environment gives a reward. ``step`` gets the policy masks and the
+    environment's rewards as ``token_rewards``.
     """
     cfg = trainer.config
     if not prompts:
@@ -79,6 +96,14 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
     output_dir = Path(output_dir or cfg.output_dir)
     save_steps = save_steps if save_steps is not None else cfg.save_steps
     generation_kwargs = {**DEFAULT_GENERATION, "pad_token_id": trainer.pad_token_id, **(generation_kwargs or {})}
+    agent = build_agent(trainer, tools, environment_factory, tool_parser, generation_kwargs, max_prompt_length)
+    if agent is not None:
+        agent.check_columns(columns or {}, len(prompts), "the training prompts")
+        if reward_fn is None and not agent.rewarded:
+            raise ConfigError("PPOConfig", "environment_factory", "train(reward_fn=None) needs an environment that "
+                                                                  "gives a reward (get_reward() or step()); pass a "
+                                                                  "reward_fn")
+        completions = Completions(trainer.tokenizer, generation_kwargs, trainer.rollout_engine)
     engine = trainer.mechanics
     engine.start(output_dir, resume_from_checkpoint, lambda path: load_checkpoint(trainer, path),
                  lambda: trainer.current_step, logs=(output_dir / completion_log.FILE,))
@@ -109,8 +134,12 @@ def train_ppo(trainer, reward_fn: RewardFn, prompts: Sequence[str], *, steps: in
         while trainer.current_step < steps:
             idx = [state.prompt_rng.randrange(len(prompts)) for _ in range(cfg.batch_size)]
             batch_columns = {k: [v[i] for i in idx] for k, v in (columns or {}).items()}
-            row, samples = _ppo_iteration(trainer, reward_fn, [prompts[i] for i in idx], generation_kwargs, encode,
-                                          batch_columns if columns else None)
+            if agent is not None:
+                row, samples = _episode_iteration(trainer, agent, completions, reward_fn, [prompts[i] for i in idx],
+                                                  batch_columns if columns else None)
+            else:
+                row, samples = _ppo_iteration(trainer, reward_fn, [prompts[i] for i in idx], generation_kwargs,
+                                              encode, batch_columns if columns else None)
             history.append(row)
             boundary = _boundary(trainer)
             bar.update(1)
@@ -173,6 +202,95 @@ def _ppo_iteration(trainer, reward_fn, batch_prompts: list[str], generation_kwar
            "kl_coef": stats["objective/kl_coef"], "loss": stats["ppo/loss/total"],
            "response_len": stats["tokens/responses_len_mean"]}
     return row, [{"prompt": p, "completion": t, "reward": s} for p, t, s in zip(batch_prompts, texts, scores)]
+
+
+def build_agent(trainer, tools, environment_factory, tool_parser, generation_kwargs: dict,
+                max_prompt_length: int | None) -> Agent | None:
+    """The multi-turn rollout settings of ``train_ppo``, or None for single-turn responses.
+
+    A dotted path that does not import, a tool without a schema or a broken factory is a
+    ConfigError naming the PPOConfig field.
+    """
+    from .online import _resolve_environments, _resolve_tools  # the online trainers' own loaders
+
+    cfg = trainer.config
+    tools = tools if tools is not None else cfg.tools
+    environment_factory = environment_factory if environment_factory is not None else cfg.environment_factory
+    if not tools and environment_factory is None and tool_parser is None:
+        return None
+    if trainer.is_encoder_decoder:
+        raise ValueError("multi-turn episodes (tools, environment_factory) are for causal LMs, not an "
+                         "encoder-decoder policy")
+    tools = _resolve_tools(tools, "PPOConfig")
+    environment_factory = _resolve_environments(environment_factory, "PPOConfig")
+    try:
+        return Agent(trainer.tokenizer, tools=tools, environment_factory=environment_factory,
+                     environment_column=cfg.environment_column,
+                     max_tool_calling_iterations=cfg.max_tool_calling_iterations,
+                     max_completion_length=int(generation_kwargs["max_new_tokens"]),
+                     max_prompt_length=max_prompt_length, tool_timeout=cfg.tool_timeout, tool_parser=tool_parser)
+    except (TypeError, ValueError) as err:
+        raise ConfigError("PPOConfig", "tools" if str(err).startswith("tool") else "environment_factory",
+                          str(err)) from None
+
+
+def _accepts(fn, name: str) -> bool:
+    """``fn`` takes the keyword ``name`` (by name, or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is p.VAR_KEYWORD or (p.name == name and p.kind is not p.POSITIONAL_ONLY) for p in params)
+
+
+def _episode_reward(reward_fn, with_columns: bool) -> RewardFunc:
+    """``reward_fn`` as a reward function over episodes: the batch's columns when train got any,
+    ``environments`` / ``episodes`` when it takes them."""
+    extra = [name for name in ("environments", "episodes") if _accepts(reward_fn, name)]
+
+    def reward(prompts, completions, completion_ids, environments, episodes, **columns):
+        kwargs = dict(columns) if with_columns else {}
+        given = {"environments": environments, "episodes": episodes}
+        kwargs.update({name: given[name] for name in extra})
+        return reward_fn(prompts, completions, **kwargs)
+
+    return RewardFunc("reward_fn", reward, "train(reward_fn)")
+
+
+def _no_reward(funcs, weights, prompts, completions, columns):
+    n = len(prompts)
+    return torch.zeros(n), torch.zeros(n, 0)
+
+
+def _episode_iteration(trainer, agent: Agent, completions: Completions, reward_fn, batch_prompts: list,
+                       batch_columns: dict | None) -> tuple[dict, list[dict]]:
+    """sample episodes -> score -> step (policy masks, environment rewards per token) -> log; as ``_ppo_iteration``."""
+    device = trainer.accelerator.device
+    funcs = [_episode_reward(reward_fn, batch_columns is not None)] if reward_fn is not None else []
+    completions.synced_at = trainer.current_step  # a rollout engine: PPOTrainer pushes the weights after each step
+    with trainer.mechanics.autocast():
+        sampled = sample_episodes(trainer.unwrapped_model, trainer.tokenizer, completions, agent, funcs,
+                                  batch_prompts, batch_columns or {}, 1, device=device, step=trainer.current_step,
+                                  score_fn=score if funcs else _no_reward)
+    scores = [float(s) for s in sampled.rewards]
+    token_rewards = [torch.tensor(environment_token_rewards(e) or [0.0], dtype=torch.float32, device=device)
+                     for e in sampled.episodes]  # an episode that never started: one masked EOS
+    totals = [s + float(t.sum()) for s, t in zip(scores, token_rewards)]
+    texts = [trainer.tokenizer.decode(e.ids, skip_special_tokens=True) for e in sampled.episodes]
+    with checkpoint.sigint_deferred("Ctrl-C: finishing this PPO update, then saving a checkpoint "
+                                    "(Ctrl-C again to stop at once, without one)"):
+        trainer.train_state.in_update = True
+        stats = trainer.step(sampled.queries, sampled.responses, scores, response_masks=sampled.masks,
+                             token_rewards=token_rewards)
+        metrics = episode_metrics(sampled.episodes)
+        stats.update(metrics)
+        trainer.log_stats(stats, {"query": [str(p) for p in sampled.prompts], "response": texts}, totals)
+        trainer.train_state.in_update = False
+    row = {"step": trainer.current_step, "reward": float(np.mean(totals)), "kl": stats["objective/kl"],
+           "kl_coef": stats["objective/kl_coef"], "loss": stats["ppo/loss/total"],
+           "response_len": stats["tokens/responses_len_mean"], "tool_calls": metrics["tools/call_frequency"]}
+    return row, [{"prompt": p, "completion": c, "reward": r}
+                 for p, c, r in zip(sampled.prompts, sampled.completions, totals)]
 
 
 def _check_prompts(trainer, prompts) -> None:

@@ -545,8 +545,8 @@ def build(trainer, args, method_fn: Callable, model, reward_funcs, train_dataset
     """
     trainer.args = args
     owner = type(args).__name__
-    tools = _resolve_tools(tools if tools is not None else args.tools, owner)
-    environment_factory = _resolve_environments(environment_factory if environment_factory is not None
+    tools = resolve_tools(tools if tools is not None else args.tools, owner)
+    environment_factory = resolve_environments(environment_factory if environment_factory is not None
                                                 else args.environment_factory, owner)
     model, trainer.tokenizer, trainer.reward_funcs, train, evals = prepare(
         model, reward_funcs, args, train_dataset, eval_dataset, processing_class, peft_config,
@@ -567,7 +567,7 @@ def build(trainer, args, method_fn: Callable, model, reward_funcs, train_dataset
     trainer.ref_model = trainer.loop.ref_model
 
 
-def _resolve_tools(tools, owner: str) -> list:
+def resolve_tools(tools, owner: str) -> list:
     """Tool functions: callables as they are, dotted paths imported (a bad one is a ConfigError on ``tools``)."""
     if tools is None:
         return []
@@ -582,7 +582,7 @@ def _resolve_tools(tools, owner: str) -> list:
     return out
 
 
-def _resolve_environments(factory, owner: str):
+def resolve_environments(factory, owner: str):
     """An environment class / callable / dict of them; a dotted path is imported."""
     if isinstance(factory, str):
         try:

@@ -211,7 +211,7 @@ def build_agent(trainer, tools, environment_factory, tool_parser, generation_kwa
     A dotted path that does not import, a tool without a schema or a broken factory is a
     ConfigError naming the PPOConfig field.
     """
-    from .online import _resolve_environments, _resolve_tools  # the online trainers' own loaders
+    from .online import resolve_environments, resolve_tools
 
     cfg = trainer.config
     tools = tools if tools is not None else cfg.tools
@@ -221,8 +221,8 @@ def build_agent(trainer, tools, environment_factory, tool_parser, generation_kwa
     if trainer.is_encoder_decoder:
         raise ValueError("multi-turn episodes (tools, environment_factory) are for causal LMs, not an "
                          "encoder-decoder policy")
-    tools = _resolve_tools(tools, "PPOConfig")
-    environment_factory = _resolve_environments(environment_factory, "PPOConfig")
+    tools = resolve_tools(tools, "PPOConfig")
+    environment_factory = resolve_environments(environment_factory, "PPOConfig")
     try:
         return Agent(trainer.tokenizer, tools=tools, environment_factory=environment_factory,
                      environment_column=cfg.environment_column,

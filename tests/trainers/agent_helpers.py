@@ -144,7 +144,7 @@ def pretrain_game(output_dir, steps: int = 150, seed: int = 0, hidden_size: int 
     texts = [render_messages(probe, r["messages"], add_generation_prompt=False) for r in rows]
     tokenizer = tiny_tokenizer(300, corpus=texts, individual_digits=True, merge_across_words=True)
     model = tiny_causal_lm("gpt2", tokenizer, seed=seed, hidden_size=hidden_size, num_layers=num_layers,
-                           max_positions=128)
+                           max_positions=256)  # a batched turn runs to the longest budget
     args = SFTConfig(output_dir=str(output_dir), max_steps=steps, learning_rate=learning_rate,
                      per_device_train_batch_size=32, assistant_only_loss=True, max_length=96, logging_steps=50,
                      report_to="none", disable_tqdm=True, seed=seed, warmup_steps=10)

@@ -23,6 +23,12 @@ resumed run regenerates from the restored RNG exactly as the uninterrupted run d
 writes a checkpoint of the last cycle boundary when no optimiser step has happened since (with
 the default one step per generation, always); in the middle of a multi-step cycle it writes
 none and says which checkpoint to resume from.
+
+With ``async_generation`` the rollout's first half (``_generate``: prompts, sampling, scoring,
+the sampler's log-probs) runs in ``online_async.RolloutProducer``'s thread on a snapshot of the
+policy, and the trainer finishes each rollout it takes (``_finish_rollout``: old and reference
+log-probs, advantages), dropping those more than ``max_staleness`` versions old; docs/online.md
+("Asynchronous training") has the correction and the resume rule.
 """
 
 from __future__ import annotations
@@ -300,7 +306,7 @@ class OnlineRun:
         idx = self.sampler.take(self.prompts_per_cycle)[rank * local:(rank + 1) * local]
         prompts = [self.prompts[i] for i in idx]
         columns = {k: [v[i] for i in idx] for k, v in self.columns.items()}
-        sampled = self._sample(prompts, columns, G, policy=policy, completions=completions)
+        sampled = self._sample(prompts, columns, G, policy, completions)
         queries, responses, rewards = sampled.queries, sampled.responses, sampled.rewards
         eos = self.tokenizer.eos_token_id
         if sampled.masks is not None:  # episodes: the policy's tokens only; truncated = cut by the token cap

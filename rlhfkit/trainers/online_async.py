@@ -31,6 +31,7 @@ import queue
 import threading
 import time
 import traceback
+import warnings
 from typing import Callable
 
 import torch
@@ -96,13 +97,20 @@ class RolloutProducer:
         with self._busy:
             yield
 
-    def close(self) -> None:
-        """Stop the thread (it finishes the rollout it is generating) and drop what is queued."""
+    def close(self, wait_s: float = 10.0) -> None:
+        """Stop the thread (it finishes the rollout it is generating) and drop what is queued.
+
+        A thread stuck for ``wait_s`` seconds (a hung reward function) is left behind as a daemon
+        with a warning: the trainer's own error must reach the caller."""
         self._stop.set()
-        while self._thread.is_alive():
+        deadline = time.monotonic() + wait_s
+        while self._thread.is_alive() and time.monotonic() < deadline:
             with contextlib.suppress(queue.Empty):
                 self._queue.get_nowait()
             self._thread.join(POLL_S)
+        if self._thread.is_alive():
+            warnings.warn(f"the {self.name} thread did not stop within {wait_s} s; it is left running as a daemon "
+                          f"thread and ends with the process", RuntimeWarning, stacklevel=2)
 
     # ------------------------------------------------------------------ the thread
     def _raise_failure(self) -> None:

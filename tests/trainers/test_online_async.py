@@ -1,5 +1,6 @@
 """Asynchronous generation (async_generation): staleness bound, failures, learning, resume, refusals."""
 
+import threading
 import time
 
 import pytest
@@ -78,6 +79,18 @@ def test_a_hung_producer_is_a_timeout_naming_it(tokenizer, tmp_path):
     assert time.monotonic() - start < 10
 
 
+def test_closing_a_stuck_producer_does_not_hang():
+    release = threading.Event()
+    producer = RolloutProducer(torch.nn.Linear(2, 1), lambda snapshot: release.wait(30), version=0, queue_size=1,
+                               timeout_s=5)
+    producer.start()
+    start = time.monotonic()
+    with pytest.warns(RuntimeWarning, match="did not stop"):
+        producer.close(wait_s=0.3)
+    assert time.monotonic() - start < 5
+    release.set()
+
+
 def test_the_producer_stamps_versions_and_takes_published_weights():
     model = torch.nn.Linear(2, 1)
     seen = []
@@ -103,15 +116,20 @@ def test_the_producer_stamps_versions_and_takes_published_weights():
 
 @pytest.mark.parametrize("lr", [1e-2, 1e-12])
 def test_grpo_learns_with_async_generation(tokenizer, tmp_path, lr):
-    """The online learning task (tests/trainers/test_online_learning.py) with async on; lr 1e-12 must not pass."""
-    args = GRPOConfig(**small(tmp_path, per_device_train_batch_size=16, max_completion_length=6, max_steps=30,
+    """The online learning task (tests/trainers/test_online_learning.py) with async on; lr 1e-12 must not pass.
+
+    Thread timing decides the staleness (0 to max_staleness), so the run is not reproducible: 40 steps
+    and a lower bar than the synchronous test (which reaches about 0.5 in 30) keep it off the edge;
+    at lr 1e-12 the last five steps stay near 0.25.
+    """
+    args = GRPOConfig(**small(tmp_path, per_device_train_batch_size=16, max_completion_length=6, max_steps=40,
                               report_to="none", generation_kwargs={"min_new_tokens": 6}, learning_rate=lr,
                               async_generation=True))
     t = GRPOTrainer(model=tiny_causal_lm("gpt2", tokenizer, hidden_size=32), reward_funcs=in_target, args=args,
                     train_dataset=prompt_rows(64), processing_class=tokenizer)
     t.train()
     first, last, rewards = learning_curve(t)
-    learned = last > 0.45 and last > first + 0.15
+    learned = last > 0.40 and last > first + 0.12
     assert learned == (lr == 1e-2), f"{first:.3f} -> {last:.3f} ({rewards})"
     assert max(rows(t, "train/async/staleness_max")) <= args.max_staleness
 

@@ -12,6 +12,11 @@ Variants: ``sync`` (async_generation=False), ``async`` (queue 1, max_staleness 2
 ``train()``'s wall clock (model save included); samples/s = steps * 16 / seconds; reward: the
 mean ``train/reward`` of the last 5 steps. The table lists the median over repeats and every
 repeat; async also reports its mean staleness and dropped rollouts.
+
+Threads: the default is 1. With ``--threads 2`` on a 2-core machine that other processes share,
+the synchronous run's 2-thread OpenMP team waits on cores it does not get and slows down many
+times over, while the producer thread's kernels run on fewer threads; that measures contention,
+not the overlap.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=16, help="completion length (min_new_tokens = max)")
     parser.add_argument("--hidden", type=int, default=64, help="hidden size of the tiny GPT-2")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (see the module docstring)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--out", type=Path, help="write every repeat as JSON here")
     args = parser.parse_args()

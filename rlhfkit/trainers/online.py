@@ -474,9 +474,11 @@ class OnlineRun:
         self._producer.start()
 
     def _stop_producer(self) -> None:
+        """Stop the sampling thread; the prompt sampler goes back to after the last rollout trained on."""
         if self._producer is not None:
             self._producer.close()
             self._producer = None
+            self.sampler.load_state_dict(self._sampler_state)
 
     def _after_step(self, window: list[dict], cycle_metrics: dict, grad_norm, bar) -> None:
         cfg, step = self.config, self.global_step

@@ -144,8 +144,11 @@ def test_rloo_runs_async_with_the_ratio_to_the_behaviour_policy(tokenizer, tmp_p
 
 def test_resumed_async_run_continues_from_the_checkpoint(tokenizer, tmp_path):
     t = trainer(tokenizer, tmp_path, max_steps=4, save_steps=2, async_queue_size=2)
+    generate, made = t.loop._generate, []
+    t.loop._generate = lambda *a, **k: made.append(1) or generate(*a, **k)
     t.train()
-    assert t.loop.sampler.position > 8  # the producer had taken prompts beyond the 4 trained rollouts
+    assert len(made) > 4  # the producer had sampled beyond the 4 rollouts trained on
+    assert (t.loop.sampler.epoch, t.loop.sampler.position) == (0, 8)
     state = torch.load(tmp_path / "checkpoint-4" / "trainer_state.pt", weights_only=False)
     # 4 rollouts of 2 prompts trained: the prompt stream resumes after them, not after what was queued
     assert (state["online"]["sampler"]["epoch"], state["online"]["sampler"]["position"]) == (0, 8)

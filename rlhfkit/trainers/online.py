@@ -23,6 +23,12 @@ resumed run regenerates from the restored RNG exactly as the uninterrupted run d
 writes a checkpoint of the last cycle boundary when no optimiser step has happened since (with
 the default one step per generation, always); in the middle of a multi-step cycle it writes
 none and says which checkpoint to resume from.
+
+With ``async_generation`` the rollout's first half (``_generate``: prompts, sampling, scoring,
+the sampler's log-probs) runs in ``online_async.RolloutProducer``'s thread on a snapshot of the
+policy, and the trainer finishes each rollout it takes (``_finish_rollout``: old and reference
+log-probs, advantages), dropping those more than ``max_staleness`` versions old; docs/online.md
+("Asynchronous training") has the correction and the resume rule.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -49,10 +56,13 @@ from ..rollout.sampling import Completions, build_engine, engine_gap, padded_row
 from . import checkpoint, completion_log
 from .config import ConfigError
 from .mechanics import Mechanics, build_optimizer, param_groups, schedule, set_seed
+from .online_async import RolloutProducer
 from .online_config import prepare
 from .trackers import resolve_trackers
 
 REFERENCE_FILE = "reference_model.safetensors"  # with sync_ref_model: the reference moves, so it is saved
+# how a logging window of several steps folds a metric (default: the mean)
+WINDOW_REDUCE = {"async/staleness_max": torch.max, "async/dropped": torch.sum}
 
 
 @dataclass
@@ -93,6 +103,17 @@ class Rollout:
         trim = (lambda t: t[:, :R] if t is not None and t.dim() == 2 else t)
         return {"batch": sub, "advantages": trim(pick(self.advantages)), "old": trim(pick(self.old)),
                 "ref": trim(pick(self.ref)), "sampling": trim(pick(self.sampling))}
+
+
+@dataclass
+class Generated:
+    """A generation before the trainer's forwards: what the async producer hands over (``online_async``)."""
+    sampled: Sampled
+    batch: object                    # RolloutBatch (N rows)
+    truncated: torch.Tensor          # (N,) bool: cut at max_completion_length
+    policy: list                     # N masks, 1 on the tokens the policy wrote
+    behaviour: torch.Tensor | None   # (N, R) the sampling snapshot's log-probs, or None (sampled by the policy)
+    sampler_state: dict              # the prompt sampler after this generation's prompts
 
 
 class OnlineRun:
@@ -158,6 +179,10 @@ class OnlineRun:
         if rollout_engine is None and config.use_vllm:
             rollout_engine = build_engine(config, self.accelerator.unwrap_model(self.model))
         self.completions = Completions(tokenizer, self._generation_kwargs(), rollout_engine)
+        self._producer: RolloutProducer | None = None  # async_generation's sampling thread while train() runs
+        self._sampler_state: dict | None = None  # async: the sampler after the last rollout trained on
+        if config.async_generation:
+            self._check_async(rollout_engine, agent)
         self.completions.sync(self.accelerator.unwrap_model(self.model), self.global_step)
 
     def _check_sync_ref_model(self, method: Method) -> None:
@@ -169,6 +194,21 @@ class OnlineRun:
                                                        "adapter-disabled base model, which has no weights of its own")
         if self.mechanics.sharded:
             raise ConfigError(owner, "sync_ref_model", "is not supported under FSDP/DeepSpeed (sharded policy weights)")
+
+    def _check_async(self, rollout_engine, agent) -> None:
+        owner = type(self.config).__name__
+        if rollout_engine is not None:
+            raise ConfigError(owner, "async_generation", "cannot run with a rollout engine (rollout_engine= / "
+                                                         "use_vllm): the producer samples with Hugging Face generate "
+                                                         "from its own snapshot; set async_generation=false")
+        if agent is not None:
+            raise ConfigError(owner, "async_generation", "does not support multi-turn rollouts (tools= or "
+                                                         "environment_factory= given): set async_generation=false")
+        if self.accelerator.num_processes > 1 or self.mechanics.sharded:
+            raise ConfigError(owner, "async_generation", "runs in a single process only (each process would drop "
+                                                         "stale rollouts on its own and the processes' steps would "
+                                                         "diverge); set async_generation=false under accelerate "
+                                                         "launch")
 
     @torch.no_grad()
     def _sync_reference(self) -> None:
@@ -189,17 +229,19 @@ class OnlineRun:
         return {**kwargs, **(cfg.generation_kwargs or {})}
 
     @torch.no_grad()
-    def _sample(self, prompts: list, columns: dict, G: int) -> Sampled:
-        """G completions (multi-turn: episodes) per prompt from the policy being trained, generated and scored."""
+    def _sample(self, prompts: list, columns: dict, G: int, policy=None, completions: Completions | None = None
+                ) -> Sampled:
+        """G completions (multi-turn: episodes) per prompt, generated and scored; from the policy being
+        trained unless ``policy`` (an async snapshot) and its ``completions`` are given."""
+        policy = policy if policy is not None else self.accelerator.unwrap_model(self.model)
+        completions = completions or self.completions
         if self.agent is not None:
-            return sample_episodes(self.accelerator.unwrap_model(self.model), self.tokenizer, self.completions,
-                                   self.agent, self.reward_funcs, prompts, columns, G,
-                                   reward_weights=self.reward_weights, device=self.accelerator.device,
+            return sample_episodes(policy, self.tokenizer, completions, self.agent, self.reward_funcs, prompts,
+                                   columns, G, reward_weights=self.reward_weights, device=self.accelerator.device,
                                    step=self.global_step, score_fn=self.score_fn)
-        return sample_and_score(self.accelerator.unwrap_model(self.model), self.tokenizer, self.completions,
-                                self.reward_funcs, prompts, columns, G, reward_weights=self.reward_weights,
-                                max_prompt_length=self.config.max_prompt_length, device=self.accelerator.device,
-                                step=self.global_step, score_fn=self.score_fn)
+        return sample_and_score(policy, self.tokenizer, completions, self.reward_funcs, prompts, columns, G,
+                                reward_weights=self.reward_weights, max_prompt_length=self.config.max_prompt_length,
+                                device=self.accelerator.device, step=self.global_step, score_fn=self.score_fn)
 
     def _forward_logprobs(self, model, batch, chunk: int) -> torch.Tensor:
         """No-grad response log-probs (N, R) in chunks of ``chunk`` rows, eval mode."""
@@ -245,10 +287,18 @@ class OnlineRun:
         logging_cycle = (self.global_step // cfg.logging_steps) != ((self.global_step + self.steps_per_cycle)
                                                                     // cfg.logging_steps)
         engine = self.completions.engine is not None and self.method.engine_correction
-        return off_policy or self.method.old_logprobs or logging_cycle or cfg.recompute_old_logprobs or engine
+        return off_policy or self.method.old_logprobs or logging_cycle or cfg.recompute_old_logprobs or engine or \
+            cfg.async_generation
 
     @torch.no_grad()
     def rollout(self) -> Rollout:
+        """One generation from the policy being trained, scored, with its log-probs and advantages."""
+        return self._finish_rollout(self._generate(self.accelerator.unwrap_model(self.model), self.completions))
+
+    @torch.no_grad()
+    def _generate(self, policy, completions: Completions, behaviour: bool = False) -> Generated:
+        """The next prompts' completions from ``policy``, scored and laid out (``behaviour``: with ``policy``'s
+        log-probs of the sampled tokens, for a snapshot that samples in another thread)."""
         cfg, G = self.config, self.config.num_generations
         # every process draws the same global order and keeps its own slice: whole groups stay on one process
         local = self.prompts_per_cycle // self.accelerator.num_processes
@@ -256,18 +306,27 @@ class OnlineRun:
         idx = self.sampler.take(self.prompts_per_cycle)[rank * local:(rank + 1) * local]
         prompts = [self.prompts[i] for i in idx]
         columns = {k: [v[i] for i in idx] for k, v in self.columns.items()}
-        sampled = self._sample(prompts, columns, G)
-        queries, responses, rewards, per_func = sampled.queries, sampled.responses, sampled.rewards, sampled.per_func
+        sampled = self._sample(prompts, columns, G, policy, completions)
+        queries, responses, rewards = sampled.queries, sampled.responses, sampled.rewards
         eos = self.tokenizer.eos_token_id
         if sampled.masks is not None:  # episodes: the policy's tokens only; truncated = cut by the token cap
             truncated = torch.tensor(sampled.truncated, device=rewards.device)  # (N,)
-            policy = [m.to(r.device) for m, r in zip(sampled.masks, responses)]
+            policy_masks = [m.to(r.device) for m, r in zip(sampled.masks, responses)]
         else:
             truncated = torch.tensor([int(r[-1]) != eos for r in responses], device=rewards.device)  # (N,)
-            policy = [torch.ones(len(r), device=r.device) for r in responses]
+            policy_masks = [torch.ones(len(r), device=r.device) for r in responses]
         masks = [m * (0.0 if (cfg.mask_truncated_completions and t) else 1.0)
-                 for m, t in zip(policy, truncated.tolist())]
+                 for m, t in zip(policy_masks, truncated.tolist())]
         batch = build_batch(queries, responses, masks, self.tokenizer.pad_token_id)
+        sampling = self._forward_logprobs(policy, batch, cfg.per_device_train_batch_size) if behaviour else None
+        return Generated(sampled, batch, truncated, policy_masks, sampling, self.sampler.state_dict())
+
+    @torch.no_grad()
+    def _finish_rollout(self, generated: Generated) -> Rollout:
+        """Old and reference log-probs, advantages and metrics of a generation, by the policy as it is now."""
+        cfg = self.config
+        sampled, batch, truncated, policy = generated.sampled, generated.batch, generated.truncated, generated.policy
+        rewards, per_func = sampled.rewards, sampled.per_func
         chunk = cfg.per_device_train_batch_size
         old = self._forward_logprobs(self.model, batch, chunk) if self._needs_old() else None
         ref = None
@@ -293,6 +352,12 @@ class OnlineRun:
             engine = padded_rows(sampled.engine_logprobs, old)  # (N, R)
             metrics.update(engine_gap(old, engine, batch.mask))
             sampling = engine if self.method.engine_correction else None
+        if generated.behaviour is not None:  # sampled by a stale snapshot (async_generation)
+            metrics.update(engine_gap(old, generated.behaviour, batch.mask))
+            if self.method.engine_correction:  # ratio to the policy now, weighted by exp(old - behaviour)
+                sampling = generated.behaviour
+            else:  # no correction: the clipped ratio is taken to the behaviour policy itself
+                old = generated.behaviour
         if cfg.log_completions:
             names = [reward_name(func, j) for j, func in enumerate(self.reward_funcs)]
             self._samples = completion_log.samples(sampled.prompts, sampled.completions, rewards, per_func, names,
@@ -349,7 +414,7 @@ class OnlineRun:
     def _cycle(self, bar) -> None:
         cfg = self.config
         self._cycle_done = False
-        rollout = self.rollout()
+        rollout = self.rollout() if self._producer is None else self._async_rollout()
         chunks = self._chunks(rollout.batch.response_ids.shape[0])
         self.model.train()
         window: list[dict] = []
@@ -364,6 +429,8 @@ class OnlineRun:
                     continue
                 with checkpoint.sigint_deferred():  # a Ctrl-C lands before this step or after its log row
                     self.global_step += 1
+                    if self._producer is not None and self.global_step % cfg.async_weight_sync_steps == 0:
+                        self._producer.publish(self.accelerator.unwrap_model(self.model), self.global_step)
                     bar.update(1)
                     self._after_step(window, rollout.metrics, grad_norm, bar)
                     if cfg.sync_ref_model and self.global_step % cfg.ref_model_sync_steps == 0:
@@ -375,6 +442,43 @@ class OnlineRun:
                     self.evaluate()
                 if self.global_step >= self.total_steps:
                     return
+
+    def _async_rollout(self) -> Rollout:
+        """The producer's next rollout that is at most max_staleness policy versions old (older ones are dropped)."""
+        dropped, waited = 0, 0.0
+        while True:
+            start = time.perf_counter()
+            version, generated = self._producer.get()
+            waited += time.perf_counter() - start
+            staleness = self.global_step - version
+            if staleness <= self.config.max_staleness:
+                break
+            dropped += 1
+        self._sampler_state = generated.sampler_state  # a checkpoint resumes the prompt stream after this one
+        rollout = self._finish_rollout(generated)
+        rollout.metrics.update({"async/staleness_mean": torch.tensor(float(staleness)),
+                                "async/staleness_max": torch.tensor(float(staleness)),
+                                "async/dropped": torch.tensor(float(dropped)),
+                                "async/queue_wait_seconds": torch.tensor(waited)})
+        return rollout
+
+    def _start_producer(self) -> None:
+        """The sampling thread of async_generation, from the policy as it is now (after a resume: restored)."""
+        self._sampler_state = self.sampler.state_dict()
+        self._producer_completions = Completions(self.tokenizer, self._generation_kwargs())
+        self._producer = RolloutProducer(
+            self.accelerator.unwrap_model(self.model),
+            lambda snapshot: self._generate(snapshot, self._producer_completions, behaviour=True),
+            version=self.global_step, queue_size=self.config.async_queue_size,
+            timeout_s=self.config.async_timeout_s)
+        self._producer.start()
+
+    def _stop_producer(self) -> None:
+        """Stop the sampling thread; the prompt sampler goes back to after the last rollout trained on."""
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None
+            self.sampler.load_state_dict(self._sampler_state)
 
     def _after_step(self, window: list[dict], cycle_metrics: dict, grad_norm, bar) -> None:
         cfg, step = self.config, self.global_step
@@ -395,7 +499,7 @@ class OnlineRun:
         row = {}
         for k in sorted(keys):
             values = [part[k].to(self.accelerator.device) for steps in self._window for part in steps[:2] if k in part]
-            value = torch.stack(values).float().mean()
+            value = WINDOW_REDUCE.get(k, torch.mean)(torch.stack(values).float())
             row[f"train/{k}"] = self.accelerator.reduce(value, "mean").item()
         norms = [float(g) for _, _, g in self._window if g is not None]
         if norms:
@@ -414,6 +518,8 @@ class OnlineRun:
                              logs=(self.output_dir / completion_log.FILE,))
         bar = self.mechanics.progress(self.total_steps, self.global_step, self.method.name, cfg.disable_tqdm)
         self._window, self._t_last = [], time.time()
+        if cfg.async_generation and self.global_step < self.total_steps:
+            self._start_producer()
         boundary = self._boundary()
         try:
             while self.global_step < self.total_steps:
@@ -423,9 +529,11 @@ class OnlineRun:
                 if cfg.save_steps and before // cfg.save_steps != self.global_step // cfg.save_steps:
                     self.save_checkpoint()
         except KeyboardInterrupt:
+            self._stop_producer()
             self._save_on_interrupt(boundary)
             raise
         finally:
+            self._stop_producer()
             bar.close()
         if self.eval_prompts and not (cfg.eval_steps and self.global_step % cfg.eval_steps == 0):
             self.evaluate()
@@ -441,7 +549,7 @@ class OnlineRun:
         """
         if not self.eval_prompts:
             return {}
-        with checkpoint.rng_preserved():
+        with checkpoint.rng_preserved(), (self._producer.paused() if self._producer is not None else nullcontext()):
             return self._evaluate()
 
     def _evaluate(self) -> dict:
@@ -470,7 +578,9 @@ class OnlineRun:
 
     def _boundary(self) -> dict:
         """What a checkpoint records at the end of a generation cycle (the state ``rollout`` starts from)."""
-        return {"global_step": self.global_step, "cycles": self.cycles, "sampler": self.sampler.state_dict(),
+        # async: the producer has taken prompts ahead; a resume goes on after the last rollout trained on
+        sampler = self._sampler_state if self._sampler_state is not None else self.sampler.state_dict()
+        return {"global_step": self.global_step, "cycles": self.cycles, "sampler": sampler,
                 "rng": checkpoint.rng_state(), "mechanics": self.mechanics.state_dict(),
                 "metrics_offset": checkpoint.metrics_size(self.mechanics.metrics_path)}
 

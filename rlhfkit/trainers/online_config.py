@@ -95,6 +95,22 @@ class OnlineConfig(LoopConfig):
                                                 "(the trainer keeps the rest).")
     vllm_sync_timeout_s: float = f(300.0, "Seconds a weight sync into vLLM may take before the run stops with a "
                                           "TimeoutError (a wedged engine must not hang training).")
+    # ---- asynchronous generation (docs/online.md, "Asynchronous training") ----
+    async_generation: bool = f(False, "Sample the next rollouts in a background thread, from a snapshot of the "
+                                      "policy, while the trainer updates on earlier ones (off-policy by up to "
+                                      "max_staleness optimiser steps, corrected by importance weights). Single "
+                                      "process, Hugging Face generate, single-turn prompts only.")
+    max_staleness: int = f(2, "With async_generation: a rollout sampled more than this many optimiser steps "
+                              "(policy versions) before the step that would train on it is dropped and a fresh "
+                              "one is taken instead (logged as async/dropped).")
+    async_queue_size: int = f(1, "With async_generation: finished rollouts (generations) the producer may hold "
+                                 "ready ahead of the trainer; a larger queue hides more generation time and makes "
+                                 "the rollouts staler.")
+    async_weight_sync_steps: int = f(1, "With async_generation: optimiser steps between two weight copies from "
+                                        "the trainer into the sampling snapshot (at most max_staleness + 1).")
+    async_timeout_s: float = f(600.0, "With async_generation: seconds the trainer waits for the producer's next "
+                                      "rollout before it stops with a TimeoutError (a hung reward function or "
+                                      "generation must not hang training).")
     # ---- optimisation ----
     num_iterations: int = f(1, "Passes over each generation's completions (mu in the GRPO paper); > 1 reuses "
                                "samples off-policy under the clipped ratio.")
@@ -146,6 +162,7 @@ class OnlineConfig(LoopConfig):
             c.fail("vllm_mode", f"must be colocate, got {self.vllm_mode!r} (TRL's server mode, `trl vllm-serve`, is "
                                 "not supported: run the engine in this process)")
         check_vllm(c)
+        check_async(c)
         for name in ("logging_strategy", "eval_strategy", "save_strategy"):
             value = getattr(self, name)
             if value == "epoch" or (name == "logging_strategy" and value == "no"):
@@ -193,6 +210,27 @@ def check_vllm(c: Checks) -> None:
     share = c.config.vllm_gpu_memory_utilization
     if not 0 < share <= 1:
         c.fail("vllm_gpu_memory_utilization", f"must be in (0, 1], got {share}")
+
+
+def check_async(c: Checks) -> None:
+    """The asynchronous-generation fields: ranges, and the settings it cannot run with (named)."""
+    c.at_least(0, "max_staleness")
+    c.at_least(1, "async_queue_size", "async_weight_sync_steps")
+    c.positive("async_timeout_s")
+    cfg = c.config
+    if not cfg.async_generation:
+        return
+    if cfg.use_vllm:
+        c.fail("async_generation", "cannot run with use_vllm=True: the colocated vLLM engine shares the trainer's "
+                                   "GPU and process; set one of them to false")
+    for name in ("tools", "environment_factory"):
+        if getattr(cfg, name):
+            c.fail("async_generation", f"does not support multi-turn rollouts ({name} is set): tools and "
+                                       f"environments run synchronously; set async_generation=false")
+    if cfg.async_weight_sync_steps > cfg.max_staleness + 1:
+        c.fail("async_weight_sync_steps", f"must be at most max_staleness + 1 = {cfg.max_staleness + 1}, got "
+                                          f"{cfg.async_weight_sync_steps}: a snapshot refreshed less often is "
+                                          f"always too stale to train on, and every rollout would be dropped")
 
 
 def _device():
